@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The balancer's maps. max_entries here are defaults: the Go loader sets
+ * the real sizes (max VIPs, max reals, connection table entries) before
+ * loading, so these numbers only matter to a loader that does not.
+ */
+#ifndef LBD_MAPS_H
+#define LBD_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "lbd_types.h"
+
+#define LBD_DEFAULT_MAX_VIPS 512
+#define LBD_DEFAULT_MAX_REALS 4096
+#define LBD_DEFAULT_FLOWS (1 << 20)
+#define LBD_DEFAULT_RING_SIZE 65537
+
+/* VIP -> its flags, number and ring size. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct vip_key);
+	__type(value, struct vip_meta);
+	__uint(max_entries, LBD_DEFAULT_MAX_VIPS);
+} vips SEC(".maps");
+
+/* Addresses used by any VIP: one lookup sends all other traffic to the stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct addr_key);
+	__type(value, enum lbd_addr_flag);
+	__uint(max_entries, LBD_DEFAULT_MAX_VIPS);
+} vip_addrs SEC(".maps");
+
+/* Real index -> address. Index 0 is never used, so a zeroed ring slot means "no real". */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct real_def);
+	__uint(max_entries, LBD_DEFAULT_MAX_REALS);
+} reals SEC(".maps");
+
+/*
+ * One Maglev ring per VIP, as an inner map of rings[vip_num]. User space
+ * builds a whole new ring and swaps it in with one update of rings, so a
+ * packet sees either the old ring or the new one, never a mix.
+ * BPF_F_INNER_MAP lets rings of different sizes share the outer map.
+ */
+struct ring {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32); /* real index */
+	__uint(max_entries, LBD_DEFAULT_RING_SIZE);
+	__uint(map_flags, BPF_F_INNER_MAP);
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__type(key, __u32);
+	__uint(max_entries, LBD_DEFAULT_MAX_VIPS);
+	__array(values, struct ring);
+} rings SEC(".maps");
+
+/* The connection table, with per-CPU LRU lists (no cross-CPU lock on eviction). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct flow_state);
+	__uint(max_entries, LBD_DEFAULT_FLOWS);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct lbd_config);
+	__uint(max_entries, 1);
+} config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct vip_counters);
+	__uint(max_entries, LBD_DEFAULT_MAX_VIPS);
+} vip_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct real_counters);
+	__uint(max_entries, LBD_DEFAULT_MAX_REALS);
+} real_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct global_counters);
+	__uint(max_entries, 1);
+} stats SEC(".maps");
+
+#endif /* LBD_MAPS_H */

@@ -1,0 +1,159 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Structures and constants shared between the lbd BPF programs and Go.
+ *
+ * Every struct here is mirrored by bpf2go (-type) into Go, so the layout is
+ * the contract: fields are ordered to need no implicit padding, and any
+ * explicit padding is named so that Go zeroes it (BPF hash keys compare
+ * every byte). Addresses are stored as four 32-bit words in network byte
+ * order; an IPv4 address uses word 0 and leaves words 1..3 zero.
+ */
+#ifndef LBD_TYPES_H
+#define LBD_TYPES_H
+
+#include <linux/types.h>
+
+/* Address families as stored in keys (not AF_*: 0 must mean "unset"). */
+enum lbd_family {
+	LBD_FAMILY_NONE = 0,
+	LBD_FAMILY_IPV4 = 4,
+	LBD_FAMILY_IPV6 = 6,
+};
+
+/* Per-VIP behaviour, in vip_meta.flags. */
+enum lbd_vip_flag {
+	/* Hash only the client address: all of a client's flows go to one real. */
+	LBD_VIP_F_STICKY = 1 << 0,
+	/* Neither consult nor fill the connection table: every packet follows the ring. */
+	LBD_VIP_F_NO_LRU = 1 << 1,
+	/* Encapsulate in GUE (UDP, variant 1 direct IP) instead of IP-in-IP. */
+	LBD_VIP_F_GUE = 1 << 2,
+};
+
+/* Per-address summary in vip_addrs: which lookups a packet to it needs. */
+enum lbd_addr_flag {
+	LBD_ADDR_F_PORTLESS_TCP = 1 << 0, /* a TCP VIP with port 0 (any port) exists */
+	LBD_ADDR_F_PORTLESS_UDP = 1 << 1, /* a UDP VIP with port 0 (any port) exists */
+};
+
+/* Global behaviour switches, in lbd_config.flags. */
+enum lbd_config_flag {
+	/* IPv4/IPv6 fragments to a VIP address: pass to the stack (else drop). */
+	LBD_CFG_F_FRAG_PASS = 1 << 0,
+	/* Other unbalanceable packets to a VIP address: pass (else drop). */
+	LBD_CFG_F_UNBALANCEABLE_PASS = 1 << 1,
+};
+
+/* A VIP: (address, port, protocol). Port 0 means "any port". */
+struct vip_key {
+	__u32 addr[4];
+	__u16 port; /* network byte order */
+	__u8 proto; /* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 family;
+};
+
+struct vip_meta {
+	enum lbd_vip_flag flags;
+	__u32 vip_num;   /* index into rings and vip_stats */
+	__u32 ring_size; /* slots in this VIP's ring (a prime) */
+	__u32 pad;
+};
+
+/* Key of vip_addrs: an address that at least one VIP uses. */
+struct addr_key {
+	__u32 addr[4];
+	__u32 family;
+};
+
+struct real_def {
+	__u32 addr[4];
+	__u32 family; /* LBD_FAMILY_NONE: slot unused */
+};
+
+/* Connection table key: the client's 5-tuple as it arrives. */
+struct flow_key {
+	__u32 src[4];
+	__u32 dst[4];
+	__u16 sport; /* network byte order */
+	__u16 dport; /* network byte order */
+	__u8 proto;
+	__u8 family;
+	__u16 pad;
+};
+
+/* Connection table value: the chosen real and what the flow carried. */
+struct flow_state {
+	__u32 real;     /* index into reals */
+	__u32 vip_num;
+	__u64 packets;
+	__u64 bytes;    /* IP bytes (header + payload) of the client's packets */
+	__u64 first_ns; /* bpf_ktime_get_ns() of the first packet */
+	__u64 last_ns;  /* bpf_ktime_get_ns() of the latest packet */
+};
+
+/* Run-time configuration, one element; user space may change it at any time. */
+struct lbd_config {
+	__u8 gw_mac[6];   /* all zero: send back to the frame's source MAC */
+	__u16 mtu;        /* largest outer IP packet to send; 0: no check */
+	enum lbd_config_flag flags;
+	/* IP-in-IP outer source = base | (flow hash & mask), per word. */
+	__u32 encap_src4;
+	__u32 encap_src4_mask;
+	__u32 encap_src6[4];
+	__u32 encap_src6_mask[4];
+	/* GUE outer source: a fixed address of this node. */
+	__u32 gue_src4;
+	__u32 gue_src6[4];
+	__u16 gue_port;   /* network byte order */
+	__u16 pad;
+	__u32 udp_timeout_s; /* UDP table entries idle longer re-follow the ring; 0: never */
+};
+
+struct vip_counters {
+	__u64 packets;
+	__u64 bytes;
+	__u64 lru_hits;
+	__u64 lru_misses;
+};
+
+struct real_counters {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/*
+ * Global counters, one per CPU, summed in Go. Every packet the balancer
+ * sees ends in exactly one of the action counters (tx, pass, drop reasons);
+ * the lru_* and icmp_* counters are extra detail.
+ */
+enum lbd_stat {
+	LBD_STAT_TX = 0,             /* encapsulated to a real */
+	LBD_STAT_ICMP_ECHO_REPLY,    /* echo request to a VIP address answered */
+	LBD_STAT_PASS_NON_IP,        /* not IPv4/IPv6 */
+	LBD_STAT_PASS_NON_VIP,       /* destination is not a VIP address */
+	LBD_STAT_PASS_NO_VIP_PORT,   /* VIP address, but no VIP for this port/protocol */
+	LBD_STAT_PASS_FRAGMENT,      /* fragment to a VIP address, policy pass */
+	LBD_STAT_DROP_FRAGMENT,      /* fragment to a VIP address, policy drop */
+	LBD_STAT_PASS_UNBALANCEABLE, /* other protocol/ICMP to a VIP address, policy pass */
+	LBD_STAT_DROP_UNBALANCEABLE, /* other protocol/ICMP to a VIP address, policy drop */
+	LBD_STAT_DROP_MALFORMED_L2,  /* truncated Ethernet/VLAN header */
+	LBD_STAT_DROP_MALFORMED_L3,  /* bad IP header: short, bad IHL/version, lengths that lie */
+	LBD_STAT_DROP_MALFORMED_L4,  /* VIP traffic with a short or bad TCP/UDP/ICMP header */
+	LBD_STAT_DROP_NO_REAL,       /* VIP has no usable real (empty ring) */
+	LBD_STAT_DROP_TOO_BIG,       /* encapsulated packet would exceed the MTU */
+	LBD_STAT_DROP_ENCAP_FAIL,    /* could not grow the frame */
+	LBD_STAT_LRU_HIT,            /* connection table hit */
+	LBD_STAT_LRU_MISS,           /* connection table miss (new flow or SYN) */
+	LBD_STAT_LRU_MISS_NON_SYN,   /* miss for a TCP packet that is not a SYN: a moved flow */
+	LBD_STAT_LRU_INSERT_FAIL,    /* connection table update failed */
+	LBD_STAT_ICMP_TOO_BIG,       /* frag-needed / packet-too-big forwarded to a flow's real */
+	LBD_STAT_MAX,
+};
+
+struct global_counters {
+	__u64 counters[LBD_STAT_MAX];
+};
+
+#define LBD_GUE_DEFAULT_PORT 6080
+
+#endif /* LBD_TYPES_H */

@@ -1,0 +1,151 @@
+package xdp
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Policy says what happens to packets the balancer cannot balance.
+type Policy int
+
+// The policies.
+const (
+	// PolicyDrop drops the packet (and counts it).
+	PolicyDrop Policy = iota
+	// PolicyPass hands the packet to the kernel stack (and counts it).
+	PolicyPass
+)
+
+func (p Policy) String() string {
+	if p == PolicyPass {
+		return "pass"
+	}
+	return "drop"
+}
+
+// Config is the run-time behaviour of the datapath; it can change at any
+// time without reloading.
+type Config struct {
+	// GatewayMAC is the destination MAC of encapsulated packets. Empty:
+	// send them back to the MAC they came from.
+	GatewayMAC net.HardwareAddr
+	// MTU is the largest outer IP packet to send; bigger ones are dropped
+	// and counted (drop_too_big). 0 turns the check off.
+	MTU uint16
+	// FragmentPolicy applies to IPv4 and IPv6 fragments sent to a VIP
+	// address: they carry no ports (or not in every fragment), so no flow
+	// can be chosen for them.
+	FragmentPolicy Policy
+	// UnbalanceablePolicy applies to other packets to a VIP address that
+	// cannot be balanced: protocols other than TCP, UDP and ICMP, and ICMP
+	// other than echo requests and too-big errors quoting a VIP flow.
+	UnbalanceablePolicy Policy
+	// EncapSourceV4/V6: the outer source of IP-in-IP packets is an address
+	// of this prefix chosen by the flow hash, so each flow has its own.
+	EncapSourceV4 netip.Prefix
+	EncapSourceV6 netip.Prefix
+	// GUESourceV4/V6 are the outer sources of GUE packets (this node's
+	// addresses); GUEPort is their UDP destination port.
+	GUESourceV4 netip.Addr
+	GUESourceV6 netip.Addr
+	GUEPort     uint16
+	// UDPFlowTimeout: a UDP flow idle for longer chooses its real again
+	// from the current ring (UDP has no SYN to mark a new flow). 0: never.
+	UDPFlowTimeout time.Duration
+}
+
+// DefaultConfig returns the configuration a freshly loaded balancer has.
+func DefaultConfig() Config {
+	return Config{
+		MTU:            1500,
+		EncapSourceV4:  netip.MustParsePrefix("172.16.0.0/16"),
+		EncapSourceV6:  netip.MustParsePrefix("100::/64"),
+		GUEPort:        6080,
+		UDPFlowTimeout: 30 * time.Second,
+	}
+}
+
+func (c Config) raw() (balancerLbdConfig, error) {
+	var r balancerLbdConfig
+	switch len(c.GatewayMAC) {
+	case 0:
+	case 6:
+		copy(r.GwMac[:], c.GatewayMAC)
+	default:
+		return r, fmt.Errorf("gateway MAC %s: must be a 6-byte Ethernet address", c.GatewayMAC)
+	}
+	r.Mtu = c.MTU
+	if c.FragmentPolicy == PolicyPass {
+		r.Flags |= balancerLbdConfigFlagLBD_CFG_F_FRAG_PASS
+	}
+	if c.UnbalanceablePolicy == PolicyPass {
+		r.Flags |= balancerLbdConfigFlagLBD_CFG_F_UNBALANCEABLE_PASS
+	}
+	if !c.EncapSourceV4.IsValid() || !c.EncapSourceV4.Addr().Is4() {
+		return r, fmt.Errorf("IPv4 encapsulation source prefix %s: must be an IPv4 prefix such as 172.16.0.0/16", c.EncapSourceV4)
+	}
+	if !c.EncapSourceV6.IsValid() || !c.EncapSourceV6.Addr().Is6() || c.EncapSourceV6.Addr().Is4In6() {
+		return r, fmt.Errorf("IPv6 encapsulation source prefix %s: must be an IPv6 prefix such as 100::/64", c.EncapSourceV6)
+	}
+	base4, mask4 := prefixWords(c.EncapSourceV4)
+	r.EncapSrc4, r.EncapSrc4Mask = base4[0], mask4[0]
+	r.EncapSrc6, r.EncapSrc6Mask = prefixWords(c.EncapSourceV6)
+	if c.GUESourceV4.IsValid() {
+		if !c.GUESourceV4.Is4() {
+			return r, fmt.Errorf("GUE IPv4 source %s: not an IPv4 address", c.GUESourceV4)
+		}
+		w, _ := addrWords(c.GUESourceV4)
+		r.GueSrc4 = w[0]
+	}
+	if c.GUESourceV6.IsValid() {
+		if !c.GUESourceV6.Is6() || c.GUESourceV6.Is4In6() {
+			return r, fmt.Errorf("GUE IPv6 source %s: not an IPv6 address", c.GUESourceV6)
+		}
+		r.GueSrc6, _ = addrWords(c.GUESourceV6)
+	}
+	if c.GUEPort == 0 {
+		return r, fmt.Errorf("GUE port 0: set a UDP port (Katran and lbd use 6080)")
+	}
+	r.GuePort = htons(c.GUEPort)
+	if c.UDPFlowTimeout < 0 {
+		return r, fmt.Errorf("UDP flow timeout %s: must not be negative", c.UDPFlowTimeout)
+	}
+	r.UdpTimeoutS = uint32((c.UDPFlowTimeout + time.Second - 1) / time.Second)
+	return r, nil
+}
+
+// prefixWords returns the prefix's network address and the host-bit mask,
+// both as datapath address words.
+func prefixWords(p netip.Prefix) (base, mask [4]uint32) {
+	p = p.Masked()
+	base, _ = addrWords(p.Addr())
+	var m [16]byte
+	n := p.Addr().BitLen()
+	for i := p.Bits(); i < n; i++ {
+		m[i/8] |= 0x80 >> (i % 8)
+	}
+	var ma netip.Addr
+	if n == 32 {
+		ma = netip.AddrFrom4([4]byte(m[:4]))
+	} else {
+		ma = netip.AddrFrom16(m)
+	}
+	mask, _ = addrWords(ma)
+	return base, mask
+}
+
+// SetConfig validates and installs a configuration.
+func (b *Balancer) SetConfig(c Config) error {
+	r, err := c.raw()
+	if err != nil {
+		return err
+	}
+	if err := b.objs.Config.Update(uint32(0), &r, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("write config map: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,158 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"iter"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// FlowKey is a client's 5-tuple as it reaches the balancer.
+type FlowKey struct {
+	Client netip.AddrPort
+	Dest   netip.AddrPort // the VIP address and the port the client used
+	Proto  Proto
+}
+
+func (k FlowKey) String() string {
+	return fmt.Sprintf("%s %s -> %s", k.Proto, k.Client, k.Dest)
+}
+
+func (k FlowKey) raw() (balancerFlowKey, error) {
+	src, sf := addrWords(k.Client.Addr())
+	dst, df := addrWords(k.Dest.Addr())
+	if sf != df {
+		return balancerFlowKey{}, fmt.Errorf("flow %s: client and destination families differ", k)
+	}
+	return balancerFlowKey{
+		Src: src, Dst: dst,
+		Sport: htons(k.Client.Port()), Dport: htons(k.Dest.Port()),
+		Proto: uint8(k.Proto), Family: sf,
+	}, nil
+}
+
+func flowKeyFromRaw(r balancerFlowKey) (FlowKey, error) {
+	src, err := wordsAddr(r.Src, uint32(r.Family))
+	if err != nil {
+		return FlowKey{}, err
+	}
+	dst, err := wordsAddr(r.Dst, uint32(r.Family))
+	if err != nil {
+		return FlowKey{}, err
+	}
+	return FlowKey{
+		Client: netip.AddrPortFrom(src, ntohs(r.Sport)),
+		Dest:   netip.AddrPortFrom(dst, ntohs(r.Dport)),
+		Proto:  Proto(r.Proto),
+	}, nil
+}
+
+// Flow is one connection table entry.
+type Flow struct {
+	Key       FlowKey
+	Real      RealID
+	VIPNum    uint32
+	Packets   uint64
+	Bytes     uint64 // IP bytes as the client sent them
+	FirstSeen time.Time
+	LastSeen  time.Time
+}
+
+// monoClock converts the datapath's bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.
+type monoClock struct {
+	wall time.Time
+	mono int64
+}
+
+func newMonoClock() monoClock {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return monoClock{wall: time.Now(), mono: ts.Nano()}
+}
+
+func (c monoClock) at(ns uint64) time.Time {
+	return c.wall.Add(time.Duration(int64(ns) - c.mono))
+}
+
+func (c monoClock) flow(k balancerFlowKey, v balancerFlowState) (Flow, error) {
+	key, err := flowKeyFromRaw(k)
+	if err != nil {
+		return Flow{}, err
+	}
+	return Flow{
+		Key: key, Real: RealID(v.Real), VIPNum: v.VipNum,
+		Packets: v.Packets, Bytes: v.Bytes,
+		FirstSeen: c.at(v.FirstNs), LastSeen: c.at(v.LastNs),
+	}, nil
+}
+
+// LookupFlow returns the connection table entry of a flow.
+func (b *Balancer) LookupFlow(key FlowKey) (Flow, error) {
+	raw, err := key.raw()
+	if err != nil {
+		return Flow{}, err
+	}
+	var v balancerFlowState
+	// LookupWithFlags is not available for LRU maps before 5.x; a plain
+	// lookup from user space does not touch the LRU order.
+	if err := b.objs.Flows.Lookup(&raw, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Flow{}, fmt.Errorf("flow %s: %w", key, ErrNotFound)
+		}
+		return Flow{}, fmt.Errorf("flow %s: %w", key, err)
+	}
+	return newMonoClock().flow(raw, v)
+}
+
+// Flows iterates over the connection table. The table changes while it
+// is read: an entry may be missed or, rarely, seen twice.
+func (b *Balancer) Flows() iter.Seq2[Flow, error] {
+	return func(yield func(Flow, error) bool) {
+		clock := newMonoClock()
+		var k balancerFlowKey
+		var v balancerFlowState
+		it := b.objs.Flows.Iterate()
+		for it.Next(&k, &v) {
+			f, err := clock.flow(k, v)
+			if !yield(f, err) {
+				return
+			}
+		}
+		if err := it.Err(); err != nil {
+			yield(Flow{}, fmt.Errorf("iterate flows: %w", err))
+		}
+	}
+}
+
+// DeleteFlows removes the connection table entries for which match is
+// true (e.g. those of a removed real) and returns how many it removed.
+func (b *Balancer) DeleteFlows(match func(Flow) bool) (int, error) {
+	var victims []FlowKey
+	for f, err := range b.Flows() {
+		if err != nil {
+			return 0, err
+		}
+		if match(f) {
+			victims = append(victims, f.Key)
+		}
+	}
+	n := 0
+	for _, k := range victims {
+		raw, err := k.raw()
+		if err != nil {
+			return n, err
+		}
+		if err := b.objs.Flows.Delete(&raw); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue
+			}
+			return n, fmt.Errorf("delete flow %s: %w", k, err)
+		}
+		n++
+	}
+	return n, nil
+}

@@ -1,0 +1,161 @@
+package xdp
+
+import (
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Stat names one global counter (enum lbd_stat in lbd_types.h, same order:
+// TestStatNamesMatchHeader keeps them in step).
+type Stat int
+
+// The global counters. Every packet ends in exactly one of the action
+// counters (StatTX through StatDropEncapFail); the rest are detail.
+const (
+	StatTX Stat = iota
+	StatICMPEchoReply
+	StatPassNonIP
+	StatPassNonVIP
+	StatPassNoVIPPort
+	StatPassFragment
+	StatDropFragment
+	StatPassUnbalanceable
+	StatDropUnbalanceable
+	StatDropMalformedL2
+	StatDropMalformedL3
+	StatDropMalformedL4
+	StatDropNoReal
+	StatDropTooBig
+	StatDropEncapFail
+	StatLRUHit
+	StatLRUMiss
+	StatLRUMissNonSYN
+	StatLRUInsertFail
+	StatICMPTooBig
+	NumStats
+)
+
+var statNames = [NumStats]string{
+	"tx", "icmp_echo_reply", "pass_non_ip", "pass_non_vip", "pass_no_vip_port",
+	"pass_fragment", "drop_fragment", "pass_unbalanceable", "drop_unbalanceable",
+	"drop_malformed_l2", "drop_malformed_l3", "drop_malformed_l4", "drop_no_real",
+	"drop_too_big", "drop_encap_fail", "lru_hit", "lru_miss", "lru_miss_non_syn",
+	"lru_insert_fail", "icmp_too_big",
+}
+
+// String is the counter's name in APIs and metrics, e.g. "drop_malformed_l3".
+func (s Stat) String() string {
+	if s < 0 || s >= NumStats {
+		return fmt.Sprintf("stat-%d", int(s))
+	}
+	return statNames[s]
+}
+
+// IsAction says whether the counter is one of the per-packet outcomes.
+func (s Stat) IsAction() bool { return s >= StatTX && s <= StatDropEncapFail }
+
+// GlobalStats are the global counters summed over CPUs.
+type GlobalStats [NumStats]uint64
+
+// Packets is the number of packets the balancer has seen (the sum of the action counters).
+func (g GlobalStats) Packets() uint64 {
+	var n uint64
+	for s := StatTX; s < NumStats; s++ {
+		if s.IsAction() {
+			n += g[s]
+		}
+	}
+	return n
+}
+
+// Map returns the non-zero counters by name.
+func (g GlobalStats) Map() map[string]uint64 {
+	m := make(map[string]uint64)
+	for s := StatTX; s < NumStats; s++ {
+		if g[s] != 0 {
+			m[s.String()] = g[s]
+		}
+	}
+	return m
+}
+
+// VIPStats are a VIP's counters summed over CPUs. Bytes are IP bytes
+// (header and payload) of the packets as clients sent them.
+type VIPStats struct {
+	Packets, Bytes     uint64
+	LRUHits, LRUMisses uint64
+}
+
+// RealStats are a real's counters summed over CPUs (all VIPs together).
+type RealStats struct {
+	Packets, Bytes uint64
+}
+
+// GlobalStats reads the global counters.
+func (b *Balancer) GlobalStats() (GlobalStats, error) {
+	var per []balancerGlobalCounters
+	if err := b.objs.Stats.Lookup(uint32(0), &per); err != nil {
+		return GlobalStats{}, fmt.Errorf("read stats map: %w", err)
+	}
+	var g GlobalStats
+	for _, c := range per {
+		for i := range g {
+			g[i] += c.Counters[i]
+		}
+	}
+	return g, nil
+}
+
+// VIPStats reads one VIP's counters.
+func (b *Balancer) VIPStats(key VIPKey) (VIPStats, error) {
+	v, err := b.LookupVIP(key)
+	if err != nil {
+		return VIPStats{}, err
+	}
+	var per []balancerVipCounters
+	if err := b.objs.VipStats.Lookup(v.Num, &per); err != nil {
+		return VIPStats{}, fmt.Errorf("VIP %s: read counters: %w", key, err)
+	}
+	var s VIPStats
+	for _, c := range per {
+		s.Packets += c.Packets
+		s.Bytes += c.Bytes
+		s.LRUHits += c.LruHits
+		s.LRUMisses += c.LruMisses
+	}
+	return s, nil
+}
+
+// RealStats reads one real's counters.
+func (b *Balancer) RealStats(id RealID) (RealStats, error) {
+	if id == 0 || uint32(id) >= b.limits.MaxReals {
+		return RealStats{}, fmt.Errorf("real %d: %w", id, ErrNotFound)
+	}
+	var per []balancerRealCounters
+	if err := b.objs.RealStats.Lookup(uint32(id), &per); err != nil {
+		return RealStats{}, fmt.Errorf("real %d: read counters: %w", id, err)
+	}
+	var s RealStats
+	for _, c := range per {
+		s.Packets += c.Packets
+		s.Bytes += c.Bytes
+	}
+	return s, nil
+}
+
+func (b *Balancer) clearVIPStats(num uint32) error {
+	zero := make([]balancerVipCounters, ebpf.MustPossibleCPU())
+	if err := b.objs.VipStats.Update(num, zero, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("reset counters of VIP number %d: %w", num, err)
+	}
+	return nil
+}
+
+func (b *Balancer) clearRealStats(idx uint32) error {
+	zero := make([]balancerRealCounters, ebpf.MustPossibleCPU())
+	if err := b.objs.RealStats.Update(idx, zero, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("reset counters of real %d: %w", idx, err)
+	}
+	return nil
+}

@@ -1,0 +1,370 @@
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/cilium/ebpf"
+)
+
+// Proto is an L4 protocol a VIP balances.
+type Proto uint8
+
+// The protocols a VIP can have.
+const (
+	TCP Proto = 6
+	UDP Proto = 17
+)
+
+func (p Proto) String() string {
+	switch p {
+	case TCP:
+		return "tcp"
+	case UDP:
+		return "udp"
+	}
+	return fmt.Sprintf("proto-%d", uint8(p))
+}
+
+// ParseProto accepts "tcp" and "udp".
+func ParseProto(s string) (Proto, error) {
+	switch strings.ToLower(s) {
+	case "tcp":
+		return TCP, nil
+	case "udp":
+		return UDP, nil
+	}
+	return 0, fmt.Errorf("protocol %q: use tcp or udp", s)
+}
+
+// VIPKey names a VIP: address, port and protocol. Port 0 is a port-less
+// VIP: it takes every port of the address for the protocol that no VIP
+// with an exact port takes.
+type VIPKey struct {
+	Addr  netip.Addr
+	Port  uint16
+	Proto Proto
+}
+
+func (k VIPKey) String() string {
+	return fmt.Sprintf("%s/%s", k.Proto, netip.AddrPortFrom(k.Addr, k.Port))
+}
+
+// Validate says what is wrong with a key, if anything.
+func (k VIPKey) Validate() error {
+	if err := checkAddr("VIP", k.Addr); err != nil {
+		return err
+	}
+	if k.Proto != TCP && k.Proto != UDP {
+		return fmt.Errorf("VIP %s: protocol must be tcp or udp", k)
+	}
+	return nil
+}
+
+func (k VIPKey) raw() balancerVipKey {
+	words, fam := addrWords(k.Addr)
+	return balancerVipKey{Addr: words, Port: htons(k.Port), Proto: uint8(k.Proto), Family: fam}
+}
+
+// VIPFlags select per-VIP behaviour.
+type VIPFlags uint32
+
+// The VIP flags (lbd_vip_flag in lbd_types.h).
+const (
+	// VIPSticky hashes only the client address: a client's flows all go to one real.
+	VIPSticky VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_STICKY)
+	// VIPNoLRU skips the connection table: every packet follows the current ring.
+	VIPNoLRU VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_NO_LRU)
+	// VIPGUE encapsulates in GUE (UDP) instead of IP-in-IP.
+	VIPGUE VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_GUE)
+
+	allVIPFlags = VIPSticky | VIPNoLRU | VIPGUE
+)
+
+// vipEntry is what the balancer remembers of a VIP it installed.
+type vipEntry struct {
+	num      uint32
+	flags    VIPFlags
+	ringSize uint32
+}
+
+// VIP is an installed VIP as the datapath has it.
+type VIP struct {
+	Key      VIPKey
+	Num      uint32 // index of its ring and counters
+	Flags    VIPFlags
+	RingSize uint32 // 0 until SetRing
+}
+
+// AddVIP installs a VIP with no ring: until SetRing gives it one, its
+// packets are dropped (counted as no-real). It fails with ErrExists, or
+// with ErrLimit when all MaxVIPs numbers are taken.
+func (b *Balancer) AddVIP(key VIPKey, flags VIPFlags) error {
+	if err := key.Validate(); err != nil {
+		return err
+	}
+	if flags&^allVIPFlags != 0 {
+		return fmt.Errorf("VIP %s: unknown flags %#x", key, uint32(flags&^allVIPFlags))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.vips[key]; ok {
+		return fmt.Errorf("VIP %s: %w", key, ErrExists)
+	}
+	num, ok := takeFree(b.vipNums, 0)
+	if !ok {
+		return fmt.Errorf("VIP %s: all %d VIP slots are in use (raise the max VIPs limit): %w", key, b.limits.MaxVIPs, ErrLimit)
+	}
+	// Counters of a reused number start from zero.
+	if err := b.clearVIPStats(num); err != nil {
+		b.vipNums[num] = false
+		return err
+	}
+	meta := balancerVipMeta{Flags: balancerLbdVipFlag(flags), VipNum: num}
+	raw := key.raw()
+	if err := b.objs.Vips.Update(&raw, &meta, ebpf.UpdateNoExist); err != nil {
+		b.vipNums[num] = false
+		return fmt.Errorf("VIP %s: write vips map: %w", key, err)
+	}
+	b.vips[key] = vipEntry{num: num, flags: flags}
+	if err := b.syncAddr(key.Addr); err != nil {
+		// Undo: without its address entry the VIP would never match.
+		_ = b.objs.Vips.Delete(&raw)
+		delete(b.vips, key)
+		b.vipNums[num] = false
+		return err
+	}
+	return nil
+}
+
+// SetVIPFlags replaces a VIP's flags.
+func (b *Balancer) SetVIPFlags(key VIPKey, flags VIPFlags) error {
+	if flags&^allVIPFlags != 0 {
+		return fmt.Errorf("VIP %s: unknown flags %#x", key, uint32(flags&^allVIPFlags))
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.vips[key]
+	if !ok {
+		return fmt.Errorf("VIP %s: %w", key, ErrNotFound)
+	}
+	e.flags = flags
+	if err := b.writeMeta(key, e); err != nil {
+		return err
+	}
+	b.vips[key] = e
+	return nil
+}
+
+// RemoveVIP removes a VIP, its ring and its address entry (when no other
+// VIP uses the address). Its connection table entries stay until evicted:
+// they no longer match once the VIP is gone (see DeleteFlows).
+func (b *Balancer) RemoveVIP(key VIPKey) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.vips[key]
+	if !ok {
+		return fmt.Errorf("VIP %s: %w", key, ErrNotFound)
+	}
+	raw := key.raw()
+	if err := b.objs.Vips.Delete(&raw); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("VIP %s: delete from vips map: %w", key, err)
+	}
+	delete(b.vips, key)
+	if err := b.objs.Rings.Delete(e.num); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("VIP %s: delete ring: %w", key, err)
+	}
+	b.vipNums[e.num] = false
+	return b.syncAddr(key.Addr)
+}
+
+// VIPs lists the installed VIPs.
+func (b *Balancer) VIPs() []VIP {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]VIP, 0, len(b.vips))
+	for k, e := range b.vips {
+		out = append(out, VIP{Key: k, Num: e.num, Flags: e.flags, RingSize: e.ringSize})
+	}
+	return out
+}
+
+// LookupVIP returns one installed VIP.
+func (b *Balancer) LookupVIP(key VIPKey) (VIP, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.vips[key]
+	if !ok {
+		return VIP{}, fmt.Errorf("VIP %s: %w", key, ErrNotFound)
+	}
+	return VIP{Key: key, Num: e.num, Flags: e.flags, RingSize: e.ringSize}, nil
+}
+
+// SetRing gives a VIP a new ring: ring[slot] is the RealID that takes the
+// flows hashing to slot (0: none, such packets are dropped). The whole ring
+// is built in a new map and swapped in with one update, so a packet sees
+// either the old ring or the new one. Every non-zero entry must be a real
+// added with AddReal.
+func (b *Balancer) SetRing(key VIPKey, ring []RealID) error {
+	if len(ring) == 0 || len(ring) > 1<<24 {
+		return fmt.Errorf("VIP %s: ring size %d: must be between 1 and %d", key, len(ring), 1<<24)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.vips[key]
+	if !ok {
+		return fmt.Errorf("VIP %s: %w", key, ErrNotFound)
+	}
+	for slot, id := range ring {
+		if id != 0 && (int(id) >= len(b.realIDs) || !b.realIDs[id]) {
+			return fmt.Errorf("VIP %s: ring slot %d holds real %d, which is not defined", key, slot, id)
+		}
+	}
+
+	spec := b.ringSpec.Copy()
+	spec.MaxEntries = uint32(len(ring))
+	spec.Name = fmt.Sprintf("lbd_ring_%d", e.num)
+	inner, err := ebpf.NewMap(spec)
+	if err != nil {
+		return fmt.Errorf("VIP %s: create ring map of %d slots: %w", key, len(ring), err)
+	}
+	defer inner.Close() // the outer map holds its own reference
+	if err := fillArray(inner, ring); err != nil {
+		return fmt.Errorf("VIP %s: fill ring: %w", key, err)
+	}
+
+	// The program reads the ring size from the VIP and the ring from rings:
+	// order the two writes so that a packet in between never indexes past
+	// the end of the ring it sees (grow: ring first; shrink: size first).
+	next := e
+	next.ringSize = uint32(len(ring))
+	if next.ringSize < e.ringSize {
+		if err := b.writeMeta(key, next); err != nil {
+			return err
+		}
+	}
+	if err := b.objs.Rings.Update(e.num, inner, ebpf.UpdateAny); err != nil {
+		if next.ringSize < e.ringSize {
+			_ = b.writeMeta(key, e)
+		}
+		return fmt.Errorf("VIP %s: swap ring: %w", key, err)
+	}
+	if next.ringSize > e.ringSize {
+		if err := b.writeMeta(key, next); err != nil {
+			return err
+		}
+	}
+	b.vips[key] = next
+	return nil
+}
+
+// Ring reads a VIP's ring back from the kernel.
+func (b *Balancer) Ring(key VIPKey) ([]RealID, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.vips[key]
+	if !ok {
+		return nil, fmt.Errorf("VIP %s: %w", key, ErrNotFound)
+	}
+	if e.ringSize == 0 {
+		return nil, nil
+	}
+	var id ebpf.MapID
+	if err := b.objs.Rings.Lookup(e.num, &id); err != nil {
+		return nil, fmt.Errorf("VIP %s: look up ring: %w", key, err)
+	}
+	inner, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return nil, fmt.Errorf("VIP %s: open ring: %w", key, err)
+	}
+	defer inner.Close()
+	ring := make([]RealID, inner.MaxEntries())
+	keys := make([]uint32, len(ring))
+	vals := make([]uint32, len(ring))
+	var cursor ebpf.MapBatchCursor
+	n, err := inner.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("VIP %s: read ring: %w", key, err)
+	}
+	for i := 0; i < n; i++ {
+		ring[keys[i]] = RealID(vals[i])
+	}
+	return ring, nil
+}
+
+func (b *Balancer) writeMeta(key VIPKey, e vipEntry) error {
+	raw := key.raw()
+	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), VipNum: e.num, RingSize: e.ringSize}
+	if err := b.objs.Vips.Update(&raw, &meta, ebpf.UpdateExist); err != nil {
+		return fmt.Errorf("VIP %s: write vips map: %w", key, err)
+	}
+	return nil
+}
+
+// syncAddr rewrites the vip_addrs entry of addr from the VIPs that use it.
+func (b *Balancer) syncAddr(addr netip.Addr) error {
+	var flags balancerLbdAddrFlag
+	used := false
+	for k := range b.vips {
+		if k.Addr != addr {
+			continue
+		}
+		used = true
+		if k.Port == 0 {
+			if k.Proto == TCP {
+				flags |= balancerLbdAddrFlagLBD_ADDR_F_PORTLESS_TCP
+			} else {
+				flags |= balancerLbdAddrFlagLBD_ADDR_F_PORTLESS_UDP
+			}
+		}
+	}
+	words, fam := addrWords(addr)
+	ak := balancerAddrKey{Addr: words, Family: uint32(fam)}
+	if !used {
+		if err := b.objs.VipAddrs.Delete(&ak); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("address %s: delete from vip_addrs: %w", addr, err)
+		}
+		return nil
+	}
+	if err := b.objs.VipAddrs.Update(&ak, flags, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("address %s: write vip_addrs: %w", addr, err)
+	}
+	return nil
+}
+
+// takeFree marks and returns the first free index at or after from.
+func takeFree(used []bool, from int) (uint32, bool) {
+	for i := from; i < len(used); i++ {
+		if !used[i] {
+			used[i] = true
+			return uint32(i), true
+		}
+	}
+	return 0, false
+}
+
+// fillArray writes vals[i] at key i of an array map, in batches where the
+// kernel supports them (5.6+), one by one otherwise.
+func fillArray(m *ebpf.Map, ring []RealID) error {
+	keys := make([]uint32, len(ring))
+	vals := make([]uint32, len(ring))
+	for i, id := range ring {
+		keys[i] = uint32(i)
+		vals[i] = uint32(id)
+	}
+	_, err := m.BatchUpdate(keys, vals, nil)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	for i := range keys {
+		if err := m.Update(keys[i], vals[i], ebpf.UpdateAny); err != nil {
+			return err
+		}
+	}
+	return nil
+}

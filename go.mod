@@ -1,0 +1,12 @@
+module github.com/lbd-dev/lbd
+
+go 1.26.0
+
+require (
+	github.com/cilium/ebpf v0.22.0
+	golang.org/x/sys v0.43.0
+)
+
+require github.com/google/gopacket v1.1.19 // indirect
+
+tool github.com/cilium/ebpf/cmd/bpf2go
