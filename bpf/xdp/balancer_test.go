@@ -38,7 +38,7 @@ var (
 
 const testRingSize = 13
 
-func newTestLB(t *testing.T) *testLB {
+func newTestLB(t testing.TB) *testLB {
 	t.Helper()
 	privtest.Require(t)
 	b, err := Load(Limits{MaxVIPs: 16, MaxReals: 64, MaxFlows: 1024})
@@ -67,7 +67,7 @@ func newTestLB(t *testing.T) *testLB {
 }
 
 // addVIP installs a VIP whose ring cycles through the given reals.
-func (l *testLB) addVIP(t *testing.T, key VIPKey, flags VIPFlags, reals []string) {
+func (l *testLB) addVIP(t testing.TB, key VIPKey, flags VIPFlags, reals []string) {
 	t.Helper()
 	if err := l.AddVIP(key, flags); err != nil {
 		t.Fatal(err)
@@ -90,7 +90,7 @@ func (l *testLB) addVIP(t *testing.T, key VIPKey, flags VIPFlags, reals []string
 	l.setRing(t, key, ring)
 }
 
-func (l *testLB) setRing(t *testing.T, key VIPKey, ring []RealID) {
+func (l *testLB) setRing(t testing.TB, key VIPKey, ring []RealID) {
 	t.Helper()
 	if err := l.SetRing(key, ring); err != nil {
 		t.Fatal(err)
