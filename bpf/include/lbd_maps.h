@@ -17,13 +17,21 @@
 #define LBD_DEFAULT_FLOWS (1 << 20)
 #define LBD_DEFAULT_RING_SIZE 65537
 
-/* VIP -> its flags, number and ring size. */
+/* VIP -> its number. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct vip_key);
-	__type(value, struct vip_meta);
+	__type(value, __u32);
 	__uint(max_entries, LBD_DEFAULT_MAX_VIPS);
 } vips SEC(".maps");
+
+/* VIP number -> flags, ring size, generation. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct vip_meta);
+	__uint(max_entries, LBD_DEFAULT_MAX_VIPS);
+} vip_info SEC(".maps");
 
 /* Addresses used by any VIP: one lookup sends all other traffic to the stack. */
 struct {

@@ -52,10 +52,17 @@ struct vip_key {
 	__u8 family;
 };
 
+/*
+ * What the datapath knows of a VIP, in vip_info[vip_num] (vip_num: the
+ * value of vips, also the index of rings and vip_stats). gen changes each
+ * time the number is given to a VIP, and is 0 while the number is free: a
+ * connection table entry names its VIP by (vip_num, gen), so entries of a
+ * removed VIP stop matching at once, without a table walk.
+ */
 struct vip_meta {
 	enum lbd_vip_flag flags;
-	__u32 vip_num;   /* index into rings and vip_stats */
 	__u32 ring_size; /* slots in this VIP's ring (a prime) */
+	__u32 gen;
 	__u32 pad;
 };
 
@@ -85,10 +92,12 @@ struct flow_key {
 struct flow_state {
 	__u32 real;     /* index into reals */
 	__u32 vip_num;
+	__u32 vip_gen;  /* vip_info[vip_num].gen when the entry was made */
+	__u32 pad;
 	__u64 packets;
 	__u64 bytes;    /* IP bytes (header + payload) of the client's packets */
-	__u64 first_ns; /* bpf_ktime_get_ns() of the first packet */
-	__u64 last_ns;  /* bpf_ktime_get_ns() of the latest packet */
+	__u64 first_ns; /* CLOCK_MONOTONIC of the first packet (coarse where the kernel has it) */
+	__u64 last_ns;  /* CLOCK_MONOTONIC of the latest packet */
 };
 
 /* Run-time configuration, one element; user space may change it at any time. */

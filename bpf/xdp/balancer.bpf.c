@@ -24,6 +24,20 @@
 
 #define NSEC_PER_SEC 1000000000ULL
 
+/*
+ * Set by the loader when the kernel has bpf_ktime_get_coarse_ns (5.11+):
+ * a tick-precise clock is plenty for first/last seen and UDP idle
+ * timeouts, and costs a fraction of bpf_ktime_get_ns per packet.
+ */
+const volatile __u32 lbd_coarse_clock = 0;
+
+static __always_inline __u64 lbd_now(void)
+{
+	if (lbd_coarse_clock)
+		return bpf_ktime_get_coarse_ns();
+	return bpf_ktime_get_ns();
+}
+
 static __always_inline int lbd_count(struct global_counters *gs, __u32 stat, int action)
 {
 	if (stat < LBD_STAT_MAX)
@@ -40,33 +54,41 @@ static __always_inline int lbd_policy(struct global_counters *gs, const struct l
 	return lbd_count(gs, drop_stat, XDP_DROP);
 }
 
-/* lbd_lookup_vip finds the VIP for (addr, port, proto): exact port first, then any-port. */
-static __always_inline struct vip_meta *lbd_lookup_vip(const __u32 addr[4], __u8 family,
-						       __u16 port, __u8 proto, __u32 addr_flags)
+/*
+ * lbd_lookup_vip finds the VIP for (addr, port, proto): exact port first,
+ * then any-port. It returns the VIP's meta and sets *num.
+ */
+static __always_inline struct vip_meta *lbd_lookup_vip(const __u32 addr[4], __u8 family, __u16 port,
+						       __u8 proto, __u32 addr_flags, __u32 *num)
 {
 	struct vip_key key = {};
 	struct vip_meta *vm;
-	__u32 portless;
+	__u32 portless, *n;
 
 	__builtin_memcpy(key.addr, addr, 16);
 	key.family = family;
 	key.port = port;
 	key.proto = proto;
-	vm = bpf_map_lookup_elem(&vips, &key);
-	if (vm)
-		return vm;
-	portless = proto == IPPROTO_TCP ? LBD_ADDR_F_PORTLESS_TCP : LBD_ADDR_F_PORTLESS_UDP;
-	if (!(addr_flags & portless))
+	n = bpf_map_lookup_elem(&vips, &key);
+	if (!n) {
+		portless = proto == IPPROTO_TCP ? LBD_ADDR_F_PORTLESS_TCP : LBD_ADDR_F_PORTLESS_UDP;
+		if (!(addr_flags & portless))
+			return NULL;
+		key.port = 0;
+		n = bpf_map_lookup_elem(&vips, &key);
+		if (!n)
+			return NULL;
+	}
+	*num = *n;
+	vm = bpf_map_lookup_elem(&vip_info, num);
+	if (!vm || !vm->gen)
 		return NULL;
-	key.port = 0;
-	return bpf_map_lookup_elem(&vips, &key);
+	return vm;
 }
 
 /* lbd_ring_pick returns the real in the VIP's ring slot for hash, or 0. */
-static __always_inline __u32 lbd_ring_pick(const struct vip_meta *vm, __u32 hash)
+static __always_inline __u32 lbd_ring_pick(__u32 vip_num, __u32 size, __u32 hash)
 {
-	__u32 vip_num = vm->vip_num;
-	__u32 size = vm->ring_size;
 	__u32 slot, *real;
 	void *ring;
 
@@ -92,105 +114,201 @@ static __always_inline struct real_def *lbd_real(__u32 idx)
 	return real;
 }
 
-/*
- * lbd_forward chooses the real for a VIP flow and encapsulates the packet
- * to it. A TCP SYN always takes the ring's choice (a new connection follows
- * the current ring, as in Katran); other packets stay with the connection
- * table's real while the entry exists and its real is still defined.
- * too_big marks an ICMP error that quotes the flow: it follows the flow but
- * neither creates nor refreshes the flow's entry.
- */
-static __always_inline int lbd_forward(struct xdp_md *ctx, struct packet *pkt,
-				       const struct flow_key *fk, const struct vip_meta *vm,
-				       const struct lbd_config *cfg, struct global_counters *gs,
-				       int too_big)
+static __always_inline __u32 lbd_hash(const struct flow_key *fk, __u32 vflags)
 {
-	__u32 vip_num = vm->vip_num;
-	__u32 vflags = vm->flags;
 	__u32 ports = vflags & LBD_VIP_F_STICKY ? 0 : ((__u32)fk->sport << 16) | fk->dport;
-	__u32 hash = lbd_flow_hash(fk->src, ports);
-	int use_lru = !(vflags & LBD_VIP_F_NO_LRU);
-	int tcp = fk->proto == IPPROTO_TCP;
-	int syn = tcp && (pkt->tcp_flags & (LBD_TCP_SYN | LBD_TCP_ACK)) == LBD_TCP_SYN;
-	struct flow_state *st = NULL;
-	struct real_def *real = NULL;
-	struct vip_counters *vs;
+
+	return lbd_flow_hash(fk->src, ports);
+}
+
+/* What a flow is forwarded with. */
+struct choice {
+	struct vip_meta *vm;
+	struct real_def *real;
+	__u32 vip_num;
+	__u32 real_idx;
+	__u64 now; /* 0 until read */
+};
+
+/*
+ * lbd_table_lookup returns the connection table entry of fk if it can
+ * still be used: its VIP is the one that made it (same generation) and
+ * still uses the table, its real is still defined, and (UDP) it is not
+ * idle past the timeout. This is the whole lookup of an established flow:
+ * one hash lookup, then array lookups.
+ */
+static __always_inline struct flow_state *lbd_table_lookup(const struct flow_key *fk,
+							   const struct lbd_config *cfg,
+							   struct choice *c)
+{
+	struct flow_state *st = bpf_map_lookup_elem(&flows, fk);
+
+	if (!st)
+		return NULL;
+	c->vip_num = st->vip_num;
+	c->vm = bpf_map_lookup_elem(&vip_info, &c->vip_num);
+	if (!c->vm || c->vm->gen != st->vip_gen || (c->vm->flags & LBD_VIP_F_NO_LRU))
+		return NULL;
+	c->real_idx = st->real;
+	c->real = lbd_real(c->real_idx);
+	if (!c->real)
+		return NULL; /* its real was removed: choose again */
+	if (fk->proto == IPPROTO_UDP && cfg->udp_timeout_s) {
+		c->now = lbd_now();
+		if (c->now - st->last_ns > (__u64)cfg->udp_timeout_s * NSEC_PER_SEC)
+			return NULL; /* idle UDP flow: follow the ring again */
+	}
+	return st;
+}
+
+/* lbd_send encapsulates to the chosen real and counts the packet for the VIP and real. */
+static __always_inline int lbd_send(struct xdp_md *ctx, struct packet *pkt, const struct flow_key *fk,
+				    struct choice *c, struct vip_counters *vs,
+				    const struct lbd_config *cfg, struct global_counters *gs)
+{
+	__u32 vflags = c->vm->flags;
 	struct real_counters *rs;
-	__u32 real_idx = 0;
-	__u64 now = 0;
 	int err;
 
-	vs = bpf_map_lookup_elem(&vip_stats, &vip_num);
-	if (!vs)
-		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
-
-	if (use_lru && !syn) {
-		st = bpf_map_lookup_elem(&flows, fk);
-		if (st) {
-			real_idx = st->real;
-			real = lbd_real(real_idx);
-			if (!real) {
-				st = NULL; /* its real was removed: choose again */
-			} else if (!tcp && cfg->udp_timeout_s) {
-				now = bpf_ktime_get_ns();
-				if (now - st->last_ns > (__u64)cfg->udp_timeout_s * NSEC_PER_SEC)
-					st = NULL; /* idle UDP flow: follow the ring again */
-			}
-		}
-	}
-
-	if (st) {
-		if (!too_big) {
-			gs->counters[LBD_STAT_LRU_HIT]++;
-			vs->lru_hits++;
-			if (!now)
-				now = bpf_ktime_get_ns();
-			__sync_fetch_and_add(&st->packets, 1);
-			__sync_fetch_and_add(&st->bytes, pkt->l3_len);
-			st->last_ns = now;
-		}
-	} else {
-		real_idx = lbd_ring_pick(vm, hash);
-		real = lbd_real(real_idx);
-		if (!real)
-			return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
-		if (use_lru && !too_big) {
-			gs->counters[LBD_STAT_LRU_MISS]++;
-			vs->lru_misses++;
-			if (tcp && !syn)
-				gs->counters[LBD_STAT_LRU_MISS_NON_SYN]++;
-			/* A RST ends the flow: do not create an entry for it. */
-			if (!(tcp && (pkt->tcp_flags & LBD_TCP_RST))) {
-				struct flow_state ns = {};
-
-				if (!now)
-					now = bpf_ktime_get_ns();
-				ns.real = real_idx;
-				ns.vip_num = vip_num;
-				ns.packets = 1;
-				ns.bytes = pkt->l3_len;
-				ns.first_ns = now;
-				ns.last_ns = now;
-				if (bpf_map_update_elem(&flows, fk, &ns, BPF_ANY))
-					gs->counters[LBD_STAT_LRU_INSERT_FAIL]++;
-			}
-		}
-	}
-
-	err = lbd_encap(ctx, pkt, real, hash, vflags & LBD_VIP_F_GUE, cfg);
+	err = lbd_encap(ctx, pkt, c->real, lbd_hash(fk, vflags), vflags & LBD_VIP_F_GUE, cfg);
 	if (err)
 		return lbd_count(gs, err, XDP_DROP);
-
 	vs->packets++;
 	vs->bytes += pkt->l3_len;
-	rs = bpf_map_lookup_elem(&real_stats, &real_idx);
+	rs = bpf_map_lookup_elem(&real_stats, &c->real_idx);
 	if (rs) {
 		rs->packets++;
 		rs->bytes += pkt->l3_len;
 	}
-	if (too_big)
-		gs->counters[LBD_STAT_ICMP_TOO_BIG]++;
 	return lbd_count(gs, LBD_STAT_TX, XDP_TX);
+}
+
+/*
+ * lbd_choose_new picks a real from the ring for a flow the table does not
+ * (or may not) answer for, and records it in the table unless told not to.
+ */
+static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_key *fk,
+					  struct choice *c, struct vip_counters *vs,
+					  struct global_counters *gs, int record)
+{
+	__u32 vflags = c->vm->flags;
+	int tcp = fk->proto == IPPROTO_TCP;
+
+	c->real_idx = lbd_ring_pick(c->vip_num, c->vm->ring_size, lbd_hash(fk, vflags));
+	c->real = lbd_real(c->real_idx);
+	if (!c->real)
+		return LBD_STAT_DROP_NO_REAL;
+	if (!record || (vflags & LBD_VIP_F_NO_LRU))
+		return 0;
+	gs->counters[LBD_STAT_LRU_MISS]++;
+	vs->lru_misses++;
+	if (tcp && !(pkt->tcp_flags & LBD_TCP_SYN))
+		gs->counters[LBD_STAT_LRU_MISS_NON_SYN]++;
+	/* A RST ends the flow: do not create an entry for it. */
+	if (tcp && (pkt->tcp_flags & LBD_TCP_RST))
+		return 0;
+
+	struct flow_state ns = {};
+
+	if (!c->now)
+		c->now = lbd_now();
+	ns.real = c->real_idx;
+	ns.vip_num = c->vip_num;
+	ns.vip_gen = c->vm->gen;
+	ns.packets = 1;
+	ns.bytes = pkt->l3_len;
+	ns.first_ns = c->now;
+	ns.last_ns = c->now;
+	if (bpf_map_update_elem(&flows, fk, &ns, BPF_ANY))
+		gs->counters[LBD_STAT_LRU_INSERT_FAIL]++;
+	return 0;
+}
+
+/*
+ * lbd_balance forwards a TCP/UDP packet to a VIP address. A TCP SYN always
+ * takes the ring's choice (a new connection follows the current ring, as
+ * in Katran); other packets stay with the connection table's real while
+ * the entry exists and is valid.
+ */
+static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt, __u32 addr_flags,
+				       const struct lbd_config *cfg, struct global_counters *gs)
+{
+	struct flow_key fk = {};
+	struct choice c = {};
+	struct flow_state *st;
+	struct vip_counters *vs;
+	int syn, err;
+
+	__builtin_memcpy(fk.src, pkt->src, 16);
+	__builtin_memcpy(fk.dst, pkt->dst, 16);
+	fk.sport = pkt->sport;
+	fk.dport = pkt->dport;
+	fk.proto = pkt->proto;
+	fk.family = pkt->family;
+	syn = pkt->proto == IPPROTO_TCP &&
+	      (pkt->tcp_flags & (LBD_TCP_SYN | LBD_TCP_ACK)) == LBD_TCP_SYN;
+
+	if (!syn) {
+		st = lbd_table_lookup(&fk, cfg, &c);
+		if (st) {
+			vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
+			if (!vs)
+				return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
+			gs->counters[LBD_STAT_LRU_HIT]++;
+			vs->lru_hits++;
+			if (!c.now)
+				c.now = lbd_now();
+			/* Plain adds: a flow is handled by one CPU at a time (RSS). */
+			st->packets++;
+			st->bytes += pkt->l3_len;
+			st->last_ns = c.now;
+			return lbd_send(ctx, pkt, &fk, &c, vs, cfg, gs);
+		}
+	}
+
+	c.vm = lbd_lookup_vip(pkt->dst, pkt->family, pkt->dport, pkt->proto, addr_flags, &c.vip_num);
+	if (!c.vm)
+		return lbd_count(gs, LBD_STAT_PASS_NO_VIP_PORT, XDP_PASS);
+	vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
+	if (!vs)
+		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
+	err = lbd_choose_new(pkt, &fk, &c, vs, gs, 1);
+	if (err)
+		return lbd_count(gs, err, XDP_DROP);
+	return lbd_send(ctx, pkt, &fk, &c, vs, cfg, gs);
+}
+
+/*
+ * lbd_too_big forwards an ICMP too-big error to the real of the flow it
+ * quotes: the table's real if the flow has a valid entry, else the ring's.
+ * It neither creates nor refreshes the flow's entry.
+ */
+static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
+				       const struct flow_key *fk, __u32 addr_flags,
+				       const struct lbd_config *cfg, struct global_counters *gs)
+{
+	struct choice c = {};
+	struct vip_counters *vs;
+	int err, act;
+
+	if (!lbd_table_lookup(fk, cfg, &c)) {
+		c.vm = lbd_lookup_vip(fk->dst, fk->family, fk->dport, fk->proto, addr_flags, &c.vip_num);
+		if (!c.vm)
+			return lbd_policy(gs, cfg, LBD_CFG_F_UNBALANCEABLE_PASS,
+					  LBD_STAT_PASS_UNBALANCEABLE, LBD_STAT_DROP_UNBALANCEABLE);
+	}
+	vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
+	if (!vs)
+		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
+	if (!c.real) {
+		err = lbd_choose_new(pkt, fk, &c, vs, gs, 0);
+		if (err)
+			return lbd_count(gs, err, XDP_DROP);
+	}
+	act = lbd_send(ctx, pkt, fk, &c, vs, cfg, gs);
+	if (act == XDP_TX)
+		gs->counters[LBD_STAT_ICMP_TOO_BIG]++;
+	return act;
 }
 
 /* lbd_icmp handles ICMP and ICMPv6 to a VIP address. */
@@ -200,7 +318,6 @@ static __always_inline int lbd_icmp(struct xdp_md *ctx, struct packet *pkt, __u3
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct flow_key fk = {};
-	struct vip_meta *vm;
 
 	switch (lbd_icmp_classify(data, data_end, pkt, &fk)) {
 	case ICMP_KIND_ECHO:
@@ -208,10 +325,7 @@ static __always_inline int lbd_icmp(struct xdp_md *ctx, struct packet *pkt, __u3
 			return lbd_count(gs, LBD_STAT_DROP_MALFORMED_L4, XDP_DROP);
 		return lbd_count(gs, LBD_STAT_ICMP_ECHO_REPLY, XDP_TX);
 	case ICMP_KIND_TOO_BIG:
-		vm = lbd_lookup_vip(fk.dst, fk.family, fk.dport, fk.proto, addr_flags);
-		if (!vm)
-			break;
-		return lbd_forward(ctx, pkt, &fk, vm, cfg, gs, 1);
+		return lbd_too_big(ctx, pkt, &fk, addr_flags, cfg, gs);
 	case ICMP_KIND_BAD:
 		return lbd_count(gs, LBD_STAT_DROP_MALFORMED_L4, XDP_DROP);
 	}
@@ -225,17 +339,14 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct packet pkt = {};
 	struct addr_key ak = {};
-	struct flow_key fk = {};
 	struct global_counters *gs;
 	struct lbd_config *cfg;
-	struct vip_meta *vm;
-	__u32 zero = 0;
 	enum lbd_addr_flag *addr_flags;
+	__u32 zero = 0;
 	int r;
 
 	gs = bpf_map_lookup_elem(&stats, &zero);
-	cfg = bpf_map_lookup_elem(&config, &zero);
-	if (!gs || !cfg)
+	if (!gs)
 		return XDP_ABORTED;
 
 	r = lbd_parse_l2_l3(data, data_end, &pkt);
@@ -252,6 +363,9 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 	if (!addr_flags)
 		return lbd_count(gs, LBD_STAT_PASS_NON_VIP, XDP_PASS);
 
+	cfg = bpf_map_lookup_elem(&config, &zero);
+	if (!cfg)
+		return XDP_ABORTED;
 	if (pkt.family == LBD_FAMILY_IPV6 && lbd_skip_ipv6_ext(data, data_end, &pkt) != PARSE_OK)
 		return lbd_count(gs, LBD_STAT_DROP_MALFORMED_L3, XDP_DROP);
 	if (pkt.fragment)
@@ -264,18 +378,7 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 				  LBD_STAT_PASS_UNBALANCEABLE, LBD_STAT_DROP_UNBALANCEABLE);
 	if (lbd_parse_ports(data, data_end, &pkt) != PARSE_OK)
 		return lbd_count(gs, LBD_STAT_DROP_MALFORMED_L4, XDP_DROP);
-
-	vm = lbd_lookup_vip(pkt.dst, pkt.family, pkt.dport, pkt.proto, *addr_flags);
-	if (!vm)
-		return lbd_count(gs, LBD_STAT_PASS_NO_VIP_PORT, XDP_PASS);
-
-	__builtin_memcpy(fk.src, pkt.src, 16);
-	__builtin_memcpy(fk.dst, pkt.dst, 16);
-	fk.sport = pkt.sport;
-	fk.dport = pkt.dport;
-	fk.proto = pkt.proto;
-	fk.family = pkt.family;
-	return lbd_forward(ctx, &pkt, &fk, vm, cfg, gs, 0);
+	return lbd_balance(ctx, &pkt, *addr_flags, cfg, gs);
 }
 
 SEC("xdp")

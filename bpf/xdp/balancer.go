@@ -16,6 +16,8 @@ import (
 	"sync"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/rlimit"
 )
 
@@ -60,6 +62,7 @@ type Balancer struct {
 	mu      sync.Mutex
 	vips    map[VIPKey]vipEntry
 	vipNums []bool // vipNums[n]: number n is taken
+	lastGen uint32 // the generation given to the latest VIP
 	reals   map[netip.Addr]RealID
 	realIDs []bool // realIDs[i]: index i is taken (0 always is)
 }
@@ -79,6 +82,7 @@ func Load(limits Limits) (*Balancer, error) {
 	}
 	for name, size := range map[string]uint32{
 		balancerMapVips:      limits.MaxVIPs,
+		balancerMapVipInfo:   limits.MaxVIPs,
 		balancerMapVipAddrs:  limits.MaxVIPs,
 		balancerMapRings:     limits.MaxVIPs,
 		balancerMapVipStats:  limits.MaxVIPs,
@@ -97,6 +101,9 @@ func Load(limits Limits) (*Balancer, error) {
 		realIDs:  make([]bool, limits.MaxReals),
 	}
 	b.realIDs[0] = true
+	if err := setClock(spec); err != nil {
+		return nil, err
+	}
 	if err := spec.LoadAndAssign(&b.objs, nil); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -109,6 +116,22 @@ func Load(limits Limits) (*Balancer, error) {
 		return nil, err
 	}
 	return b, nil
+}
+
+// setClock tells the program whether it may use the cheap coarse clock.
+func setClock(spec *ebpf.CollectionSpec) error {
+	coarse := uint32(0)
+	if features.HaveProgramHelper(ebpf.XDP, asm.FnKtimeGetCoarseNs) == nil {
+		coarse = 1
+	}
+	v, ok := spec.Variables["lbd_coarse_clock"]
+	if !ok {
+		return fmt.Errorf("balancer object has no lbd_coarse_clock variable")
+	}
+	if err := v.Set(coarse); err != nil {
+		return fmt.Errorf("set lbd_coarse_clock: %w", err)
+	}
+	return nil
 }
 
 // Close releases the program and maps (the kernel frees them once nothing

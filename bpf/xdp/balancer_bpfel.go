@@ -34,6 +34,8 @@ type balancerFlowState struct {
 	_       structs.HostLayout
 	Real    uint32
 	VipNum  uint32
+	VipGen  uint32
+	Pad     uint32
 	Packets uint64
 	Bytes   uint64
 	FirstNs uint64
@@ -114,8 +116,8 @@ type balancerVipKey struct {
 type balancerVipMeta struct {
 	_        structs.HostLayout
 	Flags    balancerLbdVipFlag
-	VipNum   uint32
 	RingSize uint32
+	Gen      uint32
 	Pad      uint32
 }
 
@@ -123,16 +125,18 @@ type balancerVipMeta struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	balancerMapConfig       = "config"
-	balancerMapFlows        = "flows"
-	balancerMapRealStats    = "real_stats"
-	balancerMapReals        = "reals"
-	balancerMapRings        = "rings"
-	balancerMapStats        = "stats"
-	balancerMapVipAddrs     = "vip_addrs"
-	balancerMapVipStats     = "vip_stats"
-	balancerMapVips         = "vips"
-	balancerProgLbdBalancer = "lbd_balancer"
+	balancerMapConfig         = "config"
+	balancerMapFlows          = "flows"
+	balancerMapRealStats      = "real_stats"
+	balancerMapReals          = "reals"
+	balancerMapRings          = "rings"
+	balancerMapStats          = "stats"
+	balancerMapVipAddrs       = "vip_addrs"
+	balancerMapVipInfo        = "vip_info"
+	balancerMapVipStats       = "vip_stats"
+	balancerMapVips           = "vips"
+	balancerProgLbdBalancer   = "lbd_balancer"
+	balancerVarLbdCoarseClock = "lbd_coarse_clock"
 )
 
 // loadBalancer returns the embedded CollectionSpec for balancer.
@@ -191,6 +195,7 @@ type balancerMapSpecs struct {
 	Rings     *ebpf.MapSpec `ebpf:"rings"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs  *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipInfo   *ebpf.MapSpec `ebpf:"vip_info"`
 	VipStats  *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips      *ebpf.MapSpec `ebpf:"vips"`
 }
@@ -199,6 +204,7 @@ type balancerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerVariableSpecs struct {
+	LbdCoarseClock *ebpf.VariableSpec `ebpf:"lbd_coarse_clock"`
 }
 
 // balancerObjects contains all objects after they have been loaded into the kernel.
@@ -228,6 +234,7 @@ type balancerMaps struct {
 	Rings     *ebpf.Map `ebpf:"rings"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 	VipAddrs  *ebpf.Map `ebpf:"vip_addrs"`
+	VipInfo   *ebpf.Map `ebpf:"vip_info"`
 	VipStats  *ebpf.Map `ebpf:"vip_stats"`
 	Vips      *ebpf.Map `ebpf:"vips"`
 }
@@ -241,6 +248,7 @@ func (m *balancerMaps) Close() error {
 		m.Rings,
 		m.Stats,
 		m.VipAddrs,
+		m.VipInfo,
 		m.VipStats,
 		m.Vips,
 	)
@@ -250,6 +258,7 @@ func (m *balancerMaps) Close() error {
 //
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerVariables struct {
+	LbdCoarseClock *ebpf.Variable `ebpf:"lbd_coarse_clock"`
 }
 
 // balancerPrograms contains all programs after they have been loaded into the kernel.

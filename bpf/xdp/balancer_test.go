@@ -40,8 +40,13 @@ const testRingSize = 13
 
 func newTestLB(t testing.TB) *testLB {
 	t.Helper()
+	return newTestLBWithLimits(t, Limits{MaxVIPs: 16, MaxReals: 64, MaxFlows: 1024})
+}
+
+func newTestLBWithLimits(t testing.TB, limits Limits) *testLB {
+	t.Helper()
 	privtest.Require(t)
-	b, err := Load(Limits{MaxVIPs: 16, MaxReals: 64, MaxFlows: 1024})
+	b, err := Load(limits)
 	privtest.CheckNotSupported(t, "load balancer", err)
 	t.Cleanup(func() { b.Close() })
 	cfg := DefaultConfig()

@@ -348,3 +348,26 @@ func TestLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestRemovedVIPForgetsFlows: once a VIP is removed its table entries stop
+// matching (generation check), so a VIP added again under the same key
+// starts from its ring, and a removed VIP's traffic is not forwarded.
+func TestRemovedVIPForgetsFlows(t *testing.T) {
+	l := newTestLB(t)
+	p := pkt{src: "198.51.100.99", dst: "10.10.0.1", sport: 4545, dport: 53, proto: UDP}
+	k := p.flowKey()
+	in := p.frame(t)
+	if _, _, err := l.Simulate(in); err != nil {
+		t.Fatal(err)
+	}
+	f, _ := l.LookupFlow(k)
+	if err := l.RemoveVIP(vipUDP); err != nil {
+		t.Fatal(err)
+	}
+	l.run(t, in, ActionPass, nil, map[Stat]uint64{StatPassNoVIPPort: 1})
+	if err := l.AddVIP(vipUDP, 0); err != nil {
+		t.Fatal(err)
+	}
+	l.setRing(t, vipUDP, otherRing(t, l, vipUDP, f.Real))
+	l.run(t, in, ActionTX, l.expectEncap(t, in, vipUDP, k, l.ringReal(t, vipUDP, k)), txNew)
+}

@@ -88,6 +88,7 @@ type vipEntry struct {
 	num      uint32
 	flags    VIPFlags
 	ringSize uint32
+	gen      uint32
 }
 
 // VIP is an installed VIP as the datapath has it.
@@ -122,18 +123,32 @@ func (b *Balancer) AddVIP(key VIPKey, flags VIPFlags) error {
 		b.vipNums[num] = false
 		return err
 	}
-	meta := balancerVipMeta{Flags: balancerLbdVipFlag(flags), VipNum: num}
-	raw := key.raw()
-	if err := b.objs.Vips.Update(&raw, &meta, ebpf.UpdateNoExist); err != nil {
+	// A new generation: connection table entries left by an earlier
+	// VIP with this number do not match this one.
+	b.lastGen++
+	if b.lastGen == 0 {
+		b.lastGen = 1
+	}
+	e := vipEntry{num: num, flags: flags, gen: b.lastGen}
+	undo := func() {
+		_ = b.objs.VipInfo.Update(num, &balancerVipMeta{}, ebpf.UpdateAny)
 		b.vipNums[num] = false
+	}
+	if err := b.writeMeta(key, e); err != nil {
+		undo()
+		return err
+	}
+	raw := key.raw()
+	if err := b.objs.Vips.Update(&raw, num, ebpf.UpdateNoExist); err != nil {
+		undo()
 		return fmt.Errorf("VIP %s: write vips map: %w", key, err)
 	}
-	b.vips[key] = vipEntry{num: num, flags: flags}
+	b.vips[key] = e
 	if err := b.syncAddr(key.Addr); err != nil {
-		// Undo: without its address entry the VIP would never match.
+		// Without its address entry the VIP would never match.
 		_ = b.objs.Vips.Delete(&raw)
 		delete(b.vips, key)
-		b.vipNums[num] = false
+		undo()
 		return err
 	}
 	return nil
@@ -173,6 +188,10 @@ func (b *Balancer) RemoveVIP(key VIPKey) error {
 		return fmt.Errorf("VIP %s: delete from vips map: %w", key, err)
 	}
 	delete(b.vips, key)
+	// Generation 0: the VIP's connection table entries stop matching now.
+	if err := b.objs.VipInfo.Update(e.num, &balancerVipMeta{}, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("VIP %s: clear vip_info: %w", key, err)
+	}
 	if err := b.objs.Rings.Delete(e.num); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("VIP %s: delete ring: %w", key, err)
 	}
@@ -295,10 +314,9 @@ func (b *Balancer) Ring(key VIPKey) ([]RealID, error) {
 }
 
 func (b *Balancer) writeMeta(key VIPKey, e vipEntry) error {
-	raw := key.raw()
-	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), VipNum: e.num, RingSize: e.ringSize}
-	if err := b.objs.Vips.Update(&raw, &meta, ebpf.UpdateExist); err != nil {
-		return fmt.Errorf("VIP %s: write vips map: %w", key, err)
+	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), RingSize: e.ringSize, Gen: e.gen}
+	if err := b.objs.VipInfo.Update(e.num, &meta, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("VIP %s: write vip_info map: %w", key, err)
 	}
 	return nil
 }

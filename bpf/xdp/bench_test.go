@@ -1,0 +1,220 @@
+//go:build lbdbench
+
+package xdp
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// TestBenchReport measures the datapath's cost per packet with the
+// kernel's own BPF_PROG_TEST_RUN timer, every row in the same run,
+// interleaved over rounds, each row checked against the program's counters
+// and against its output frame. `make bench` runs it and writes the table
+// to docs/benchmarks.md (LBD_BENCH_REPORT names the file to write).
+//
+//	go test -tags lbdbench -run TestBenchReport -v ./bpf/xdp/
+func TestBenchReport(t *testing.T) {
+	l := newTestLBWithLimits(t, DefaultLimits())
+	bench := loadBenchWrappers(t, l)
+
+	established := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
+	established6 := pkt{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
+	nonVIP := pkt{src: "198.51.100.1", dst: "10.99.0.1", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
+	for _, p := range []pkt{established, established6} {
+		syn := p
+		syn.flags, syn.payload = "S", nil
+		if act, _, err := l.Simulate(syn.frame(t)); err != nil || act != ActionTX {
+			t.Fatalf("open flow %s: %v %v", p.flowKey(), act, err)
+		}
+	}
+
+	const repeat = 20000 // per measurement of a repeat row
+	const singles = 2000 // one-packet runs per measurement of a new-flow row
+	const rounds = 7
+	newFlowPort := uint16(1)
+	newFlowNet := byte(0)
+
+	rows := []*benchRow{
+		{name: "floor: XDP_DROP", prog: bench.BenchDrop, in: established.frame(t), repeat: repeat, floorOf: "repeat"},
+		{name: "floor: IPIP encap only (+undo)", prog: bench.BenchEncapUndo, in: established.frame(t), repeat: repeat, sameOut: true},
+		{name: "LRU hit, IPv4 -> IPIP (+undo)", prog: bench.BenchBalancerUndo, in: established.frame(t), repeat: repeat, sameOut: true,
+			counters: []Stat{StatTX, StatLRUHit}, bar: 5},
+		{name: "LRU hit, IPv6 -> IP6IP6 (+undo)", prog: bench.BenchBalancerUndo, in: established6.frame(t), repeat: repeat, sameOut: true,
+			counters: []Stat{StatTX, StatLRUHit}, bar: 5},
+		{name: "non-VIP pass", prog: l.Program(), in: nonVIP.frame(t), repeat: repeat,
+			counters: []Stat{StatPassNonVIP}, bar: 2.3},
+		{name: "floor: XDP_DROP, one packet per run", prog: bench.BenchDrop, in: established.frame(t), floorOf: "single"},
+		{name: "new flow (SYN, new 5-tuple each run)", prog: l.Program(), counters: []Stat{StatTX, StatLRUMiss}, bar: 8.5,
+			next: func() []byte {
+				newFlowPort++
+				if newFlowPort == 0 {
+					newFlowNet++
+				}
+				p := pkt{src: fmt.Sprintf("198.51.%d.%d", newFlowNet, newFlowPort%250+1), dst: "10.10.0.1",
+					sport: newFlowPort, dport: 80, proto: TCP, flags: "S"}
+				return p.frame(t)
+			}},
+	}
+	for _, r := range rows {
+		r.selfCheck(t, l)
+	}
+	for round := 0; round < rounds; round++ {
+		for _, r := range rows {
+			r.measure(t, l, singles)
+		}
+	}
+
+	report := benchTable(rows)
+	t.Log("\n" + report)
+	if path := os.Getenv("LBD_BENCH_REPORT"); path != "" {
+		if err := os.WriteFile(path, []byte(report), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+type benchRow struct {
+	name     string
+	prog     *ebpf.Program
+	in       []byte        // the frame of a repeat row
+	next     func() []byte // a new frame for each run of a one-packet-per-run row
+	repeat   int           // >0: one test run repeating the frame this often
+	sameOut  bool          // the output must equal the input (undo wrappers)
+	counters []Stat        // the counters that must grow by one per packet; no other action counter may move
+	floorOf  string        // "repeat" or "single": this row is the floor of rows measured that way
+	bar      float64       // the ratio to the floor we promise not to exceed
+	samples  []float64     // ns per packet, one per round
+}
+
+func (r *benchRow) selfCheck(t *testing.T, l *testLB) {
+	t.Helper()
+	if r.in == nil {
+		return
+	}
+	opts := &ebpf.RunOptions{Data: r.in, DataOut: make([]byte, len(r.in)+256), Repeat: 3}
+	if _, err := r.prog.Run(opts); err != nil {
+		t.Fatalf("%s: %v", r.name, err)
+	}
+	if r.sameOut && !bytes.Equal(opts.DataOut, r.in) {
+		t.Fatalf("%s: frame not restored after 3 runs\n got %x\nwant %x", r.name, opts.DataOut, r.in)
+	}
+}
+
+// measure takes one sample and checks the counters it moved.
+func (r *benchRow) measure(t *testing.T, l *testLB, singles int) {
+	t.Helper()
+	before, err := l.GlobalStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns float64
+	var runs uint64
+	if r.repeat > 0 {
+		_, d, err := r.prog.Benchmark(r.in, r.repeat, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", r.name, err)
+		}
+		ns = float64(d.Nanoseconds())
+		runs = uint64(r.repeat)
+	} else {
+		var total time.Duration
+		for i := 0; i < singles; i++ {
+			in := r.in
+			if r.next != nil {
+				in = r.next()
+			}
+			_, d, err := r.prog.Benchmark(in, 1, nil)
+			if err != nil {
+				t.Fatalf("%s: %v", r.name, err)
+			}
+			total += d
+		}
+		ns = float64(total.Nanoseconds()) / float64(singles)
+		runs = uint64(singles)
+	}
+	after, err := l.GlobalStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s := StatTX; s < NumStats; s++ {
+		d := after[s] - before[s]
+		want := slices.Contains(r.counters, s)
+		switch {
+		case want && d < runs:
+			t.Fatalf("%s: counter %s grew by %d in %d runs: the row does not measure what it says", r.name, s, d, runs)
+		case !want && s.IsAction() && d != 0:
+			t.Fatalf("%s: counter %s grew by %d: the row does not measure what it says", r.name, s, d)
+		}
+	}
+	r.samples = append(r.samples, ns)
+}
+
+func median(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func benchTable(rows []*benchRow) string {
+	floors := map[string]float64{}
+	for _, r := range rows {
+		if r.floorOf != "" {
+			floors[r.floorOf] = median(r.samples)
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "| path | ns/packet (median) | min–max over %d rounds | × floor | bar |\n", len(rows[0].samples))
+	b.WriteString("|---|---:|---:|---:|---:|\n")
+	for _, r := range rows {
+		floor := floors["repeat"]
+		if r.repeat == 0 {
+			floor = floors["single"]
+		}
+		bar := ""
+		if r.bar > 0 {
+			ratio := median(r.samples) / floor
+			verdict := "met"
+			if ratio > r.bar {
+				verdict = "MISSED"
+			}
+			bar = fmt.Sprintf("≤ %.1f× (%s)", r.bar, verdict)
+		}
+		fmt.Fprintf(&b, "| %s | %.1f | %.0f–%.0f | %.2f | %s |\n", r.name, median(r.samples),
+			slices.Min(r.samples), slices.Max(r.samples), median(r.samples)/floor, bar)
+	}
+	return b.String()
+}
+
+// loadBenchWrappers loads the wrappers on the balancer's own maps.
+func loadBenchWrappers(t *testing.T, l *testLB) *benchObjects {
+	t.Helper()
+	spec, err := loadBench()
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps := map[string]*ebpf.Map{
+		"vips": l.objs.Vips, "vip_info": l.objs.VipInfo, "vip_addrs": l.objs.VipAddrs, "reals": l.objs.Reals, "rings": l.objs.Rings,
+		"flows": l.objs.Flows, "config": l.objs.Config, "vip_stats": l.objs.VipStats,
+		"real_stats": l.objs.RealStats, "stats": l.objs.Stats,
+	}
+	for name, m := range maps {
+		spec.Maps[name].MaxEntries = m.MaxEntries()
+	}
+	if err := setClock(spec); err != nil {
+		t.Fatal(err)
+	}
+	var objs benchObjects
+	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: maps}); err != nil {
+		t.Fatalf("load bench programs: %v", err)
+	}
+	t.Cleanup(func() { objs.Close() })
+	return &objs
+}
