@@ -1,0 +1,51 @@
+# lbd build, test and benchmark entry points. `make test` is the README's
+# test command and what CI runs (as root, with CI=true).
+
+GO        ?= go
+CLANG     ?= clang-19
+STRIP     ?= llvm-strip-19
+BIN       := bin/lbd
+PKGS      := ./...
+
+export BPF2GO_CC    := $(CLANG)
+export BPF2GO_STRIP := $(STRIP)
+
+.PHONY: all demo generate build test bench lint check-generated clean
+
+all: build
+
+## demo: set up this machine, then run the datapath benchmark and show its table
+## (until the daemon and lab land, this is what lbd can show end to end)
+demo:
+	bash scripts/install-deps.sh
+	bash scripts/bench.sh
+	@sed -n '/## XDP datapath/,$$p' docs/benchmarks.md
+
+## generate: rebuild the BPF objects and their Go bindings (needs clang-19)
+generate:
+	$(GO) generate ./bpf/...
+
+## build: build the lbd binary (no clang needed: generated code is committed)
+build:
+	@if [ -d cmd/lbd ]; then $(GO) build -o $(BIN) ./cmd/lbd; else $(GO) build $(PKGS); fi
+
+## test: every test, privileged ones included (run as root)
+test:
+	$(GO) test -count=1 $(PKGS)
+
+## bench: datapath ns/packet and Maglev build times, written to docs/benchmarks.md
+bench:
+	bash scripts/bench.sh
+
+## lint: gofmt and go vet (with the benchmark build tag too)
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) vet -tags lbdbench ./bpf/...
+
+## check-generated: fail if `make generate` changes committed files
+check-generated: generate
+	@git diff --exit-code --stat -- bpf || { echo "generated BPF code is stale: run make generate and commit"; exit 1; }
+
+clean:
+	rm -rf bin

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the benchmarks and writes docs/benchmarks.md. Needs root (the XDP
+# rows use BPF_PROG_TEST_RUN). Numbers vary with the machine and its load:
+# compare rows of one run, not runs of different days.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=docs/benchmarks.md
+xdp=$(mktemp) maglev=$(mktemp)
+trap 'rm -f "$xdp" "$maglev"' EXIT
+
+LBD_BENCH_REPORT=$xdp go test -count=1 -tags lbdbench -run TestBenchReport ./bpf/xdp/ >/dev/null
+go test -run '^$' -bench 'BenchmarkBuild' -benchmem -count=1 ./control/maglev/ | grep -E '^Benchmark' >"$maglev"
+
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) ($(uname -r), $(nproc) CPUs, $(go version | awk '{print $3}'))."
+  echo
+  echo "## XDP datapath: ns per packet"
+  echo
+  echo "Command: \`go test -count=1 -tags lbdbench -run TestBenchReport -v ./bpf/xdp/\` (as root)."
+  echo
+  echo "The kernel's BPF_PROG_TEST_RUN timer, all rows in one run, interleaved over rounds;"
+  echo "median and spread over the rounds. Repeat rows run 20000 times on one frame; TX rows"
+  echo "run through a wrapper (bench.bpf.c) that strips the encapsulation after each run, so"
+  echo "every repetition sees the same input (checked: the frame comes back byte for byte)."
+  echo "New flows run one packet per test run, each a new 5-tuple, against a floor measured"
+  echo "the same way. Every row is checked against the program's own counters (a TX row that"
+  echo "passed instead would fail the run). \"bar\" is the ratio to its floor we aim to stay under."
+  echo
+  cat "$xdp"
+  echo
+  echo "## Maglev table build"
+  echo
+  echo "Command: \`go test -run '^\$' -bench BenchmarkBuild -benchmem ./control/maglev/\`"
+  echo
+  echo '```'
+  cat "$maglev"
+  echo '```'
+} >"$out"
+echo "wrote $out"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian bookworm machine lacks to build and test lbd,
+# and mounts bpffs/tracefs. Idempotent; run as root. Used by .ci/run and
+# `make demo`, so what CI tests is what a user runs.
+set -euo pipefail
+need=()
+for p in clang-19 llvm-19 libbpf-dev iproute2 make git; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
+command -v go >/dev/null || { echo "Go 1.26 is needed (https://go.dev/dl); put it on PATH" >&2; exit 1; }
+mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
+mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
+go mod download
