@@ -73,7 +73,7 @@ func shuffled(r *rand.Rand, bs []Backend) []Backend {
 }
 
 // refPlain is the unweighted population algorithm written as in the paper
-// (Eisenbud et al. 2016, Pseudocode 1), with the permutation computed by
+// (Eisenbud et al. 2016), with the permutation computed by
 // multiplication and %, for backends sorted by Name. The weighted algorithm
 // must reduce to it when all weights are equal.
 func refPlain(bs []Backend, m uint64) []uint32 {
@@ -257,9 +257,7 @@ func TestWeightedMatchesReference(t *testing.T) {
 		if r.IntN(2) == 0 {
 			bs[0].Weight = 1 + maxW*50 // one heavy backend
 		}
-		if s == 0 {
-			bs[0].Weight = 0 // ensure ErrNoBackends cannot happen below
-		}
+		// Weights include 0 (draining); this one keeps the set non-empty.
 		bs = append(bs, Backend{Name: "anchor", ID: 999999, Weight: 1})
 		if got, want := mustBuild(t, bs, m), refWeighted(bs, m); !slices.Equal(got, want) {
 			t.Fatalf("seed %d: M=%d N=%d: table differs from the reference", seed, m, n)
@@ -267,39 +265,64 @@ func TestWeightedMatchesReference(t *testing.T) {
 	}
 }
 
+// Every size, with one weighted and one unweighted set, against the
+// references.
+func TestAllSizesMatchReference(t *testing.T) {
+	for k, m := range Sizes {
+		seed := uint64(3500 + k)
+		r := newRand(seed)
+		bs := randBackends(r, 1+r.IntN(100), func() uint32 { return 1 + uint32(r.IntN(100)) })
+		if got, want := mustBuild(t, bs, m), refWeighted(bs, m); !slices.Equal(got, want) {
+			t.Fatalf("seed %d: M=%d N=%d weighted: table differs from the reference", seed, m, len(bs))
+		}
+		bs = randBackends(r, 1+r.IntN(100), one)
+		if got, want := mustBuild(t, bs, m), refPlain(bs, m); !slices.Equal(got, want) {
+			t.Fatalf("seed %d: M=%d N=%d: table differs from the paper's algorithm", seed, m, len(bs))
+		}
+	}
+}
+
 // Test 2: with unequal weights each backend's slot count is its ideal share
-// M*w/W rounded down or up, which is the best any table of M slots can do.
+// q = M*w/W rounded down or up (largest remainder), which is the best any
+// table of M slots can do: the count is an integer.
 //
-// The requirement "within 1% (relative) of the weight share" holds for every
-// backend whose ideal share is at least 100 slots, and the test asserts
-// that. It cannot hold for all backends of all sets, for any table-based
-// algorithm: with 100 weights drawn from 1..1000 the total is about 50000,
-// so at M=65537 a backend of weight 1 deserves about 1.3 slots and gets 1 or
-// 2 (an error of 23% or more), and any backend with an ideal share q < 50
-// slots is off by more than 1% unless q happens to be within 0.01*q of an
-// integer. With N=100 such a weight (below about 38) occurs in almost every
-// set. Relative accuracy for small weights needs a larger M (655373 gives 10
-// times more slots per unit of weight), not another algorithm.
+// The requirement "within 1% (relative) of the weight share" therefore
+// holds for every backend whose ideal share is at least 100 slots, and the
+// test asserts that. It cannot hold for every backend of every random set,
+// for this or any other table-based algorithm (Cilium's and Katran's
+// included): with up to 100 weights drawn from 1..1000 the total is about
+// 50000, so at M=65537 a backend of weight 1 deserves about 1.3 slots and
+// gets 1 or 2, an error of at least 23%; in general a backend is off by more
+// than 1% unless its ideal share q is within 0.01*q of an integer, which
+// for q < 50 means it must be (nearly) a whole number of slots. With N=100,
+// a weight below about 38 (q < 50) occurs in almost every set. Relative
+// accuracy for small weights needs a larger M (655373 gives 10 times more
+// slots per unit of weight), not another algorithm. The test logs how
+// close the random sets come.
 func TestWeightedBalance(t *testing.T) {
 	for _, m := range []uint64{DefaultSize, 655373} {
 		nsets := sets(50, 200)
 		if m > DefaultSize {
 			nsets = sets(5, 20)
 		}
-		var maxRel, maxRelBig, maxAbs float64
+		var maxAbs, maxRel, maxRelBig float64
+		var backends, within1pct int
 		for s := range nsets {
 			seed := uint64(4000 + s)
 			r := newRand(seed)
 			n := 1 + r.IntN(100)
 			bs := randBackends(r, n, func() uint32 { return 1 + uint32(r.IntN(1000)) })
+			special := true
 			switch s {
 			case 0: // extreme ratio: one heavy, the rest weight 1
 				bs[0].Weight = 1000
 				for i := 1; i < n; i++ {
 					bs[i].Weight = 1
 				}
-			case 1:
+			case 1: // more extreme: shares far below one slot
 				bs = append(bs, Backend{Name: "heavy", ID: 5000, Weight: math.MaxUint32})
+			default:
+				special = false
 			}
 			c := counts(mustBuild(t, bs, m))
 			var total uint64
@@ -320,42 +343,55 @@ func TestWeightedBalance(t *testing.T) {
 				}
 				abs := math.Abs(float64(got) - q)
 				rel := abs / q
+				if q >= 100 && rel > 0.01 {
+					t.Fatalf("seed %d: M=%d: %s weight %d: %d slots, ideal %.2f: relative error %.4f > 1%%",
+						seed, m, b.Name, b.Weight, got, q, rel)
+				}
+				if special {
+					continue
+				}
+				backends++
+				if rel <= 0.01 {
+					within1pct++
+				}
 				maxAbs = max(maxAbs, abs)
 				maxRel = max(maxRel, rel)
 				if q >= 100 {
 					maxRelBig = max(maxRelBig, rel)
-					if rel > 0.01 {
-						t.Fatalf("seed %d: M=%d: %s weight %d: %d slots, ideal %.2f: relative error %.4f > 1%%",
-							seed, m, b.Name, b.Weight, got, q, rel)
-					}
 				}
 			}
 		}
-		t.Logf("M=%d, %d sets, N<=100, weights 1..1000: max |slots-ideal| %.3f slots; max relative error %.4f%% for shares >= 100 slots, %.1f%% over all backends",
-			m, nsets, maxAbs, 100*maxRelBig, 100*maxRel)
+		t.Logf("M=%d, %d random sets, N<=100, weights 1..1000: max |slots-ideal| %.3f slots; max relative error %.3f%% for ideal shares >= 100 slots, %.1f%% over all; %d of %d backends (%.1f%%) within 1%%",
+			m, nsets-2, maxAbs, 100*maxRelBig, 100*maxRel, within1pct, backends, 100*float64(within1pct)/float64(backends))
 	}
 }
 
 // Tests 3 and 4: removing one of N equal backends moves all its slots and
 // few others; adding it back restores the table.
 //
-// Bound: an ideal consistent hash would move only the removed backend's
-// slots (1/N of the table) and none of the survivors'. Maglev trades some
-// of that for balance: when a backend disappears the others claim slots
-// earlier in their turn order, and every slot a survivor claims out of its
-// old order can displace another survivor. The paper (section 5.3, Figure
-// 12) reports that this stays small as long as M is large compared with N.
-// Measured here (mean over random sets): survivor churn 0.7%/1.4%/2.4% for
-// N=10/100/1000 at M=65537 and 0.2%/0.5%/1.1% at M=655373. The asserted
-// bound, survivor churn <= 2% + 1000*N/M (5% for N=1000 at M=65537), is
-// about twice the measured worst case, so a regression that makes Maglev
-// markedly less stable (e.g. a turn order that changes globally when one
-// backend goes) fails.
+// An ideal consistent hash would move only the removed backend's slots
+// (1/N of the table) and none of the survivors'. Maglev gives up some of
+// that for balance: without the removed backend every survivor takes its
+// turns earlier, and a slot it reaches first now may be one another
+// survivor used to get. That churn grows with N/M. Measured with 60 random
+// sets at M=65537 and 12 at M=655373 (survivor churn = share of the
+// survivors' slots that changed owner; ideal 0):
+//
+//	M=65537:  N=10 mean 0.27% (max 0.63%), N=100 0.58% (0.72%), N=1000 0.58% (0.64%)
+//	M=655373: N=10 mean 0.07% (max 0.15%), N=100 0.14% (0.15%), N=1000 0.33% (0.35%)
+//
+// so the slots that move in total are 1/N plus well under 1%: for N=1000 at
+// M=65537, 0.68% of the table against the ideal 0.1%. The test asserts
+// survivor churn <= 1.5% at M=65537 and <= 0.75% at M=655373, about twice
+// the worst case seen, so that a change that makes the table markedly less
+// stable (e.g. a turn order that shifts globally when one backend goes)
+// fails, while the randomness of the sets does not.
 func TestRemoveOneBackend(t *testing.T) {
 	type cfg struct {
 		m uint64
 		n int
 	}
+	bound := map[uint64]float64{65537: 0.015, 655373: 0.0075}
 	cfgs := []cfg{{65537, 10}, {65537, 100}, {65537, 1000}, {655373, 10}, {655373, 100}, {655373, 1000}}
 	for ci, c := range cfgs {
 		trials := sets(3, 10)
@@ -367,47 +403,72 @@ func TestRemoveOneBackend(t *testing.T) {
 			seed := uint64(5000 + 100*ci + k)
 			r := newRand(seed)
 			bs := randBackends(r, c.n, one)
-			before := mustBuild(t, bs, c.m)
 			gone := r.IntN(c.n)
-			rest := slices.Delete(slices.Clone(bs), gone, gone+1)
-			after := mustBuild(t, rest, c.m)
-
-			goneID := bs[gone].ID
-			var survivorSlots, churned, moved int
-			for j := range before {
-				if after[j] == goneID {
-					t.Fatalf("seed %d: removed backend %s still in slot %d", seed, bs[gone].Name, j)
-				}
-				if before[j] != after[j] {
-					moved++
-				}
-				if before[j] == goneID {
-					continue
-				}
-				survivorSlots++
-				if before[j] != after[j] {
-					churned++
-				}
-			}
-			churn := float64(churned) / float64(survivorSlots)
+			churn, moved := removeOne(t, seed, bs, gone, c.m)
 			sumChurn += churn
 			maxChurn = max(maxChurn, churn)
-			sumTotal += float64(moved) / float64(c.m)
-			bound := 0.02 + 1000*float64(c.n)/float64(c.m)
-			if churn > bound {
+			sumTotal += moved
+			if churn > bound[c.m] {
 				t.Errorf("seed %d: M=%d N=%d: %.3f%% of the survivors' slots changed owner, bound %.3f%%",
-					seed, c.m, c.n, 100*churn, 100*bound)
-			}
-
-			// Test 4: adding it back, in any order, restores the table.
-			again := mustBuild(t, shuffled(r, append(rest, bs[gone])), c.m)
-			if !slices.Equal(before, again) {
-				t.Fatalf("seed %d: M=%d N=%d: adding %s back did not restore the table", seed, c.m, c.n, bs[gone].Name)
+					seed, c.m, c.n, 100*churn, 100*bound[c.m])
 			}
 		}
-		t.Logf("M=%-6d N=%-4d: survivor churn mean %.3f%% max %.3f%% (ideal 0); total slots moved mean %.3f%% (ideal 1/N = %.3f%%); %d sets",
+		t.Logf("M=%-6d N=%-4d: survivor churn mean %.3f%% max %.3f%% (ideal 0); slots moved in all mean %.3f%% (ideal 1/N = %.3f%%); %d sets",
 			c.m, c.n, 100*sumChurn/float64(trials), 100*maxChurn, 100*sumTotal/float64(trials), 100/float64(c.n), trials)
 	}
+}
+
+// The same with random weights 1..1000 (not asserted beyond what
+// removeOne checks: removing a heavy backend moves more, by design).
+func TestRemoveOneWeightedBackend(t *testing.T) {
+	for _, n := range []int{10, 100, 1000} {
+		var sumChurn, maxChurn float64
+		trials := sets(2, 6)
+		for k := range trials {
+			seed := uint64(5500 + 10*n + k)
+			r := newRand(seed)
+			bs := randBackends(r, n, func() uint32 { return 1 + uint32(r.IntN(1000)) })
+			churn, _ := removeOne(t, seed, bs, r.IntN(n), DefaultSize)
+			sumChurn += churn
+			maxChurn = max(maxChurn, churn)
+		}
+		t.Logf("M=%d N=%-4d weights 1..1000: survivor churn mean %.3f%% max %.3f%%; %d sets",
+			DefaultSize, n, 100*sumChurn/float64(trials), 100*maxChurn, trials)
+	}
+}
+
+// removeOne removes bs[gone], checks that none of its slots remain and that
+// adding it back (in another order) restores the table, and returns the
+// share of the survivors' slots that changed owner and the share of all
+// slots that did.
+func removeOne(t *testing.T, seed uint64, bs []Backend, gone int, m uint64) (churn, moved float64) {
+	t.Helper()
+	before := mustBuild(t, bs, m)
+	rest := slices.Delete(slices.Clone(bs), gone, gone+1)
+	after := mustBuild(t, rest, m)
+	goneID := bs[gone].ID
+	var survivorSlots, churned, changed int
+	for j := range before {
+		if after[j] == goneID {
+			t.Fatalf("seed %d: removed backend %s still in slot %d", seed, bs[gone].Name, j)
+		}
+		if before[j] != after[j] {
+			changed++
+		}
+		if before[j] == goneID {
+			continue
+		}
+		survivorSlots++
+		if before[j] != after[j] {
+			churned++
+		}
+	}
+	// Test 4: adding it back, in any order, restores the table.
+	again := mustBuild(t, shuffled(newRand(seed), append(rest, bs[gone])), m)
+	if !slices.Equal(before, again) {
+		t.Fatalf("seed %d: M=%d N=%d: adding %s back did not restore the table", seed, m, len(bs), bs[gone].Name)
+	}
+	return float64(churned) / float64(survivorSlots), float64(changed) / float64(m)
 }
 
 // Test 5: the input order does not matter, and neither do draining backends.
@@ -457,6 +518,35 @@ func TestBuilderReuse(t *testing.T) {
 		}
 		if want := mustBuild(t, bs, m); !slices.Equal(table, want) {
 			t.Fatalf("seed %d: M=%d N=%d: reused Builder gives another table than Build", seed, m, n)
+		}
+	}
+}
+
+// More backends than slots: each slot goes to a different backend, the
+// first M in the paper's order.
+func TestMoreBackendsThanSlots(t *testing.T) {
+	const m = 1021
+	bs := randBackends(newRand(8000), 1500, one)
+	table := mustBuild(t, bs, m)
+	if !slices.Equal(table, refPlain(bs, m)) || !slices.Equal(table, refWeighted(bs, m)) {
+		t.Fatal("table differs from the references")
+	}
+	c := counts(table)
+	if len(c) != m {
+		t.Fatalf("%d distinct backends in %d slots", len(c), m)
+	}
+}
+
+// Sizes is a variable; entries BuildInto cannot handle are rejected rather
+// than looping forever (a composite M leaves some permutations short).
+func TestModifiedSizes(t *testing.T) {
+	saved := Sizes
+	defer func() { Sizes = saved }()
+	Sizes = append(slices.Clone(saved), 2, 65535)
+	for _, m := range []int{2, 65535} {
+		err := BuildInto(make([]uint32, m), []Backend{{"a", 1, 1}, {"b", 2, 1}})
+		if !errors.Is(err, ErrInvalidSize) {
+			t.Errorf("M=%d: %v, want ErrInvalidSize", m, err)
 		}
 	}
 }
@@ -516,6 +606,39 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+func TestModArithmetic(t *testing.T) {
+	r := newRand(9000)
+	for _, m := range Sizes {
+		f := filler{m: uint32(m), mu: math.MaxUint64 / m}
+		vals := []uint32{0, 1, 2, uint32(m) / 2, uint32(m) - 2, uint32(m) - 1}
+		for range 200 {
+			vals = append(vals, uint32(r.Uint64N(m)))
+		}
+		for _, a := range vals {
+			for _, b := range vals[:20] {
+				if got, want := f.mulMod(a, b), uint64(a)*uint64(b)%m; got != want {
+					t.Fatalf("mulMod(%d, %d) mod %d = %d, want %d", a, b, m, got, want)
+				}
+			}
+			if a == 0 {
+				continue
+			}
+			if inv := modInverse(a, uint32(m)); uint64(a)*uint64(inv)%m != 1 {
+				t.Fatalf("modInverse(%d, %d) = %d", a, m, inv)
+			}
+			p := newPerm(a, uint32(m))
+			for _, x := range vals[:20] {
+				if got, want := p.step(x), (uint64(x)+uint64(a))%m; uint64(got) != want {
+					t.Fatalf("step(%d) with skip %d mod %d = %d, want %d", x, a, m, got, want)
+				}
+				if got, want := p.step2(x), (uint64(x)+2*uint64(a))%m; uint64(got) != want {
+					t.Fatalf("step2(%d) with skip %d mod %d = %d, want %d", x, a, m, got, want)
+				}
+			}
+		}
+	}
+}
+
 func TestSizesArePrime(t *testing.T) {
 	if !slices.IsSorted(Sizes) {
 		t.Errorf("Sizes not ascending: %v", Sizes)
@@ -545,7 +668,8 @@ func TestSizesArePrime(t *testing.T) {
 // hash, its seeds, the apportionment or the turn order changes the rings,
 // so it must show up here: if this test fails, the change breaks ring
 // compatibility between versions and must be treated as such (not fixed by
-// updating the constants).
+// updating the constants). The expected values were cross-checked with an
+// independent implementation of the documented algorithm in Python.
 func TestGolden(t *testing.T) {
 	bs := []Backend{
 		{Name: "10.0.0.1", ID: 1, Weight: 1},
@@ -558,7 +682,7 @@ func TestGolden(t *testing.T) {
 	gotHead := fmt.Sprint(table[:32])
 	const (
 		wantCounts = "16384 16384 32769"
-		wantHead   = "GOLDEN"
+		wantHead   = "[2 2 3 3 3 2 1 3 3 3 2 2 1 3 3 2 2 3 1 1 1 1 1 3 3 3 3 3 2 3 3 1]"
 	)
 	if gotCounts != wantCounts {
 		t.Errorf("slot counts %s, want %s", gotCounts, wantCounts)
@@ -567,7 +691,7 @@ func TestGolden(t *testing.T) {
 		t.Errorf("first 32 slots\n%s\nwant\n%s", gotHead, wantHead)
 	}
 	h := []uint64{hashName(offsetSeed, "10.0.0.1"), hashName(skipSeed, "10.0.0.1")}
-	if got, want := fmt.Sprintf("%#x", h), "HASH"; got != want {
+	if got, want := fmt.Sprintf("%#x", h), "[0x10d61380d6a4e071 0x7cae1a956f2c947e]"; got != want {
 		t.Errorf("hashName(10.0.0.1) = %s, want %s", got, want)
 	}
 }
