@@ -97,8 +97,8 @@ func (b *Balancer) LookupFlow(key FlowKey) (Flow, error) {
 		return Flow{}, err
 	}
 	var v balancerFlowState
-	// LookupWithFlags is not available for LRU maps before 5.x; a plain
-	// lookup from user space does not touch the LRU order.
+	// A lookup from user space does not mark the entry as used, so
+	// reading the table does not keep idle flows from being evicted.
 	if err := b.objs.Flows.Lookup(&raw, &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return Flow{}, fmt.Errorf("flow %s: %w", key, ErrNotFound)
