@@ -127,7 +127,8 @@ struct choice {
 	struct real_def *real;
 	__u32 vip_num;
 	__u32 real_idx;
-	__u64 now; /* 0 until read */
+	__u32 hash; /* lbd_hash of the flow: ring slot and outer source */
+	__u64 now;  /* 0 until read */
 };
 
 /*
@@ -170,7 +171,7 @@ static __always_inline int lbd_send(struct xdp_md *ctx, struct packet *pkt, cons
 	struct real_counters *rs;
 	int err;
 
-	err = lbd_encap(ctx, pkt, c->real, lbd_hash(fk, vflags), vflags & LBD_VIP_F_GUE, cfg);
+	err = lbd_encap(ctx, pkt, c->real, c->hash, vflags & LBD_VIP_F_GUE, cfg);
 	if (err)
 		return lbd_count(gs, err, XDP_DROP);
 	vs->packets++;
@@ -194,7 +195,7 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
 	__u32 vflags = c->vm->flags;
 	int tcp = fk->proto == IPPROTO_TCP;
 
-	c->real_idx = lbd_ring_pick(c->vip_num, c->vm->ring_size, lbd_hash(fk, vflags));
+	c->real_idx = lbd_ring_pick(c->vip_num, c->vm->ring_size, c->hash);
 	c->real = lbd_real(c->real_idx);
 	if (!c->real)
 		return LBD_STAT_DROP_NO_REAL;
@@ -262,6 +263,7 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt, _
 			st->packets++;
 			st->bytes += pkt->l3_len;
 			st->last_ns = c.now;
+			c.hash = lbd_hash(&fk, c.vm->flags);
 			return lbd_send(ctx, pkt, &fk, &c, vs, cfg, gs);
 		}
 	}
@@ -272,6 +274,7 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt, _
 	vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
 	if (!vs)
 		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
+	c.hash = lbd_hash(&fk, c.vm->flags);
 	err = lbd_choose_new(pkt, &fk, &c, vs, gs, 1);
 	if (err)
 		return lbd_count(gs, err, XDP_DROP);
@@ -300,6 +303,7 @@ static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
 	vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
 	if (!vs)
 		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
+	c.hash = lbd_hash(fk, c.vm->flags);
 	if (!c.real) {
 		err = lbd_choose_new(pkt, fk, &c, vs, gs, 0);
 		if (err)
