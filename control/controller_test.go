@@ -1,0 +1,414 @@
+package control
+
+import (
+	"errors"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control/maglev"
+)
+
+var (
+	vipA = xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
+	vipB = xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 53, Proto: xdp.UDP}
+	r1   = netip.MustParseAddr("10.0.0.1")
+	r2   = netip.MustParseAddr("10.0.0.2")
+	r3   = netip.MustParseAddr("2001:db8:1::3")
+)
+
+func newTestController(t *testing.T) (*Controller, *fakeDatapath, *memStore) {
+	t.Helper()
+	dp, st := newFake(), &memStore{}
+	return New(dp, st, nil, nil), dp, st
+}
+
+func active(a netip.Addr, w uint32) Real { return Real{Addr: a, Weight: w, State: RealActive} }
+
+// wantRing is the ring the controller must install: Maglev over the
+// eligible reals, with the fake's IDs.
+func wantRing(t *testing.T, dp *fakeDatapath, v VIP) []xdp.RealID {
+	t.Helper()
+	var bs []maglev.Backend
+	for _, r := range v.Reals {
+		if r.Eligible() {
+			bs = append(bs, maglev.Backend{Name: r.Addr.String(), ID: uint32(dp.reals[r.Addr]), Weight: r.Weight})
+		}
+	}
+	if len(bs) == 0 {
+		return []xdp.RealID{0}
+	}
+	size := v.RingSize
+	if size == 0 {
+		size = maglev.DefaultSize
+	}
+	table, err := maglev.Build(bs, uint64(size))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring := make([]xdp.RealID, len(table))
+	for i, id := range table {
+		ring[i] = xdp.RealID(id)
+	}
+	return ring
+}
+
+// checkInSync asserts that the datapath holds exactly the controller's
+// desired state.
+func checkInSync(t *testing.T, c *Controller, dp *fakeDatapath) {
+	t.Helper()
+	want := c.VIPs()
+	if len(dp.vips) != len(want) {
+		t.Fatalf("datapath has %d VIPs, state %d", len(dp.vips), len(want))
+	}
+	used := map[netip.Addr]bool{}
+	for _, v := range want {
+		have, ok := dp.vips[v.Key]
+		if !ok {
+			t.Fatalf("VIP %s missing from datapath", VIPName(v.Key))
+		}
+		if have.Flags != v.Flags() {
+			t.Errorf("VIP %s flags %#x, want %#x", VIPName(v.Key), have.Flags, v.Flags())
+		}
+		for _, r := range v.Reals {
+			used[r.Addr] = true
+			if _, ok := dp.reals[r.Addr]; !ok {
+				t.Errorf("real %s not defined", r.Addr)
+			}
+		}
+		if !slices.Equal(dp.rings[v.Key], wantRing(t, dp, *v)) {
+			t.Errorf("VIP %s: ring differs from Maglev of its eligible reals", VIPName(v.Key))
+		}
+	}
+	for a := range dp.reals {
+		if !used[a] {
+			t.Errorf("real %s defined but unused", a)
+		}
+	}
+}
+
+func TestCreateVIPInstallsEverything(t *testing.T) {
+	c, dp, st := newTestController(t)
+	v, err := c.CreateVIP(VIP{Key: vipA, Sticky: true, Encap: EncapGUE, Reals: []Real{active(r2, 1), active(r1, 3)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.RingSize != maglev.DefaultSize || v.Reals[0].Addr != r1 {
+		t.Errorf("defaults/sorting not applied: %+v", v)
+	}
+	if dp.vips[vipA].Flags != xdp.VIPSticky|xdp.VIPGUE {
+		t.Errorf("flags %#x", dp.vips[vipA].Flags)
+	}
+	checkInSync(t, c, dp)
+	if st.saves != 1 || st.saved[vipA] == nil || len(st.saved[vipA].Reals) != 2 {
+		t.Errorf("state not saved: %+v", st)
+	}
+	// Weights 1:3 give exactly a quarter of the slots, within rounding.
+	_, shares, empty, err := c.Ring(vipA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if empty != 0 || shares[0].Slots+shares[1].Slots != maglev.DefaultSize {
+		t.Errorf("ring shares %+v, empty %d", shares, empty)
+	}
+	if got := float64(shares[0].Slots) / maglev.DefaultSize; got < 0.74 || got > 0.76 {
+		t.Errorf("real with weight 3 of 4 holds %.4f of the ring", got)
+	}
+
+	if _, err := c.CreateVIP(VIP{Key: vipA}); !errors.Is(err, ErrConflict) {
+		t.Errorf("second create: %v, want ErrConflict", err)
+	}
+}
+
+func TestInvalidInputChangesNothing(t *testing.T) {
+	cases := map[string]struct {
+		vip   VIP
+		field string
+	}{
+		"ring size":      {VIP{Key: vipA, RingSize: 1000}, "ring_size"},
+		"encap":          {VIP{Key: vipA, Encap: "gre"}, "encap"},
+		"duplicate real": {VIP{Key: vipA, Reals: []Real{active(r1, 1), active(r1, 2)}}, "reals"},
+		"state":          {VIP{Key: vipA, Reals: []Real{{Addr: r1, Weight: 1, State: "up"}}}, "state"},
+		"loopback real":  {VIP{Key: vipA, Reals: []Real{active(netip.MustParseAddr("127.0.0.1"), 1)}}, "address"},
+		"no address":     {VIP{Key: xdp.VIPKey{Proto: xdp.TCP, Port: 80}}, "vip"},
+		"too many reals": {VIP{Key: vipA, RingSize: 1021, Reals: manyReals(1022)}, "reals"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			c, dp, st := newTestController(t)
+			_, err := c.CreateVIP(tc.vip)
+			var inv *InvalidError
+			if !errors.As(err, &inv) || inv.Field != tc.field {
+				t.Fatalf("got %v, want InvalidError on %s", err, tc.field)
+			}
+			if len(dp.calls) != 0 || st.saves != 0 || len(c.VIPs()) != 0 {
+				t.Errorf("invalid input reached the datapath (%v) or state (%d saves)", dp.calls, st.saves)
+			}
+		})
+	}
+}
+
+func manyReals(n int) []Real {
+	out := make([]Real, n)
+	for i := range out {
+		out[i] = active(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 1)
+	}
+	return out
+}
+
+func TestDrainingAndZeroWeightKeepRealDefinedButOutOfRing(t *testing.T) {
+	c, dp, _ := newTestController(t)
+	if _, err := c.CreateVIP(VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1), active(r3, 1)}}); err != nil {
+		t.Fatal(err)
+	}
+	id2 := dp.reals[r2]
+	if _, _, err := c.PutReal(vipA, Real{Addr: r2, Weight: 1, State: RealDraining}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.PutReal(vipA, Real{Addr: r3, Weight: 0, State: RealActive}); err != nil {
+		t.Fatal(err)
+	}
+	checkInSync(t, c, dp)
+	if dp.reals[r2] != id2 {
+		t.Errorf("draining real was redefined (id %d → %d): its flows would be lost", id2, dp.reals[r2])
+	}
+	for _, id := range dp.rings[vipA] {
+		if id != dp.reals[r1] {
+			t.Fatalf("ring holds real %d; only %s (id %d) is eligible", id, r1, dp.reals[r1])
+		}
+	}
+	// Nobody eligible: one empty slot, reals still defined.
+	if _, _, err := c.PutReal(vipA, Real{Addr: r1, Weight: 1, State: RealDraining}); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(dp.rings[vipA], []xdp.RealID{0}) || len(dp.reals) != 3 {
+		t.Errorf("no eligible reals: ring %v, reals %v", dp.rings[vipA][:min(3, len(dp.rings[vipA]))], dp.reals)
+	}
+}
+
+func TestRealsSharedBetweenVIPs(t *testing.T) {
+	c, dp, _ := newTestController(t)
+	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
+	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{active(r1, 1), active(r3, 1)}})
+	if _, err := c.DeleteReal(vipA, r1); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := dp.reals[r1]; !ok {
+		t.Fatal("real still used by VIP B was undefined")
+	}
+	if err := c.DeleteVIP(vipB); err != nil {
+		t.Fatal(err)
+	}
+	checkInSync(t, c, dp)
+	if _, ok := dp.reals[r1]; ok {
+		t.Fatal("real used by no VIP still defined")
+	}
+	if _, err := c.DeleteReal(vipA, r3); !errors.Is(err, ErrNotFound) {
+		t.Errorf("delete absent real: %v", err)
+	}
+	if err := c.DeleteVIP(vipB); !errors.Is(err, ErrNotFound) {
+		t.Errorf("delete absent VIP: %v", err)
+	}
+}
+
+func mustCreate(t *testing.T, c *Controller, v VIP) {
+	t.Helper()
+	if _, err := c.CreateVIP(v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// snapshot copies the fake's observable state.
+type snapshot struct {
+	vips  map[xdp.VIPKey]xdp.VIP
+	rings map[xdp.VIPKey][]xdp.RealID
+	reals map[netip.Addr]xdp.RealID
+}
+
+func snap(dp *fakeDatapath) snapshot {
+	s := snapshot{map[xdp.VIPKey]xdp.VIP{}, map[xdp.VIPKey][]xdp.RealID{}, map[netip.Addr]xdp.RealID{}}
+	for k, v := range dp.vips {
+		s.vips[k] = v
+	}
+	for k, v := range dp.rings {
+		s.rings[k] = slices.Clone(v)
+	}
+	for k, v := range dp.reals {
+		s.reals[k] = v
+	}
+	return s
+}
+
+func sameSnap(t *testing.T, a, b snapshot) {
+	t.Helper()
+	if len(a.vips) != len(b.vips) || len(a.reals) != len(b.reals) {
+		t.Fatalf("datapath changed: %d→%d VIPs, %d→%d reals", len(a.vips), len(b.vips), len(a.reals), len(b.reals))
+	}
+	for k, v := range a.vips {
+		if b.vips[k].Flags != v.Flags || !slices.Equal(a.rings[k], b.rings[k]) {
+			t.Errorf("VIP %s changed", VIPName(k))
+		}
+	}
+	for k, id := range a.reals {
+		if b.reals[k] != id {
+			t.Errorf("real %s changed id %d → %d", k, id, b.reals[k])
+		}
+	}
+}
+
+// Every way a change can fail leaves the datapath and the state as they
+// were, and says so.
+func TestFailedChangesRollBack(t *testing.T) {
+	steps := []struct {
+		name string
+		op   func(c *Controller) error
+		fail string // operation prefix that fails
+	}{
+		{"add real, ring swap fails", func(c *Controller) error {
+			_, _, err := c.PutReal(vipA, active(r3, 2))
+			return err
+		}, "SetRing"},
+		{"add real, defining it fails", func(c *Controller) error {
+			_, _, err := c.PutReal(vipA, active(r3, 2))
+			return err
+		}, "AddReal"},
+		{"create VIP, ring fails", func(c *Controller) error {
+			_, err := c.CreateVIP(VIP{Key: vipB, Reals: []Real{active(r3, 1)}})
+			return err
+		}, "SetRing"},
+		{"flags change fails", func(c *Controller) error {
+			yes := true
+			_, err := c.UpdateVIP(vipA, VIPUpdate{NoLRU: &yes})
+			return err
+		}, "SetVIPFlags"},
+		{"delete VIP fails", func(c *Controller) error { return c.DeleteVIP(vipA) }, "RemoveVIP"},
+		{"replace reals, ring fails", func(c *Controller) error {
+			_, err := c.SetReals(vipA, []Real{active(r3, 1)})
+			return err
+		}, "SetRing"},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			c, dp, st := newTestController(t)
+			mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
+			before, stateBefore, saves := snap(dp), c.VIPs(), st.saves
+			armed := true
+			dp.fail = func(op string) error {
+				if armed && strings.HasPrefix(op, s.fail) {
+					armed = false // fail once: the rollback may do the same operation
+					return errInjected
+				}
+				return nil
+			}
+			err := s.op(c)
+			var ae *ApplyError
+			if !errors.As(err, &ae) || !ae.RolledBack || !errors.Is(err, errInjected) {
+				t.Fatalf("got %v, want a rolled-back ApplyError wrapping the failure", err)
+			}
+			sameSnap(t, before, snap(dp))
+			if st.saves != saves {
+				t.Error("a failed change was saved")
+			}
+			if got := c.VIPs(); len(got) != len(stateBefore) || len(got[0].Reals) != len(stateBefore[0].Reals) {
+				t.Error("desired state changed")
+			}
+		})
+	}
+}
+
+func TestFailedSaveRollsBackDatapath(t *testing.T) {
+	c, dp, st := newTestController(t)
+	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1)}})
+	before := snap(dp)
+	st.err = errors.New("disk full")
+	_, err := c.SetReals(vipA, []Real{active(r2, 1), active(r3, 1)})
+	var ae *ApplyError
+	if !errors.As(err, &ae) || !ae.RolledBack || !strings.Contains(err.Error(), "disk full") {
+		t.Fatalf("got %v", err)
+	}
+	sameSnap(t, before, snap(dp))
+	st.err = nil
+	if _, err := c.CreateVIP(VIP{Key: vipB}); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.saved) != 2 || len(st.saved[vipA].Reals) != 1 || st.saved[vipA].Reals[0].Addr != r1 {
+		t.Errorf("saved state after recovery: %+v", st.saved[vipA])
+	}
+}
+
+func TestLimitIsReported(t *testing.T) {
+	c, dp, _ := newTestController(t)
+	dp.maxVIPs = 1
+	mustCreate(t, c, VIP{Key: vipA})
+	_, err := c.CreateVIP(VIP{Key: vipB})
+	var ae *ApplyError
+	if !errors.As(err, &ae) || !ae.RolledBack || !errors.Is(err, xdp.ErrLimit) {
+		t.Fatalf("got %v, want rolled-back ApplyError wrapping ErrLimit", err)
+	}
+	if len(c.VIPs()) != 1 {
+		t.Error("VIP over the limit entered the state")
+	}
+}
+
+func TestReconcileInstallsAndRepairsDrift(t *testing.T) {
+	desired := map[xdp.VIPKey]*VIP{
+		vipA: {Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 2)}},
+		vipB: {Key: vipB, RingSize: 4099, NoLRU: true, Reals: []Real{active(r3, 1)}},
+	}
+	for _, v := range desired {
+		v.normalize()
+	}
+	dp := newFake()
+	// Left over from an earlier run: a VIP the state no longer has, and
+	// an unused real.
+	stray := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.99"), Port: 443, Proto: xdp.TCP}
+	_ = dp.AddVIP(stray, 0)
+	_, _ = dp.AddReal(netip.MustParseAddr("10.9.9.9"))
+
+	c := New(dp, &memStore{}, desired, nil)
+	drifts, err := c.Reconcile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkInSync(t, c, dp)
+	if len(drifts) != 4 { // A, B, the stray VIP, and the unused real
+		t.Errorf("drifts %+v", drifts)
+	}
+
+	// In sync: nothing to do, no mutation.
+	dp.calls = nil
+	if drifts, err := c.Reconcile(); err != nil || len(drifts) != 0 || len(dp.calls) != 0 {
+		t.Fatalf("second reconcile: %+v %v, calls %v", drifts, err, dp.calls)
+	}
+
+	// Someone overwrote a ring slot and a flag behind lbd's back.
+	dp.rings[vipA][7] = dp.reals[r3]
+	v := dp.vips[vipB]
+	v.Flags = 0
+	dp.vips[vipB] = v
+	drifts, err = c.Reconcile()
+	if err != nil || len(drifts) != 2 {
+		t.Fatalf("drift repair: %+v %v", drifts, err)
+	}
+	checkInSync(t, c, dp)
+}
+
+func TestVIPNames(t *testing.T) {
+	for _, k := range []xdp.VIPKey{vipA, vipB, {Addr: netip.MustParseAddr("::ffff:1.2.3.4").Unmap(), Port: 0, Proto: xdp.UDP}} {
+		name := VIPName(k)
+		got, err := ParseVIPName(name)
+		if err != nil || got != k {
+			t.Errorf("%s: parsed %v, %v", name, got, err)
+		}
+	}
+	if VIPName(vipB) != "udp-2001:db8::1-53" {
+		t.Errorf("name %s", VIPName(vipB))
+	}
+	for _, bad := range []string{"", "tcp", "tcp-1.2.3.4", "sctp-1.2.3.4-80", "tcp-1.2.3-80", "tcp-1.2.3.4-65536", "tcp-1.2.3.4-x"} {
+		if _, err := ParseVIPName(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+}

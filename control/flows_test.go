@@ -1,0 +1,152 @@
+package control
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+)
+
+func flowsFixture(t *testing.T) (*Controller, *fakeDatapath) {
+	t.Helper()
+	c, dp, _ := newTestController(t)
+	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
+	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{active(r3, 1)}})
+	base := time.Unix(1_700_000_000, 0)
+	for i := range 25 {
+		key, real := vipA, dp.reals[r1]
+		if i%5 == 0 {
+			key, real = vipB, dp.reals[r3]
+		} else if i%2 == 0 {
+			real = dp.reals[r2]
+		}
+		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 3)}), uint16(10000+i))
+		dp.flows = append(dp.flows, xdp.Flow{
+			Key:  xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(key.Addr, key.Port), Proto: key.Proto},
+			Real: real, VIPNum: dp.vips[key].Num,
+			Packets: uint64(i), Bytes: uint64(1000 * (i % 7)), // ties on purpose
+			FirstSeen: base, LastSeen: base.Add(time.Duration(i) * time.Second),
+		})
+	}
+	return c, dp
+}
+
+// Paging through with any limit returns every matching flow exactly once,
+// in order.
+func TestFlowPagesCoverEverythingOnce(t *testing.T) {
+	c, dp := flowsFixture(t)
+	for _, sort := range []FlowSort{SortBytes, SortLastSeen} {
+		for _, limit := range []int{1, 2, 7, 25, 100} {
+			seen := map[string]bool{}
+			var prev *FlowInfo
+			cursor := ""
+			for pages := 0; ; pages++ {
+				if pages > 30 {
+					t.Fatal("paging does not end")
+				}
+				p, err := c.Flows(FlowQuery{Sort: sort, Limit: limit, Cursor: cursor})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.Scanned != len(dp.flows) || len(p.Flows) > limit {
+					t.Fatalf("scanned %d, page of %d", p.Scanned, len(p.Flows))
+				}
+				for i := range p.Flows {
+					f := &p.Flows[i]
+					k := f.Client.String()
+					if seen[k] {
+						t.Fatalf("sort %s limit %d: %s twice", sort, limit, k)
+					}
+					seen[k] = true
+					if prev != nil && value(*prev, sort) < value(*f, sort) {
+						t.Fatalf("sort %s: out of order", sort)
+					}
+					prev = f
+				}
+				if p.Next == "" {
+					break
+				}
+				cursor = p.Next
+			}
+			if len(seen) != len(dp.flows) {
+				t.Errorf("sort %s limit %d: saw %d of %d flows", sort, limit, len(seen), len(dp.flows))
+			}
+		}
+	}
+}
+
+func value(f FlowInfo, s FlowSort) uint64 {
+	if s == SortLastSeen {
+		return uint64(f.LastSeen.UnixNano())
+	}
+	return f.Bytes
+}
+
+func TestFlowFilters(t *testing.T) {
+	c, _ := flowsFixture(t)
+	count := func(q FlowQuery) int {
+		t.Helper()
+		q.Limit = 1000
+		p, err := c.Flows(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(p.Flows)
+	}
+	if n := count(FlowQuery{VIP: &vipB}); n != 5 {
+		t.Errorf("VIP B: %d flows, want 5", n)
+	}
+	if n := count(FlowQuery{VIP: &vipA, Real: r2}); n != 10 {
+		t.Errorf("VIP A real 2: %d flows, want 10", n)
+	}
+	if n := count(FlowQuery{Client: netip.MustParsePrefix("198.51.100.1/32")}); n != 8 {
+		t.Errorf("one client: %d flows, want 8", n)
+	}
+	p, _ := c.Flows(FlowQuery{VIP: &vipB, Limit: 1})
+	if f := p.Flows[0]; f.VIP != VIPName(vipB) || f.Real != r3 || f.Proto != xdp.UDP {
+		t.Errorf("flow not named: %+v", f)
+	}
+	other := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.50"), Port: 1, Proto: xdp.TCP}
+	if _, err := c.Flows(FlowQuery{VIP: &other}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown VIP: %v", err)
+	}
+	for _, q := range []FlowQuery{{Limit: 1001}, {Limit: -1}, {Sort: "packets"}, {Cursor: "!!"}, {Cursor: "YWJj"}} {
+		var inv *InvalidError
+		if _, err := c.Flows(q); !errors.As(err, &inv) {
+			t.Errorf("%+v: %v, want InvalidError", q, err)
+		}
+	}
+}
+
+func TestRates(t *testing.T) {
+	c, dp := flowsFixture(t)
+	t0 := time.Unix(100, 0)
+	dp.stats[vipA] = xdp.VIPStats{Packets: 100, Bytes: 10000}
+	dp.global[xdp.StatTX] = 100
+	if err := c.SampleRates(t0); err != nil {
+		t.Fatal(err)
+	}
+	dp.stats[vipA] = xdp.VIPStats{Packets: 300, Bytes: 50000, LRUHits: 7}
+	dp.global[xdp.StatTX] = 400
+	if err := c.SampleRates(t0.Add(2 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	s, err := c.VIPStats(vipA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Packets != 300 || s.PacketsPerSec != 100 || s.BytesPerSec != 20000 || s.LRUHits != 7 {
+		t.Errorf("VIP stats %+v", s)
+	}
+	g, _ := c.GlobalStats()
+	if r := g.Rates[xdp.StatTX.String()]; r != 150 {
+		t.Errorf("global tx rate %v, want 150 (%v)", r, fmt.Sprint(g.Rates))
+	}
+	all, err := c.AllStats()
+	if err != nil || len(all.VIPs) != 2 || len(all.Reals) != 3 {
+		t.Errorf("all stats: %+v %v", all, err)
+	}
+}

@@ -1,0 +1,243 @@
+// Package control is lbd's control plane without HTTP: the desired state
+// (VIPs, their reals, weights and flags), its validation, its persistence,
+// and the reconciliation that makes the datapath's maps match it.
+//
+// Every change is a transaction: it is validated, applied to the datapath,
+// then written to the state file; if any step fails the datapath is put
+// back as it was and the caller learns which (ApplyError). A restart reads
+// the state file and converges the (possibly pinned, still forwarding)
+// datapath to it; the same convergence, run periodically, detects and
+// repairs drift.
+package control
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control/maglev"
+)
+
+// Encap is how packets reach a VIP's reals.
+type Encap string
+
+// The encapsulations a VIP can use.
+const (
+	EncapIPIP Encap = "ipip" // IP-in-IP (protocol 4 or 41), the default
+	EncapGUE  Encap = "gue"  // GUE variant 1 over UDP
+)
+
+// RealState says whether a real takes new flows.
+type RealState string
+
+// The states of a real.
+const (
+	// RealActive takes new flows in proportion to its weight.
+	RealActive RealState = "active"
+	// RealDraining takes no new flows; flows already in the connection
+	// table keep going to it.
+	RealDraining RealState = "draining"
+)
+
+// Real is one real server of a VIP.
+type Real struct {
+	Addr netip.Addr
+	// Weight is a relative share of the VIP's new flows: reals with
+	// weights 1 and 3 get a quarter and three quarters. 0 takes no new
+	// flows, like draining.
+	Weight uint32
+	State  RealState
+}
+
+// Eligible reports whether the real takes new flows.
+func (r Real) Eligible() bool { return r.Weight > 0 && r.State == RealActive }
+
+// VIP is the desired state of one VIP.
+type VIP struct {
+	Key xdp.VIPKey
+	// Sticky hashes the client address only, so that all of a client's
+	// flows go to the same real.
+	Sticky bool
+	// NoLRU keeps the VIP's flows out of the connection table: every
+	// packet follows the current ring.
+	NoLRU    bool
+	Encap    Encap
+	RingSize uint32 // a prime from maglev.Sizes
+	Reals    []Real // sorted by address, unique
+}
+
+// Flags are the datapath flags the VIP needs.
+func (v *VIP) Flags() xdp.VIPFlags {
+	var f xdp.VIPFlags
+	if v.Sticky {
+		f |= xdp.VIPSticky
+	}
+	if v.NoLRU {
+		f |= xdp.VIPNoLRU
+	}
+	if v.Encap == EncapGUE {
+		f |= xdp.VIPGUE
+	}
+	return f
+}
+
+// Real returns the VIP's real with the given address.
+func (v *VIP) Real(addr netip.Addr) (Real, bool) {
+	i, ok := slices.BinarySearchFunc(v.Reals, addr, func(r Real, a netip.Addr) int { return r.Addr.Compare(a) })
+	if !ok {
+		return Real{}, false
+	}
+	return v.Reals[i], true
+}
+
+// Clone returns a deep copy.
+func (v *VIP) Clone() *VIP {
+	if v == nil {
+		return nil
+	}
+	c := *v
+	c.Reals = slices.Clone(v.Reals)
+	return &c
+}
+
+// normalize fills defaults and sorts the reals.
+func (v *VIP) normalize() {
+	if v.Encap == "" {
+		v.Encap = EncapIPIP
+	}
+	if v.RingSize == 0 {
+		v.RingSize = maglev.DefaultSize
+	}
+	for i := range v.Reals {
+		if v.Reals[i].State == "" {
+			v.Reals[i].State = RealActive
+		}
+	}
+	slices.SortFunc(v.Reals, func(a, b Real) int { return a.Addr.Compare(b.Addr) })
+}
+
+// Validate says what is wrong with a VIP, as an *InvalidError.
+func (v *VIP) Validate() error {
+	if err := v.Key.Validate(); err != nil {
+		return invalid("vip", "%v", err)
+	}
+	switch v.Encap {
+	case EncapIPIP, EncapGUE:
+	default:
+		return invalid("encap", "encapsulation %q: use %q or %q", v.Encap, EncapIPIP, EncapGUE)
+	}
+	if !maglev.ValidSize(uint64(v.RingSize)) {
+		return invalid("ring_size", "ring size %d: use one of the primes %v", v.RingSize, maglev.Sizes)
+	}
+	if len(v.Reals) > int(v.RingSize) {
+		return invalid("reals", "%d reals do not fit a ring of %d slots: choose a larger ring_size", len(v.Reals), v.RingSize)
+	}
+	for i, r := range v.Reals {
+		if err := validateReal(r); err != nil {
+			return err
+		}
+		if i > 0 && v.Reals[i-1].Addr == r.Addr {
+			return invalid("reals", "real %s is listed twice", r.Addr)
+		}
+	}
+	return nil
+}
+
+func validateReal(r Real) error {
+	a := r.Addr
+	switch {
+	case !a.IsValid():
+		return invalid("address", "real address is missing")
+	case a.Zone() != "":
+		return invalid("address", "real address %s: zoned addresses are not supported", a)
+	case a.Is4In6():
+		return invalid("address", "real address %s: write IPv4-mapped addresses as plain IPv4 (%s)", a, a.Unmap())
+	case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
+		return invalid("address", "real address %s: must be a unicast, non-loopback address", a)
+	}
+	switch r.State {
+	case RealActive, RealDraining:
+	default:
+		return invalid("state", "real %s: state %q: use %q or %q", a, r.State, RealActive, RealDraining)
+	}
+	return nil
+}
+
+// VIPName is the URL-safe name of a VIP: protocol, address and port joined
+// by dashes, e.g. "tcp-192.0.2.1-80" or "udp-2001:db8::1-53". Port 0 is
+// a port-less VIP ("tcp-192.0.2.1-0").
+func VIPName(k xdp.VIPKey) string {
+	return k.Proto.String() + "-" + k.Addr.String() + "-" + strconv.Itoa(int(k.Port))
+}
+
+// ParseVIPName parses VIPName's form.
+func ParseVIPName(s string) (xdp.VIPKey, error) {
+	first := strings.IndexByte(s, '-')
+	last := strings.LastIndexByte(s, '-')
+	if first < 0 || first == last {
+		return xdp.VIPKey{}, invalid("vip", "VIP name %q: want protocol-address-port, e.g. tcp-192.0.2.1-80", s)
+	}
+	proto, err := xdp.ParseProto(s[:first])
+	if err != nil {
+		return xdp.VIPKey{}, invalid("vip", "VIP name %q: %v", s, err)
+	}
+	addr, err := netip.ParseAddr(s[first+1 : last])
+	if err != nil {
+		return xdp.VIPKey{}, invalid("vip", "VIP name %q: bad address: %v", s, err)
+	}
+	port, err := strconv.ParseUint(s[last+1:], 10, 16)
+	if err != nil {
+		return xdp.VIPKey{}, invalid("vip", "VIP name %q: port must be 0-65535", s)
+	}
+	return xdp.VIPKey{Addr: addr, Port: uint16(port), Proto: proto}, nil
+}
+
+// compareKeys orders VIPs for listings: address, then protocol, then port.
+func compareKeys(a, b xdp.VIPKey) int {
+	return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
+}
+
+// Errors callers map to answers: test with errors.Is / errors.As.
+var (
+	ErrNotFound = errors.New("not found")
+	ErrConflict = errors.New("conflict")
+)
+
+// InvalidError is input that cannot be accepted, with the field at fault
+// and what to fix.
+type InvalidError struct {
+	Field string
+	Msg   string
+}
+
+func (e *InvalidError) Error() string { return e.Msg }
+
+func invalid(field, format string, args ...any) error {
+	return &InvalidError{Field: field, Msg: fmt.Sprintf(format, args...)}
+}
+
+// ApplyError says that a change could not be applied to the datapath or
+// saved, and whether everything was put back as it was.
+type ApplyError struct {
+	Op         string // what was being done, e.g. "create VIP tcp-192.0.2.1-80"
+	Err        error  // why it failed
+	RolledBack bool   // the datapath and state are as before the change
+	// RollbackErr is set when putting things back failed too: the
+	// datapath may differ from the state, which the next reconcile
+	// repairs.
+	RollbackErr error
+}
+
+func (e *ApplyError) Error() string {
+	if e.RolledBack {
+		return fmt.Sprintf("%s: %v (nothing was changed)", e.Op, e.Err)
+	}
+	return fmt.Sprintf("%s: %v; rolling back failed too (%v): the datapath will be repaired by the next reconcile", e.Op, e.Err, e.RollbackErr)
+}
+
+func (e *ApplyError) Unwrap() error { return e.Err }

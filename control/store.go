@@ -1,0 +1,156 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+)
+
+// stateVersion is the state file's format version. A file with another
+// version is refused, never guessed at.
+const stateVersion = 1
+
+// StateFileName is the file, inside the state directory, that holds the
+// desired state.
+const StateFileName = "state.json"
+
+// Store keeps the desired state in a file, replaced atomically: a crash
+// at any moment leaves either the old or the new file, never a mix.
+type Store struct {
+	path string
+}
+
+// NewStore returns a store for dir/state.json, creating dir if needed.
+func NewStore(dir string) (*Store, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory %s: %w", dir, err)
+	}
+	return &Store{path: filepath.Join(dir, StateFileName)}, nil
+}
+
+// Path is the state file's path.
+func (s *Store) Path() string { return s.path }
+
+type stateFile struct {
+	Version int         `json:"version"`
+	VIPs    []vipRecord `json:"vips"`
+}
+
+type vipRecord struct {
+	Proto    string       `json:"protocol"`
+	Addr     netip.Addr   `json:"address"`
+	Port     uint16       `json:"port"`
+	Sticky   bool         `json:"sticky,omitempty"`
+	NoLRU    bool         `json:"no_lru,omitempty"`
+	Encap    Encap        `json:"encap"`
+	RingSize uint32       `json:"ring_size"`
+	Reals    []realRecord `json:"reals"`
+}
+
+type realRecord struct {
+	Addr   netip.Addr `json:"address"`
+	Weight uint32     `json:"weight"`
+	State  RealState  `json:"state"`
+}
+
+// Load reads the state. A missing file is an empty state (first start).
+func (s *Store) Load() (map[xdp.VIPKey]*VIP, error) {
+	data, err := os.ReadFile(s.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[xdp.VIPKey]*VIP{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read state file: %w", err)
+	}
+	var f stateFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("state file %s is corrupt (%v): restore it from a backup or move it away to start empty", s.path, err)
+	}
+	if f.Version != stateVersion {
+		return nil, fmt.Errorf("state file %s has format version %d; this lbd reads version %d", s.path, f.Version, stateVersion)
+	}
+	vips := make(map[xdp.VIPKey]*VIP, len(f.VIPs))
+	for _, r := range f.VIPs {
+		proto, err := xdp.ParseProto(r.Proto)
+		if err != nil {
+			return nil, fmt.Errorf("state file %s: %w", s.path, err)
+		}
+		v := &VIP{
+			Key:    xdp.VIPKey{Addr: r.Addr, Port: r.Port, Proto: proto},
+			Sticky: r.Sticky, NoLRU: r.NoLRU, Encap: r.Encap, RingSize: r.RingSize,
+		}
+		for _, rr := range r.Reals {
+			v.Reals = append(v.Reals, Real(rr))
+		}
+		v.normalize()
+		if err := v.Validate(); err != nil {
+			return nil, fmt.Errorf("state file %s: VIP %s: %w", s.path, VIPName(v.Key), err)
+		}
+		if _, dup := vips[v.Key]; dup {
+			return nil, fmt.Errorf("state file %s: VIP %s is listed twice", s.path, VIPName(v.Key))
+		}
+		vips[v.Key] = v
+	}
+	return vips, nil
+}
+
+// Save replaces the state file: write a temporary file, fsync it, rename
+// it over the old one, fsync the directory.
+func (s *Store) Save(vips map[xdp.VIPKey]*VIP) error {
+	f := stateFile{Version: stateVersion, VIPs: []vipRecord{}}
+	for _, v := range sortedVIPs(vips) {
+		r := vipRecord{
+			Proto: v.Key.Proto.String(), Addr: v.Key.Addr, Port: v.Key.Port,
+			Sticky: v.Sticky, NoLRU: v.NoLRU, Encap: v.Encap, RingSize: v.RingSize,
+			Reals: []realRecord{},
+		}
+		for _, real := range v.Reals {
+			r.Reals = append(r.Reals, realRecord(real))
+		}
+		f.VIPs = append(f.VIPs, r)
+	}
+	data, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode state: %w", err)
+	}
+	data = append(data, '\n')
+	return writeFileAtomic(s.path, data)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // a no-op once renamed
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state: write %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save state: fsync %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("save state: %w", err)
+	}
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("save state: open directory for fsync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("save state: fsync %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package control
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+)
+
+func TestStoreRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	empty, err := s.Load()
+	if err != nil || len(empty) != 0 {
+		t.Fatalf("first start: %v %v", empty, err)
+	}
+	vips := map[xdp.VIPKey]*VIP{
+		vipA: {Key: vipA, Sticky: true, Encap: EncapGUE, RingSize: 1021, Reals: []Real{active(r1, 5), {Addr: r2, Weight: 0, State: RealDraining}}},
+		vipB: {Key: vipB, NoLRU: true, Encap: EncapIPIP, RingSize: 655373},
+	}
+	if err := s.Save(vips); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got[vipA], vips[vipA]) || got[vipB].RingSize != 655373 || !got[vipB].NoLRU || len(got) != 2 {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got[vipA], vips[vipA])
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("temporary files left behind: %v", entries)
+	}
+	info, _ := os.Stat(s.Path())
+	if info.Mode().Perm()&0o077 != 0 {
+		t.Errorf("state file mode %v: readable by others", info.Mode())
+	}
+}
+
+func TestStoreRefusesBadFiles(t *testing.T) {
+	for name, body := range map[string]string{
+		"corrupt":     `{"version":1,"vips":[`,
+		"version":     `{"version":2,"vips":[]}`,
+		"invalid vip": `{"version":1,"vips":[{"protocol":"tcp","address":"192.0.2.1","port":80,"encap":"ipip","ring_size":12}]}`,
+		"duplicate":   `{"version":1,"vips":[{"protocol":"tcp","address":"192.0.2.1","port":80,"encap":"ipip","ring_size":1021},{"protocol":"tcp","address":"192.0.2.1","port":80,"encap":"ipip","ring_size":1021}]}`,
+		"proto":       `{"version":1,"vips":[{"protocol":"sctp","address":"192.0.2.1","port":80}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, StateFileName), []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			s, _ := NewStore(dir)
+			if _, err := s.Load(); err == nil || !strings.Contains(err.Error(), s.Path()) {
+				t.Fatalf("loaded a bad file, or the error does not name it: %v", err)
+			}
+		})
+	}
+}
