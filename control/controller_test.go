@@ -9,6 +9,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/maglev"
+	"github.com/lbd-dev/lbd/internal/fakedp"
 )
 
 var (
@@ -19,9 +20,9 @@ var (
 	r3   = netip.MustParseAddr("2001:db8:1::3")
 )
 
-func newTestController(t *testing.T) (*Controller, *fakeDatapath, *memStore) {
+func newTestController(t *testing.T) (*Controller, *fakedp.Datapath, *memStore) {
 	t.Helper()
-	dp, st := newFake(), &memStore{}
+	dp, st := fakedp.New(), &memStore{}
 	return New(dp, st, nil, nil), dp, st
 }
 
@@ -29,12 +30,12 @@ func active(a netip.Addr, w uint32) Real { return Real{Addr: a, Weight: w, State
 
 // wantRing is the ring the controller must install: Maglev over the
 // eligible reals, with the fake's IDs.
-func wantRing(t *testing.T, dp *fakeDatapath, v VIP) []xdp.RealID {
+func wantRing(t *testing.T, dp *fakedp.Datapath, v VIP) []xdp.RealID {
 	t.Helper()
 	var bs []maglev.Backend
 	for _, r := range v.Reals {
 		if r.Eligible() {
-			bs = append(bs, maglev.Backend{Name: r.Addr.String(), ID: uint32(dp.reals[r.Addr]), Weight: r.Weight})
+			bs = append(bs, maglev.Backend{Name: r.Addr.String(), ID: uint32(dp.RealMap[r.Addr]), Weight: r.Weight})
 		}
 	}
 	if len(bs) == 0 {
@@ -57,15 +58,15 @@ func wantRing(t *testing.T, dp *fakeDatapath, v VIP) []xdp.RealID {
 
 // checkInSync asserts that the datapath holds exactly the controller's
 // desired state.
-func checkInSync(t *testing.T, c *Controller, dp *fakeDatapath) {
+func checkInSync(t *testing.T, c *Controller, dp *fakedp.Datapath) {
 	t.Helper()
 	want := c.VIPs()
-	if len(dp.vips) != len(want) {
-		t.Fatalf("datapath has %d VIPs, state %d", len(dp.vips), len(want))
+	if len(dp.VIPMap) != len(want) {
+		t.Fatalf("datapath has %d VIPs, state %d", len(dp.VIPMap), len(want))
 	}
 	used := map[netip.Addr]bool{}
 	for _, v := range want {
-		have, ok := dp.vips[v.Key]
+		have, ok := dp.VIPMap[v.Key]
 		if !ok {
 			t.Fatalf("VIP %s missing from datapath", VIPName(v.Key))
 		}
@@ -74,15 +75,15 @@ func checkInSync(t *testing.T, c *Controller, dp *fakeDatapath) {
 		}
 		for _, r := range v.Reals {
 			used[r.Addr] = true
-			if _, ok := dp.reals[r.Addr]; !ok {
+			if _, ok := dp.RealMap[r.Addr]; !ok {
 				t.Errorf("real %s not defined", r.Addr)
 			}
 		}
-		if !slices.Equal(dp.rings[v.Key], wantRing(t, dp, *v)) {
+		if !slices.Equal(dp.Rings[v.Key], wantRing(t, dp, *v)) {
 			t.Errorf("VIP %s: ring differs from Maglev of its eligible reals", VIPName(v.Key))
 		}
 	}
-	for a := range dp.reals {
+	for a := range dp.RealMap {
 		if !used[a] {
 			t.Errorf("real %s defined but unused", a)
 		}
@@ -98,8 +99,8 @@ func TestCreateVIPInstallsEverything(t *testing.T) {
 	if v.RingSize != maglev.DefaultSize || v.Reals[0].Addr != r1 {
 		t.Errorf("defaults/sorting not applied: %+v", v)
 	}
-	if dp.vips[vipA].Flags != xdp.VIPSticky|xdp.VIPGUE {
-		t.Errorf("flags %#x", dp.vips[vipA].Flags)
+	if dp.VIPMap[vipA].Flags != xdp.VIPSticky|xdp.VIPGUE {
+		t.Errorf("flags %#x", dp.VIPMap[vipA].Flags)
 	}
 	checkInSync(t, c, dp)
 	if st.saves != 1 || st.saved[vipA] == nil || len(st.saved[vipA].Reals) != 2 {
@@ -143,8 +144,8 @@ func TestInvalidInputChangesNothing(t *testing.T) {
 			if !errors.As(err, &inv) || inv.Field != tc.field {
 				t.Fatalf("got %v, want InvalidError on %s", err, tc.field)
 			}
-			if len(dp.calls) != 0 || st.saves != 0 || len(c.VIPs()) != 0 {
-				t.Errorf("invalid input reached the datapath (%v) or state (%d saves)", dp.calls, st.saves)
+			if len(dp.Calls) != 0 || st.saves != 0 || len(c.VIPs()) != 0 {
+				t.Errorf("invalid input reached the datapath (%v) or state (%d saves)", dp.Calls, st.saves)
 			}
 		})
 	}
@@ -163,7 +164,7 @@ func TestDrainingAndZeroWeightKeepRealDefinedButOutOfRing(t *testing.T) {
 	if _, err := c.CreateVIP(VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1), active(r3, 1)}}); err != nil {
 		t.Fatal(err)
 	}
-	id2 := dp.reals[r2]
+	id2 := dp.RealMap[r2]
 	if _, _, err := c.PutReal(vipA, Real{Addr: r2, Weight: 1, State: RealDraining}); err != nil {
 		t.Fatal(err)
 	}
@@ -171,20 +172,20 @@ func TestDrainingAndZeroWeightKeepRealDefinedButOutOfRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInSync(t, c, dp)
-	if dp.reals[r2] != id2 {
-		t.Errorf("draining real was redefined (id %d → %d): its flows would be lost", id2, dp.reals[r2])
+	if dp.RealMap[r2] != id2 {
+		t.Errorf("draining real was redefined (id %d → %d): its flows would be lost", id2, dp.RealMap[r2])
 	}
-	for _, id := range dp.rings[vipA] {
-		if id != dp.reals[r1] {
-			t.Fatalf("ring holds real %d; only %s (id %d) is eligible", id, r1, dp.reals[r1])
+	for _, id := range dp.Rings[vipA] {
+		if id != dp.RealMap[r1] {
+			t.Fatalf("ring holds real %d; only %s (id %d) is eligible", id, r1, dp.RealMap[r1])
 		}
 	}
 	// Nobody eligible: one empty slot, reals still defined.
 	if _, _, err := c.PutReal(vipA, Real{Addr: r1, Weight: 1, State: RealDraining}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(dp.rings[vipA], []xdp.RealID{0}) || len(dp.reals) != 3 {
-		t.Errorf("no eligible reals: ring %v, reals %v", dp.rings[vipA][:min(3, len(dp.rings[vipA]))], dp.reals)
+	if !slices.Equal(dp.Rings[vipA], []xdp.RealID{0}) || len(dp.RealMap) != 3 {
+		t.Errorf("no eligible reals: ring %v, reals %v", dp.Rings[vipA][:min(3, len(dp.Rings[vipA]))], dp.RealMap)
 	}
 }
 
@@ -195,14 +196,14 @@ func TestRealsSharedBetweenVIPs(t *testing.T) {
 	if _, err := c.DeleteReal(vipA, r1); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := dp.reals[r1]; !ok {
+	if _, ok := dp.RealMap[r1]; !ok {
 		t.Fatal("real still used by VIP B was undefined")
 	}
 	if err := c.DeleteVIP(vipB); err != nil {
 		t.Fatal(err)
 	}
 	checkInSync(t, c, dp)
-	if _, ok := dp.reals[r1]; ok {
+	if _, ok := dp.RealMap[r1]; ok {
 		t.Fatal("real used by no VIP still defined")
 	}
 	if _, err := c.DeleteReal(vipA, r3); !errors.Is(err, ErrNotFound) {
@@ -227,15 +228,15 @@ type snapshot struct {
 	reals map[netip.Addr]xdp.RealID
 }
 
-func snap(dp *fakeDatapath) snapshot {
+func snap(dp *fakedp.Datapath) snapshot {
 	s := snapshot{map[xdp.VIPKey]xdp.VIP{}, map[xdp.VIPKey][]xdp.RealID{}, map[netip.Addr]xdp.RealID{}}
-	for k, v := range dp.vips {
+	for k, v := range dp.VIPMap {
 		s.vips[k] = v
 	}
-	for k, v := range dp.rings {
+	for k, v := range dp.Rings {
 		s.rings[k] = slices.Clone(v)
 	}
-	for k, v := range dp.reals {
+	for k, v := range dp.RealMap {
 		s.reals[k] = v
 	}
 	return s
@@ -295,16 +296,16 @@ func TestFailedChangesRollBack(t *testing.T) {
 			mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
 			before, stateBefore, saves := snap(dp), c.VIPs(), st.saves
 			armed := true
-			dp.fail = func(op string) error {
+			dp.Fail = func(op string) error {
 				if armed && strings.HasPrefix(op, s.fail) {
 					armed = false // fail once: the rollback may do the same operation
-					return errInjected
+					return fakedp.ErrInjected
 				}
 				return nil
 			}
 			err := s.op(c)
 			var ae *ApplyError
-			if !errors.As(err, &ae) || !ae.RolledBack || !errors.Is(err, errInjected) {
+			if !errors.As(err, &ae) || !ae.RolledBack || !errors.Is(err, fakedp.ErrInjected) {
 				t.Fatalf("got %v, want a rolled-back ApplyError wrapping the failure", err)
 			}
 			sameSnap(t, before, snap(dp))
@@ -340,7 +341,7 @@ func TestFailedSaveRollsBackDatapath(t *testing.T) {
 
 func TestLimitIsReported(t *testing.T) {
 	c, dp, _ := newTestController(t)
-	dp.maxVIPs = 1
+	dp.MaxVIPs = 1
 	mustCreate(t, c, VIP{Key: vipA})
 	_, err := c.CreateVIP(VIP{Key: vipB})
 	var ae *ApplyError
@@ -360,7 +361,7 @@ func TestReconcileInstallsAndRepairsDrift(t *testing.T) {
 	for _, v := range desired {
 		v.normalize()
 	}
-	dp := newFake()
+	dp := fakedp.New()
 	// Left over from an earlier run: a VIP the state no longer has, and
 	// an unused real.
 	stray := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.99"), Port: 443, Proto: xdp.TCP}
@@ -378,16 +379,16 @@ func TestReconcileInstallsAndRepairsDrift(t *testing.T) {
 	}
 
 	// In sync: nothing to do, no mutation.
-	dp.calls = nil
-	if drifts, err := c.Reconcile(); err != nil || len(drifts) != 0 || len(dp.calls) != 0 {
-		t.Fatalf("second reconcile: %+v %v, calls %v", drifts, err, dp.calls)
+	dp.Calls = nil
+	if drifts, err := c.Reconcile(); err != nil || len(drifts) != 0 || len(dp.Calls) != 0 {
+		t.Fatalf("second reconcile: %+v %v, calls %v", drifts, err, dp.Calls)
 	}
 
 	// Someone overwrote a ring slot and a flag behind lbd's back.
-	dp.rings[vipA][7] = dp.reals[r3]
-	v := dp.vips[vipB]
+	dp.Rings[vipA][7] = dp.RealMap[r3]
+	v := dp.VIPMap[vipB]
 	v.Flags = 0
-	dp.vips[vipB] = v
+	dp.VIPMap[vipB] = v
 	drifts, err = c.Reconcile()
 	if err != nil || len(drifts) != 2 {
 		t.Fatalf("drift repair: %+v %v", drifts, err)

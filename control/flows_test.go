@@ -8,25 +8,26 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/internal/fakedp"
 )
 
-func flowsFixture(t *testing.T) (*Controller, *fakeDatapath) {
+func flowsFixture(t *testing.T) (*Controller, *fakedp.Datapath) {
 	t.Helper()
 	c, dp, _ := newTestController(t)
 	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
 	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{active(r3, 1)}})
 	base := time.Unix(1_700_000_000, 0)
 	for i := range 25 {
-		key, real := vipA, dp.reals[r1]
+		key, real := vipA, dp.RealMap[r1]
 		if i%5 == 0 {
-			key, real = vipB, dp.reals[r3]
+			key, real = vipB, dp.RealMap[r3]
 		} else if i%2 == 0 {
-			real = dp.reals[r2]
+			real = dp.RealMap[r2]
 		}
 		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 3)}), uint16(10000+i))
-		dp.flows = append(dp.flows, xdp.Flow{
+		dp.FlowList = append(dp.FlowList, xdp.Flow{
 			Key:  xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(key.Addr, key.Port), Proto: key.Proto},
-			Real: real, VIPNum: dp.vips[key].Num,
+			Real: real, VIPNum: dp.VIPMap[key].Num,
 			Packets: uint64(i), Bytes: uint64(1000 * (i % 7)), // ties on purpose
 			FirstSeen: base, LastSeen: base.Add(time.Duration(i) * time.Second),
 		})
@@ -51,7 +52,7 @@ func TestFlowPagesCoverEverythingOnce(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if p.Scanned != len(dp.flows) || len(p.Flows) > limit {
+				if p.Scanned != len(dp.FlowList) || len(p.Flows) > limit {
 					t.Fatalf("scanned %d, page of %d", p.Scanned, len(p.Flows))
 				}
 				for i := range p.Flows {
@@ -71,8 +72,8 @@ func TestFlowPagesCoverEverythingOnce(t *testing.T) {
 				}
 				cursor = p.Next
 			}
-			if len(seen) != len(dp.flows) {
-				t.Errorf("sort %s limit %d: saw %d of %d flows", sort, limit, len(seen), len(dp.flows))
+			if len(seen) != len(dp.FlowList) {
+				t.Errorf("sort %s limit %d: saw %d of %d flows", sort, limit, len(seen), len(dp.FlowList))
 			}
 		}
 	}
@@ -124,13 +125,13 @@ func TestFlowFilters(t *testing.T) {
 func TestRates(t *testing.T) {
 	c, dp := flowsFixture(t)
 	t0 := time.Unix(100, 0)
-	dp.stats[vipA] = xdp.VIPStats{Packets: 100, Bytes: 10000}
-	dp.global[xdp.StatTX] = 100
+	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 100, Bytes: 10000}
+	dp.Global[xdp.StatTX] = 100
 	if err := c.SampleRates(t0); err != nil {
 		t.Fatal(err)
 	}
-	dp.stats[vipA] = xdp.VIPStats{Packets: 300, Bytes: 50000, LRUHits: 7}
-	dp.global[xdp.StatTX] = 400
+	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 300, Bytes: 50000, LRUHits: 7}
+	dp.Global[xdp.StatTX] = 400
 	if err := c.SampleRates(t0.Add(2 * time.Second)); err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,448 @@
+package api
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control"
+)
+
+var xdpErrLimit = xdp.ErrLimit
+
+func jsonEncode(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
+}
+
+func reply(c echo.Context, status int, v any) error {
+	c.Response().Header().Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	c.Response().WriteHeader(status)
+	return jsonEncode(c.Response(), v)
+}
+
+// decode reads a JSON body strictly: the right content type, no unknown
+// fields, nothing after the object.
+func decode(c echo.Context, v any) error {
+	r := c.Request()
+	if mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType)); err != nil || mt != echo.MIMEApplicationJSON {
+		return problem(http.StatusUnsupportedMediaType, "send the body as JSON with Content-Type: application/json")
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return problem(http.StatusBadRequest, "read body: "+err.Error())
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return problem(http.StatusBadRequest, "body is not valid: "+jsonErrorDetail(err))
+	}
+	if dec.More() {
+		return problem(http.StatusBadRequest, "body has data after the JSON object")
+	}
+	return nil
+}
+
+func jsonErrorDetail(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+	}
+	return err.Error() // unknown fields and syntax errors already say where
+}
+
+func vipParam(c echo.Context) (xdp.VIPKey, error) {
+	return control.ParseVIPName(c.Param("vip"))
+}
+
+func addrParam(c echo.Context) (netip.Addr, error) {
+	a, err := netip.ParseAddr(c.Param("addr"))
+	if err != nil {
+		return netip.Addr{}, &control.InvalidError{Field: "addr", Msg: fmt.Sprintf("real address %q in the path: not an IPv4 or IPv6 address", c.Param("addr"))}
+	}
+	return a, nil
+}
+
+func (s *Server) healthz(c echo.Context) error {
+	return reply(c, http.StatusOK, HealthJSON{Status: "ok"})
+}
+
+func (s *Server) readyz(c echo.Context) error {
+	if s.opts.Ready != nil {
+		if err := s.opts.Ready(); err != nil {
+			return reply(c, http.StatusServiceUnavailable, HealthJSON{Status: "unavailable", Reason: err.Error()})
+		}
+	}
+	return reply(c, http.StatusOK, HealthJSON{Status: "ok"})
+}
+
+func (s *Server) openapi(c echo.Context) error {
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, s.spec)
+}
+
+func (s *Server) status(c echo.Context) error {
+	dp := map[string]any{}
+	if s.opts.Datapath != nil {
+		dp = s.opts.Datapath()
+	}
+	return reply(c, http.StatusOK, StatusJSON{Version: s.opts.Version, VIPs: len(s.ctl.VIPs()), StateFile: s.opts.StateFile, Datapath: dp})
+}
+
+func (s *Server) reconcile(c echo.Context) error {
+	drifts, err := s.ctl.Reconcile()
+	s.metrics.drifts.Add(float64(len(drifts)))
+	if err != nil {
+		return err
+	}
+	if drifts == nil {
+		drifts = []control.Drift{}
+	}
+	return reply(c, http.StatusOK, DriftsJSON{Drifts: drifts})
+}
+
+func (s *Server) listVIPs(c echo.Context) error {
+	out := VIPListJSON{VIPs: []VIPJSON{}}
+	for _, v := range s.ctl.VIPs() {
+		out.VIPs = append(out.VIPs, vipJSON(v))
+	}
+	return reply(c, http.StatusOK, out)
+}
+
+func (s *Server) createVIP(c echo.Context) error {
+	var in VIPCreateJSON
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	proto, err := xdp.ParseProto(in.Protocol)
+	if err != nil {
+		return &control.InvalidError{Field: "protocol", Msg: err.Error()}
+	}
+	addr, err := netip.ParseAddr(in.Address)
+	if err != nil {
+		return &control.InvalidError{Field: "address", Msg: fmt.Sprintf("VIP address %q: not an IPv4 or IPv6 address", in.Address)}
+	}
+	if in.Port == nil || *in.Port < 0 || *in.Port > 65535 {
+		return &control.InvalidError{Field: "port", Msg: "port is required: 1-65535, or 0 for a port-less VIP"}
+	}
+	v, err := in.VIPSettingsJSON.toVIP(xdp.VIPKey{Addr: addr, Port: uint16(*in.Port), Proto: proto})
+	if err != nil {
+		return err
+	}
+	created, err := s.ctl.CreateVIP(v)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+control.VIPName(created.Key))
+	return reply(c, http.StatusCreated, vipJSON(created))
+}
+
+func (s *Server) getVIP(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	v, err := s.ctl.VIP(key)
+	if err != nil {
+		return err
+	}
+	return reply(c, http.StatusOK, vipJSON(v))
+}
+
+func (s *Server) putVIP(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	var in VIPSettingsJSON
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	v, err := in.toVIP(key)
+	if err != nil {
+		return err
+	}
+	out, created, err := s.ctl.PutVIP(v)
+	if err != nil {
+		return err
+	}
+	if created {
+		c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+control.VIPName(key))
+		return reply(c, http.StatusCreated, vipJSON(out))
+	}
+	return reply(c, http.StatusOK, vipJSON(out))
+}
+
+func (s *Server) patchVIP(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	var in VIPPatchJSON
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	u := control.VIPUpdate{Sticky: in.Sticky, NoLRU: in.NoLRU, RingSize: in.RingSize}
+	if in.Encap != nil {
+		e := control.Encap(*in.Encap)
+		u.Encap = &e
+	}
+	out, err := s.ctl.UpdateVIP(key, u)
+	if err != nil {
+		return err
+	}
+	return reply(c, http.StatusOK, vipJSON(out))
+}
+
+func (s *Server) deleteVIP(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	if err := s.ctl.DeleteVIP(key); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) vipStats(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	st, err := s.ctl.VIPStats(key)
+	if err != nil {
+		return err
+	}
+	return reply(c, http.StatusOK, VIPStatsJSON{TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses})
+}
+
+func (s *Server) ring(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	size, shares, empty, err := s.ctl.Ring(key)
+	if err != nil {
+		return err
+	}
+	out := RingJSON{Size: size, EmptySlots: empty, Reals: []RingShareJSON{}}
+	for _, sh := range shares {
+		share := 0.0
+		if size > 0 {
+			share = float64(sh.Slots) / float64(size)
+		}
+		out.Reals = append(out.Reals, RingShareJSON{Address: sh.Real.String(), Slots: sh.Slots, Share: share})
+	}
+	return reply(c, http.StatusOK, out)
+}
+
+func (s *Server) listReals(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	v, err := s.ctl.VIP(key)
+	if err != nil {
+		return err
+	}
+	return reply(c, http.StatusOK, RealListJSON{Reals: vipJSON(v).Reals})
+}
+
+func (s *Server) replaceReals(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	var in RealListJSON
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	if in.Reals == nil {
+		return &control.InvalidError{Field: "reals", Msg: `"reals" is required (an empty list removes every real)`}
+	}
+	reals, err := toReals(in.Reals)
+	if err != nil {
+		return err
+	}
+	v, err := s.ctl.SetReals(key, reals)
+	if err != nil {
+		return err
+	}
+	return reply(c, http.StatusOK, RealListJSON{Reals: vipJSON(v).Reals})
+}
+
+func (s *Server) getReal(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	addr, err := addrParam(c)
+	if err != nil {
+		return err
+	}
+	v, err := s.ctl.VIP(key)
+	if err != nil {
+		return err
+	}
+	r, ok := v.Real(addr)
+	if !ok {
+		return fmt.Errorf("real %s of VIP %s: %w", addr, control.VIPName(key), control.ErrNotFound)
+	}
+	return reply(c, http.StatusOK, realJSON(r))
+}
+
+func (s *Server) putReal(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	addr, err := addrParam(c)
+	if err != nil {
+		return err
+	}
+	var in RealSettingsJSON
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	r, err := toReal(RealJSON{Address: addr.String(), Weight: in.Weight, State: in.State})
+	if err != nil {
+		return err
+	}
+	v, created, err := s.ctl.PutReal(key, r)
+	if err != nil {
+		return err
+	}
+	got, _ := v.Real(addr)
+	if created {
+		return reply(c, http.StatusCreated, realJSON(got))
+	}
+	return reply(c, http.StatusOK, realJSON(got))
+}
+
+func (s *Server) deleteReal(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	addr, err := addrParam(c)
+	if err != nil {
+		return err
+	}
+	if _, err := s.ctl.DeleteReal(key, addr); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) realStats(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	addr, err := addrParam(c)
+	if err != nil {
+		return err
+	}
+	st, err := s.ctl.RealStats(key, addr)
+	if err != nil {
+		return err
+	}
+	return reply(c, http.StatusOK, trafficJSON(st.Traffic))
+}
+
+func (s *Server) stats(c echo.Context) error {
+	all, err := s.ctl.AllStats()
+	if err != nil {
+		return err
+	}
+	out := StatsJSON{Global: GlobalStatsJSON{Counters: all.Global.Counters, Rates: all.Global.Rates}, VIPs: []VIPStatsJSON{}, Reals: []RealStatsJSON{}}
+	for _, v := range s.ctl.VIPs() {
+		st, ok := all.VIPs[v.Key]
+		if !ok {
+			continue
+		}
+		out.VIPs = append(out.VIPs, VIPStatsJSON{VIP: control.VIPName(v.Key), TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses})
+	}
+	addrs := make([]netip.Addr, 0, len(all.Reals))
+	for a := range all.Reals {
+		addrs = append(addrs, a)
+	}
+	sortAddrs(addrs)
+	for _, a := range addrs {
+		out.Reals = append(out.Reals, RealStatsJSON{Address: a.String(), TrafficJSON: trafficJSON(all.Reals[a].Traffic)})
+	}
+	return reply(c, http.StatusOK, out)
+}
+
+func (s *Server) flows(c echo.Context) error {
+	q := control.FlowQuery{Sort: control.FlowSort(c.QueryParam("sort")), Cursor: c.QueryParam("cursor")}
+	if v := c.QueryParam("vip"); v != "" {
+		key, err := control.ParseVIPName(v)
+		if err != nil {
+			return err
+		}
+		q.VIP = &key
+	}
+	if v := c.QueryParam("real"); v != "" {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return &control.InvalidError{Field: "real", Msg: fmt.Sprintf("real %q: not an IPv4 or IPv6 address", v)}
+		}
+		q.Real = a
+	}
+	if v := c.QueryParam("client"); v != "" {
+		p, err := parsePrefix(v)
+		if err != nil {
+			return &control.InvalidError{Field: "client", Msg: fmt.Sprintf("client %q: want an address or a prefix such as 198.51.100.0/24", v)}
+		}
+		q.Client = p
+	}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return &control.InvalidError{Field: "limit", Msg: fmt.Sprintf("limit %q: want a number from 1 to %d", v, control.MaxFlowLimit)}
+		}
+		q.Limit = n
+	}
+	page, err := s.ctl.Flows(q)
+	if err != nil {
+		return err
+	}
+	out := FlowPageJSON{Flows: []FlowJSON{}, NextCursor: page.Next, Scanned: page.Scanned}
+	for _, f := range page.Flows {
+		real := ""
+		if f.Real.IsValid() {
+			real = f.Real.String()
+		}
+		out.Flows = append(out.Flows, FlowJSON{
+			VIP: f.VIP, Protocol: f.Proto.String(), Client: f.Client.String(), Destination: f.Dest.String(), Real: real,
+			Packets: f.Packets, Bytes: f.Bytes, FirstSeen: f.FirstSeen.UTC(), LastSeen: f.LastSeen.UTC(),
+		})
+	}
+	return reply(c, http.StatusOK, out)
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	return p.Masked(), err
+}
+
+func sortAddrs(a []netip.Addr) { slices.SortFunc(a, netip.Addr.Compare) }

@@ -1,0 +1,101 @@
+package api
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/lbd-dev/lbd/control"
+)
+
+// metrics are the daemon's Prometheus metrics: datapath counters read
+// from the maps at scrape time (so they are never stale and cost nothing
+// between scrapes), and the API's own request counts and latencies.
+type metrics struct {
+	reg      *prometheus.Registry
+	requests *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+	drifts   prometheus.Counter
+}
+
+func newMetrics(reg *prometheus.Registry, ctl *control.Controller) (*metrics, error) {
+	m := &metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lbd_api_requests_total", Help: "API requests by method, route and status code.",
+		}, []string{"method", "route", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "lbd_api_request_duration_seconds", Help: "API request latency by method and route.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}, []string{"method", "route"}),
+		drifts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lbd_reconcile_drifts_total", Help: "VIPs found differing from the desired state by API-triggered reconciles.",
+		}),
+	}
+	for _, c := range []prometheus.Collector{
+		m.requests, m.latency, m.drifts, &datapathCollector{ctl: ctl},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+func (m *metrics) observe(method, route string, status int, d time.Duration) {
+	m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+	m.latency.WithLabelValues(method, route).Observe(d.Seconds())
+}
+
+var (
+	descVIPPackets  = prometheus.NewDesc("lbd_vip_packets_total", "Packets forwarded for a VIP.", []string{"vip"}, nil)
+	descVIPBytes    = prometheus.NewDesc("lbd_vip_bytes_total", "Bytes (as the client sent them) forwarded for a VIP.", []string{"vip"}, nil)
+	descVIPHits     = prometheus.NewDesc("lbd_vip_lru_hits_total", "Packets of a VIP that found their flow in the connection table.", []string{"vip"}, nil)
+	descVIPMisses   = prometheus.NewDesc("lbd_vip_lru_misses_total", "Packets of a VIP that chose a real from the ring.", []string{"vip"}, nil)
+	descRealPackets = prometheus.NewDesc("lbd_real_packets_total", "Packets sent to a real (all VIPs).", []string{"real"}, nil)
+	descRealBytes   = prometheus.NewDesc("lbd_real_bytes_total", "Bytes sent to a real (all VIPs).", []string{"real"}, nil)
+	descDatapath    = prometheus.NewDesc("lbd_datapath_packets_total", "Datapath outcomes and events by counter: tx, pass_*, drop_* (drops by reason), lru_*.", []string{"counter"}, nil)
+	descScrapeError = prometheus.NewDesc("lbd_datapath_scrape_errors_total", "Failed reads of the datapath counters during this scrape.", nil, nil)
+)
+
+// datapathCollector reads the counters from the maps at scrape time.
+type datapathCollector struct {
+	ctl *control.Controller
+}
+
+func (d *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, x := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPHits, descVIPMisses, descRealPackets, descRealBytes, descDatapath, descScrapeError} {
+		ch <- x
+	}
+}
+
+func (d *datapathCollector) Collect(ch chan<- prometheus.Metric) {
+	all, err := d.ctl.AllStats()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(descScrapeError, err)
+		return
+	}
+	for name, v := range all.Global.Counters {
+		ch <- prometheus.MustNewConstMetric(descDatapath, prometheus.CounterValue, float64(v), name)
+	}
+	for key, s := range all.VIPs {
+		name := control.VIPName(key)
+		ch <- prometheus.MustNewConstMetric(descVIPPackets, prometheus.CounterValue, float64(s.Packets), name)
+		ch <- prometheus.MustNewConstMetric(descVIPBytes, prometheus.CounterValue, float64(s.Bytes), name)
+		ch <- prometheus.MustNewConstMetric(descVIPHits, prometheus.CounterValue, float64(s.LRUHits), name)
+		ch <- prometheus.MustNewConstMetric(descVIPMisses, prometheus.CounterValue, float64(s.LRUMisses), name)
+	}
+	for addr, s := range all.Reals {
+		ch <- prometheus.MustNewConstMetric(descRealPackets, prometheus.CounterValue, float64(s.Packets), addr.String())
+		ch <- prometheus.MustNewConstMetric(descRealBytes, prometheus.CounterValue, float64(s.Bytes), addr.String())
+	}
+}

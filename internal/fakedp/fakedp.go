@@ -1,0 +1,184 @@
+// Package fakedp is an in-memory stand-in for the XDP balancer's map
+// operations (control.Datapath), for tests of control and api that need
+// no kernel. It keeps the balancer's contract (errors wrap xdp.ErrNotFound,
+// ErrExists, ErrLimit) and can be made to fail on chosen operations.
+package fakedp
+
+import (
+	"errors"
+	"fmt"
+	"iter"
+	"maps"
+	"net/netip"
+	"slices"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+)
+
+// Datapath is the fake. Its exported fields are its state, for tests to
+// inspect and tamper with.
+type Datapath struct {
+	VIPMap       map[xdp.VIPKey]xdp.VIP
+	Rings        map[xdp.VIPKey][]xdp.RealID
+	RealMap      map[netip.Addr]xdp.RealID
+	nextNum      uint32
+	nextID       xdp.RealID
+	MaxVIPs      int
+	FlowList     []xdp.Flow
+	VIPCounters  map[xdp.VIPKey]xdp.VIPStats
+	RealCounters map[xdp.RealID]xdp.RealStats
+	Global       xdp.GlobalStats
+	Calls        []string
+	// Fail, if set, is asked before every mutation; a non-nil result is
+	// returned instead of doing it.
+	Fail func(op string) error
+}
+
+// New returns an empty fake with room for 512 VIPs.
+func New() *Datapath {
+	return &Datapath{
+		VIPMap: map[xdp.VIPKey]xdp.VIP{}, Rings: map[xdp.VIPKey][]xdp.RealID{},
+		RealMap: map[netip.Addr]xdp.RealID{}, nextID: 1, MaxVIPs: 512,
+		VIPCounters: map[xdp.VIPKey]xdp.VIPStats{}, RealCounters: map[xdp.RealID]xdp.RealStats{},
+	}
+}
+
+// ErrInjected is what tests usually make Fail return.
+var ErrInjected = errors.New("injected failure")
+
+func (f *Datapath) mutate(op string) error {
+	f.Calls = append(f.Calls, op)
+	if f.Fail != nil {
+		return f.Fail(op)
+	}
+	return nil
+}
+
+func (f *Datapath) AddVIP(key xdp.VIPKey, flags xdp.VIPFlags) error {
+	if err := f.mutate("AddVIP " + key.String()); err != nil {
+		return err
+	}
+	if _, ok := f.VIPMap[key]; ok {
+		return fmt.Errorf("VIP %s: %w", key, xdp.ErrExists)
+	}
+	if len(f.VIPMap) >= f.MaxVIPs {
+		return fmt.Errorf("VIP %s: all VIP slots in use: %w", key, xdp.ErrLimit)
+	}
+	f.nextNum++
+	f.VIPMap[key] = xdp.VIP{Key: key, Num: f.nextNum, Flags: flags}
+	return nil
+}
+
+func (f *Datapath) SetVIPFlags(key xdp.VIPKey, flags xdp.VIPFlags) error {
+	if err := f.mutate("SetVIPFlags " + key.String()); err != nil {
+		return err
+	}
+	v, ok := f.VIPMap[key]
+	if !ok {
+		return fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+	}
+	v.Flags = flags
+	f.VIPMap[key] = v
+	return nil
+}
+
+func (f *Datapath) RemoveVIP(key xdp.VIPKey) error {
+	if err := f.mutate("RemoveVIP " + key.String()); err != nil {
+		return err
+	}
+	if _, ok := f.VIPMap[key]; !ok {
+		return fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+	}
+	delete(f.VIPMap, key)
+	delete(f.Rings, key)
+	return nil
+}
+
+func (f *Datapath) VIPs() []xdp.VIP { return slices.Collect(maps.Values(f.VIPMap)) }
+
+func (f *Datapath) LookupVIP(key xdp.VIPKey) (xdp.VIP, error) {
+	v, ok := f.VIPMap[key]
+	if !ok {
+		return xdp.VIP{}, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+	}
+	return v, nil
+}
+
+func (f *Datapath) SetRing(key xdp.VIPKey, ring []xdp.RealID) error {
+	if err := f.mutate("SetRing " + key.String()); err != nil {
+		return err
+	}
+	v, ok := f.VIPMap[key]
+	if !ok {
+		return fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+	}
+	for _, id := range ring {
+		if id != 0 && !slices.Contains(slices.Collect(maps.Values(f.RealMap)), id) {
+			return fmt.Errorf("ring holds undefined real %d", id)
+		}
+	}
+	f.Rings[key] = slices.Clone(ring)
+	v.RingSize = uint32(len(ring))
+	f.VIPMap[key] = v
+	return nil
+}
+
+func (f *Datapath) Ring(key xdp.VIPKey) ([]xdp.RealID, error) {
+	if _, ok := f.VIPMap[key]; !ok {
+		return nil, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+	}
+	return slices.Clone(f.Rings[key]), nil
+}
+
+func (f *Datapath) AddReal(addr netip.Addr) (xdp.RealID, error) {
+	if id, ok := f.RealMap[addr]; ok {
+		return id, nil
+	}
+	if err := f.mutate("AddReal " + addr.String()); err != nil {
+		return 0, err
+	}
+	id := f.nextID
+	f.nextID++
+	f.RealMap[addr] = id
+	return id, nil
+}
+
+func (f *Datapath) RemoveReal(addr netip.Addr) error {
+	if err := f.mutate("RemoveReal " + addr.String()); err != nil {
+		return err
+	}
+	if _, ok := f.RealMap[addr]; !ok {
+		return fmt.Errorf("real %s: %w", addr, xdp.ErrNotFound)
+	}
+	delete(f.RealMap, addr)
+	return nil
+}
+
+func (f *Datapath) Reals() map[netip.Addr]xdp.RealID { return maps.Clone(f.RealMap) }
+
+func (f *Datapath) GlobalStats() (xdp.GlobalStats, error) { return f.Global, nil }
+
+func (f *Datapath) VIPStats(key xdp.VIPKey) (xdp.VIPStats, error) {
+	if _, ok := f.VIPMap[key]; !ok {
+		return xdp.VIPStats{}, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+	}
+	return f.VIPCounters[key], nil
+}
+
+func (f *Datapath) RealStats(id xdp.RealID) (xdp.RealStats, error) { return f.RealCounters[id], nil }
+
+func (f *Datapath) Flows() iter.Seq2[xdp.Flow, error] {
+	return func(yield func(xdp.Flow, error) bool) {
+		for _, fl := range f.FlowList {
+			if !yield(fl, nil) {
+				return
+			}
+		}
+	}
+}
+
+func (f *Datapath) DeleteFlows(match func(xdp.Flow) bool) (int, error) {
+	n := len(f.FlowList)
+	f.FlowList = slices.DeleteFunc(f.FlowList, match)
+	return n - len(f.FlowList), nil
+}
