@@ -1,6 +1,7 @@
 package xdp
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -11,12 +12,14 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
@@ -304,5 +307,135 @@ func TestAttachUnpinned(t *testing.T) {
 	}
 	if _, err := ns.attach(t, b, "va", ModeAuto); err == nil {
 		t.Error("attach of a closed balancer succeeded")
+	}
+}
+
+// rawSock is an AF_PACKET socket on one interface of a test namespace.
+type rawSock struct{ fd int }
+
+func (n *testNetns) rawSock(t *testing.T, ifname string) *rawSock {
+	t.Helper()
+	s := &rawSock{fd: -1}
+	n.do(t, func() {
+		dev, err := netlink.LinkByName(ifname)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all := int(htons(unix.ETH_P_ALL))
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, all)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.fd = fd
+		if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(all), Ifindex: dev.Attrs().Index}); err != nil {
+			t.Fatal(err)
+		}
+		tv := unix.NsecToTimeval(int64(200 * time.Millisecond))
+		if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() {
+		if s.fd >= 0 {
+			unix.Close(s.fd)
+		}
+	})
+	return s
+}
+
+// exchange sends a frame out of the socket's interface and returns the
+// first frame that comes back addressed to the gateway MAC (what the
+// balancer sends), or nil after a bounded wait.
+func (s *rawSock) exchange(t *testing.T, frame []byte) []byte {
+	t.Helper()
+	if _, err := unix.Write(s.fd, frame); err != nil {
+		t.Fatalf("send frame: %v", err)
+	}
+	buf := make([]byte, 2048)
+	for range 50 {
+		n, from, err := unix.Recvfrom(s.fd, buf, 0)
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("receive: %v", err)
+		}
+		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
+			continue
+		}
+		if n >= 14 && bytes.Equal(buf[:6], gatewayMAC) {
+			return append([]byte(nil), buf[:n]...)
+		}
+	}
+	return nil
+}
+
+// TestTrafficAcrossRestart: real frames through a veth get the same
+// encapsulation before the restart, while no lbd runs (the pinned link
+// and maps carry on) and after the next run took the link over.
+func TestTrafficAcrossRestart(t *testing.T) {
+	dir := testPinDir(t)
+	ns := newTestNetns(t)
+	ns.vethPair(t, "va", "vb")
+	limits := Limits{MaxVIPs: 16, MaxReals: 64, MaxFlows: 1024}
+	l := newTestLBOpts(t, Options{Limits: limits, PinDir: dir})
+	if _, err := ns.attach(t, l.Balancer, "va", ModeNative); err != nil {
+		t.Fatal(err)
+	}
+	// XDP_TX on va reaches vb only if vb runs an XDP program too.
+	pass, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Name: "lbd_test_pass", Type: ebpf.XDP, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 2), asm.Return()},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pass.Close()
+	var passLink link.Link
+	ns.do(t, func() {
+		dev, err := netlink.LinkByName("vb")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if passLink, err = link.AttachXDP(link.XDPOptions{Program: pass, Interface: dev.Attrs().Index}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	defer passLink.Close()
+	client := ns.rawSock(t, "vb")
+
+	syn := pkt{src: "198.51.100.70", dst: "10.10.0.1", sport: 40300, dport: 80, proto: TCP, flags: "S"}
+	k := syn.flowKey()
+	real := l.ringReal(t, vipTCP, k)
+	send := func(lb *testLB, p pkt, when string) {
+		t.Helper()
+		in := p.frame(t)
+		want := lb.expectEncap(t, in, vipTCP, k, real)
+		got := client.exchange(t, in)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: frame back from the balancer\n got: %x\nwant: %x", when, got, want)
+		}
+	}
+	send(l, syn, "before the restart")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	data := syn
+	data.flags, data.payload = "PA", []byte("while lbd is down")
+	send(l, data, "while no lbd runs")
+
+	l2 := &testLB{Balancer: openPinned(t, limits, dir), cfg: l.cfg, rings: l.rings}
+	if a, err := ns.attach(t, l2.Balancer, "va", ModeAuto); err != nil || !a.Reused {
+		t.Fatalf("attach after restart: %+v, %v", a, err)
+	}
+	f, err := l2.LookupFlow(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.setRing(t, vipTCP, otherRing(t, l2, vipTCP, f.Real))
+	data.payload = []byte("after the restart")
+	send(l2, data, "after the restart, with a moved ring")
+	if s, err := l2.VIPStats(vipTCP); err != nil || s.Packets != 3 || s.LRUHits != 2 {
+		t.Errorf("VIP counters after three packets across the restart: %+v, %v", s, err)
 	}
 }
