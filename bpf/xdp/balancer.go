@@ -1,12 +1,27 @@
-// Package xdp loads lbd's XDP balancer (balancer.bpf.c) and gives typed
-// access to its maps: VIPs, reals, Maglev rings, configuration, counters
-// and the connection table.
+// Package xdp loads lbd's XDP balancer (balancer.bpf.c), attaches it to
+// interfaces and gives typed access to its maps: VIPs, reals, Maglev
+// rings, configuration, counters and the connection table.
 //
 // It owns the kernel objects and the bookkeeping that only the datapath
 // needs (which VIP number and real index is free), and nothing else: it
 // knows neither the desired state (which reals a VIP should have, with what
 // weights; that is control's) nor HTTP. A Balancer is safe for concurrent
 // use.
+//
+// # Restart contract
+//
+// Opened with a pin directory (Options.PinDir, on bpffs: see EnsureBPFFS),
+// the maps that hold state are pinned there and every XDP attachment is a
+// bpf_link pinned under PinDir/links/<ifname>. Close then only drops this
+// process's handles: the program stays attached and keeps forwarding with
+// the maps as they are, even if the process is killed. The next Open with
+// the same PinDir and limits reuses the pins and recovers the VIPs, reals,
+// rings, configuration, counters and connection table (Recovered reports
+// it), and Attach swaps the new program into the pinned link atomically,
+// so established flows keep their reals across the restart and no packet
+// meets an interface without a program. Detach takes lbd off one
+// interface; Cleanup removes every pin and attachment (the state is lost).
+// Keeping two lbd processes off the same pins is the caller's job.
 package xdp
 
 import (
