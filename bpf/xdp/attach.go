@@ -178,7 +178,7 @@ func (b *Balancer) reusePinnedLink(path, ifname string, ifindex int, onDev *netl
 	}
 	if mode != ModeAuto && mode != cur {
 		l.Close()
-		return nil, fmt.Errorf("attach XDP to %s in %s mode: lbd's pinned link there runs in %s mode and a link cannot change mode; use mode auto or %s, or run `lbd detach` first (packets pass without the balancer meanwhile)", ifname, mode, cur, cur)
+		return nil, fmt.Errorf("attach XDP to %s in %s mode: lbd's pinned link there runs in %s mode and a link cannot change mode; use mode auto or %s, or detach lbd from %s first (packets pass without the balancer until it is attached again)", ifname, mode, cur, cur, ifname)
 	}
 	if err := l.Update(b.objs.LbdBalancer); err != nil {
 		l.Close()

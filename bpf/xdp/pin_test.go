@@ -4,15 +4,18 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
@@ -318,5 +321,51 @@ func TestReopenIncompatible(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, balancerMapStats)); err == nil {
 		t.Error("Open over incomplete pins created the missing one")
+	}
+}
+
+// TestEnsureBPFFS: where nothing is mounted on /sys/fs/bpf (here: a
+// private mount namespace with the host's bpffs unmounted), EnsureBPFFS
+// mounts it and makes the directory.
+func TestEnsureBPFFS(t *testing.T) {
+	privtest.Require(t)
+	errc := make(chan error, 1)
+	go func() {
+		// Never unlocked: the thread, and its mount namespace with the
+		// test's mount, go away with this goroutine.
+		runtime.LockOSThread()
+		errc <- func() error {
+			if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+				return fmt.Errorf("unshare mount namespace: %w", err)
+			}
+			if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+				return fmt.Errorf("make mounts private: %w", err)
+			}
+			for range 8 {
+				if checkBPFFS(BPFFSRoot) != nil {
+					break
+				}
+				if err := unix.Unmount(BPFFSRoot, unix.MNT_DETACH); err != nil {
+					return fmt.Errorf("unmount %s: %w", BPFFSRoot, err)
+				}
+			}
+			if checkBPFFS(BPFFSRoot) == nil {
+				return fmt.Errorf("%s is still bpffs after unmounting", BPFFSRoot)
+			}
+			dir := filepath.Join(BPFFSRoot, "lbd")
+			if err := EnsureBPFFS(dir); err != nil {
+				return err
+			}
+			if err := checkBPFFS(dir); err != nil {
+				return fmt.Errorf("after EnsureBPFFS: %w", err)
+			}
+			return EnsureBPFFS(dir) // again: nothing to do
+		}()
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if err := EnsureBPFFS(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
+		t.Errorf("EnsureBPFFS off bpffs: %v", err)
 	}
 }
