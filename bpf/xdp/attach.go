@@ -73,6 +73,7 @@ const (
 	xdpAttachedNone   = 0
 	xdpAttachedDriver = 1
 	xdpAttachedSKB    = 2
+	xdpAttachedMulti  = 4
 )
 
 // Attach runs the balancer on an interface through a bpf_link. With a pin
@@ -159,9 +160,9 @@ func (b *Balancer) reusePinnedLink(path, ifname string, ifindex int, onDev *netl
 	if err != nil {
 		return nil, fmt.Errorf("attach XDP to %s: open pinned link %s: %w (run `lbd cleanup` to remove it)", ifname, path, err)
 	}
+	// A link whose interface is gone reports ifindex 0.
 	info, err := l.Info()
-	live := err == nil && info.XDP() != nil && int(info.XDP().Ifindex) == ifindex &&
-		onDev != nil && onDev.Attached && onDev.ProgId == uint32(info.Program)
+	live := err == nil && info.XDP() != nil && int(info.XDP().Ifindex) == ifindex
 	if !live {
 		// The interface went away (or was made again) since: the pin
 		// holds nothing that carries traffic.
@@ -172,8 +173,14 @@ func (b *Balancer) reusePinnedLink(path, ifname string, ifindex int, onDev *netl
 		l.Close()
 		return nil, nil
 	}
+	// The link's mode, as netlink shows it. With programs in both modes
+	// (the other one is not lbd's) netlink names neither: assume the
+	// requested mode, native for auto.
 	cur := ModeNative
-	if onDev.AttachMode == xdpAttachedSKB {
+	switch {
+	case onDev != nil && onDev.AttachMode == xdpAttachedSKB:
+		cur = ModeGeneric
+	case onDev != nil && onDev.AttachMode == xdpAttachedMulti && mode == ModeGeneric:
 		cur = ModeGeneric
 	}
 	if mode != ModeAuto && mode != cur {
