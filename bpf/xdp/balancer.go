@@ -161,12 +161,9 @@ func Open(opts Options) (*Balancer, error) {
 			return nil, err
 		}
 		b.pinDir = dir
-		fail := func(err error) (*Balancer, error) {
+		if fresh, err = checkPins(spec, dir, limits); err != nil {
 			releasePinDir(dir)
 			return nil, err
-		}
-		if fresh, err = checkPins(spec, dir, limits); err != nil {
-			return fail(err)
 		}
 		for _, name := range pinnedMaps {
 			spec.Maps[name].Pinning = ebpf.PinByName
