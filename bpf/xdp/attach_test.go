@@ -6,11 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -437,5 +440,90 @@ func TestTrafficAcrossRestart(t *testing.T) {
 	send(l2, data, "after the restart, with a moved ring")
 	if s, err := l2.VIPStats(vipTCP); err != nil || s.Packets != 3 || s.LRUHits != 2 {
 		t.Errorf("VIP counters after three packets across the restart: %+v, %v", s, err)
+	}
+}
+
+// TestKill9Restart: an lbd killed with SIGKILL (no Close, no cleanup of
+// any kind) leaves the program attached and the state pinned, and the
+// next run recovers both. The killed lbd is this test binary run again.
+func TestKill9Restart(t *testing.T) {
+	limits := Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64}
+	syn := pkt{src: "198.51.100.80", dst: "10.10.0.1", sport: 40400, dport: 80, proto: TCP, flags: "S"}
+	if os.Getenv("LBD_TEST_KILL9_DIR") != "" {
+		// The process to be killed.
+		ns := &testNetns{name: os.Getenv("LBD_TEST_KILL9_NETNS")}
+		h, err := netns.GetFromName(ns.name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ns.h = h
+		b, err := Open(Options{Limits: limits, PinDir: os.Getenv("LBD_TEST_KILL9_DIR")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := b.AddReal(netip.MustParseAddr("10.0.1.1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := b.AddVIP(vipTCP, 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.SetRing(vipTCP, []RealID{id, id, id}); err != nil {
+			t.Fatal(err)
+		}
+		if act, _, err := b.Simulate(syn.frame(t)); err != nil || act != ActionTX {
+			t.Fatal(act, err)
+		}
+		if _, err := ns.attach(t, b, "va", ModeNative); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println("ready")
+		time.Sleep(time.Minute) // killed long before
+		t.Fatal("not killed")
+	}
+
+	dir := testPinDir(t)
+	ns := newTestNetns(t)
+	ns.vethPair(t, "va", "vb")
+	cmd := exec.Command(os.Args[0], "-test.run=^TestKill9Restart$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "LBD_TEST_KILL9_DIR="+dir, "LBD_TEST_KILL9_NETNS="+ns.name)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	line := make([]byte, 6)
+	if _, err := io.ReadFull(out, line); err != nil || string(line) != "ready\n" {
+		t.Fatalf("helper lbd did not get ready: %q, %v", line, err)
+	}
+	attached := ns.xdpOn(t, "va")
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Wait()
+	if x := ns.xdpOn(t, "va"); !x.Attached || x.ProgId != attached.ProgId {
+		t.Errorf("after kill -9, va has XDP %+v, want program %d still attached", x, attached.ProgId)
+	}
+
+	b := openPinned(t, limits, dir)
+	if !b.Recovered() {
+		t.Fatal("not recovered after kill -9")
+	}
+	if v, err := b.LookupVIP(vipTCP); err != nil || v.RingSize != 3 {
+		t.Errorf("VIP after kill -9: %+v, %v", v, err)
+	}
+	if f, err := b.LookupFlow(syn.flowKey()); err != nil || f.Packets != 1 {
+		t.Errorf("flow after kill -9: %+v, %v", f, err)
+	}
+	a, err := ns.attach(t, b, "va", ModeAuto)
+	if err != nil || !a.Reused {
+		t.Fatalf("attach after kill -9: %+v, %v", a, err)
+	}
+	if x := ns.xdpOn(t, "va"); x.ProgId != progID(t, b.Program()) {
+		t.Errorf("va runs program %d, want the new %d", x.ProgId, progID(t, b.Program()))
 	}
 }
