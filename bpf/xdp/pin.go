@@ -32,6 +32,9 @@ const linksDir = "links"
 // BPFFSRoot is where the kernel's bpf filesystem is normally mounted.
 const BPFFSRoot = "/sys/fs/bpf"
 
+// DefaultPinDir is where lbd pins its maps and links unless told otherwise.
+const DefaultPinDir = BPFFSRoot + "/lbd"
+
 // cleanupHint is what to do about pins this lbd cannot use.
 const cleanupHint = "run `lbd cleanup` to remove the old pins (this drops the connection table and takes lbd off its interfaces), or start lbd with the same limits as the run that made them"
 
@@ -180,7 +183,8 @@ func removeMapPins(dir string) ([]string, error) {
 // directory that does not exist is not an error, so Cleanup may be run
 // again. Each removal is logged (log/slog); files lbd did not make are
 // left in place and named in the error. A Balancer of this process must
-// not be using pinDir.
+// not be using pinDir, and no other lbd process should: one that runs
+// keeps its links, and so its program on the interfaces, until it exits.
 func Cleanup(pinDir string) error {
 	dir, err := cleanPinDir(pinDir)
 	if err != nil {
