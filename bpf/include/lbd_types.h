@@ -63,7 +63,7 @@ struct vip_meta {
 	enum lbd_vip_flag flags;
 	__u32 ring_size; /* slots in this VIP's ring (a prime) */
 	__u32 gen;
-	__u32 pad;
+	__u32 pad; /* not read here; user space keeps the last gen given to the number */
 };
 
 /* Key of vip_addrs: an address that at least one VIP uses. */

@@ -1,12 +1,27 @@
-// Package xdp loads lbd's XDP balancer (balancer.bpf.c) and gives typed
-// access to its maps: VIPs, reals, Maglev rings, configuration, counters
-// and the connection table.
+// Package xdp loads lbd's XDP balancer (balancer.bpf.c), attaches it to
+// interfaces and gives typed access to its maps: VIPs, reals, Maglev
+// rings, configuration, counters and the connection table.
 //
 // It owns the kernel objects and the bookkeeping that only the datapath
 // needs (which VIP number and real index is free), and nothing else: it
 // knows neither the desired state (which reals a VIP should have, with what
 // weights; that is control's) nor HTTP. A Balancer is safe for concurrent
 // use.
+//
+// # Restart contract
+//
+// Opened with a pin directory (Options.PinDir, on bpffs: see EnsureBPFFS),
+// the maps that hold state are pinned there and every XDP attachment is a
+// bpf_link pinned under PinDir/links/<ifname>. Close then only drops this
+// process's handles: the program stays attached and keeps forwarding with
+// the maps as they are, even if the process is killed. The next Open with
+// the same PinDir and limits reuses the pins and recovers the VIPs, reals,
+// rings, configuration, counters and connection table (Recovered reports
+// it), and Attach swaps the new program into the pinned link atomically,
+// so established flows keep their reals across the restart and no packet
+// meets an interface without a program. Detach takes lbd off one
+// interface; Cleanup removes every pin and attachment (the state is lost).
+// Keeping two lbd processes off the same pins is the caller's job.
 package xdp
 
 import (
@@ -55,21 +70,53 @@ func (l Limits) validate() error {
 
 // Balancer is a loaded balancer program with its maps.
 type Balancer struct {
-	objs     balancerObjects
-	limits   Limits
-	ringSpec *ebpf.MapSpec // template for the per-VIP rings
+	objs      balancerObjects
+	limits    Limits
+	ringSpec  *ebpf.MapSpec // template for the per-VIP rings
+	pinDir    string        // "" when nothing is pinned
+	recovered bool
 
 	mu      sync.Mutex
+	closed  bool
 	vips    map[VIPKey]vipEntry
 	vipNums []bool // vipNums[n]: number n is taken
 	lastGen uint32 // the generation given to the latest VIP
 	reals   map[netip.Addr]RealID
 	realIDs []bool // realIDs[i]: index i is taken (0 always is)
+	links   map[string]*attachment
+}
+
+// Options for Open.
+type Options struct {
+	Limits Limits
+	// PinDir is a directory on a bpf filesystem (see EnsureBPFFS), e.g.
+	// /sys/fs/bpf/lbd, where the maps and XDP attachments are pinned so
+	// that they outlive the process. "" pins nothing: everything goes
+	// away with Close (tests, one-shot tools).
+	PinDir string
 }
 
 // Load loads the balancer into the kernel with the given map sizes and a
-// default configuration. Nothing is attached to an interface yet.
+// default configuration, pinning nothing. Nothing is attached to an
+// interface yet. It is Open without a PinDir.
 func Load(limits Limits) (*Balancer, error) {
+	return Open(Options{Limits: limits})
+}
+
+// Open loads the balancer program. Without a PinDir its maps are new and
+// get the default configuration, as with Load. With a PinDir the maps
+// that hold state (see pinnedMaps) are pinned there by name: on the first
+// run they are created and pinned; when a previous run left them, they
+// are reused, with everything in them (VIPs, reals, rings, configuration,
+// counters and the connection table), and the balancer's bookkeeping is
+// recovered from them (Recovered reports true). Pins made with other
+// limits or by an lbd with another map layout are refused with an error
+// that says what to do, and are left as they are.
+//
+// Only one Balancer of a process may use a PinDir at a time; keeping a
+// second lbd process away is the caller's job (a lock file).
+func Open(opts Options) (*Balancer, error) {
+	limits := opts.Limits
 	if err := limits.validate(); err != nil {
 		return nil, err
 	}
@@ -99,24 +146,66 @@ func Load(limits Limits) (*Balancer, error) {
 		vipNums:  make([]bool, limits.MaxVIPs),
 		reals:    make(map[netip.Addr]RealID),
 		realIDs:  make([]bool, limits.MaxReals),
+		links:    make(map[string]*attachment),
 	}
 	b.realIDs[0] = true
 	if err := setClock(spec); err != nil {
 		return nil, err
 	}
-	if err := spec.LoadAndAssign(&b.objs, nil); err != nil {
+
+	var collOpts *ebpf.CollectionOptions
+	fresh := true
+	if opts.PinDir != "" {
+		dir, err := claimPinDir(opts.PinDir)
+		if err != nil {
+			return nil, err
+		}
+		b.pinDir = dir
+		if fresh, err = checkPins(spec, dir, limits); err != nil {
+			releasePinDir(dir)
+			return nil, err
+		}
+		for _, name := range pinnedMaps {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
+		collOpts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: dir}}
+	}
+
+	if err := spec.LoadAndAssign(&b.objs, collOpts); err != nil {
+		if b.pinDir != "" {
+			if fresh {
+				removeMapPins(b.pinDir) // leave no half-made pins behind
+			}
+			releasePinDir(b.pinDir)
+		}
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("load balancer program: %+v", verr)
 		}
 		return nil, fmt.Errorf("load balancer program: %w", err)
 	}
-	if err := b.SetConfig(DefaultConfig()); err != nil {
+	if fresh {
+		err = b.SetConfig(DefaultConfig())
+	} else {
+		b.recovered = true
+		err = b.recover()
+	}
+	if err != nil {
+		if fresh && b.pinDir != "" {
+			removeMapPins(b.pinDir)
+		}
 		b.Close()
 		return nil, err
 	}
 	return b, nil
 }
+
+// Recovered reports whether Open found the maps pinned by an earlier run
+// and took its state from them.
+func (b *Balancer) Recovered() bool { return b.recovered }
+
+// PinDir returns the directory the maps are pinned in ("" if none).
+func (b *Balancer) PinDir() string { return b.pinDir }
 
 // setClock tells the program whether it may use the cheap coarse clock.
 func setClock(spec *ebpf.CollectionSpec) error {
@@ -134,10 +223,34 @@ func setClock(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
-// Close releases the program and maps (the kernel frees them once nothing
-// else, such as an attachment or a pin, holds them).
+// Close releases the process's handles on the program, maps and links.
+//
+// The restart contract: what is pinned stays. With a PinDir the maps keep
+// their contents and a pinned XDP link keeps the program attached, so
+// packets keep flowing with the state as it was while lbd is down, and the
+// next Open + Attach takes over without a gap. Only Detach and Cleanup
+// take traffic off an interface. Without a PinDir Close frees everything
+// and detaches the program (once nothing else holds them).
+// Close may be called more than once.
 func (b *Balancer) Close() error {
-	return b.objs.Close()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	var errs []error
+	for ifname, a := range b.links {
+		if err := a.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("close XDP link of %s: %w", ifname, err))
+		}
+		delete(b.links, ifname)
+	}
+	errs = append(errs, b.objs.Close())
+	if b.pinDir != "" {
+		releasePinDir(b.pinDir)
+	}
+	return errors.Join(errs...)
 }
 
 // Limits returns the map sizes the balancer was loaded with.

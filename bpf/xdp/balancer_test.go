@@ -45,8 +45,15 @@ func newTestLB(t testing.TB) *testLB {
 
 func newTestLBWithLimits(t testing.TB, limits Limits) *testLB {
 	t.Helper()
+	return newTestLBOpts(t, Options{Limits: limits})
+}
+
+// newTestLBOpts opens a balancer (pinned if opts say so), configures it
+// for the fixtures and installs their VIPs.
+func newTestLBOpts(t testing.TB, opts Options) *testLB {
+	t.Helper()
 	privtest.Require(t)
-	b, err := Load(limits)
+	b, err := Open(opts)
 	privtest.CheckNotSupported(t, "load balancer", err)
 	t.Cleanup(func() { b.Close() })
 	cfg := DefaultConfig()

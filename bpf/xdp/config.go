@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 	"time"
@@ -148,4 +149,63 @@ func (b *Balancer) SetConfig(c Config) error {
 		return fmt.Errorf("write config map: %w", err)
 	}
 	return nil
+}
+
+// Config reads the installed configuration back from the datapath. After
+// Open recovered a balancer from its pins this is the configuration the
+// previous run left, which Open keeps.
+func (b *Balancer) Config() (Config, error) {
+	var r balancerLbdConfig
+	if err := b.objs.Config.Lookup(uint32(0), &r); err != nil {
+		return Config{}, fmt.Errorf("read config map: %w", err)
+	}
+	return configFromRaw(r)
+}
+
+// configFromRaw is the inverse of Config.raw.
+func configFromRaw(r balancerLbdConfig) (Config, error) {
+	var c Config
+	if r.GwMac != [6]uint8{} {
+		c.GatewayMAC = net.HardwareAddr(append([]byte(nil), r.GwMac[:]...))
+	}
+	c.MTU = r.Mtu
+	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_FRAG_PASS != 0 {
+		c.FragmentPolicy = PolicyPass
+	}
+	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_UNBALANCEABLE_PASS != 0 {
+		c.UnbalanceablePolicy = PolicyPass
+	}
+	var err error
+	if c.EncapSourceV4, err = wordsPrefix([4]uint32{r.EncapSrc4}, [4]uint32{r.EncapSrc4Mask}, familyIPv4); err != nil {
+		return Config{}, fmt.Errorf("config map: IPv4 encapsulation source: %w", err)
+	}
+	if c.EncapSourceV6, err = wordsPrefix(r.EncapSrc6, r.EncapSrc6Mask, familyIPv6); err != nil {
+		return Config{}, fmt.Errorf("config map: IPv6 encapsulation source: %w", err)
+	}
+	if r.GueSrc4 != 0 {
+		c.GUESourceV4, _ = wordsAddr([4]uint32{r.GueSrc4}, familyIPv4)
+	}
+	if r.GueSrc6 != [4]uint32{} {
+		c.GUESourceV6, _ = wordsAddr(r.GueSrc6, familyIPv6)
+	}
+	c.GUEPort = ntohs(r.GuePort)
+	c.UDPFlowTimeout = time.Duration(r.UdpTimeoutS) * time.Second
+	return c, nil
+}
+
+// wordsPrefix is the inverse of prefixWords: the mask holds the host bits.
+func wordsPrefix(base, mask [4]uint32, family uint32) (netip.Prefix, error) {
+	a, err := wordsAddr(base, family)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	host := 0
+	for _, w := range mask {
+		host += bits.OnesCount32(w)
+	}
+	p := netip.PrefixFrom(a, a.BitLen()-host)
+	if !p.IsValid() {
+		return netip.Prefix{}, fmt.Errorf("base %s with %d host bits is not a prefix", a, host)
+	}
+	return p, nil
 }

@@ -131,7 +131,7 @@ func (b *Balancer) AddVIP(key VIPKey, flags VIPFlags) error {
 	}
 	e := vipEntry{num: num, flags: flags, gen: b.lastGen}
 	undo := func() {
-		_ = b.objs.VipInfo.Update(num, &balancerVipMeta{}, ebpf.UpdateAny)
+		_ = b.objs.VipInfo.Update(num, freeMeta(e.gen), ebpf.UpdateAny)
 		b.vipNums[num] = false
 	}
 	if err := b.writeMeta(key, e); err != nil {
@@ -189,7 +189,7 @@ func (b *Balancer) RemoveVIP(key VIPKey) error {
 	}
 	delete(b.vips, key)
 	// Generation 0: the VIP's connection table entries stop matching now.
-	if err := b.objs.VipInfo.Update(e.num, &balancerVipMeta{}, ebpf.UpdateAny); err != nil {
+	if err := b.objs.VipInfo.Update(e.num, freeMeta(e.gen), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("VIP %s: clear vip_info: %w", key, err)
 	}
 	if err := b.objs.Rings.Delete(e.num); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -314,11 +314,22 @@ func (b *Balancer) Ring(key VIPKey) ([]RealID, error) {
 }
 
 func (b *Balancer) writeMeta(key VIPKey, e vipEntry) error {
-	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), RingSize: e.ringSize, Gen: e.gen}
+	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), RingSize: e.ringSize, Gen: e.gen, Pad: e.gen}
 	if err := b.objs.VipInfo.Update(e.num, &meta, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("VIP %s: write vip_info map: %w", key, err)
 	}
 	return nil
+}
+
+// vip_meta.pad is not read by the datapath; user space keeps in it the
+// last generation given to the number, also once the number is free
+// (gen 0). Open recovers its generation counter from these, so that after
+// a restart no VIP is given a (number, generation) pair that connection
+// table entries of a removed VIP still carry.
+
+// freeMeta is the vip_info entry of a free number last given generation gen.
+func freeMeta(gen uint32) *balancerVipMeta {
+	return &balancerVipMeta{Pad: gen}
 }
 
 // syncAddr rewrites the vip_addrs entry of addr from the VIPs that use it.
