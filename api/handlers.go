@@ -105,7 +105,6 @@ func (s *Server) status(c echo.Context) error {
 
 func (s *Server) reconcile(c echo.Context) error {
 	drifts, err := s.ctl.Reconcile()
-	s.metrics.drifts.Add(float64(len(drifts)))
 	if err != nil {
 		return err
 	}

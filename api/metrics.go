@@ -19,7 +19,6 @@ type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
-	drifts   prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, ctl *control.Controller) (*metrics, error) {
@@ -32,12 +31,9 @@ func newMetrics(reg *prometheus.Registry, ctl *control.Controller) (*metrics, er
 			Name: "lbd_api_request_duration_seconds", Help: "API request latency by method and route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"method", "route"}),
-		drifts: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "lbd_reconcile_drifts_total", Help: "VIPs found differing from the desired state by API-triggered reconciles.",
-		}),
 	}
 	for _, c := range []prometheus.Collector{
-		m.requests, m.latency, m.drifts, &datapathCollector{ctl: ctl},
+		m.requests, m.latency, &datapathCollector{ctl: ctl},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := reg.Register(c); err != nil {
@@ -64,6 +60,7 @@ var (
 	descRealPackets = prometheus.NewDesc("lbd_real_packets_total", "Packets sent to a real (all VIPs).", []string{"real"}, nil)
 	descRealBytes   = prometheus.NewDesc("lbd_real_bytes_total", "Bytes sent to a real (all VIPs).", []string{"real"}, nil)
 	descDatapath    = prometheus.NewDesc("lbd_datapath_packets_total", "Datapath outcomes and events by counter: tx, pass_*, drop_* (drops by reason), lru_*.", []string{"counter"}, nil)
+	descDrifts      = prometheus.NewDesc("lbd_reconcile_drifts_total", "Differences between the datapath and the desired state found (and repaired) by reconciles.", nil, nil)
 	descScrapeError = prometheus.NewDesc("lbd_datapath_scrape_errors_total", "Failed reads of the datapath counters during this scrape.", nil, nil)
 )
 
@@ -73,12 +70,13 @@ type datapathCollector struct {
 }
 
 func (d *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, x := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPHits, descVIPMisses, descRealPackets, descRealBytes, descDatapath, descScrapeError} {
+	for _, x := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPHits, descVIPMisses, descRealPackets, descRealBytes, descDatapath, descDrifts, descScrapeError} {
 		ch <- x
 	}
 }
 
 func (d *datapathCollector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(descDrifts, prometheus.CounterValue, float64(d.ctl.Drifts()))
 	all, err := d.ctl.AllStats()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descScrapeError, err)

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/maglev"
@@ -25,6 +26,9 @@ type Controller struct {
 	store Saver
 	log   *slog.Logger
 	rates *rateTracker
+	// drifts counts the VIPs Reconcile found differing, over the
+	// controller's life.
+	drifts atomic.Uint64
 
 	mu      sync.Mutex
 	vips    map[xdp.VIPKey]*VIP
@@ -382,11 +386,16 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 	if changes := c.collectReals(c.vips); len(changes) > 0 {
 		drifts = append(drifts, Drift{VIP: "", Changes: changes})
 	}
+	c.drifts.Add(uint64(len(drifts)))
 	for _, d := range drifts {
 		c.log.Warn("datapath differed from desired state", "vip", d.VIP, "changes", d.Changes, "error", d.Error)
 	}
 	return drifts, errors.Join(errs...)
 }
+
+// Drifts is the number of differences Reconcile has found and repaired
+// (or tried to) since the controller was made.
+func (c *Controller) Drifts() uint64 { return c.drifts.Load() }
 
 // RingShare is how many ring slots a real holds.
 type RingShare struct {

@@ -1,6 +1,305 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"time"
 
-// addServeCommands adds the daemon's commands: serve, cleanup.
-func addServeCommands(root *cobra.Command) {}
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control"
+)
+
+// addServeCommands adds the daemon's commands: serve and cleanup.
+func addServeCommands(root *cobra.Command) {
+	flagged := defaultServeConfig()
+	var configPath string
+	serve := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon: attach the XDP balancer, reconcile the saved state, serve the REST API",
+		Long: `Run the lbd daemon on one interface.
+
+The maps and the XDP attachment are pinned under --pin-dir, so stopping
+lbd (even with kill -9) leaves packets flowing and the connection table
+intact; the next lbd serve takes them over. --detach (or lbd cleanup)
+removes everything instead.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadServeConfig(configPath, cmd.Flags(), &flagged)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
+			defer stop()
+			return runServe(ctx, cfg, newLogger(cfg))
+		},
+	}
+	serve.Flags().StringVar(&configPath, "config", "", "YAML configuration file (flags given on the command line win)")
+	flagged.bindFlags(serve.Flags())
+	root.AddCommand(serve)
+
+	var pinDir, stateDir string
+	cleanup := &cobra.Command{
+		Use:   "cleanup",
+		Short: "Detach the XDP balancer and remove its pinned maps (the connection table is lost; the state file stays)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lock, err := lockStateDir(stateDir)
+			if err != nil {
+				return fmt.Errorf("%w: stop it before cleaning up", err)
+			}
+			defer lock.release()
+			if err := xdp.Cleanup(pinDir); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed lbd's XDP attachments and pins under %s\n", pinDir)
+			return nil
+		},
+	}
+	cleanup.Flags().StringVar(&pinDir, "pin-dir", xdp.DefaultPinDir, "bpffs directory of the maps and links")
+	cleanup.Flags().StringVar(&stateDir, "state-dir", "/var/lib/lbd", "state directory of the daemon (to make sure none is running)")
+	root.AddCommand(cleanup)
+}
+
+func newLogger(cfg serveConfig) *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// runServe runs the daemon until ctx ends.
+func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error) {
+	lock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	defer lock.release()
+
+	token, err := loadOrCreateToken(cfg.TokenFile, log)
+	if err != nil {
+		return err
+	}
+	store, err := control.NewStore(cfg.StateDir)
+	if err != nil {
+		return err
+	}
+	desired, err := store.Load()
+	if err != nil {
+		return err
+	}
+	gw, err := gatewayMAC(cfg)
+	if err != nil {
+		return err
+	}
+	dpConfig, err := cfg.datapathConfig(gw)
+	if err != nil {
+		return err
+	}
+	mode, _ := xdp.ParseAttachMode(cfg.XDPMode)
+	// Listen before touching the datapath: a busy port is the likeliest
+	// mistake and should change nothing.
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
+	}
+	defer ln.Close()
+
+	if err := xdp.EnsureBPFFS(cfg.PinDir); err != nil {
+		return err
+	}
+	b, err := xdp.Open(xdp.Options{Limits: cfg.limits(), PinDir: cfg.PinDir})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cfg.Detach {
+			if derr := b.Detach(cfg.Interface); derr != nil {
+				log.Warn("detach", "err", derr)
+			}
+			b.Close()
+			if cerr := xdp.Cleanup(cfg.PinDir); cerr != nil {
+				err = errors.Join(err, cerr)
+			}
+			log.Info("detached and removed the pins", "pin_dir", cfg.PinDir)
+			return
+		}
+		b.Close()
+		log.Info("exited; the XDP program stays attached and keeps forwarding", "interface", cfg.Interface, "pin_dir", cfg.PinDir)
+	}()
+	log.Info("datapath opened", "pin_dir", cfg.PinDir, "recovered", b.Recovered(), "limits", fmt.Sprintf("%+v", cfg.limits()))
+	if err := b.SetConfig(dpConfig); err != nil {
+		return err
+	}
+
+	ctl := control.New(b, store, desired, log)
+	var notReady atomic.Pointer[error]
+	setReady := func(e error) {
+		if e == nil {
+			notReady.Store(nil)
+		} else {
+			notReady.Store(&e)
+		}
+	}
+	setReady(errors.New("starting"))
+	drifts, rerr := ctl.Reconcile()
+	log.Info("reconciled desired state into the datapath", "vips", len(desired), "changed", len(drifts))
+	if rerr != nil {
+		log.Error("reconcile failed; serving anyway, the next reconcile retries", "err", rerr)
+	}
+	att, err := b.Attach(cfg.Interface, mode)
+	if err != nil {
+		return err
+	}
+	if att.Fallback != "" {
+		log.Warn("native XDP unavailable, running in generic mode (slower)", "interface", att.Interface, "reason", att.Fallback)
+	}
+	log.Info("XDP balancer attached", "interface", att.Interface, "mode", att.Mode, "took_over_pinned_link", att.Reused)
+	setReady(rerr)
+
+	srv, err := api.New(api.Options{
+		Controller: ctl, Token: token, Version: version, StateFile: store.Path(), Logger: log,
+		Datapath: func() map[string]any {
+			return map[string]any{
+				"interface": att.Interface, "xdp_mode": att.Mode.String(), "fallback": att.Fallback,
+				"pin_dir": cfg.PinDir, "recovered": b.Recovered(), "took_over_link": att.Reused,
+				"limits": map[string]uint32{"max_vips": cfg.MaxVIPs, "max_reals": cfg.MaxReals, "max_flows": cfg.MaxFlows},
+			}
+		},
+		Ready: func() error {
+			if p := notReady.Load(); p != nil {
+				return *p
+			}
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}
+	served := make(chan error, 1)
+	go func() { served <- httpSrv.Serve(ln) }()
+	log.Info("API listening", "address", ln.Addr().String(), "token_file", cfg.TokenFile)
+
+	bg, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go ctl.RunRates(bg, 5*time.Second)
+	if cfg.ReconcileInterval > 0 {
+		go reconcileLoop(bg, ctl, cfg.ReconcileInterval, setReady, log)
+	}
+
+	select {
+	case err := <-served:
+		return fmt.Errorf("API server: %w", err)
+	case <-ctx.Done():
+	}
+	log.Info("shutting down: draining API requests")
+	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
+		log.Warn("API shutdown", "err", err)
+	}
+	return nil
+}
+
+// reconcileLoop repairs drift between the datapath and the desired state.
+func reconcileLoop(ctx context.Context, ctl *control.Controller, every time.Duration, setReady func(error), log *slog.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			drifts, err := ctl.Reconcile()
+			if len(drifts) > 0 {
+				log.Warn("repaired drift", "vips", len(drifts))
+			}
+			setReady(err)
+		}
+	}
+}
+
+// stateLock is an exclusive lock on the state directory: one daemon per
+// state (and so per pin directory and interface).
+type stateLock struct{ f *os.File }
+
+func lockStateDir(dir string) (*stateLock, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create state directory %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "lbd.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		pid, _ := os.ReadFile(path)
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another lbd (pid %s) is running with state directory %s", strings.TrimSpace(string(pid)), dir)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return &stateLock{f: f}, nil
+}
+
+func (l *stateLock) release() {
+	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
+	l.f.Close()
+}
+
+// loadOrCreateToken reads the API token, creating a random one (readable
+// by root only) on first start.
+func loadOrCreateToken(path string, log *slog.Logger) (string, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return "", fmt.Errorf("create token directory: %w", err)
+		}
+		raw := make([]byte, 32)
+		if _, err := rand.Read(raw); err != nil {
+			return "", err
+		}
+		token := hex.EncodeToString(raw)
+		if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("write token file: %w", err)
+		}
+		log.Info("created API token", "token_file", path)
+		return token, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read token file: %w", err)
+	}
+	token := strings.TrimSpace(string(data))
+	if token == "" {
+		return "", fmt.Errorf("token file %s is empty: put a token in it or delete it to have one generated", path)
+	}
+	if info, err := os.Stat(path); err == nil && info.Mode().Perm()&0o077 != 0 {
+		log.Warn("token file is readable by other users: chmod 600 it", "token_file", path, "mode", info.Mode().Perm().String())
+	}
+	return token, nil
+}

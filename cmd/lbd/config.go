@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/spf13/pflag"
+	"gopkg.in/yaml.v3"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+)
+
+// serveConfig is lbd serve's configuration: a YAML file (--config) with
+// flags on top (a flag given on the command line wins over the file).
+type serveConfig struct {
+	Interface string `yaml:"interface"`
+	XDPMode   string `yaml:"xdp_mode"` // auto | native | generic
+	// GatewayMAC is where encapsulated packets go; empty: the MAC of the
+	// default route's gateway, from the neighbour table.
+	GatewayMAC string `yaml:"gateway_mac"`
+	Listen     string `yaml:"listen"`
+	TokenFile  string `yaml:"token_file"`
+	StateDir   string `yaml:"state_dir"`
+	PinDir     string `yaml:"pin_dir"`
+
+	MaxVIPs  uint32 `yaml:"max_vips"`
+	MaxReals uint32 `yaml:"max_reals"`
+	MaxFlows uint32 `yaml:"max_flows"`
+
+	MTU                 uint16        `yaml:"mtu"`
+	EncapSourceV4       string        `yaml:"encap_source_v4"`
+	EncapSourceV6       string        `yaml:"encap_source_v6"`
+	GUESourceV4         string        `yaml:"gue_source_v4"`
+	GUESourceV6         string        `yaml:"gue_source_v6"`
+	GUEPort             uint16        `yaml:"gue_port"`
+	FragmentPolicy      string        `yaml:"fragment_policy"`      // drop | pass
+	UnbalanceablePolicy string        `yaml:"unbalanceable_policy"` // drop | pass
+	UDPFlowTimeout      time.Duration `yaml:"udp_flow_timeout"`
+
+	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
+	LogLevel          string        `yaml:"log_level"`  // debug | info | warn | error
+	LogFormat         string        `yaml:"log_format"` // text | json
+	// Detach removes the XDP program and all pins when lbd exits (default:
+	// keep forwarding, so that a restart is hitless).
+	Detach bool `yaml:"detach"`
+}
+
+func defaultServeConfig() serveConfig {
+	l := xdp.DefaultLimits()
+	c := xdp.DefaultConfig()
+	return serveConfig{
+		XDPMode: "auto", Listen: "127.0.0.1:8080",
+		TokenFile: "/var/lib/lbd/token", StateDir: "/var/lib/lbd", PinDir: "/sys/fs/bpf/lbd",
+		MaxVIPs: l.MaxVIPs, MaxReals: l.MaxReals, MaxFlows: l.MaxFlows,
+		MTU: c.MTU, EncapSourceV4: c.EncapSourceV4.String(), EncapSourceV6: c.EncapSourceV6.String(),
+		GUEPort: c.GUEPort, FragmentPolicy: c.FragmentPolicy.String(), UnbalanceablePolicy: c.UnbalanceablePolicy.String(),
+		UDPFlowTimeout: c.UDPFlowTimeout, ReconcileInterval: 30 * time.Second,
+		LogLevel: "info", LogFormat: "text",
+	}
+}
+
+// bindFlags declares the flags, with the defaults as their defaults.
+func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&c.Interface, "interface", c.Interface, "interface to attach the XDP balancer to (required)")
+	fs.StringVar(&c.XDPMode, "xdp-mode", c.XDPMode, "XDP mode: auto (native, else generic with a warning), native or generic")
+	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC address encapsulated packets are sent to (default: the default route's gateway, from the neighbour table)")
+	fs.StringVar(&c.Listen, "listen", c.Listen, "address of the REST API")
+	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "bearer token file of the API (created with a random token if missing)")
+	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of the desired state file")
+	fs.StringVar(&c.PinDir, "pin-dir", c.PinDir, "bpffs directory for the maps and the XDP link")
+	fs.Uint32Var(&c.MaxVIPs, "max-vips", c.MaxVIPs, "VIP capacity (fixed while pins exist)")
+	fs.Uint32Var(&c.MaxReals, "max-reals", c.MaxReals, "real capacity (fixed while pins exist)")
+	fs.Uint32Var(&c.MaxFlows, "max-flows", c.MaxFlows, "connection table entries (fixed while pins exist)")
+	fs.Uint16Var(&c.MTU, "mtu", c.MTU, "largest packet (IP) the balancer sends after encapsulation")
+	fs.StringVar(&c.EncapSourceV4, "encap-source-v4", c.EncapSourceV4, "prefix of the outer IPv4 source address of IP-in-IP packets (host bits from the flow hash)")
+	fs.StringVar(&c.EncapSourceV6, "encap-source-v6", c.EncapSourceV6, "prefix of the outer IPv6 source address")
+	fs.StringVar(&c.GUESourceV4, "gue-source-v4", c.GUESourceV4, "outer IPv4 source of GUE packets (this node's address)")
+	fs.StringVar(&c.GUESourceV6, "gue-source-v6", c.GUESourceV6, "outer IPv6 source of GUE packets")
+	fs.Uint16Var(&c.GUEPort, "gue-port", c.GUEPort, "UDP destination port of GUE packets")
+	fs.StringVar(&c.FragmentPolicy, "fragment-policy", c.FragmentPolicy, "IP fragments to a VIP: drop or pass")
+	fs.StringVar(&c.UnbalanceablePolicy, "unbalanceable-policy", c.UnbalanceablePolicy, "other traffic to a VIP address that cannot be balanced: drop or pass")
+	fs.DurationVar(&c.UDPFlowTimeout, "udp-flow-timeout", c.UDPFlowTimeout, "idle time after which a UDP flow follows the ring again")
+	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "how often to check the datapath against the desired state (0: never)")
+	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
+	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
+	fs.BoolVar(&c.Detach, "detach", c.Detach, "on exit, detach the XDP program and remove the pins (default: keep forwarding for a hitless restart)")
+}
+
+// loadServeConfig builds the configuration: defaults, then the YAML file
+// if given, then the flags the user set.
+func loadServeConfig(path string, fs *pflag.FlagSet, flagged *serveConfig) (serveConfig, error) {
+	cfg := defaultServeConfig()
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config file: %w", err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return cfg, fmt.Errorf("config file %s: %w", path, err)
+		}
+	}
+	// Flags win, but only those set on the command line.
+	fs.Visit(func(f *pflag.Flag) {
+		copyFlag(&cfg, flagged, f.Name)
+	})
+	return cfg, cfg.validate()
+}
+
+// copyFlag copies the field a flag sets from src to dst.
+func copyFlag(dst, src *serveConfig, name string) {
+	switch name {
+	case "interface":
+		dst.Interface = src.Interface
+	case "xdp-mode":
+		dst.XDPMode = src.XDPMode
+	case "gateway-mac":
+		dst.GatewayMAC = src.GatewayMAC
+	case "listen":
+		dst.Listen = src.Listen
+	case "token-file":
+		dst.TokenFile = src.TokenFile
+	case "state-dir":
+		dst.StateDir = src.StateDir
+	case "pin-dir":
+		dst.PinDir = src.PinDir
+	case "max-vips":
+		dst.MaxVIPs = src.MaxVIPs
+	case "max-reals":
+		dst.MaxReals = src.MaxReals
+	case "max-flows":
+		dst.MaxFlows = src.MaxFlows
+	case "mtu":
+		dst.MTU = src.MTU
+	case "encap-source-v4":
+		dst.EncapSourceV4 = src.EncapSourceV4
+	case "encap-source-v6":
+		dst.EncapSourceV6 = src.EncapSourceV6
+	case "gue-source-v4":
+		dst.GUESourceV4 = src.GUESourceV4
+	case "gue-source-v6":
+		dst.GUESourceV6 = src.GUESourceV6
+	case "gue-port":
+		dst.GUEPort = src.GUEPort
+	case "fragment-policy":
+		dst.FragmentPolicy = src.FragmentPolicy
+	case "unbalanceable-policy":
+		dst.UnbalanceablePolicy = src.UnbalanceablePolicy
+	case "udp-flow-timeout":
+		dst.UDPFlowTimeout = src.UDPFlowTimeout
+	case "reconcile-interval":
+		dst.ReconcileInterval = src.ReconcileInterval
+	case "log-level":
+		dst.LogLevel = src.LogLevel
+	case "log-format":
+		dst.LogFormat = src.LogFormat
+	case "detach":
+		dst.Detach = src.Detach
+	}
+}
+
+func (c serveConfig) validate() error {
+	if c.Interface == "" {
+		return errors.New("no interface: pass --interface (or interface: in the config file)")
+	}
+	if _, err := xdp.ParseAttachMode(c.XDPMode); err != nil {
+		return err
+	}
+	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
+		return fmt.Errorf("listen address %q: want ip:port, e.g. 127.0.0.1:8080", c.Listen)
+	}
+	if c.TokenFile == "" || c.StateDir == "" || c.PinDir == "" {
+		return errors.New("token file, state directory and pin directory must be set")
+	}
+	if _, err := c.datapathConfig(nil); err != nil {
+		return err
+	}
+	switch c.LogFormat {
+	case "text", "json":
+	default:
+		return fmt.Errorf("log format %q: use text or json", c.LogFormat)
+	}
+	return nil
+}
+
+func (c serveConfig) limits() xdp.Limits {
+	return xdp.Limits{MaxVIPs: c.MaxVIPs, MaxReals: c.MaxReals, MaxFlows: c.MaxFlows}
+}
+
+// datapathConfig turns the settings into the datapath's configuration,
+// with gw as the gateway MAC (nil while validating).
+func (c serveConfig) datapathConfig(gw net.HardwareAddr) (xdp.Config, error) {
+	d := xdp.DefaultConfig()
+	d.GatewayMAC = gw
+	d.MTU = c.MTU
+	d.GUEPort = c.GUEPort
+	d.UDPFlowTimeout = c.UDPFlowTimeout
+	var err error
+	if d.EncapSourceV4, err = netip.ParsePrefix(c.EncapSourceV4); err != nil || !d.EncapSourceV4.Addr().Is4() {
+		return d, fmt.Errorf("encap source v4 %q: want an IPv4 prefix such as 172.16.0.0/16", c.EncapSourceV4)
+	}
+	if d.EncapSourceV6, err = netip.ParsePrefix(c.EncapSourceV6); err != nil || !d.EncapSourceV6.Addr().Is6() {
+		return d, fmt.Errorf("encap source v6 %q: want an IPv6 prefix such as 100::/64", c.EncapSourceV6)
+	}
+	if c.GUESourceV4 != "" {
+		if d.GUESourceV4, err = netip.ParseAddr(c.GUESourceV4); err != nil || !d.GUESourceV4.Is4() {
+			return d, fmt.Errorf("GUE source v4 %q: want an IPv4 address", c.GUESourceV4)
+		}
+	}
+	if c.GUESourceV6 != "" {
+		if d.GUESourceV6, err = netip.ParseAddr(c.GUESourceV6); err != nil || !d.GUESourceV6.Is6() {
+			return d, fmt.Errorf("GUE source v6 %q: want an IPv6 address", c.GUESourceV6)
+		}
+	}
+	if d.FragmentPolicy, err = parsePolicy("fragment policy", c.FragmentPolicy); err != nil {
+		return d, err
+	}
+	if d.UnbalanceablePolicy, err = parsePolicy("unbalanceable policy", c.UnbalanceablePolicy); err != nil {
+		return d, err
+	}
+	return d, nil
+}
+
+func parsePolicy(what, s string) (xdp.Policy, error) {
+	switch s {
+	case "drop":
+		return xdp.PolicyDrop, nil
+	case "pass":
+		return xdp.PolicyPass, nil
+	}
+	return 0, fmt.Errorf("%s %q: use drop or pass", what, s)
+}

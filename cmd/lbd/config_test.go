@@ -1,0 +1,75 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+func parseServe(t *testing.T, yaml string, args ...string) (serveConfig, error) {
+	t.Helper()
+	path := ""
+	if yaml != "" {
+		path = filepath.Join(t.TempDir(), "lbd.yaml")
+		if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flagged := defaultServeConfig()
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	flagged.bindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		t.Fatal(err)
+	}
+	return loadServeConfig(path, fs, &flagged)
+}
+
+func TestConfigFileThenFlags(t *testing.T) {
+	cfg, err := parseServe(t, "interface: eth1\nlisten: 127.0.0.1:9000\nmax_flows: 1000\nfragment_policy: pass\n",
+		"--listen", "127.0.0.1:9100", "--max-vips", "7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Interface != "eth1" || cfg.Listen != "127.0.0.1:9100" || cfg.MaxFlows != 1000 || cfg.MaxVIPs != 7 || cfg.FragmentPolicy != "pass" {
+		t.Errorf("file, then flags that were set: %+v", cfg)
+	}
+	if cfg.MaxReals != defaultServeConfig().MaxReals || cfg.PinDir != "/sys/fs/bpf/lbd" {
+		t.Errorf("defaults lost: %+v", cfg)
+	}
+}
+
+func TestConfigErrorsSayWhatToFix(t *testing.T) {
+	for name, tc := range map[string]struct {
+		yaml string
+		args []string
+		want string
+	}{
+		"no interface":   {"", nil, "pass --interface"},
+		"unknown key":    {"interface: eth0\nmax_flow: 3\n", nil, "field max_flow not found"},
+		"bad mode":       {"", []string{"--interface", "eth0", "--xdp-mode", "fast"}, "use auto, native or generic"},
+		"bad listen":     {"", []string{"--interface", "eth0", "--listen", "localhost"}, "want ip:port"},
+		"bad policy":     {"", []string{"--interface", "eth0", "--fragment-policy", "keep"}, "use drop or pass"},
+		"bad encap src":  {"", []string{"--interface", "eth0", "--encap-source-v4", "100::/64"}, "want an IPv4 prefix"},
+		"bad log format": {"", []string{"--interface", "eth0", "--log-format", "xml"}, "use text or json"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			_, err := parseServe(t, tc.yaml, tc.args...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestGatewayMACFlag(t *testing.T) {
+	mac, err := gatewayMAC(serveConfig{GatewayMAC: "02:00:00:00:00:01"})
+	if err != nil || mac.String() != "02:00:00:00:00:01" {
+		t.Errorf("%v %v", mac, err)
+	}
+	if _, err := gatewayMAC(serveConfig{GatewayMAC: "02:00"}); err == nil || !strings.Contains(err.Error(), "want an Ethernet address") {
+		t.Errorf("bad MAC: %v", err)
+	}
+}

@@ -1,0 +1,347 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/lbd-dev/lbd/internal/privtest"
+)
+
+// TestMain lets the test binary stand in for the lbd binary: started with
+// LBD_TEST_MAIN=1 it runs lbd's main. The daemon tests run the real daemon
+// as a child process this way, also inside the kernel-matrix VMs, which
+// have no Go toolchain to build it.
+func TestMain(m *testing.M) {
+	if os.Getenv("LBD_TEST_MAIN") == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+// daemonLab is a veth pair: the daemon's interface in the host namespace,
+// its peer in a namespace of the test's, where the "client" sends from.
+type daemonLab struct {
+	t        *testing.T
+	bin      string
+	ns       netns.NsHandle
+	lbIf     string
+	stateDir string
+	pinDir   string
+	listen   string
+	token    string
+}
+
+// lbd returns a command running lbd with args.
+func (l *daemonLab) lbd(args ...string) *exec.Cmd {
+	cmd := exec.Command(l.bin, args...)
+	cmd.Env = append(os.Environ(), "LBD_TEST_MAIN=1")
+	return cmd
+}
+
+func newDaemonLab(t *testing.T) *daemonLab {
+	t.Helper()
+	privtest.Require(t)
+	id := fmt.Sprintf("%06x", rand.Uint32()&0xffffff)
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &daemonLab{t: t, bin: bin, lbIf: "lbda" + id, stateDir: t.TempDir(), pinDir: "/sys/fs/bpf/lbdt-" + id}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.listen = ln.Addr().String()
+	ln.Close()
+
+	// A namespace of our own, made without staying in it.
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.ns, err = netns.New()
+	if serr := netns.Set(orig); serr != nil {
+		t.Fatalf("return to the test's namespace: %v", serr)
+	}
+	orig.Close()
+	runtime.UnlockOSThread()
+	if err != nil {
+		t.Fatalf("create netns: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = l.lbd("cleanup", "--pin-dir", l.pinDir, "--state-dir", t.TempDir()).Run()
+		if link, err := netlink.LinkByName(l.lbIf); err == nil {
+			_ = netlink.LinkDel(link)
+		}
+		l.ns.Close() // the namespace goes with its last reference
+		_ = os.RemoveAll(l.pinDir)
+	})
+
+	peer := "lbdb" + id
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: l.lbIf}, PeerName: peer, PeerNamespace: netlink.NsFd(l.ns)}
+	must(t, "add veth", netlink.LinkAdd(veth))
+	lb, err := netlink.LinkByName(l.lbIf)
+	must(t, "find veth", err)
+	must(t, "address LB side", netlink.AddrAdd(lb, mustAddr("10.99.0.1/24")))
+	must(t, "up LB side", netlink.LinkSetUp(lb))
+
+	h, err := netlink.NewHandleAt(l.ns)
+	must(t, "netlink in netns", err)
+	defer h.Close()
+	p, err := h.LinkByName(peer)
+	must(t, "find peer", err)
+	must(t, "address peer", h.AddrAdd(p, mustAddr("10.99.0.2/24")))
+	must(t, "up peer", h.LinkSetUp(p))
+	_, vips, _ := net.ParseCIDR("192.0.2.0/24")
+	must(t, "route to VIPs", h.RouteAdd(&netlink.Route{LinkIndex: p.Attrs().Index, Dst: vips, Gw: net.ParseIP("10.99.0.1")}))
+	return l
+}
+
+func must(t *testing.T, what string, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+func mustAddr(s string) *netlink.Addr {
+	a, err := netlink.ParseAddr(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// start runs `lbd serve` and waits until it is ready.
+func (l *daemonLab) start(extra ...string) *exec.Cmd {
+	l.t.Helper()
+	args := append([]string{"serve", "--interface", l.lbIf, "--xdp-mode", "native", "--gateway-mac", "02:00:00:00:00:99",
+		"--listen", l.listen, "--state-dir", l.stateDir, "--token-file", filepath.Join(l.stateDir, "token"),
+		"--pin-dir", l.pinDir, "--max-flows", "4096", "--max-vips", "16", "--max-reals", "64", "--log-format", "json"}, extra...)
+	cmd := l.lbd(args...)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if l.t.Failed() {
+			l.t.Logf("daemon log:\n%s", logs.String())
+		}
+	})
+	for i := 0; ; i++ {
+		resp, err := http.Get("http://" + l.listen + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if i == 100 {
+			l.t.Fatalf("daemon not ready after 10 s: %v\n%s", err, logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tok, err := os.ReadFile(filepath.Join(l.stateDir, "token"))
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.token = strings.TrimSpace(string(tok))
+	return cmd
+}
+
+func (l *daemonLab) call(method, path string, body any, want int, out any) {
+	l.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		data, _ := json.Marshal(body)
+		rd = bytes.NewReader(data)
+	}
+	req, _ := http.NewRequest(method, "http://"+l.listen+path, rd)
+	req.Header.Set("Authorization", "Bearer "+l.token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != want {
+		l.t.Fatalf("%s %s: %d, want %d: %s", method, path, resp.StatusCode, want, data)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			l.t.Fatalf("%s %s: %v: %s", method, path, err, data)
+		}
+	}
+}
+
+// send sends n UDP datagrams to the VIP from the client namespace, each
+// from a new socket (so a new source port, a new flow).
+func (l *daemonLab) send(n int) {
+	l.t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	must(l.t, "current netns", err)
+	defer orig.Close()
+	must(l.t, "enter client netns", netns.Set(l.ns))
+	defer func() { must(l.t, "leave client netns", netns.Set(orig)) }()
+	for range n {
+		c, err := net.Dial("udp4", "192.0.2.1:53")
+		must(l.t, "dial VIP", err)
+		_, err = c.Write([]byte("hello"))
+		c.Close()
+		must(l.t, "send to VIP", err)
+	}
+}
+
+func (l *daemonLab) vipPackets() uint64 {
+	var st struct{ Packets uint64 }
+	l.call("GET", "/api/v1/vips/udp-192.0.2.1-53/stats", nil, 200, &st)
+	return st.Packets
+}
+
+func (l *daemonLab) flows() int {
+	var page struct{ Flows []struct{ Real string } }
+	l.call("GET", "/api/v1/flows?vip=udp-192.0.2.1-53&limit=1000", nil, 200, &page)
+	return len(page.Flows)
+}
+
+func xdpAttached(t *testing.T, ifname string) bool {
+	t.Helper()
+	link, err := netlink.LinkByName(ifname)
+	must(t, "find "+ifname, err)
+	return link.Attrs().Xdp != nil && link.Attrs().Xdp.Attached
+}
+
+// TestDaemonRestartIsHitless runs the real daemon: configure a VIP over
+// REST, send traffic, kill -9 the daemon, send more traffic (forwarded
+// with no daemon), restart, and find the VIP, the counters and the
+// connection table intact; then stop it cleanly and clean up.
+func TestDaemonRestartIsHitless(t *testing.T) {
+	l := newDaemonLab(t)
+	d := l.start()
+
+	second := l.lbd("serve", "--interface", l.lbIf, "--gateway-mac", "02:00:00:00:00:99", "--listen", "127.0.0.1:0",
+		"--state-dir", l.stateDir, "--token-file", filepath.Join(l.stateDir, "token"), "--pin-dir", l.pinDir)
+	out, err := second.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), fmt.Sprintf("another lbd (pid %d) is running", d.Process.Pid)) {
+		t.Fatalf("second daemon on the same state: %v: %s", err, out)
+	}
+
+	l.call("POST", "/api/v1/vips", map[string]any{"protocol": "udp", "address": "192.0.2.1", "port": 53, "ring_size": 1021,
+		"reals": []map[string]any{{"address": "10.0.0.1"}, {"address": "10.0.0.2"}}}, 201, nil)
+	state, err := os.ReadFile(filepath.Join(l.stateDir, "state.json"))
+	if err != nil || !strings.Contains(string(state), `"address": "10.0.0.2"`) {
+		t.Fatalf("state file after create: %v %s", err, state)
+	}
+	l.send(5)
+	if got := l.vipPackets(); got != 5 {
+		t.Fatalf("VIP packets %d, want 5", got)
+	}
+	if got := l.flows(); got != 5 {
+		t.Fatalf("flows %d, want 5", got)
+	}
+
+	if err := d.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.Wait()
+	if !xdpAttached(t, l.lbIf) {
+		t.Fatal("kill -9 detached the program")
+	}
+	l.send(2) // forwarded with no daemon running
+
+	l.start()
+	var status struct {
+		Datapath map[string]any
+	}
+	l.call("GET", "/api/v1/status", nil, 200, &status)
+	if status.Datapath["recovered"] != true || status.Datapath["took_over_link"] != true {
+		t.Errorf("status after restart: %v", status.Datapath)
+	}
+	if got := l.vipPackets(); got != 7 {
+		t.Errorf("VIP packets after restart %d, want 7 (5 before, 2 while no daemon ran)", got)
+	}
+	if got := l.flows(); got != 7 {
+		t.Errorf("flows after restart %d, want 7", got)
+	}
+	var drifts struct{ Drifts []any }
+	l.call("POST", "/api/v1/reconcile", nil, 200, &drifts)
+	if len(drifts.Drifts) != 0 {
+		t.Errorf("restart left drift: %v", drifts.Drifts)
+	}
+}
+
+// TestDaemonGracefulStopAndCleanup: SIGTERM stops the daemon and leaves
+// the program forwarding; lbd cleanup removes it; --detach does both.
+func TestDaemonGracefulStopAndCleanup(t *testing.T) {
+	l := newDaemonLab(t)
+	d := l.start()
+	if err := d.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- d.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("daemon exit after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon did not stop within 15 s of SIGTERM")
+	}
+	if !xdpAttached(t, l.lbIf) {
+		t.Fatal("SIGTERM detached the program")
+	}
+	outb, err := l.lbd("cleanup", "--pin-dir", l.pinDir, "--state-dir", l.stateDir).CombinedOutput()
+	out := string(outb)
+	must(t, "lbd cleanup: "+out, err)
+	if !strings.Contains(out, "removed") || xdpAttached(t, l.lbIf) {
+		t.Fatalf("cleanup: %s; attached: %v", out, xdpAttached(t, l.lbIf))
+	}
+	if _, err := os.Stat(l.pinDir); !os.IsNotExist(err) {
+		t.Errorf("pin directory still there: %v", err)
+	}
+
+	d = l.start("--detach")
+	_ = d.Process.Signal(syscall.SIGTERM)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	go func() { <-ctx.Done(); _ = d.Process.Kill() }()
+	if err := d.Wait(); err != nil {
+		t.Fatalf("--detach exit: %v", err)
+	}
+	if xdpAttached(t, l.lbIf) {
+		t.Error("--detach left the program attached")
+	}
+	if _, err := os.Stat(l.pinDir); !os.IsNotExist(err) {
+		t.Errorf("--detach left the pins: %v", err)
+	}
+}
