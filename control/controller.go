@@ -30,9 +30,12 @@ type Controller struct {
 	// controller's life.
 	drifts atomic.Uint64
 
-	mu      sync.Mutex
-	vips    map[xdp.VIPKey]*VIP
-	builder maglev.Builder
+	mu       sync.Mutex
+	gue4     bool // the node can send GUE to IPv4 reals
+	gue6     bool // ... and to IPv6 reals
+	checkGUE bool
+	vips     map[xdp.VIPKey]*VIP
+	builder  maglev.Builder
 }
 
 // New returns a controller for dp with the given desired state (usually
@@ -46,6 +49,33 @@ func New(dp Datapath, store Saver, desired map[xdp.VIPKey]*VIP, log *slog.Logger
 		vips[k] = v.Clone()
 	}
 	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker()}
+}
+
+// SetGUESources tells the controller for which real address families the
+// node has a GUE source address, so that a GUE VIP with reals it could not
+// reach is refused instead of having its packets dropped. Without a call,
+// nothing is checked.
+func (c *Controller) SetGUESources(v4, v6 bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.gue4, c.gue6, c.checkGUE = v4, v6, true
+}
+
+// checkEncap refuses a GUE VIP with a real of a family the node has no
+// GUE source for.
+func (c *Controller) checkEncap(v *VIP) error {
+	if !c.checkGUE || v.Encap != EncapGUE {
+		return nil
+	}
+	for _, r := range v.Reals {
+		if r.Addr.Is4() && !c.gue4 {
+			return invalid("encap", "VIP %s uses GUE, but this node has no IPv4 GUE source for real %s: start lbd with --gue-source-v4, or use ipip", VIPName(v.Key), r.Addr)
+		}
+		if r.Addr.Is6() && !c.gue6 {
+			return invalid("encap", "VIP %s uses GUE, but this node has no IPv6 GUE source for real %s: start lbd with --gue-source-v6, or use ipip", VIPName(v.Key), r.Addr)
+		}
+	}
+	return nil
 }
 
 // VIPs returns the desired VIPs, ordered by address, protocol and port.
@@ -193,6 +223,9 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	if next != nil {
 		next.normalize()
 		if err := next.Validate(); err != nil {
+			return nil, err
+		}
+		if err := c.checkEncap(next); err != nil {
 			return nil, err
 		}
 		if next.Key != key {

@@ -135,10 +135,13 @@ func TestInvalidInputChangesNothing(t *testing.T) {
 		"loopback real":  {VIP{Key: vipA, Reals: []Real{active(netip.MustParseAddr("127.0.0.1"), 1)}}, "address"},
 		"no address":     {VIP{Key: xdp.VIPKey{Proto: xdp.TCP, Port: 80}}, "vip"},
 		"too many reals": {VIP{Key: vipA, RingSize: 1021, Reals: manyReals(1022)}, "reals"},
+		"weight":         {VIP{Key: vipA, Reals: []Real{active(r1, MaxWeight+1)}}, "weight"},
+		"GUE to IPv6":    {VIP{Key: vipA, Encap: EncapGUE, Reals: []Real{active(r1, 1), active(r3, 1)}}, "encap"},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			c, dp, st := newTestController(t)
+			c.SetGUESources(true, false)
 			_, err := c.CreateVIP(tc.vip)
 			var inv *InvalidError
 			if !errors.As(err, &inv) || inv.Field != tc.field {

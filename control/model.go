@@ -54,6 +54,11 @@ type Real struct {
 	State  RealState
 }
 
+// MaxWeight is the largest weight a real may have. Weights are relative,
+// so this bound costs nothing, and it keeps the sum of a VIP's weights far
+// from any overflow.
+const MaxWeight = 1_000_000
+
 // Eligible reports whether the real takes new flows.
 func (r Real) Eligible() bool { return r.Weight > 0 && r.State == RealActive }
 
@@ -159,6 +164,9 @@ func validateReal(r Real) error {
 		return invalid("address", "real address %s: write IPv4-mapped addresses as plain IPv4 (%s)", a, a.Unmap())
 	case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
 		return invalid("address", "real address %s: must be a unicast, non-loopback address", a)
+	}
+	if r.Weight > MaxWeight {
+		return invalid("weight", "real %s: weight %d is out of range: use 0 to %d (weights are relative: 1 and 3 give a quarter and three quarters)", a, r.Weight, MaxWeight)
 	}
 	switch r.State {
 	case RealActive, RealDraining:

@@ -54,17 +54,17 @@ removes everything instead.`,
 	flagged.bindFlags(serve.Flags())
 	root.AddCommand(serve)
 
-	var pinDir, stateDir string
+	var pinDir string
 	cleanup := &cobra.Command{
 		Use:   "cleanup",
 		Short: "Detach the XDP balancer and remove its pinned maps (the connection table is lost; the state file stays)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			lock, err := lockStateDir(stateDir)
+			lock, err := lockFile(pinDirLockPath(pinDir), "with pin directory "+pinDir)
 			if err != nil {
 				return fmt.Errorf("%w: stop it before cleaning up", err)
 			}
-			defer lock.release()
+			defer daemonLocks{lock}.release()
 			if err := xdp.Cleanup(pinDir); err != nil {
 				return err
 			}
@@ -73,7 +73,6 @@ removes everything instead.`,
 		},
 	}
 	cleanup.Flags().StringVar(&pinDir, "pin-dir", xdp.DefaultPinDir, "bpffs directory of the maps and links")
-	cleanup.Flags().StringVar(&stateDir, "state-dir", "/var/lib/lbd", "state directory of the daemon (to make sure none is running)")
 	root.AddCommand(cleanup)
 }
 
@@ -91,11 +90,11 @@ func newLogger(cfg serveConfig) *slog.Logger {
 
 // runServe runs the daemon until ctx ends.
 func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error) {
-	lock, err := lockStateDir(cfg.StateDir)
+	locks, err := lockDaemon(cfg)
 	if err != nil {
 		return err
 	}
-	defer lock.release()
+	defer locks.release()
 
 	token, err := loadOrCreateToken(cfg.TokenFile, log)
 	if err != nil {
@@ -154,6 +153,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	}
 
 	ctl := control.New(b, store, desired, log)
+	ctl.SetGUESources(dpConfig.GUESourceV4.IsValid(), dpConfig.GUESourceV6.IsValid())
 	var notReady atomic.Pointer[error]
 	setReady := func(e error) {
 		if e == nil {
@@ -241,15 +241,44 @@ func reconcileLoop(ctx context.Context, ctl *control.Controller, every time.Dura
 	}
 }
 
-// stateLock is an exclusive lock on the state directory: one daemon per
-// state (and so per pin directory and interface).
-type stateLock struct{ f *os.File }
+// lockDir holds the lock files that keep two daemons apart. It is on
+// tmpfs, so a reboot (which also empties bpffs) forgets them.
+const lockDir = "/run/lbd"
 
-func lockStateDir(dir string) (*stateLock, error) {
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("create state directory %s: %w", dir, err)
+// daemonLocks are exclusive locks on what one daemon owns: its state
+// directory, its pin directory (whose maps a second daemon would
+// overwrite) and its interface. The kernel drops them when the process
+// dies, even by kill -9.
+type daemonLocks []*os.File
+
+// lockDaemon takes the locks of a daemon for cfg.
+func lockDaemon(cfg serveConfig) (daemonLocks, error) {
+	var locks daemonLocks
+	for _, l := range []struct{ path, what string }{
+		{filepath.Join(cfg.StateDir, "lbd.lock"), "with state directory " + cfg.StateDir},
+		{pinDirLockPath(cfg.PinDir), "with pin directory " + cfg.PinDir},
+		{filepath.Join(lockDir, "interface-"+cfg.Interface+".lock"), "on interface " + cfg.Interface},
+	} {
+		f, err := lockFile(l.path, l.what)
+		if err != nil {
+			locks.release()
+			return nil, err
+		}
+		locks = append(locks, f)
 	}
-	path := filepath.Join(dir, "lbd.lock")
+	return locks, nil
+}
+
+func pinDirLockPath(pinDir string) string {
+	return filepath.Join(lockDir, "pins"+strings.ReplaceAll(filepath.Clean(pinDir), "/", "_")+".lock")
+}
+
+// lockFile takes an exclusive lock on path and writes our pid into it; if
+// another process holds it, the error names that process.
+func lockFile(path, what string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("create lock directory: %w", err)
+	}
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
@@ -258,18 +287,20 @@ func lockStateDir(dir string) (*stateLock, error) {
 		pid, _ := os.ReadFile(path)
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another lbd (pid %s) is running with state directory %s", strings.TrimSpace(string(pid)), dir)
+			return nil, fmt.Errorf("another lbd (pid %s) is running %s", strings.TrimSpace(string(pid)), what)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return &stateLock{f: f}, nil
+	return f, nil
 }
 
-func (l *stateLock) release() {
-	_ = unix.Flock(int(l.f.Fd()), unix.LOCK_UN)
-	l.f.Close()
+func (ls daemonLocks) release() {
+	for _, f := range ls {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}
 }
 
 // loadOrCreateToken reads the API token, creating a random one (readable

@@ -88,7 +88,7 @@ func newDaemonLab(t *testing.T) *daemonLab {
 		t.Fatalf("create netns: %v", err)
 	}
 	t.Cleanup(func() {
-		_ = l.lbd("cleanup", "--pin-dir", l.pinDir, "--state-dir", t.TempDir()).Run()
+		_ = l.lbd("cleanup", "--pin-dir", l.pinDir).Run()
 		if link, err := netlink.LinkByName(l.lbIf); err == nil {
 			_ = netlink.LinkDel(link)
 		}
@@ -248,11 +248,21 @@ func TestDaemonRestartIsHitless(t *testing.T) {
 	l := newDaemonLab(t)
 	d := l.start()
 
-	second := l.lbd("serve", "--interface", l.lbIf, "--gateway-mac", "02:00:00:00:00:99", "--listen", "127.0.0.1:0",
-		"--state-dir", l.stateDir, "--token-file", filepath.Join(l.stateDir, "token"), "--pin-dir", l.pinDir)
-	out, err := second.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), fmt.Sprintf("another lbd (pid %d) is running", d.Process.Pid)) {
-		t.Fatalf("second daemon on the same state: %v: %s", err, out)
+	// A second daemon is refused, whichever of the first's resources it
+	// would share, before it touches anything.
+	for _, tc := range []struct{ stateDir, pinDir, want string }{
+		{l.stateDir, "/sys/fs/bpf/lbdt-other", "with state directory " + l.stateDir},
+		{t.TempDir(), l.pinDir, "with pin directory " + l.pinDir},
+		{t.TempDir(), "/sys/fs/bpf/lbdt-other", "on interface " + l.lbIf},
+	} {
+		out, err := l.lbd("serve", "--interface", l.lbIf, "--gateway-mac", "02:00:00:00:00:99", "--listen", "127.0.0.1:0",
+			"--state-dir", tc.stateDir, "--token-file", filepath.Join(tc.stateDir, "token"), "--pin-dir", tc.pinDir).CombinedOutput()
+		if want := fmt.Sprintf("another lbd (pid %d) is running %s", d.Process.Pid, tc.want); err == nil || !strings.Contains(string(out), want) {
+			t.Fatalf("second daemon: %v: %s; want %q", err, out, want)
+		}
+	}
+	if _, err := os.Stat("/sys/fs/bpf/lbdt-other"); !os.IsNotExist(err) {
+		t.Errorf("a refused daemon left pins: %v", err)
 	}
 
 	l.call("POST", "/api/v1/vips", map[string]any{"protocol": "udp", "address": "192.0.2.1", "port": 53, "ring_size": 1021,
@@ -320,7 +330,7 @@ func TestDaemonGracefulStopAndCleanup(t *testing.T) {
 	if !xdpAttached(t, l.lbIf) {
 		t.Fatal("SIGTERM detached the program")
 	}
-	outb, err := l.lbd("cleanup", "--pin-dir", l.pinDir, "--state-dir", l.stateDir).CombinedOutput()
+	outb, err := l.lbd("cleanup", "--pin-dir", l.pinDir).CombinedOutput()
 	out := string(outb)
 	must(t, "lbd cleanup: "+out, err)
 	if !strings.Contains(out, "removed") || xdpAttached(t, l.lbIf) {
