@@ -32,7 +32,7 @@ func (nopSaver) Save(map[xdp.VIPKey]*control.VIP) error { return nil }
 // harness sends requests to a Server backed by a fake datapath, and checks
 // every request and answer against the OpenAPI document.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	srv    *Server
 	dp     *fakedp.Datapath
 	ctl    *control.Controller
@@ -42,7 +42,7 @@ type harness struct {
 	ready  error
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	doc, err := Spec()
 	if err != nil {
