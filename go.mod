@@ -4,9 +4,8 @@ go 1.26.0
 
 require (
 	github.com/cilium/ebpf v0.22.0
+	github.com/google/gopacket v1.1.19
 	golang.org/x/sys v0.43.0
 )
-
-require github.com/google/gopacket v1.1.19 // indirect
 
 tool github.com/cilium/ebpf/cmd/bpf2go
