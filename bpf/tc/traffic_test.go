@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -46,10 +47,19 @@ func newRealLab(t *testing.T) *realLab {
 	l.real.ip(t, "route", "add", "default", "via", "10.99.0.1")
 	l.real.ip(t, "-6", "route", "add", "default", "via", "fd99::1")
 	// The inner source is a client elsewhere: no reverse-path filtering.
-	for _, k := range []string{"all", "default", "vR", "lo"} {
-		l.real.exec(t, "sysctl", "-qw", "net.ipv4.conf."+k+".rp_filter=0")
+	// (/proc/sys/net belongs to the namespace of the thread that opens it.)
+	err := l.real.do(func() error {
+		for _, k := range []string{"all", "default", "vR", "lo"} {
+			if err := os.WriteFile("/proc/sys/net/ipv4/conf/"+k+"/rp_filter", []byte("0"), 0o644); err != nil {
+				return fmt.Errorf("rp_filter: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
-	err := l.lb.do(func() error {
+	err = l.lb.do(func() error {
 		vl, err := netlink.LinkByName("vL")
 		if err != nil {
 			return err
