@@ -217,23 +217,36 @@ const (
 )
 
 func vipKey(a netip.Addr) (decapAddrKey, error) {
-	var k decapAddrKey
-	if !a.IsValid() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
-		return k, fmt.Errorf("decap VIP %q: must be a unicast IPv4 or IPv6 address without zone", a)
+	if err := checkAddr("decap VIP", a); err != nil {
+		return decapAddrKey{}, err
 	}
+	w, fam := addrWords(a)
+	return decapAddrKey{Addr: w, Family: fam}, nil
+}
+
+// checkAddr rejects what cannot be a VIP or real address.
+func checkAddr(what string, a netip.Addr) error {
+	if !a.IsValid() || a.Zone() != "" || a.IsUnspecified() || a.IsMulticast() {
+		return fmt.Errorf("%s %q: must be a unicast IPv4 or IPv6 address without zone", what, a)
+	}
+	return nil
+}
+
+// addrWords returns an address as the programs store it: four words whose
+// memory bytes are the address in network order; IPv4 (also written as
+// IPv4-mapped IPv6) uses word 0 only.
+func addrWords(a netip.Addr) (w [4]uint32, family uint32) {
 	a = a.Unmap()
 	if a.Is4() {
 		b := a.As4()
-		k.Addr[0] = binary.NativeEndian.Uint32(b[:])
-		k.Family = familyIPv4
-		return k, nil
+		w[0] = binary.NativeEndian.Uint32(b[:])
+		return w, familyIPv4
 	}
 	b := a.As16()
-	for i := range k.Addr {
-		k.Addr[i] = binary.NativeEndian.Uint32(b[4*i:])
+	for i := range w {
+		w[i] = binary.NativeEndian.Uint32(b[4*i:])
 	}
-	k.Family = familyIPv6
-	return k, nil
+	return w, familyIPv6
 }
 
 func keyAddr(k decapAddrKey) (netip.Addr, error) {
