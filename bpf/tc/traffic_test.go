@@ -266,3 +266,99 @@ func (l *realLab) expectSynAck(t testing.TB, vip, client string, vport, cport ui
 	}
 	return fmt.Errorf("no SYN-ACK from %s:%d to %s:%d within 2s", vip, vport, client, cport)
 }
+
+// TestHealthCheckTraffic: a probe sent on the LB side with a socket mark
+// leaves vL encapsulated by the health-check program (egress), is
+// decapsulated on the real (ingress) and reaches the listener on the VIP;
+// an unmarked packet is left alone.
+func TestHealthCheckTraffic(t *testing.T) {
+	d := newTestDecap(t)
+	if err := d.SetVIPs([]netip.Addr{labVIP4, labVIP6}); err != nil {
+		t.Fatal(err)
+	}
+	l := newRealLab(t)
+	h, err := LoadHCEncap(16, HCConfig{SourceV4: netip.MustParseAddr("10.99.0.1"), SourceV6: netip.MustParseAddr("fd99::1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	if err := h.SetReal(markReal4, netip.MustParseAddr("10.99.0.2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.SetReal(markReal6, netip.MustParseAddr("fd99::2")); err != nil {
+		t.Fatal(err)
+	}
+	dec, err := attachIn(l.real, "vR", d.Program(), AttachOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dec.Detach() })
+	enc, err := attachIn(l.lb, "vL", h.Program(), AttachOptions{Direction: Egress})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { enc.Detach() })
+	// The LB side routes the VIPs to the real, as a gateway would.
+	l.lb.ip(t, "route", "add", labVIP4.String()+"/32", "via", "10.99.0.2")
+	l.lb.ip(t, "-6", "route", "add", labVIP6.String()+"/128", "via", "fd99::2")
+	l.lb.ip(t, "neigh", "replace", "10.99.0.2", "lladdr", l.realMAC.String(), "dev", "vL", "nud", "permanent")
+	l.lb.ip(t, "-6", "neigh", "replace", "fd99::2", "lladdr", l.realMAC.String(), "dev", "vL", "nud", "permanent")
+
+	for _, c := range []struct {
+		name  string
+		vip   netip.Addr
+		mark  int
+		hstat HCStat
+		dstat Stat
+	}{
+		{"ipv4 probe", labVIP4, markReal4, HCStatEncap4in4, StatIPIP4in4},
+		{"ipv6 probe", labVIP6, markReal6, HCStatEncap6in6, StatIPIP6in6},
+		{"ipv4 unmarked", labVIP4, 0, HCStatPassUnmarked, StatPassNotTunnel},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ln := l.listenUDP(t, c.vip, 9100)
+			hb, _ := h.Stats()
+			db, _ := d.Stats()
+			err := l.lb.do(func() error {
+				conn, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(c.vip, 9100)))
+				if err != nil {
+					return err
+				}
+				defer conn.Close()
+				raw, err := conn.SyscallConn()
+				if err != nil {
+					return err
+				}
+				var serr error
+				if err := raw.Control(func(fd uintptr) {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, c.mark)
+				}); err != nil {
+					return err
+				}
+				if serr != nil {
+					return fmt.Errorf("SO_MARK: %w", serr)
+				}
+				_, err = conn.Write([]byte("probe " + c.name))
+				return err
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf := make([]byte, 512)
+			ln.SetReadDeadline(time.Now().Add(2 * time.Second))
+			n, _, err := ln.ReadFromUDPAddrPort(buf)
+			if err != nil || string(buf[:n]) != "probe "+c.name {
+				t.Fatalf("listener on %s: %q, %v", c.vip, buf[:n], err)
+			}
+			ha, _ := h.Stats()
+			da, _ := d.Stats()
+			// Exact for probes; unmarked also counts the namespaces' own ND/MLD.
+			if got := ha[c.hstat] - hb[c.hstat]; got != 1 && (c.mark != 0 || got < 1) {
+				t.Errorf("health-check counter %s changed by %d: %v -> %v", c.hstat, got, hb, ha)
+			}
+			if got := da[c.dstat] - db[c.dstat]; got != 1 && (c.mark != 0 || got < 1) {
+				t.Errorf("decap counter %s changed by %d: %v -> %v", c.dstat, got, db.Map(), da.Map())
+			}
+		})
+	}
+}
