@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"sort"
 	"sync"
 
@@ -38,6 +39,12 @@ type Options struct {
 	// GUEPort is the UDP destination port of GUE packets; 0 turns GUE off
 	// (UDP is then never decapsulated).
 	GUEPort uint16
+	// PinDir, if set, is a bpffs directory (e.g. /sys/fs/bpf/lbd/decap, not
+	// shared with other programs' maps) where the maps are pinned by name,
+	// or reused if already pinned there: a later process then changes the
+	// same VIP set and reads the same counters. Load fails if the pinned
+	// maps do not match (e.g. another MaxVIPs): remove the directory.
+	PinDir string
 }
 
 // DefaultOptions returns 1024 VIPs and GUE on port 6080.
@@ -66,8 +73,18 @@ func LoadDecap(opts Options) (*Decap, error) {
 		return nil, err
 	}
 	spec.Maps[decapMapDecapVips].MaxEntries = opts.MaxVIPs
+	var copts *ebpf.CollectionOptions
+	if opts.PinDir != "" {
+		if err := os.MkdirAll(opts.PinDir, 0o700); err != nil {
+			return nil, fmt.Errorf("decap pin directory: %w (is bpffs mounted at /sys/fs/bpf?)", err)
+		}
+		for _, name := range []string{decapMapDecapVips, decapMapConfig, decapMapStats} {
+			spec.Maps[name].Pinning = ebpf.PinByName
+		}
+		copts = &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: opts.PinDir}}
+	}
 	d := &Decap{}
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&d.objs, copts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("load decap program: %+v", verr)
