@@ -116,6 +116,10 @@ func Attach(ifname string, prog *ebpf.Program, opts AttachOptions) (*Attachment,
 	return a, nil
 }
 
+// attachTCX is link.AttachTCX; tests replace it to take the fallback path
+// on a kernel that has TCX.
+var attachTCX = link.AttachTCX
+
 func (a *Attachment) attachTCX(prog *ebpf.Program, opts AttachOptions) error {
 	at := ebpf.AttachTCXIngress
 	if a.Direction == Egress {
@@ -125,7 +129,7 @@ func (a *Attachment) attachTCX(prog *ebpf.Program, opts AttachOptions) error {
 	if opts.First {
 		o.Anchor = link.Head()
 	}
-	l, err := link.AttachTCX(o)
+	l, err := attachTCX(o)
 	if err != nil {
 		return fmt.Errorf("attach tcx %s to %s: %w", a.Direction, a.Ifname, err)
 	}

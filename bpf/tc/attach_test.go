@@ -221,3 +221,36 @@ func TestAttachKeepsForeignClsact(t *testing.T) {
 		t.Fatalf("after detach: %+v, want the foreign clsact qdisc without filters", got)
 	}
 }
+
+// TestAttachFallback: where the kernel has no TCX, the automatic mode
+// attaches through clsact and says why.
+func TestAttachFallback(t *testing.T) {
+	d := newTestDecap(t)
+	id := progID(t, d.Program())
+	real := attachTCX
+	attachTCX = func(link.TCXOptions) (link.Link, error) {
+		return nil, fmt.Errorf("tcx: %w", ebpf.ErrNotSupported)
+	}
+	defer func() { attachTCX = real }()
+	ns := vethNS(t)
+	a, err := attachIn(ns, "vA", d.Program(), AttachOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Mode != ModeClsact || !strings.Contains(a.Reason, "no tcx") {
+		t.Fatalf("attachment %s, want clsact because the kernel has no tcx", a)
+	}
+	got, err := listAttached(ns, "vA", Ingress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.cls, []ebpf.ProgramID{id}) || len(got.tcx) != 0 {
+		t.Fatalf("after fallback attach: %+v, want cls_bpf program %d only", got, id)
+	}
+	if err := a.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err = listAttached(ns, "vA", Ingress); err != nil || got.clsact || len(got.cls) != 0 {
+		t.Fatalf("after detach: %+v (%v), want nothing", got, err)
+	}
+}
