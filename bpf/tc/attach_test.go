@@ -99,9 +99,15 @@ func progID(t testing.TB, p *ebpf.Program) ebpf.ProgramID {
 // vethNS makes a namespace with a veth pair vA/vB, both up.
 func vethNS(t testing.TB) *testNS {
 	ns := newNetns(t, "att")
-	ns.ip(t, "link", "add", "vA", "type", "veth", "peer", "name", "vB")
-	ns.ip(t, "link", "set", "vA", "up")
-	ns.ip(t, "link", "set", "vB", "up")
+	ns.must(t, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vA"}, PeerName: "vB"}); err != nil {
+			return fmt.Errorf("add veth: %w", err)
+		}
+		if err := linkUp("vA"); err != nil {
+			return err
+		}
+		return linkUp("vB")
+	})
 	return ns
 }
 
@@ -188,7 +194,13 @@ func TestAttachKeepsForeignClsact(t *testing.T) {
 	d := newTestDecap(t)
 	id := progID(t, d.Program())
 	ns := vethNS(t)
-	ns.exec(t, "tc", "qdisc", "add", "dev", "vA", "clsact")
+	ns.must(t, func() error {
+		l, err := netlink.LinkByName("vA")
+		if err != nil {
+			return err
+		}
+		return netlink.QdiscAdd(clsact(l.Attrs().Index))
+	})
 	a, err := attachIn(ns, "vA", d.Program(), AttachOptions{Mode: ModeClsact, Priority: 7})
 	if err != nil {
 		t.Fatal(err)

@@ -35,17 +35,33 @@ var (
 func newRealLab(t *testing.T) *realLab {
 	t.Helper()
 	l := &realLab{lb: newNetns(t, "lb"), real: newNetns(t, "real")}
-	l.lb.ip(t, "link", "add", "vL", "type", "veth", "peer", "name", "vR", "netns", l.real.name)
-	l.lb.ip(t, "addr", "add", "10.99.0.1/24", "dev", "vL")
-	l.lb.ip(t, "-6", "addr", "add", "fd99::1/64", "dev", "vL", "nodad")
-	l.lb.ip(t, "link", "set", "vL", "up")
-	l.real.ip(t, "addr", "add", "10.99.0.2/24", "dev", "vR")
-	l.real.ip(t, "-6", "addr", "add", "fd99::2/64", "dev", "vR", "nodad")
-	l.real.ip(t, "link", "set", "vR", "up")
-	l.real.ip(t, "addr", "add", labVIP4.String()+"/32", "dev", "lo")
-	l.real.ip(t, "-6", "addr", "add", labVIP6.String()+"/128", "dev", "lo")
-	l.real.ip(t, "route", "add", "default", "via", "10.99.0.1")
-	l.real.ip(t, "-6", "route", "add", "default", "via", "fd99::1")
+	l.lb.must(t, func() error {
+		if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "vL"}, PeerName: "vR",
+			PeerNamespace: netlink.NsFd(l.real.h)}); err != nil {
+			return fmt.Errorf("add veth: %w", err)
+		}
+		for _, a := range []string{"10.99.0.1/24", "fd99::1/64"} {
+			if err := addAddr("vL", a); err != nil {
+				return err
+			}
+		}
+		return linkUp("vL")
+	})
+	l.real.must(t, func() error {
+		for _, a := range [][2]string{{"vR", "10.99.0.2/24"}, {"vR", "fd99::2/64"},
+			{"lo", labVIP4.String() + "/32"}, {"lo", labVIP6.String() + "/128"}} {
+			if err := addAddr(a[0], a[1]); err != nil {
+				return err
+			}
+		}
+		if err := linkUp("vR"); err != nil {
+			return err
+		}
+		if err := addRoute("", "10.99.0.1"); err != nil {
+			return err
+		}
+		return addRoute("", "fd99::1")
+	})
 	// The inner source is a client elsewhere: no reverse-path filtering.
 	// (/proc/sys/net belongs to the namespace of the thread that opens it.)
 	err := l.real.do(func() error {
@@ -94,8 +110,12 @@ func newRealLab(t *testing.T) *realLab {
 		t.Fatal(err)
 	}
 	// Static neighbours: the real's replies need no ARP/ND round trip.
-	l.real.ip(t, "neigh", "replace", "10.99.0.1", "lladdr", l.lbMAC.String(), "dev", "vR", "nud", "permanent")
-	l.real.ip(t, "-6", "neigh", "replace", "fd99::1", "lladdr", l.lbMAC.String(), "dev", "vR", "nud", "permanent")
+	l.real.must(t, func() error {
+		if err := setNeigh("vR", "10.99.0.1", l.lbMAC); err != nil {
+			return err
+		}
+		return setNeigh("vR", "fd99::1", l.lbMAC)
+	})
 	return l
 }
 
@@ -299,10 +319,17 @@ func TestHealthCheckTraffic(t *testing.T) {
 	}
 	t.Cleanup(func() { enc.Detach() })
 	// The LB side routes the VIPs to the real, as a gateway would.
-	l.lb.ip(t, "route", "add", labVIP4.String()+"/32", "via", "10.99.0.2")
-	l.lb.ip(t, "-6", "route", "add", labVIP6.String()+"/128", "via", "fd99::2")
-	l.lb.ip(t, "neigh", "replace", "10.99.0.2", "lladdr", l.realMAC.String(), "dev", "vL", "nud", "permanent")
-	l.lb.ip(t, "-6", "neigh", "replace", "fd99::2", "lladdr", l.realMAC.String(), "dev", "vL", "nud", "permanent")
+	l.lb.must(t, func() error {
+		for _, r := range [][2]string{{labVIP4.String() + "/32", "10.99.0.2"}, {labVIP6.String() + "/128", "fd99::2"}} {
+			if err := addRoute(r[0], r[1]); err != nil {
+				return err
+			}
+		}
+		if err := setNeigh("vL", "10.99.0.2", l.realMAC); err != nil {
+			return err
+		}
+		return setNeigh("vL", "fd99::2", l.realMAC)
+	})
 
 	for _, c := range []struct {
 		name  string
