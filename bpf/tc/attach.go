@@ -153,7 +153,7 @@ func (a *Attachment) attachClsact(prog *ebpf.Program, opts AttachOptions) error 
 	if !ok {
 		return fmt.Errorf("attach clsact to %s: kernel does not report program IDs", a.Ifname)
 	}
-	h, err := netlink.NewHandle()
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE) // route only: xfrm/netfilter may be absent
 	if err != nil {
 		return fmt.Errorf("attach clsact to %s: netlink: %w", a.Ifname, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Persistence: `lbd real setup` is a command that exits, and the
@@ -80,8 +81,9 @@ func Attached(ifname string, dir Direction) ([]AttachedProgram, error) {
 			lid, _ := p.LinkID()
 			out = append(out, AttachedProgram{Mode: ModeTCX, ID: p.ID, Name: programName(p.ID), linkID: lid})
 		}
-	case errors.Is(err, ebpf.ErrNotSupported):
-		// No TCX on this kernel: nothing can be attached that way.
+	case errors.Is(err, ebpf.ErrNotSupported) || errors.Is(err, unix.EINVAL):
+		// No TCX on this kernel (before 6.6 the query's attach type is
+		// invalid): nothing can be attached that way.
 	default:
 		return nil, fmt.Errorf("list tcx programs on %s: %w", ifname, err)
 	}
