@@ -3,9 +3,13 @@
 // Decap (decap.bpf.c) runs on a real server's ingress and removes the
 // outer header of what the XDP balancer sends (IP-in-IP in every family
 // combination, and GUE variant 1), but only for packets to the VIPs the
-// real serves; everything else goes on untouched. Attach puts any TC
-// program on an interface with TCX where the kernel has it (>= 6.6) and
-// with a clsact qdisc and a cls_bpf filter otherwise.
+// real serves; everything else goes on untouched. HCEncap
+// (hcencap.bpf.c) runs on the LB node's egress and sends health-check
+// probes to a real through the same tunnel. Attach puts any TC program on
+// an interface with TCX where the kernel has it (>= 6.6) and with a
+// clsact qdisc and a cls_bpf filter otherwise; Pin, Attached and
+// DetachProgram let a one-shot command leave it running and remove it
+// later.
 //
 // The package owns these kernel objects and nothing else: which VIPs a
 // real serves is the caller's (control's, or `lbd real setup`'s) decision.
