@@ -139,9 +139,12 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
 		defer cancel()
 	}
-	u := *c.base
-	u.Path += path
-	u.RawQuery = query.Encode()
+	// path is already escaped (vipPath, realPath): join it as text so
+	// that it is not escaped twice.
+	target := c.base.String() + path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
@@ -150,7 +153,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, method, u.String(), body)
+	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
 		return 0, fmt.Errorf("build request %s %s: %w", method, path, err)
 	}

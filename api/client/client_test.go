@@ -281,3 +281,15 @@ func TestNewServerAddress(t *testing.T) {
 		}
 	}
 }
+
+// Names are escaped once (not twice, "%252F"): a malformed name reaches
+// the server as one path segment, and its answer says what is wrong. (The
+// server's router hands the parameter over still escaped, "tcp%2F...".)
+func TestPathEscaping(t *testing.T) {
+	f := newFixture(t)
+	_, err := newClient(t, f.url).GetVIP(context.Background(), "tcp/192.0.2.1:80")
+	var e *client.Error
+	if !errors.As(err, &e) || e.Status != 422 || e.Field != "vip" || strings.Contains(e.Detail, "%25") {
+		t.Errorf("GetVIP with a slash in the name: %#v", err)
+	}
+}
