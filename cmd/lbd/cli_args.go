@@ -1,0 +1,101 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control"
+)
+
+// vipUsage is how a VIP argument is written, for help and errors.
+const vipUsage = "PROTO/ADDR:PORT, e.g. tcp/192.0.2.1:80 or udp/[2001:db8::1]:53 (port 0 = every port), or the API's name tcp-192.0.2.1-80"
+
+// parseVIP reads a VIP argument: "tcp/192.0.2.1:80", "udp/[2001:db8::1]:53",
+// or the API's name form "tcp-192.0.2.1-80" / "udp-2001:db8::1-53". The
+// port is required (0 names a port-less VIP) so that a forgotten port
+// does not quietly make a VIP that takes every port.
+func parseVIP(s string) (xdp.VIPKey, error) {
+	s = strings.TrimSpace(s)
+	proto, rest, slash := strings.Cut(s, "/")
+	if !slash {
+		if strings.Contains(s, "-") {
+			key, err := control.ParseVIPName(s)
+			if err != nil {
+				return xdp.VIPKey{}, fmt.Errorf("VIP %q: want %s", s, vipUsage)
+			}
+			return key, nil
+		}
+		return xdp.VIPKey{}, fmt.Errorf("VIP %q: want %s", s, vipUsage)
+	}
+	p, err := xdp.ParseProto(proto)
+	if err != nil {
+		return xdp.VIPKey{}, fmt.Errorf("VIP %q: %w", s, err)
+	}
+	ap, err := netip.ParseAddrPort(rest)
+	if err != nil {
+		if a, aerr := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]")); aerr == nil {
+			return xdp.VIPKey{}, fmt.Errorf("VIP %q: no port: add one, e.g. %s/%s (port 0 = every port)", s, p, netip.AddrPortFrom(a, 80))
+		}
+		return xdp.VIPKey{}, fmt.Errorf("VIP %q: want %s", s, vipUsage)
+	}
+	return xdp.VIPKey{Addr: ap.Addr(), Port: ap.Port(), Proto: p}, nil
+}
+
+// vipName is the API's name of a VIP argument.
+func vipName(s string) (string, error) {
+	key, err := parseVIP(s)
+	if err != nil {
+		return "", err
+	}
+	return control.VIPName(key), nil
+}
+
+// vipDisplay writes a VIP the way users type it: tcp/192.0.2.1:80.
+func vipDisplay(v api.VIPJSON) string {
+	a, err := netip.ParseAddr(v.Address)
+	if err != nil {
+		return v.Name
+	}
+	return v.Protocol + "/" + netip.AddrPortFrom(a, v.Port).String()
+}
+
+// parseRealAddr reads a real's address (plain, or IPv6 in brackets).
+func parseRealAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s, "["), "]"))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("real %q: not an IPv4 or IPv6 address", s)
+	}
+	return a, nil
+}
+
+// parseRealSpec reads "ADDR" or "ADDR:WEIGHT"; an IPv6 address with a
+// weight goes in brackets ("[2001:db8::10]:3"), since "2001:db8::10:3"
+// is itself an address.
+func parseRealSpec(s string) (api.RealJSON, error) {
+	const usage = "want ADDR or ADDR:WEIGHT, e.g. 10.0.0.1:3 or [2001:db8::10]:3"
+	if a, err := parseRealAddr(s); err == nil {
+		return api.RealJSON{Address: a.String()}, nil
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return api.RealJSON{}, fmt.Errorf("real %q: %s", s, usage)
+	}
+	host, ws := s[:i], s[i+1:]
+	if strings.Contains(host, ":") && !strings.HasPrefix(host, "[") {
+		return api.RealJSON{}, fmt.Errorf("real %q: %s", s, usage)
+	}
+	a, err := parseRealAddr(host)
+	if err != nil {
+		return api.RealJSON{}, fmt.Errorf("real %q: %s", s, usage)
+	}
+	w, err := strconv.ParseUint(ws, 10, 32)
+	if err != nil {
+		return api.RealJSON{}, fmt.Errorf("real %q: weight %q must be a whole number from 0 to %d", s, ws, uint32(1<<32-1))
+	}
+	w32 := uint32(w)
+	return api.RealJSON{Address: a.String(), Weight: &w32}, nil
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/client"
+	"github.com/lbd-dev/lbd/control"
+)
+
+func newVIPCommand(cfg *clientConfig) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "vip",
+		Short: "List, add, show, change and delete VIPs",
+		Long:  "A VIP is written " + vipUsage + ".",
+	}
+	cmd.AddCommand(
+		&cobra.Command{
+			Use:     "list",
+			Short:   "List the VIPs",
+			Args:    cobra.NoArgs,
+			Example: "  lbd vip list",
+			RunE: cfg.run(func(s *session, _ []string) error {
+				vips, err := s.api.ListVIPs(s.ctx)
+				if err != nil {
+					return err
+				}
+				return s.emit(api.VIPListJSON{VIPs: vips}, func(w io.Writer) {
+					row(w, "VIP", "NAME", "ENCAP", "RING", "FLAGS", "REALS")
+					for _, v := range vips {
+						row(w, vipDisplay(v), v.Name, v.Encap, v.RingSize, vipFlags(v), realsSummary(v.Reals))
+					}
+				})
+			}),
+		},
+		newVIPAddCommand(cfg),
+		&cobra.Command{
+			Use:     "get VIP",
+			Short:   "Show a VIP and its reals",
+			Args:    cobra.ExactArgs(1),
+			Example: "  lbd vip get tcp/192.0.2.1:80",
+			RunE: cfg.run(func(s *session, args []string) error {
+				name, err := vipName(args[0])
+				if err != nil {
+					return err
+				}
+				v, err := s.api.GetVIP(s.ctx, name)
+				if err != nil {
+					return err
+				}
+				return s.emitVIP(v)
+			}),
+		},
+		newVIPSetCommand(cfg),
+		&cobra.Command{
+			Use:     "delete VIP",
+			Aliases: []string{"rm", "remove"},
+			Short:   "Delete a VIP (its flows stop being balanced at once)",
+			Args:    cobra.ExactArgs(1),
+			Example: "  lbd vip delete tcp/192.0.2.1:80",
+			RunE: cfg.run(func(s *session, args []string) error {
+				name, err := vipName(args[0])
+				if err != nil {
+					return err
+				}
+				if err := s.api.DeleteVIP(s.ctx, name); err != nil {
+					return err
+				}
+				s.note("deleted VIP %s", args[0])
+				return nil
+			}),
+		},
+	)
+	return cmd
+}
+
+// vipSettingFlags are the flags of vip add and vip set.
+type vipSettingFlags struct {
+	sticky, noLRU bool
+	encap         string
+	ringSize      uint32
+}
+
+func (f *vipSettingFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.BoolVar(&f.sticky, "sticky", false, "hash the client address only: all of a client's flows go to one real")
+	fl.BoolVar(&f.noLRU, "no-lru", false, "keep the VIP's flows out of the connection table: every packet follows the current ring")
+	fl.StringVar(&f.encap, "encap", "", "how packets reach the reals: ipip (default) or gue")
+	fl.Uint32Var(&f.ringSize, "ring-size", 0, "Maglev ring size, a prime: 1021, 4099, 16381, 65537 (default), 131071, 262139 or 655373")
+}
+
+func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
+	var f vipSettingFlags
+	var reals []string
+	cmd := &cobra.Command{
+		Use:   "add VIP",
+		Short: "Create a VIP, optionally with its reals",
+		Args:  cobra.ExactArgs(1),
+		Example: "  lbd vip add tcp/192.0.2.1:80 --real 10.0.0.1 --real 10.0.0.2:3\n" +
+			"  lbd vip add udp/[2001:db8::1]:53 --encap gue --ring-size 4099 --real [2001:db8::10]:2",
+	}
+	f.register(cmd)
+	cmd.Flags().StringArrayVar(&reals, "real", nil, "a real as ADDR or ADDR:WEIGHT ([IPv6]:WEIGHT); repeat for more")
+	cmd.RunE = cfg.run(func(s *session, args []string) error {
+		key, err := parseVIP(args[0])
+		if err != nil {
+			return err
+		}
+		in := api.VIPCreateJSON{Protocol: key.Proto.String(), Address: key.Addr.String(), Port: new(int(key.Port))}
+		in.Sticky, in.NoLRU, in.Encap, in.RingSize = f.sticky, f.noLRU, f.encap, f.ringSize
+		for _, r := range reals {
+			rj, err := parseRealSpec(r)
+			if err != nil {
+				return fmt.Errorf("--real: %w", err)
+			}
+			in.Reals = append(in.Reals, rj)
+		}
+		v, err := s.api.CreateVIP(s.ctx, in)
+		var ae *client.Error
+		if errors.As(err, &ae) && ae.Status == http.StatusConflict {
+			return fmt.Errorf("%w (change it with `lbd vip set` and `lbd real`)", err)
+		}
+		if err != nil {
+			return err
+		}
+		return s.emitVIP(v)
+	})
+	return cmd
+}
+
+func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
+	var f vipSettingFlags
+	cmd := &cobra.Command{
+		Use:   "set VIP",
+		Short: "Change some settings of a VIP (only the flags given); its reals stay",
+		Args:  cobra.ExactArgs(1),
+		Example: "  lbd vip set tcp/192.0.2.1:80 --sticky\n" +
+			"  lbd vip set tcp/192.0.2.1:80 --sticky=false --ring-size 131071",
+	}
+	f.register(cmd)
+	cmd.RunE = cfg.run(func(s *session, args []string) error {
+		name, err := vipName(args[0])
+		if err != nil {
+			return err
+		}
+		var p api.VIPPatchJSON
+		changed := cmd.Flags().Changed
+		if changed("sticky") {
+			p.Sticky = &f.sticky
+		}
+		if changed("no-lru") {
+			p.NoLRU = &f.noLRU
+		}
+		if changed("encap") {
+			p.Encap = &f.encap
+		}
+		if changed("ring-size") {
+			p.RingSize = &f.ringSize
+		}
+		if p == (api.VIPPatchJSON{}) {
+			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --encap or --ring-size")
+		}
+		v, err := s.api.PatchVIP(s.ctx, name, p)
+		if err != nil {
+			return err
+		}
+		return s.emitVIP(v)
+	})
+	return cmd
+}
+
+// emitVIP prints one VIP: its settings, then its reals.
+func (s *session) emitVIP(v api.VIPJSON) error {
+	return s.emit(v, func(w io.Writer) {
+		row(w, "VIP", vipDisplay(v))
+		row(w, "NAME", v.Name)
+		row(w, "ENCAP", v.Encap)
+		row(w, "RING SIZE", v.RingSize)
+		row(w, "STICKY", v.Sticky)
+		row(w, "NO LRU", v.NoLRU)
+		row(w, "REALS", realsSummary(v.Reals))
+		if len(v.Reals) > 0 {
+			row(w)
+			realsTable(w, v.Reals)
+		}
+	})
+}
+
+func realsTable(w io.Writer, reals []api.RealJSON) {
+	row(w, "REAL", "WEIGHT", "STATE")
+	for _, r := range reals {
+		row(w, r.Address, weightOf(r), r.State)
+	}
+}
+
+func weightOf(r api.RealJSON) string {
+	if r.Weight == nil {
+		return "1"
+	}
+	return fmt.Sprint(*r.Weight)
+}
+
+// realsSummary is "3 (2 active)": how many reals, and how many take new
+// flows.
+func realsSummary(reals []api.RealJSON) string {
+	active := 0
+	for _, r := range reals {
+		if (r.State == "" || r.State == string(control.RealActive)) && (r.Weight == nil || *r.Weight > 0) {
+			active++
+		}
+	}
+	return fmt.Sprintf("%d (%d active)", len(reals), active)
+}
+
+func vipFlags(v api.VIPJSON) string {
+	var f []string
+	if v.Sticky {
+		f = append(f, "sticky")
+	}
+	if v.NoLRU {
+		f = append(f, "no-lru")
+	}
+	if len(f) == 0 {
+		return "-"
+	}
+	return strings.Join(f, ",")
+}
+
+// keyDisplay writes a VIP name from the API the way users type VIPs;
+// names it cannot parse are returned as they are.
+func keyDisplay(name string) string {
+	if name == "" {
+		return "-"
+	}
+	k, err := control.ParseVIPName(name)
+	if err != nil {
+		return name
+	}
+	return k.String()
+}
