@@ -53,14 +53,15 @@ struct {
  * One Maglev ring per VIP, as an inner map of rings[vip_num]. User space
  * builds a whole new ring and swaps it in with one update of rings, so a
  * packet sees either the old ring or the new one, never a mix.
- * BPF_F_INNER_MAP lets rings of different sizes share the outer map.
+ * BPF_F_INNER_MAP lets rings of different sizes share the outer map;
+ * BPF_F_MMAPABLE lets user space write a new ring with one memory copy.
  */
 struct ring {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, __u32); /* real index */
 	__uint(max_entries, LBD_DEFAULT_RING_SIZE);
-	__uint(map_flags, BPF_F_INNER_MAP);
+	__uint(map_flags, BPF_F_INNER_MAP | BPF_F_MMAPABLE);
 };
 
 struct {

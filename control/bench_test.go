@@ -1,0 +1,49 @@
+package control
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control/maglev"
+	"github.com/lbd-dev/lbd/internal/privtest"
+)
+
+// BenchmarkRingRebuildSwap65537 is the datapath half of a change: build a
+// 65537-slot Maglev ring for 100 reals (weights alternate, so every build
+// differs) and swap it into the kernel.
+func BenchmarkRingRebuildSwap65537(b *testing.B) {
+	privtest.Require(b)
+	bal, err := xdp.Load(xdp.Limits{MaxVIPs: 4, MaxReals: 512, MaxFlows: 1024})
+	privtest.CheckNotSupported(b, "load balancer", err)
+	defer bal.Close()
+	key := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
+	if err := bal.AddVIP(key, 0); err != nil {
+		b.Fatal(err)
+	}
+	backends := make([]maglev.Backend, 100)
+	for i := range backends {
+		a := netip.AddrFrom4([4]byte{10, 1, 0, byte(i + 1)})
+		id, err := bal.AddReal(a)
+		if err != nil {
+			b.Fatal(err)
+		}
+		backends[i] = maglev.Backend{Name: a.String(), ID: uint32(id), Weight: 1}
+	}
+	var builder maglev.Builder
+	table := make([]uint32, maglev.DefaultSize)
+	ring := make([]xdp.RealID, maglev.DefaultSize)
+	b.ResetTimer()
+	for i := range b.N {
+		backends[0].Weight = uint32(1 + i%2)
+		if err := builder.BuildInto(table, backends); err != nil {
+			b.Fatal(err)
+		}
+		for j, id := range table {
+			ring[j] = xdp.RealID(id)
+		}
+		if err := bal.SetRing(key, ring); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
