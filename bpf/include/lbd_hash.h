@@ -60,4 +60,16 @@ static __always_inline __u32 lbd_flow_hash(const __u32 src[4], __u32 ports)
 	return c;
 }
 
+/*
+ * lbd_filter_bit is an address's bit in vip_filter (bpf/xdp/filter.go
+ * computes the same): the address words folded with rotations, then a
+ * multiplicative hash whose top bits are the bit number.
+ */
+static __always_inline __u32 lbd_filter_bit(const __u32 addr[4], __u32 family)
+{
+	__u32 h = addr[0] ^ lbd_rol32(addr[1], 8) ^ lbd_rol32(addr[2], 16) ^ lbd_rol32(addr[3], 24) ^ family;
+
+	return (h * 0x9e3779b1u) >> (32 - 16);
+}
+
 #endif /* LBD_HASH_H */

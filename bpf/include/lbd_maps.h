@@ -41,6 +41,25 @@ struct {
 	__uint(max_entries, LBD_DEFAULT_MAX_VIPS);
 } vip_addrs SEC(".maps");
 
+/*
+ * A Bloom-like bitmap of VIP addresses (one hash function): a clear bit
+ * means "no VIP has this address", which sends most non-VIP traffic to the
+ * stack with one inlined array read, and lets an established flow skip the
+ * vip_addrs lookup altogether (its connection table entry is proof
+ * enough). A set bit may be a false positive; vip_addrs decides then.
+ * User space derives it from the VIPs; it is not pinned, a new program
+ * gets it filled before it is attached.
+ */
+#define LBD_FILTER_BITS_LOG2 16
+#define LBD_FILTER_WORDS ((1 << LBD_FILTER_BITS_LOG2) / 64)
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, LBD_FILTER_WORDS);
+} vip_filter SEC(".maps");
+
 /* Real index -> address. Index 0 is never used, so a zeroed ring slot means "no real". */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -93,11 +93,11 @@ struct flow_state {
 	__u32 real;     /* index into reals */
 	__u32 vip_num;
 	__u32 vip_gen;  /* vip_info[vip_num].gen when the entry was made */
-	__u32 pad;
+	__u32 hash;     /* the flow hash when the entry was made: outer source without rehashing */
 	__u64 packets;
 	__u64 bytes;    /* IP bytes (header + payload) of the client's packets */
-	__u64 first_ns; /* CLOCK_MONOTONIC of the first packet (coarse where the kernel has it) */
-	__u64 last_ns;  /* CLOCK_MONOTONIC of the latest packet */
+	__u64 first_tick; /* jiffies at the first packet */
+	__u64 last_tick;  /* jiffies at the latest packet */
 };
 
 /* Run-time configuration, one element; user space may change it at any time. */
@@ -116,6 +116,7 @@ struct lbd_config {
 	__u16 gue_port;   /* network byte order */
 	__u16 pad;
 	__u32 udp_timeout_s; /* UDP table entries idle longer re-follow the ring; 0: never */
+	__u32 hz;            /* clock ticks (jiffies) per second: the loader reads the kernel's tick */
 };
 
 struct vip_counters {

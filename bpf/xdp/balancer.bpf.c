@@ -22,20 +22,16 @@
 #include "lbd_encap.h"
 #include "lbd_icmp.h"
 
-#define NSEC_PER_SEC 1000000000ULL
-
 /*
- * Set by the loader when the kernel has bpf_ktime_get_coarse_ns (5.11+):
- * a tick-precise clock is plenty for first/last seen and UDP idle
- * timeouts, and costs a fraction of bpf_ktime_get_ns per packet.
+ * lbd_now is the datapath's clock: jiffies. Flows only need first/last
+ * seen and idle timeouts, for which a tick (1-10 ms) is plenty, and
+ * reading jiffies costs next to nothing, where even the coarse ktime
+ * helper cost ~10 ns a packet (a tenth of an established flow's budget).
+ * User space converts ticks to time (bpf/xdp/clock.go).
  */
-const volatile __u32 lbd_coarse_clock = 0;
-
 static __always_inline __u64 lbd_now(void)
 {
-	if (lbd_coarse_clock)
-		return bpf_ktime_get_coarse_ns();
-	return bpf_ktime_get_ns();
+	return bpf_jiffies64();
 }
 
 static __always_inline int lbd_count(struct global_counters *gs, __u32 stat, int action)
@@ -55,11 +51,51 @@ static __always_inline int lbd_policy(struct global_counters *gs, const struct l
 }
 
 /*
+ * lbd_maybe_vip reads the destination's bit in vip_filter: 0 means no VIP
+ * has the address, 1 that one may have it.
+ */
+static __always_inline int lbd_maybe_vip(const struct packet *pkt)
+{
+	__u32 bit = lbd_filter_bit(pkt->dst, pkt->family);
+	__u32 word = bit >> 6;
+	__u64 *w = bpf_map_lookup_elem(&vip_filter, &word);
+
+	return w && ((*w >> (bit & 63)) & 1);
+}
+
+/* lbd_vip_addr returns the flags of a VIP address, or NULL if no VIP has it. */
+static __always_inline __u32 *lbd_vip_addr(const struct packet *pkt)
+{
+	struct addr_key ak = {};
+
+	__builtin_memcpy(ak.addr, pkt->dst, 16);
+	ak.family = pkt->family;
+	return bpf_map_lookup_elem(&vip_addrs, &ak);
+}
+
+/*
+ * lbd_vip_or answers for a packet the filter let through that turned out
+ * bad: passed untouched if its address is no VIP's (a filter false
+ * positive), else counted as stat with action.
+ */
+static __always_inline int lbd_vip_or(struct global_counters *gs, const struct packet *pkt,
+				      __u32 stat, int action)
+{
+	if (!lbd_vip_addr(pkt))
+		return lbd_count(gs, LBD_STAT_PASS_NON_VIP, XDP_PASS);
+	return lbd_count(gs, stat, action);
+}
+
+/*
  * lbd_lookup_vip finds the VIP for (addr, port, proto): exact port first,
- * then any-port. It returns the VIP's meta and sets *num.
+ * then any-port. It returns the VIP's meta and sets *num. The address's
+ * vip_addrs flags are only needed when the exact lookup misses: pass them
+ * if known, else NULL and they are looked up then; *not_vip is set when
+ * the address turns out to be no VIP's.
  */
 static __always_inline struct vip_meta *lbd_lookup_vip(const __u32 addr[4], __u8 family, __u16 port,
-						       __u8 proto, __u32 addr_flags, __u32 *num)
+						       __u8 proto, const __u32 *addr_flags, __u32 *num,
+						       int *not_vip)
 {
 	struct vip_key key = {};
 	struct vip_meta *vm;
@@ -71,8 +107,19 @@ static __always_inline struct vip_meta *lbd_lookup_vip(const __u32 addr[4], __u8
 	key.proto = proto;
 	n = bpf_map_lookup_elem(&vips, &key);
 	if (!n) {
+		if (!addr_flags) {
+			struct addr_key ak = {};
+
+			__builtin_memcpy(ak.addr, addr, 16);
+			ak.family = family;
+			addr_flags = bpf_map_lookup_elem(&vip_addrs, &ak);
+			if (!addr_flags) {
+				*not_vip = 1;
+				return NULL;
+			}
+		}
 		portless = proto == IPPROTO_TCP ? LBD_ADDR_F_PORTLESS_TCP : LBD_ADDR_F_PORTLESS_UDP;
-		if (!(addr_flags & portless))
+		if (!(*addr_flags & portless))
 			return NULL;
 		key.port = 0;
 		n = bpf_map_lookup_elem(&vips, &key);
@@ -156,7 +203,7 @@ static __always_inline struct flow_state *lbd_table_lookup(const struct flow_key
 		return NULL; /* its real was removed: choose again */
 	if (fk->proto == IPPROTO_UDP && cfg->udp_timeout_s) {
 		c->now = lbd_now();
-		if (c->now - st->last_ns > (__u64)cfg->udp_timeout_s * NSEC_PER_SEC)
+		if (c->now - st->last_tick > (__u64)cfg->udp_timeout_s * cfg->hz)
 			return NULL; /* idle UDP flow: follow the ring again */
 	}
 	return st;
@@ -216,10 +263,11 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
 	ns.real = c->real_idx;
 	ns.vip_num = c->vip_num;
 	ns.vip_gen = c->vm->gen;
+	ns.hash = c->hash;
 	ns.packets = 1;
 	ns.bytes = pkt->l3_len;
-	ns.first_ns = c->now;
-	ns.last_ns = c->now;
+	ns.first_tick = c->now;
+	ns.last_tick = c->now;
 	if (bpf_map_update_elem(&flows, fk, &ns, BPF_ANY))
 		gs->counters[LBD_STAT_LRU_INSERT_FAIL]++;
 	return 0;
@@ -231,9 +279,10 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
  * in Katran); other packets stay with the connection table's real while
  * the entry exists and is valid.
  */
-static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt, __u32 addr_flags,
+static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 				       const struct lbd_config *cfg, struct global_counters *gs)
 {
+	int not_vip = 0;
 	struct flow_key fk = {};
 	struct choice c = {};
 	struct flow_state *st;
@@ -262,15 +311,16 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt, _
 			/* Plain adds: a flow is handled by one CPU at a time (RSS). */
 			st->packets++;
 			st->bytes += pkt->l3_len;
-			st->last_ns = c.now;
-			c.hash = lbd_hash(&fk, c.vm->flags);
+			st->last_tick = c.now;
+			c.hash = st->hash;
 			return lbd_send(ctx, pkt, &fk, &c, vs, cfg, gs);
 		}
 	}
 
-	c.vm = lbd_lookup_vip(pkt->dst, pkt->family, pkt->dport, pkt->proto, addr_flags, &c.vip_num);
+	/* Not in the table: only now does the VIP itself matter. */
+	c.vm = lbd_lookup_vip(pkt->dst, pkt->family, pkt->dport, pkt->proto, NULL, &c.vip_num, &not_vip);
 	if (!c.vm)
-		return lbd_count(gs, LBD_STAT_PASS_NO_VIP_PORT, XDP_PASS);
+		return lbd_count(gs, not_vip ? LBD_STAT_PASS_NON_VIP : LBD_STAT_PASS_NO_VIP_PORT, XDP_PASS);
 	vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
 	if (!vs)
 		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
@@ -295,7 +345,10 @@ static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
 	int err, act;
 
 	if (!lbd_table_lookup(fk, cfg, &c)) {
-		c.vm = lbd_lookup_vip(fk->dst, fk->family, fk->dport, fk->proto, addr_flags, &c.vip_num);
+		int not_vip = 0;
+
+		c.vm = lbd_lookup_vip(fk->dst, fk->family, fk->dport, fk->proto, &addr_flags, &c.vip_num,
+				      &not_vip);
 		if (!c.vm)
 			return lbd_policy(gs, cfg, LBD_CFG_F_UNBALANCEABLE_PASS,
 					  LBD_STAT_PASS_UNBALANCEABLE, LBD_STAT_DROP_UNBALANCEABLE);
@@ -342,11 +395,9 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 	struct packet pkt = {};
-	struct addr_key ak = {};
 	struct global_counters *gs;
 	struct lbd_config *cfg;
-	enum lbd_addr_flag *addr_flags;
-	__u32 zero = 0;
+	__u32 zero = 0, *addr_flags;
 	int r;
 
 	gs = bpf_map_lookup_elem(&stats, &zero);
@@ -361,34 +412,54 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 	if (r != PARSE_OK)
 		return lbd_count(gs, LBD_STAT_DROP_MALFORMED_L3, XDP_DROP);
 
-	__builtin_memcpy(ak.addr, pkt.dst, 16);
-	ak.family = pkt.family;
-	addr_flags = bpf_map_lookup_elem(&vip_addrs, &ak);
-	if (!addr_flags)
+	if (!lbd_maybe_vip(&pkt))
 		return lbd_count(gs, LBD_STAT_PASS_NON_VIP, XDP_PASS);
 
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return XDP_ABORTED;
 	if (pkt.family == LBD_FAMILY_IPV6 && lbd_skip_ipv6_ext(data, data_end, &pkt) != PARSE_OK)
-		return lbd_count(gs, LBD_STAT_DROP_MALFORMED_L3, XDP_DROP);
-	if (pkt.fragment)
-		return lbd_policy(gs, cfg, LBD_CFG_F_FRAG_PASS, LBD_STAT_PASS_FRAGMENT,
-				  LBD_STAT_DROP_FRAGMENT);
-	if (pkt.proto == IPPROTO_ICMP || pkt.proto == IPPROTO_ICMPV6)
-		return lbd_icmp(ctx, &pkt, *addr_flags, cfg, gs);
-	if (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP)
+		return lbd_vip_or(gs, &pkt, LBD_STAT_DROP_MALFORMED_L3, XDP_DROP);
+	if (pkt.fragment || (pkt.proto != IPPROTO_TCP && pkt.proto != IPPROTO_UDP)) {
+		addr_flags = lbd_vip_addr(&pkt);
+		if (!addr_flags)
+			return lbd_count(gs, LBD_STAT_PASS_NON_VIP, XDP_PASS);
+		if (pkt.fragment)
+			return lbd_policy(gs, cfg, LBD_CFG_F_FRAG_PASS, LBD_STAT_PASS_FRAGMENT,
+					  LBD_STAT_DROP_FRAGMENT);
+		if (pkt.proto == IPPROTO_ICMP || pkt.proto == IPPROTO_ICMPV6)
+			return lbd_icmp(ctx, &pkt, *addr_flags, cfg, gs);
 		return lbd_policy(gs, cfg, LBD_CFG_F_UNBALANCEABLE_PASS,
 				  LBD_STAT_PASS_UNBALANCEABLE, LBD_STAT_DROP_UNBALANCEABLE);
+	}
 	if (lbd_parse_ports(data, data_end, &pkt) != PARSE_OK)
-		return lbd_count(gs, LBD_STAT_DROP_MALFORMED_L4, XDP_DROP);
-	return lbd_balance(ctx, &pkt, *addr_flags, cfg, gs);
+		return lbd_vip_or(gs, &pkt, LBD_STAT_DROP_MALFORMED_L4, XDP_DROP);
+	return lbd_balance(ctx, &pkt, cfg, gs);
 }
 
 SEC("xdp")
 int lbd_balancer(struct xdp_md *ctx)
 {
 	return lbd_process(ctx);
+}
+
+/*
+ * lbd_clock is run by user space (BPF_PROG_TEST_RUN) to read the
+ * datapath's clock: it writes jiffies and CLOCK_MONOTONIC, both u64, at
+ * the start of the frame. It is never attached.
+ */
+SEC("xdp")
+int lbd_clock(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u64 *out = data;
+
+	if ((void *)(out + 2) > data_end)
+		return XDP_ABORTED;
+	out[0] = bpf_jiffies64();
+	out[1] = bpf_ktime_get_ns();
+	return XDP_PASS;
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

@@ -29,10 +29,9 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/asm"
-	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/rlimit"
 )
 
@@ -82,7 +81,10 @@ type Balancer struct {
 	vipNums []bool // vipNums[n]: number n is taken
 	lastGen uint32 // the generation given to the latest VIP
 	reals   map[netip.Addr]RealID
-	realIDs []bool // realIDs[i]: index i is taken (0 always is)
+	realIDs []bool        // realIDs[i]: index i is taken (0 always is)
+	filter  []uint64      // what vip_filter holds
+	tick    time.Duration // the kernel's tick: one jiffy, the datapath's clock unit
+	hz      uint32
 	links   map[string]*attachment
 }
 
@@ -149,7 +151,8 @@ func Open(opts Options) (*Balancer, error) {
 		links:    make(map[string]*attachment),
 	}
 	b.realIDs[0] = true
-	if err := setClock(spec); err != nil {
+	b.filter = make([]uint64, spec.Maps[balancerMapVipFilter].MaxEntries)
+	if b.tick, b.hz, err = kernelTick(); err != nil {
 		return nil, err
 	}
 
@@ -206,22 +209,6 @@ func (b *Balancer) Recovered() bool { return b.recovered }
 
 // PinDir returns the directory the maps are pinned in ("" if none).
 func (b *Balancer) PinDir() string { return b.pinDir }
-
-// setClock tells the program whether it may use the cheap coarse clock.
-func setClock(spec *ebpf.CollectionSpec) error {
-	coarse := uint32(0)
-	if features.HaveProgramHelper(ebpf.XDP, asm.FnKtimeGetCoarseNs) == nil {
-		coarse = 1
-	}
-	v, ok := spec.Variables["lbd_coarse_clock"]
-	if !ok {
-		return fmt.Errorf("balancer object has no lbd_coarse_clock variable")
-	}
-	if err := v.Set(coarse); err != nil {
-		return fmt.Errorf("set lbd_coarse_clock: %w", err)
-	}
-	return nil
-}
 
 // Close releases the process's handles on the program, maps and links.
 //

@@ -31,15 +31,15 @@ type balancerFlowKey struct {
 }
 
 type balancerFlowState struct {
-	_       structs.HostLayout
-	Real    uint32
-	VipNum  uint32
-	VipGen  uint32
-	Pad     uint32
-	Packets uint64
-	Bytes   uint64
-	FirstNs uint64
-	LastNs  uint64
+	_         structs.HostLayout
+	Real      uint32
+	VipNum    uint32
+	VipGen    uint32
+	Hash      uint32
+	Packets   uint64
+	Bytes     uint64
+	FirstTick uint64
+	LastTick  uint64
 }
 
 type balancerGlobalCounters struct {
@@ -68,6 +68,7 @@ type balancerLbdConfig struct {
 	GuePort       uint16
 	Pad           uint16
 	UdpTimeoutS   uint32
+	Hz            uint32
 }
 
 type balancerLbdConfigFlag uint32
@@ -125,18 +126,19 @@ type balancerVipMeta struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	balancerMapConfig         = "config"
-	balancerMapFlows          = "flows"
-	balancerMapRealStats      = "real_stats"
-	balancerMapReals          = "reals"
-	balancerMapRings          = "rings"
-	balancerMapStats          = "stats"
-	balancerMapVipAddrs       = "vip_addrs"
-	balancerMapVipInfo        = "vip_info"
-	balancerMapVipStats       = "vip_stats"
-	balancerMapVips           = "vips"
-	balancerProgLbdBalancer   = "lbd_balancer"
-	balancerVarLbdCoarseClock = "lbd_coarse_clock"
+	balancerMapConfig       = "config"
+	balancerMapFlows        = "flows"
+	balancerMapRealStats    = "real_stats"
+	balancerMapReals        = "reals"
+	balancerMapRings        = "rings"
+	balancerMapStats        = "stats"
+	balancerMapVipAddrs     = "vip_addrs"
+	balancerMapVipFilter    = "vip_filter"
+	balancerMapVipInfo      = "vip_info"
+	balancerMapVipStats     = "vip_stats"
+	balancerMapVips         = "vips"
+	balancerProgLbdBalancer = "lbd_balancer"
+	balancerProgLbdClock    = "lbd_clock"
 )
 
 // loadBalancer returns the embedded CollectionSpec for balancer.
@@ -182,6 +184,7 @@ type balancerSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerProgramSpecs struct {
 	LbdBalancer *ebpf.ProgramSpec `ebpf:"lbd_balancer"`
+	LbdClock    *ebpf.ProgramSpec `ebpf:"lbd_clock"`
 }
 
 // balancerMapSpecs contains maps before they are loaded into the kernel.
@@ -195,6 +198,7 @@ type balancerMapSpecs struct {
 	Rings     *ebpf.MapSpec `ebpf:"rings"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs  *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipFilter *ebpf.MapSpec `ebpf:"vip_filter"`
 	VipInfo   *ebpf.MapSpec `ebpf:"vip_info"`
 	VipStats  *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips      *ebpf.MapSpec `ebpf:"vips"`
@@ -204,7 +208,6 @@ type balancerMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerVariableSpecs struct {
-	LbdCoarseClock *ebpf.VariableSpec `ebpf:"lbd_coarse_clock"`
 }
 
 // balancerObjects contains all objects after they have been loaded into the kernel.
@@ -234,6 +237,7 @@ type balancerMaps struct {
 	Rings     *ebpf.Map `ebpf:"rings"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 	VipAddrs  *ebpf.Map `ebpf:"vip_addrs"`
+	VipFilter *ebpf.Map `ebpf:"vip_filter"`
 	VipInfo   *ebpf.Map `ebpf:"vip_info"`
 	VipStats  *ebpf.Map `ebpf:"vip_stats"`
 	Vips      *ebpf.Map `ebpf:"vips"`
@@ -248,6 +252,7 @@ func (m *balancerMaps) Close() error {
 		m.Rings,
 		m.Stats,
 		m.VipAddrs,
+		m.VipFilter,
 		m.VipInfo,
 		m.VipStats,
 		m.Vips,
@@ -258,7 +263,6 @@ func (m *balancerMaps) Close() error {
 //
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerVariables struct {
-	LbdCoarseClock *ebpf.Variable `ebpf:"lbd_coarse_clock"`
 }
 
 // balancerPrograms contains all programs after they have been loaded into the kernel.
@@ -266,11 +270,13 @@ type balancerVariables struct {
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerPrograms struct {
 	LbdBalancer *ebpf.Program `ebpf:"lbd_balancer"`
+	LbdClock    *ebpf.Program `ebpf:"lbd_clock"`
 }
 
 func (p *balancerPrograms) Close() error {
 	return _BalancerClose(
 		p.LbdBalancer,
+		p.LbdClock,
 	)
 }
 

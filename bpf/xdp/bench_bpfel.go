@@ -31,15 +31,15 @@ type benchFlowKey struct {
 }
 
 type benchFlowState struct {
-	_       structs.HostLayout
-	Real    uint32
-	VipNum  uint32
-	VipGen  uint32
-	Pad     uint32
-	Packets uint64
-	Bytes   uint64
-	FirstNs uint64
-	LastNs  uint64
+	_         structs.HostLayout
+	Real      uint32
+	VipNum    uint32
+	VipGen    uint32
+	Hash      uint32
+	Packets   uint64
+	Bytes     uint64
+	FirstTick uint64
+	LastTick  uint64
 }
 
 type benchGlobalCounters struct {
@@ -68,6 +68,7 @@ type benchLbdConfig struct {
 	GuePort       uint16
 	Pad           uint16
 	UdpTimeoutS   uint32
+	Hz            uint32
 }
 
 type benchRealCounters struct {
@@ -117,6 +118,7 @@ const (
 	benchMapRings              = "rings"
 	benchMapStats              = "stats"
 	benchMapVipAddrs           = "vip_addrs"
+	benchMapVipFilter          = "vip_filter"
 	benchMapVipInfo            = "vip_info"
 	benchMapVipStats           = "vip_stats"
 	benchMapVips               = "vips"
@@ -124,7 +126,7 @@ const (
 	benchProgBenchDrop         = "bench_drop"
 	benchProgBenchEncapUndo    = "bench_encap_undo"
 	benchProgLbdBalancer       = "lbd_balancer"
-	benchVarLbdCoarseClock     = "lbd_coarse_clock"
+	benchProgLbdClock          = "lbd_clock"
 )
 
 // loadBench returns the embedded CollectionSpec for bench.
@@ -173,6 +175,7 @@ type benchProgramSpecs struct {
 	BenchDrop         *ebpf.ProgramSpec `ebpf:"bench_drop"`
 	BenchEncapUndo    *ebpf.ProgramSpec `ebpf:"bench_encap_undo"`
 	LbdBalancer       *ebpf.ProgramSpec `ebpf:"lbd_balancer"`
+	LbdClock          *ebpf.ProgramSpec `ebpf:"lbd_clock"`
 }
 
 // benchMapSpecs contains maps before they are loaded into the kernel.
@@ -186,6 +189,7 @@ type benchMapSpecs struct {
 	Rings     *ebpf.MapSpec `ebpf:"rings"`
 	Stats     *ebpf.MapSpec `ebpf:"stats"`
 	VipAddrs  *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipFilter *ebpf.MapSpec `ebpf:"vip_filter"`
 	VipInfo   *ebpf.MapSpec `ebpf:"vip_info"`
 	VipStats  *ebpf.MapSpec `ebpf:"vip_stats"`
 	Vips      *ebpf.MapSpec `ebpf:"vips"`
@@ -195,7 +199,6 @@ type benchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchVariableSpecs struct {
-	LbdCoarseClock *ebpf.VariableSpec `ebpf:"lbd_coarse_clock"`
 }
 
 // benchObjects contains all objects after they have been loaded into the kernel.
@@ -225,6 +228,7 @@ type benchMaps struct {
 	Rings     *ebpf.Map `ebpf:"rings"`
 	Stats     *ebpf.Map `ebpf:"stats"`
 	VipAddrs  *ebpf.Map `ebpf:"vip_addrs"`
+	VipFilter *ebpf.Map `ebpf:"vip_filter"`
 	VipInfo   *ebpf.Map `ebpf:"vip_info"`
 	VipStats  *ebpf.Map `ebpf:"vip_stats"`
 	Vips      *ebpf.Map `ebpf:"vips"`
@@ -239,6 +243,7 @@ func (m *benchMaps) Close() error {
 		m.Rings,
 		m.Stats,
 		m.VipAddrs,
+		m.VipFilter,
 		m.VipInfo,
 		m.VipStats,
 		m.Vips,
@@ -249,7 +254,6 @@ func (m *benchMaps) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchVariables struct {
-	LbdCoarseClock *ebpf.Variable `ebpf:"lbd_coarse_clock"`
 }
 
 // benchPrograms contains all programs after they have been loaded into the kernel.
@@ -260,6 +264,7 @@ type benchPrograms struct {
 	BenchDrop         *ebpf.Program `ebpf:"bench_drop"`
 	BenchEncapUndo    *ebpf.Program `ebpf:"bench_encap_undo"`
 	LbdBalancer       *ebpf.Program `ebpf:"lbd_balancer"`
+	LbdClock          *ebpf.Program `ebpf:"lbd_clock"`
 }
 
 func (p *benchPrograms) Close() error {
@@ -268,6 +273,7 @@ func (p *benchPrograms) Close() error {
 		p.BenchDrop,
 		p.BenchEncapUndo,
 		p.LbdBalancer,
+		p.LbdClock,
 	)
 }
 

@@ -201,15 +201,12 @@ func loadBenchWrappers(t *testing.T, l *testLB) *benchObjects {
 		t.Fatal(err)
 	}
 	maps := map[string]*ebpf.Map{
-		"vips": l.objs.Vips, "vip_info": l.objs.VipInfo, "vip_addrs": l.objs.VipAddrs, "reals": l.objs.Reals, "rings": l.objs.Rings,
+		"vips": l.objs.Vips, "vip_info": l.objs.VipInfo, "vip_addrs": l.objs.VipAddrs, "vip_filter": l.objs.VipFilter, "reals": l.objs.Reals, "rings": l.objs.Rings,
 		"flows": l.objs.Flows, "config": l.objs.Config, "vip_stats": l.objs.VipStats,
 		"real_stats": l.objs.RealStats, "stats": l.objs.Stats,
 	}
 	for name, m := range maps {
 		spec.Maps[name].MaxEntries = m.MaxEntries()
-	}
-	if err := setClock(spec); err != nil {
-		t.Fatal(err)
 	}
 	var objs benchObjects
 	if err := spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: maps}); err != nil {

@@ -145,6 +145,7 @@ func (b *Balancer) SetConfig(c Config) error {
 	if err != nil {
 		return err
 	}
+	r.Hz = b.hz
 	if err := b.objs.Config.Update(uint32(0), &r, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("write config map: %w", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // FlowKey is a client's 5-tuple as it reaches the balancer.
@@ -62,23 +61,7 @@ type Flow struct {
 	LastSeen  time.Time
 }
 
-// monoClock converts the datapath's bpf_ktime_get_ns (CLOCK_MONOTONIC) to wall time.
-type monoClock struct {
-	wall time.Time
-	mono int64
-}
-
-func newMonoClock() monoClock {
-	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
-	return monoClock{wall: time.Now(), mono: ts.Nano()}
-}
-
-func (c monoClock) at(ns uint64) time.Time {
-	return c.wall.Add(time.Duration(int64(ns) - c.mono))
-}
-
-func (c monoClock) flow(k balancerFlowKey, v balancerFlowState) (Flow, error) {
+func (c tickClock) flow(k balancerFlowKey, v balancerFlowState) (Flow, error) {
 	key, err := flowKeyFromRaw(k)
 	if err != nil {
 		return Flow{}, err
@@ -86,7 +69,7 @@ func (c monoClock) flow(k balancerFlowKey, v balancerFlowState) (Flow, error) {
 	return Flow{
 		Key: key, Real: RealID(v.Real), VIPNum: v.VipNum,
 		Packets: v.Packets, Bytes: v.Bytes,
-		FirstSeen: c.at(v.FirstNs), LastSeen: c.at(v.LastNs),
+		FirstSeen: c.at(v.FirstTick), LastSeen: c.at(v.LastTick),
 	}, nil
 }
 
@@ -105,14 +88,22 @@ func (b *Balancer) LookupFlow(key FlowKey) (Flow, error) {
 		}
 		return Flow{}, fmt.Errorf("flow %s: %w", key, err)
 	}
-	return newMonoClock().flow(raw, v)
+	clock, err := b.clock()
+	if err != nil {
+		return Flow{}, err
+	}
+	return clock.flow(raw, v)
 }
 
 // Flows iterates over the connection table. The table changes while it
 // is read: an entry may be missed or, rarely, seen twice.
 func (b *Balancer) Flows() iter.Seq2[Flow, error] {
 	return func(yield func(Flow, error) bool) {
-		clock := newMonoClock()
+		clock, err := b.clock()
+		if err != nil {
+			yield(Flow{}, err)
+			return
+		}
 		var k balancerFlowKey
 		var v balancerFlowState
 		it := b.objs.Flows.Iterate()

@@ -345,16 +345,18 @@ func (b *Balancer) syncAddr(addr netip.Addr) error {
 	}
 	words, fam := addrWords(addr)
 	ak := balancerAddrKey{Addr: words, Family: uint32(fam)}
+	// vip_addrs is the truth, vip_filter a shortcut in front of it: set
+	// the filter after adding the address and clear it after removing.
 	if !used {
 		if err := b.objs.VipAddrs.Delete(&ak); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("address %s: delete from vip_addrs: %w", addr, err)
 		}
-		return nil
+		return b.syncFilter(addr)
 	}
 	if err := b.objs.VipAddrs.Update(&ak, flags, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("address %s: write vip_addrs: %w", addr, err)
 	}
-	return nil
+	return b.syncFilter(addr)
 }
 
 // takeFree marks and returns the first free index at or after from.
