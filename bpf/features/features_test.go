@@ -60,7 +60,7 @@ func TestProbe(t *testing.T) {
 	// Invariants: lbd's minimum kernel (5.10 with BTF) has all of these.
 	for name, c := range map[string]Check{
 		"BTF": r.BTF, "tracepoints": r.Tracepoints, "ring buffer": r.RingBuf,
-		"XDP native on veth": r.XDPNativeVeth, "clsact": r.Clsact,
+		"XDP native on veth": r.XDPNativeVeth, "clsact": r.Clsact, "macvlan": r.Macvlan,
 	} {
 		if !c.OK {
 			t.Errorf("%s: missing on %s (%s); lbd needs it on every supported kernel", name, r.Kernel, c.Detail)

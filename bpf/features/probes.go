@@ -117,6 +117,10 @@ func probeLinks(r *Report) error {
 		if err != nil {
 			return err
 		}
+		b, err := netlink.LinkByName("lbdprobe1")
+		if err != nil {
+			return err
+		}
 		for _, n := range []string{"lbdprobe0", "lbdprobe1"} {
 			if l, err := netlink.LinkByName(n); err == nil {
 				netlink.LinkSetUp(l)
@@ -129,8 +133,10 @@ func probeLinks(r *Report) error {
 		r.Clsact = checkErr(probeClsact(ifindex))
 		r.IPVLAN = checkErr(netlink.LinkAdd(&netlink.IPVlan{
 			LinkAttrs: netlink.LinkAttrs{Name: "lbdipvl0", ParentIndex: ifindex}, Mode: netlink.IPVLAN_MODE_L2}))
+		// On the peer: a device that carries ipvlan ports refuses macvlan
+		// ones (EBUSY).
 		r.Macvlan = checkErr(netlink.LinkAdd(&netlink.Macvlan{
-			LinkAttrs: netlink.LinkAttrs{Name: "lbdmacvl0", ParentIndex: ifindex}, Mode: netlink.MACVLAN_MODE_BRIDGE}))
+			LinkAttrs: netlink.LinkAttrs{Name: "lbdmacvl0", ParentIndex: b.Attrs().Index}, Mode: netlink.MACVLAN_MODE_BRIDGE}))
 		r.IPIP = checkErr(netlink.LinkAdd(&netlink.Iptun{LinkAttrs: netlink.LinkAttrs{Name: "lbdipip0"}, FlowBased: true}))
 		r.IP6Tnl = checkErr(netlink.LinkAdd(&netlink.Ip6tnl{LinkAttrs: netlink.LinkAttrs{Name: "lbdip6tnl0"}, FlowBased: true}))
 		r.FOU = checkErr(fouAddGUE(6080))
