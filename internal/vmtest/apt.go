@@ -53,6 +53,10 @@ func NewApt(cache string) (*Apt, error) {
 		"-o", "Dir::Etc::sourceparts=-",
 		"-o", "Dir::State::Lists=" + filepath.Join(dir, "lists"),
 		"-o", "Dir::Cache=" + filepath.Join(dir, "cache"),
+		// Debian images often set these to "" (no cache): then every
+		// apt-cache call re-parses five suites' lists (~1.5 s each).
+		"-o", "Dir::Cache::pkgcache=" + filepath.Join(dir, "cache", "pkgcache.bin"),
+		"-o", "Dir::Cache::srcpkgcache=" + filepath.Join(dir, "cache", "srcpkgcache.bin"),
 		// apt drops to _apt for downloads, which cannot write into our
 		// cache directory; we run as root anyway.
 		"-o", "APT::Sandbox::User=root",

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/lbd-dev/lbd/internal/vmtest"
@@ -42,6 +43,7 @@ func run() int {
 	)
 	flag.Parse()
 	start := time.Now()
+	loadStart := vmtest.LoadAvg()
 	fail := func(format string, a ...any) int {
 		fmt.Fprintf(os.Stderr, "test-kernels: "+format+"\n", a...)
 		return 2
@@ -69,6 +71,22 @@ func run() int {
 	}
 	logf := func(format string, a ...any) { fmt.Printf(format+"\n", a...) }
 
+	// One matrix per cache at a time: runs share the apt state and run/.
+	if err := os.MkdirAll(*cache, 0o755); err != nil {
+		return fail("%v", err)
+	}
+	lock, err := os.OpenFile(filepath.Join(*cache, "lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return fail("%v", err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		logf("another kernel matrix uses %s: waiting for it", *cache)
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+			return fail("lock %s: %v", *cache, err)
+		}
+	}
+
 	// 1. kernels
 	phase := time.Now()
 	logf("==> resolving kernels (newest per suite) into %s", *cache)
@@ -79,13 +97,14 @@ func run() int {
 	if err := apt.Update(); err != nil {
 		return fail("%v", err)
 	}
+	logf("apt lists updated [%.1fs]", time.Since(phase).Seconds())
 	var ks []*vmtest.Kernel
 	for _, spec := range cfg.Kernels {
 		k, err := vmtest.PrepareKernel(apt, spec, *cache, logf)
 		if err != nil {
 			return fail("kernel %s (%s): %v", spec.Name, spec.Suite, err)
 		}
-		logf("kernel %-5s %-17s -> %s (%s %s)", spec.Name, spec.Suite, k.Release, k.Package.Name, k.Package.Version)
+		logf("kernel %-5s %-17s -> %s (%s %s) [%.1fs]", spec.Name, spec.Suite, k.Release, k.Package.Name, k.Package.Version, time.Since(phase).Seconds())
 		ks = append(ks, k)
 	}
 	var irs []*vmtest.Initramfs
@@ -94,7 +113,7 @@ func run() int {
 		if err != nil {
 			return fail("initramfs for %s: %v", k.Release, err)
 		}
-		logf("initramfs %s: modules %s", k.Release, strings.Join(ir.Loaded, " "))
+		logf("initramfs %s: modules %s [%.1fs]", k.Release, strings.Join(ir.Loaded, " "), time.Since(phase).Seconds())
 		if len(ir.Absent) > 0 {
 			logf("  WARNING: not in %s: %s", k.Release, strings.Join(ir.Absent, " "))
 		}
@@ -161,12 +180,14 @@ func run() int {
 		if !*host || len(ks) != len(cfg.Kernels) && *kernels != "" {
 			logf("note: %s is written from a partial run", *doc)
 		}
-		if err := vmtest.WriteDoc(*doc, pkgs, cols, ks, total, runtime.NumCPU()); err != nil {
+		if err := vmtest.WriteDoc(*doc, pkgs, cols, ks, vmtest.RunInfo{
+			Total: total, CPUs: runtime.NumCPU(), LoadStart: loadStart, LoadEnd: vmtest.LoadAvg()}); err != nil {
 			return fail("write %s: %v", *doc, err)
 		}
 		logf("wrote %s", *doc)
 	}
-	fmt.Printf("\nmatrix wall time %.1fs; logs in %s\n", total.Seconds(), runDir)
+	fmt.Printf("\nmatrix wall time %.1fs (load average %s at the start, %s now); logs in %s\n",
+		total.Seconds(), loadStart, vmtest.LoadAvg(), runDir)
 	if failed {
 		fmt.Println("test-kernels: FAIL")
 		return 1
