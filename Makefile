@@ -10,7 +10,7 @@ PKGS      := ./...
 export BPF2GO_CC    := $(CLANG)
 export BPF2GO_STRIP := $(STRIP)
 
-.PHONY: all demo generate build test bench lint check-generated clean
+.PHONY: all demo generate build test test-kernels kernels-doc bench lint check-generated clean
 
 all: build
 
@@ -32,6 +32,17 @@ build:
 ## test: every test, privileged ones included (run as root)
 test:
 	$(GO) test -count=1 $(PKGS)
+
+## test-kernels: every package's tests on the host and inside qemu VMs booted with
+## the kernels of internal/vmtest/kernels.conf (5.10, 6.1, 6.12, 7.x); root.
+## VMTEST_FLAGS e.g. '-kernels 5.10 -run TestProbe -v' (see docs/kernels.md)
+VMTEST_FLAGS ?=
+test-kernels:
+	$(GO) run ./internal/vmtest/matrix $(VMTEST_FLAGS)
+
+## kernels-doc: the same run, then rewrite docs/kernels.md (the support table) from it
+kernels-doc:
+	$(GO) run ./internal/vmtest/matrix -doc docs/kernels.md $(VMTEST_FLAGS)
 
 ## bench: datapath ns/packet and Maglev build times, written to docs/benchmarks.md
 bench:

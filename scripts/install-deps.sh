@@ -4,7 +4,8 @@
 # `make demo`, so what CI tests is what a user runs.
 set -euo pipefail
 need=()
-for p in clang-19 llvm-19 libbpf-dev iproute2 make git; do
+# qemu-system-x86 busybox-static xz-utils zstd: the kernel matrix (make test-kernels).
+for p in clang-19 llvm-19 libbpf-dev iproute2 make git qemu-system-x86 busybox-static xz-utils zstd; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then

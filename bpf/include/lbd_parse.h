@@ -54,6 +54,24 @@ enum parse_result {
 	PARSE_BAD_L4,
 };
 
+/*
+ * A 16-bit length field in host order, as a value the verifier knows is
+ * below 65536. Verifiers up to at least 6.12 (seen on Debian 5.10, 6.1 and
+ * 6.12) keep no bounds through the byte-swap instruction that bpf_ntohs
+ * compiles to, and reject adding the result to a packet pointer ("math
+ * between pkt pointer and register with unbounded min value is not
+ * allowed"); 6.18 and 7.3 accept it. The mask gives them the bound; the
+ * empty asm hides the value from clang, which would otherwise drop the
+ * mask as redundant.
+ */
+static __always_inline __u32 lbd_ntohs_len(__be16 v)
+{
+	__u32 x = bpf_ntohs(v);
+
+	asm volatile("" : "+r"(x));
+	return x & 0xffff;
+}
+
 struct vlan_hdr {
 	__be16 tci;
 	__be16 encapsulated_proto;
@@ -88,7 +106,7 @@ static __always_inline int lbd_parse_l2_l3(void *data, void *data_end, struct pa
 		if (iph->version != 4 || iph->ihl < 5)
 			return PARSE_BAD_L3;
 		hlen = iph->ihl * 4;
-		tot = bpf_ntohs(iph->tot_len);
+		tot = lbd_ntohs_len(iph->tot_len);
 		if (tot < hlen || data + off + tot > data_end)
 			return PARSE_BAD_L3;
 		pkt->family = LBD_FAMILY_IPV4;
@@ -109,7 +127,7 @@ static __always_inline int lbd_parse_l2_l3(void *data, void *data_end, struct pa
 			return PARSE_BAD_L3;
 		if (ip6h->version != 6)
 			return PARSE_BAD_L3;
-		plen = bpf_ntohs(ip6h->payload_len);
+		plen = lbd_ntohs_len(ip6h->payload_len);
 		/* payload_len 0 is a jumbogram (hop-by-hop option): not on Ethernet. */
 		if (plen == 0 || data + off + sizeof(*ip6h) + plen > data_end)
 			return PARSE_BAD_L3;
