@@ -30,9 +30,14 @@ type Controller struct {
 	// controller's life.
 	drifts atomic.Uint64
 
+	subMu         sync.Mutex
+	subs          map[chan Event]struct{}
+	eventsDropped atomic.Uint64
+
 	mu       sync.Mutex
-	gue4     bool // the node can send GUE to IPv4 reals
-	gue6     bool // ... and to IPv6 reals
+	health   *healthState // nil until StartHealth
+	gue4     bool         // the node can send GUE to IPv4 reals
+	gue6     bool         // ... and to IPv6 reals
 	checkGUE bool
 	vips     map[xdp.VIPKey]*VIP
 	builder  maglev.Builder
@@ -48,7 +53,7 @@ func New(dp Datapath, store Saver, desired map[xdp.VIPKey]*VIP, log *slog.Logger
 	for k, v := range desired {
 		vips[k] = v.Clone()
 	}
-	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker()}
+	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{}}
 }
 
 // SetGUESources tells the controller for which real address families the
@@ -245,6 +250,8 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 		return nil, c.rollback(op, key, cur, err)
 	}
 	c.vips = all
+	c.syncHealth()
+	c.publish(Event{Type: "vip_changed", VIP: VIPName(key), Reason: op})
 	// Only now may reals that left the state be undefined: before the
 	// save a rollback would have to define them again under new indices,
 	// and their connection table entries would be lost.
@@ -330,15 +337,27 @@ func (c *Controller) converge(key xdp.VIPKey, want *VIP) ([]string, error) {
 	return changes, nil
 }
 
-// buildRing builds a VIP's Maglev ring from its eligible reals. With none,
-// the ring is one empty slot: new flows are dropped (counted as no-real)
-// while flows in the connection table keep their (draining) reals.
+// buildRing builds a VIP's Maglev ring from its eligible reals that are not
+// down (all eligible ones if every one is down and the VIP serves all
+// then). With none, the ring is one empty slot: new flows are dropped
+// (counted as no-real) while flows in the connection table keep their
+// (draining) reals.
 func (c *Controller) buildRing(v *VIP, ids map[netip.Addr]xdp.RealID) ([]xdp.RealID, error) {
 	backends := make([]maglev.Backend, 0, len(v.Reals))
+	var downs []maglev.Backend // eligible but failing their health checks
 	for _, r := range v.Reals {
-		if r.Eligible() {
-			backends = append(backends, maglev.Backend{Name: r.Addr.String(), ID: uint32(ids[r.Addr]), Weight: r.Weight})
+		if !r.Eligible() {
+			continue
 		}
+		b := maglev.Backend{Name: r.Addr.String(), ID: uint32(ids[r.Addr]), Weight: r.Weight}
+		if c.isDown(v.Key, r.Addr) {
+			downs = append(downs, b)
+			continue
+		}
+		backends = append(backends, b)
+	}
+	if len(backends) == 0 && v.AllDown == ServeAll {
+		backends = downs // fail open: a broken health check does not take the VIP down
 	}
 	if len(backends) == 0 {
 		return []xdp.RealID{0}, nil
@@ -419,6 +438,7 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 	if changes := c.collectReals(c.vips); len(changes) > 0 {
 		drifts = append(drifts, Drift{VIP: "", Changes: changes})
 	}
+	c.syncHealth()
 	c.drifts.Add(uint64(len(drifts)))
 	for _, d := range drifts {
 		c.log.Warn("datapath differed from desired state", "vip", d.VIP, "changes", d.Changes, "error", d.Error)

@@ -20,6 +20,7 @@ import (
 	"strings"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/control/maglev"
 )
 
@@ -74,7 +75,44 @@ type VIP struct {
 	Encap    Encap
 	RingSize uint32 // a prime from maglev.Sizes
 	Reals    []Real // sorted by address, unique
+	// Health says how to check the reals; health.None (the default)
+	// checks nothing and every real counts as up.
+	Health health.Spec
+	// DownFlows is what happens to the connection table entries of a real
+	// that goes down.
+	DownFlows DownFlows
+	// AllDown is what the VIP does when every real that should take
+	// traffic is down.
+	AllDown AllDown
 }
+
+// DownFlows is a VIP's policy for the established flows of a real that
+// fails its health checks.
+type DownFlows string
+
+// The policies for a down real's flows.
+const (
+	// KeepFlows leaves them: established connections stay with the real
+	// (it may be down only for new work, e.g. a failing health endpoint),
+	// and only new flows avoid it. The default.
+	KeepFlows DownFlows = "keep"
+	// ResetFlows deletes them from the connection table: their next
+	// packets follow the ring to a healthy real (which resets TCP).
+	ResetFlows DownFlows = "reset"
+)
+
+// AllDown is a VIP's policy when no real is up.
+type AllDown string
+
+// The policies when every real is down.
+const (
+	// ServeAll ignores health while no real is up: the ring holds all the
+	// reals that would take traffic (fail open; a broken health check
+	// then does not take the service down). The default.
+	ServeAll AllDown = "serve-all"
+	// DropAll empties the ring: new flows are dropped until a real is up.
+	DropAll AllDown = "drop"
+)
 
 // Flags are the datapath flags the VIP needs.
 func (v *VIP) Flags() xdp.VIPFlags {
@@ -118,6 +156,13 @@ func (v *VIP) normalize() {
 	if v.RingSize == 0 {
 		v.RingSize = maglev.DefaultSize
 	}
+	v.Health = v.Health.Defaults()
+	if v.DownFlows == "" {
+		v.DownFlows = KeepFlows
+	}
+	if v.AllDown == "" {
+		v.AllDown = ServeAll
+	}
 	for i := range v.Reals {
 		if v.Reals[i].State == "" {
 			v.Reals[i].State = RealActive
@@ -141,6 +186,19 @@ func (v *VIP) Validate() error {
 	}
 	if len(v.Reals) > int(v.RingSize) {
 		return invalid("reals", "%d reals do not fit a ring of %d slots: choose a larger ring_size", len(v.Reals), v.RingSize)
+	}
+	if err := v.Health.Validate(v.Key.Port); err != nil {
+		return invalid("health_check", "%v", err)
+	}
+	switch v.DownFlows {
+	case KeepFlows, ResetFlows:
+	default:
+		return invalid("down_flows", "down_flows %q: use %q or %q", v.DownFlows, KeepFlows, ResetFlows)
+	}
+	switch v.AllDown {
+	case ServeAll, DropAll:
+	default:
+		return invalid("all_down", "all_down %q: use %q or %q", v.AllDown, ServeAll, DropAll)
 	}
 	for i, r := range v.Reals {
 		if err := validateReal(r); err != nil {

@@ -8,8 +8,10 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control/health"
 )
 
 // stateVersion is the state file's format version. A file with another
@@ -43,14 +45,28 @@ type stateFile struct {
 }
 
 type vipRecord struct {
-	Proto    string       `json:"protocol"`
-	Addr     netip.Addr   `json:"address"`
-	Port     uint16       `json:"port"`
-	Sticky   bool         `json:"sticky,omitempty"`
-	NoLRU    bool         `json:"no_lru,omitempty"`
-	Encap    Encap        `json:"encap"`
-	RingSize uint32       `json:"ring_size"`
-	Reals    []realRecord `json:"reals"`
+	Proto     string        `json:"protocol"`
+	Addr      netip.Addr    `json:"address"`
+	Port      uint16        `json:"port"`
+	Sticky    bool          `json:"sticky,omitempty"`
+	NoLRU     bool          `json:"no_lru,omitempty"`
+	Encap     Encap         `json:"encap"`
+	RingSize  uint32        `json:"ring_size"`
+	Reals     []realRecord  `json:"reals"`
+	Health    *healthRecord `json:"health_check,omitempty"`
+	DownFlows DownFlows     `json:"down_flows,omitempty"`
+	AllDown   AllDown       `json:"all_down,omitempty"`
+}
+
+type healthRecord struct {
+	Type         health.Type `json:"type"`
+	Port         uint16      `json:"port,omitempty"`
+	Path         string      `json:"path,omitempty"`
+	ExpectStatus int         `json:"expect_status,omitempty"`
+	IntervalMS   int64       `json:"interval_ms"`
+	TimeoutMS    int64       `json:"timeout_ms"`
+	Rise         int         `json:"rise"`
+	Fall         int         `json:"fall"`
 }
 
 type realRecord struct {
@@ -84,6 +100,12 @@ func (s *Store) Load() (map[xdp.VIPKey]*VIP, error) {
 		v := &VIP{
 			Key:    xdp.VIPKey{Addr: r.Addr, Port: r.Port, Proto: proto},
 			Sticky: r.Sticky, NoLRU: r.NoLRU, Encap: r.Encap, RingSize: r.RingSize,
+			DownFlows: r.DownFlows, AllDown: r.AllDown,
+		}
+		if h := r.Health; h != nil {
+			v.Health = health.Spec{Type: h.Type, Port: h.Port, Path: h.Path, ExpectStatus: h.ExpectStatus,
+				Interval: time.Duration(h.IntervalMS) * time.Millisecond, Timeout: time.Duration(h.TimeoutMS) * time.Millisecond,
+				Rise: h.Rise, Fall: h.Fall}
 		}
 		for _, rr := range r.Reals {
 			v.Reals = append(v.Reals, Real(rr))
@@ -108,7 +130,11 @@ func (s *Store) Save(vips map[xdp.VIPKey]*VIP) error {
 		r := vipRecord{
 			Proto: v.Key.Proto.String(), Addr: v.Key.Addr, Port: v.Key.Port,
 			Sticky: v.Sticky, NoLRU: v.NoLRU, Encap: v.Encap, RingSize: v.RingSize,
-			Reals: []realRecord{},
+			Reals: []realRecord{}, DownFlows: v.DownFlows, AllDown: v.AllDown,
+		}
+		if h := v.Health; h.Type != "" && h.Type != health.None {
+			r.Health = &healthRecord{Type: h.Type, Port: h.Port, Path: h.Path, ExpectStatus: h.ExpectStatus,
+				IntervalMS: h.Interval.Milliseconds(), TimeoutMS: h.Timeout.Milliseconds(), Rise: h.Rise, Fall: h.Fall}
 		}
 		for _, real := range v.Reals {
 			r.Reals = append(r.Reals, realRecord(real))

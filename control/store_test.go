@@ -6,8 +6,10 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control/health"
 )
 
 func TestStoreRoundTrip(t *testing.T) {
@@ -23,6 +25,11 @@ func TestStoreRoundTrip(t *testing.T) {
 	vips := map[xdp.VIPKey]*VIP{
 		vipA: {Key: vipA, Sticky: true, Encap: EncapGUE, RingSize: 1021, Reals: []Real{active(r1, 5), {Addr: r2, Weight: 0, State: RealDraining}}},
 		vipB: {Key: vipB, NoLRU: true, Encap: EncapIPIP, RingSize: 655373},
+	}
+	vips[vipA].Health = health.Spec{Type: health.HTTP, Path: "/healthz", Interval: 1500 * time.Millisecond, Rise: 4}
+	vips[vipA].DownFlows, vips[vipA].AllDown = ResetFlows, DropAll
+	for _, v := range vips {
+		v.normalize()
 	}
 	if err := s.Save(vips); err != nil {
 		t.Fatal(err)

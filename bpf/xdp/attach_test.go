@@ -39,33 +39,73 @@ func newTestNetns(t *testing.T) *testNetns {
 	var r [4]byte
 	_, _ = rand.Read(r[:])
 	n := &testNetns{name: "lbdt-" + hex.EncodeToString(r[:])}
-	if out, err := exec.Command("ip", "netns", "add", n.name).CombinedOutput(); err != nil {
-		privtest.Unavailable(t, fmt.Sprintf("ip netns add: %v: %s", err, out))
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", n.name).Run() })
-	h, err := netns.GetFromName(n.name)
+	// Made with netlink and netns rather than ip(8): the kernel-matrix
+	// guests have only busybox, whose ip knows no netns.
+	runtime.LockOSThread()
+	orig, err := netns.Get()
 	if err != nil {
+		runtime.UnlockOSThread()
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h.Close() })
+	h, err := netns.NewNamed(n.name) // enters the new namespace
+	if serr := netns.Set(orig); serr != nil {
+		t.Fatalf("return to the test's namespace: %v", serr) // the thread stays locked and dies
+	}
+	orig.Close()
+	runtime.UnlockOSThread()
+	if err != nil {
+		privtest.Unavailable(t, fmt.Sprintf("create netns: %v", err))
+	}
 	n.h = h
+	t.Cleanup(func() {
+		h.Close()
+		_ = netns.DeleteNamed(n.name)
+	})
 	return n
 }
 
-// ip runs an ip(8) command in the namespace.
-func (n *testNetns) ip(t *testing.T, args ...string) {
+// handle is a netlink handle inside the namespace (route family only:
+// others may be missing from the kernel).
+func (n *testNetns) handle(t *testing.T) *netlink.Handle {
 	t.Helper()
-	if out, err := exec.Command("ip", append([]string{"-n", n.name}, args...)...).CombinedOutput(); err != nil {
-		t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+	h, err := netlink.NewHandleAt(n.h, unix.NETLINK_ROUTE)
+	if err != nil {
+		t.Fatalf("netlink in netns: %v", err)
 	}
+	return h
 }
 
 // vethPair makes a veth pair a <-> b in the namespace, both up.
 func (n *testNetns) vethPair(t *testing.T, a, b string) {
 	t.Helper()
-	n.ip(t, "link", "add", a, "type", "veth", "peer", "name", b)
-	n.ip(t, "link", "set", a, "up")
-	n.ip(t, "link", "set", b, "up")
+	h := n.handle(t)
+	defer h.Close()
+	if err := h.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: a}, PeerName: b}); err != nil {
+		t.Fatalf("add veth %s/%s: %v", a, b, err)
+	}
+	for _, name := range []string{a, b} {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := h.LinkSetUp(l); err != nil {
+			t.Fatalf("set %s up: %v", name, err)
+		}
+	}
+}
+
+// linkDel deletes an interface of the namespace.
+func (n *testNetns) linkDel(t *testing.T, name string) {
+	t.Helper()
+	h := n.handle(t)
+	defer h.Close()
+	l, err := h.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkDel(l); err != nil {
+		t.Fatalf("delete %s: %v", name, err)
+	}
 }
 
 // do runs f on a thread inside the namespace.
@@ -260,7 +300,7 @@ func TestAttachStalePin(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Close()
-	ns.ip(t, "link", "del", "va")
+	ns.linkDel(t, "va")
 	ns.vethPair(t, "va", "vb")
 
 	b = openPinned(t, limits, dir)
