@@ -117,7 +117,7 @@ func (s *Server) reconcile(c echo.Context) error {
 func (s *Server) listVIPs(c echo.Context) error {
 	out := VIPListJSON{VIPs: []VIPJSON{}}
 	for _, v := range s.ctl.VIPs() {
-		out.VIPs = append(out.VIPs, vipJSON(v))
+		out.VIPs = append(out.VIPs, s.vipJSON(v))
 	}
 	return reply(c, http.StatusOK, out)
 }
@@ -147,7 +147,7 @@ func (s *Server) createVIP(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+control.VIPName(created.Key))
-	return reply(c, http.StatusCreated, vipJSON(created))
+	return reply(c, http.StatusCreated, s.vipJSON(created))
 }
 
 func (s *Server) getVIP(c echo.Context) error {
@@ -159,7 +159,7 @@ func (s *Server) getVIP(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return reply(c, http.StatusOK, vipJSON(v))
+	return reply(c, http.StatusOK, s.vipJSON(v))
 }
 
 func (s *Server) putVIP(c echo.Context) error {
@@ -181,9 +181,9 @@ func (s *Server) putVIP(c echo.Context) error {
 	}
 	if created {
 		c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+control.VIPName(key))
-		return reply(c, http.StatusCreated, vipJSON(out))
+		return reply(c, http.StatusCreated, s.vipJSON(out))
 	}
-	return reply(c, http.StatusOK, vipJSON(out))
+	return reply(c, http.StatusOK, s.vipJSON(out))
 }
 
 func (s *Server) patchVIP(c echo.Context) error {
@@ -200,11 +200,26 @@ func (s *Server) patchVIP(c echo.Context) error {
 		e := control.Encap(*in.Encap)
 		u.Encap = &e
 	}
+	if in.HealthCheck != nil {
+		spec, err := in.HealthCheck.toSpec()
+		if err != nil {
+			return err
+		}
+		u.Health = &spec
+	}
+	if in.DownFlows != nil {
+		d := control.DownFlows(*in.DownFlows)
+		u.DownFlows = &d
+	}
+	if in.AllDown != nil {
+		a := control.AllDown(*in.AllDown)
+		u.AllDown = &a
+	}
 	out, err := s.ctl.UpdateVIP(key, u)
 	if err != nil {
 		return err
 	}
-	return reply(c, http.StatusOK, vipJSON(out))
+	return reply(c, http.StatusOK, s.vipJSON(out))
 }
 
 func (s *Server) deleteVIP(c echo.Context) error {
@@ -259,7 +274,7 @@ func (s *Server) listReals(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return reply(c, http.StatusOK, RealListJSON{Reals: vipJSON(v).Reals})
+	return reply(c, http.StatusOK, RealListJSON{Reals: s.vipJSON(v).Reals})
 }
 
 func (s *Server) replaceReals(c echo.Context) error {
@@ -282,7 +297,7 @@ func (s *Server) replaceReals(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return reply(c, http.StatusOK, RealListJSON{Reals: vipJSON(v).Reals})
+	return reply(c, http.StatusOK, RealListJSON{Reals: s.vipJSON(v).Reals})
 }
 
 func (s *Server) getReal(c echo.Context) error {
@@ -298,11 +313,10 @@ func (s *Server) getReal(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	r, ok := v.Real(addr)
-	if !ok {
+	if _, ok := v.Real(addr); !ok {
 		return fmt.Errorf("real %s of VIP %s: %w", addr, control.VIPName(key), control.ErrNotFound)
 	}
-	return reply(c, http.StatusOK, realJSON(r))
+	return reply(c, http.StatusOK, s.realOf(v, addr))
 }
 
 func (s *Server) putReal(c echo.Context) error {
@@ -326,11 +340,10 @@ func (s *Server) putReal(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	got, _ := v.Real(addr)
 	if created {
-		return reply(c, http.StatusCreated, realJSON(got))
+		return reply(c, http.StatusCreated, s.realOf(v, addr))
 	}
-	return reply(c, http.StatusOK, realJSON(got))
+	return reply(c, http.StatusOK, s.realOf(v, addr))
 }
 
 func (s *Server) deleteReal(c echo.Context) error {
@@ -442,6 +455,27 @@ func parsePrefix(s string) (netip.Prefix, error) {
 	}
 	p, err := netip.ParsePrefix(s)
 	return p.Masked(), err
+}
+
+// vipJSON renders a VIP with its reals' health.
+func (s *Server) vipJSON(v *control.VIP) VIPJSON {
+	return vipJSON(v, func(a netip.Addr) *RealHealthJSON {
+		st, ok := s.ctl.RealHealth(v.Key, a)
+		if !ok {
+			return nil
+		}
+		return healthJSON(st)
+	})
+}
+
+// realOf renders one real of a VIP, with its health.
+func (s *Server) realOf(v *control.VIP, addr netip.Addr) RealJSON {
+	for _, r := range s.vipJSON(v).Reals {
+		if r.Address == addr.String() {
+			return r
+		}
+	}
+	return RealJSON{Address: addr.String()}
 }
 
 func sortAddrs(a []netip.Addr) { slices.SortFunc(a, netip.Addr.Compare) }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/control/health"
 )
 
 // metrics are the daemon's Prometheus metrics: datapath counters read
@@ -61,6 +62,7 @@ var (
 	descRealBytes   = prometheus.NewDesc("lbd_real_bytes_total", "Bytes sent to a real (all VIPs).", []string{"real"}, nil)
 	descDatapath    = prometheus.NewDesc("lbd_datapath_packets_total", "Datapath outcomes and events by counter: tx, pass_*, drop_* (drops by reason), lru_*.", []string{"counter"}, nil)
 	descDrifts      = prometheus.NewDesc("lbd_reconcile_drifts_total", "Differences between the datapath and the desired state found (and repaired) by reconciles.", nil, nil)
+	descRealUp      = prometheus.NewDesc("lbd_real_up", "Health of a real of a VIP that checks its reals: 1 up, 0 down.", []string{"vip", "real"}, nil)
 	descScrapeError = prometheus.NewDesc("lbd_datapath_scrape_errors_total", "Failed reads of the datapath counters during this scrape.", nil, nil)
 )
 
@@ -70,7 +72,7 @@ type datapathCollector struct {
 }
 
 func (d *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, x := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPHits, descVIPMisses, descRealPackets, descRealBytes, descDatapath, descDrifts, descScrapeError} {
+	for _, x := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPHits, descVIPMisses, descRealPackets, descRealBytes, descDatapath, descDrifts, descRealUp, descScrapeError} {
 		ch <- x
 	}
 }
@@ -91,6 +93,19 @@ func (d *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descVIPBytes, prometheus.CounterValue, float64(s.Bytes), name)
 		ch <- prometheus.MustNewConstMetric(descVIPHits, prometheus.CounterValue, float64(s.LRUHits), name)
 		ch <- prometheus.MustNewConstMetric(descVIPMisses, prometheus.CounterValue, float64(s.LRUMisses), name)
+	}
+	for _, v := range d.ctl.VIPs() {
+		for _, r := range v.Reals {
+			st, ok := d.ctl.RealHealth(v.Key, r.Addr)
+			if !ok {
+				continue
+			}
+			up := 0.0
+			if st.State == health.Up {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descRealUp, prometheus.GaugeValue, up, control.VIPName(v.Key), r.Addr.String())
+		}
 	}
 	for addr, s := range all.Reals {
 		ch <- prometheus.MustNewConstMetric(descRealPackets, prometheus.CounterValue, float64(s.Packets), addr.String())

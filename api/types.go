@@ -1,11 +1,13 @@
 package api
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/control/health"
 )
 
 // The JSON bodies of the API, as openapi.yaml describes them. Pointers
@@ -16,6 +18,37 @@ type RealJSON struct {
 	Address string  `json:"address"`
 	Weight  *uint32 `json:"weight,omitempty"`
 	State   string  `json:"state,omitempty"`
+	// Health is set in answers when the VIP checks its reals (ignored in
+	// requests).
+	Health *RealHealthJSON `json:"health,omitempty"`
+}
+
+// RealHealthJSON is what health checks know of a real.
+type RealHealthJSON struct {
+	State      string           `json:"state"` // up | down
+	Reason     string           `json:"reason"`
+	LastChange time.Time        `json:"last_change"`
+	LastResult *ProbeResultJSON `json:"last_result,omitempty"`
+}
+
+// ProbeResultJSON is one probe's outcome.
+type ProbeResultJSON struct {
+	OK         bool      `json:"ok"`
+	Reason     string    `json:"reason"`
+	At         time.Time `json:"at"`
+	DurationMS float64   `json:"duration_ms"`
+}
+
+// HealthCheckJSON is a VIP's health check.
+type HealthCheckJSON struct {
+	Type         string `json:"type"`
+	Port         uint16 `json:"port,omitempty"`
+	Path         string `json:"path,omitempty"`
+	ExpectStatus int    `json:"expect_status,omitempty"`
+	Interval     string `json:"interval,omitempty"` // Go duration, e.g. "5s"
+	Timeout      string `json:"timeout,omitempty"`
+	Rise         int    `json:"rise,omitempty"`
+	Fall         int    `json:"fall,omitempty"`
 }
 
 // RealSettingsJSON is the body of PUT .../reals/{addr}.
@@ -31,11 +64,14 @@ type RealListJSON struct {
 
 // VIPSettingsJSON is the body of PUT /vips/{vip}.
 type VIPSettingsJSON struct {
-	Sticky   bool       `json:"sticky,omitempty"`
-	NoLRU    bool       `json:"no_lru,omitempty"`
-	Encap    string     `json:"encap,omitempty"`
-	RingSize uint32     `json:"ring_size,omitempty"`
-	Reals    []RealJSON `json:"reals,omitempty"`
+	Sticky      bool             `json:"sticky,omitempty"`
+	NoLRU       bool             `json:"no_lru,omitempty"`
+	Encap       string           `json:"encap,omitempty"`
+	RingSize    uint32           `json:"ring_size,omitempty"`
+	Reals       []RealJSON       `json:"reals,omitempty"`
+	HealthCheck *HealthCheckJSON `json:"health_check,omitempty"`
+	DownFlows   string           `json:"down_flows,omitempty"`
+	AllDown     string           `json:"all_down,omitempty"`
 }
 
 // VIPCreateJSON is the body of POST /vips.
@@ -48,23 +84,29 @@ type VIPCreateJSON struct {
 
 // VIPPatchJSON is the body of PATCH /vips/{vip}.
 type VIPPatchJSON struct {
-	Sticky   *bool   `json:"sticky,omitempty"`
-	NoLRU    *bool   `json:"no_lru,omitempty"`
-	Encap    *string `json:"encap,omitempty"`
-	RingSize *uint32 `json:"ring_size,omitempty"`
+	Sticky      *bool            `json:"sticky,omitempty"`
+	NoLRU       *bool            `json:"no_lru,omitempty"`
+	Encap       *string          `json:"encap,omitempty"`
+	RingSize    *uint32          `json:"ring_size,omitempty"`
+	HealthCheck *HealthCheckJSON `json:"health_check,omitempty"`
+	DownFlows   *string          `json:"down_flows,omitempty"`
+	AllDown     *string          `json:"all_down,omitempty"`
 }
 
 // VIPJSON is a VIP in answers.
 type VIPJSON struct {
-	Name     string     `json:"name"`
-	Protocol string     `json:"protocol"`
-	Address  string     `json:"address"`
-	Port     uint16     `json:"port"`
-	Sticky   bool       `json:"sticky"`
-	NoLRU    bool       `json:"no_lru"`
-	Encap    string     `json:"encap"`
-	RingSize uint32     `json:"ring_size"`
-	Reals    []RealJSON `json:"reals"`
+	Name        string          `json:"name"`
+	Protocol    string          `json:"protocol"`
+	Address     string          `json:"address"`
+	Port        uint16          `json:"port"`
+	Sticky      bool            `json:"sticky"`
+	NoLRU       bool            `json:"no_lru"`
+	Encap       string          `json:"encap"`
+	RingSize    uint32          `json:"ring_size"`
+	Reals       []RealJSON      `json:"reals"`
+	HealthCheck HealthCheckJSON `json:"health_check"`
+	DownFlows   string          `json:"down_flows"`
+	AllDown     string          `json:"all_down"`
 }
 
 // VIPListJSON is the answer of GET /vips.
@@ -170,13 +212,59 @@ type ProblemJSON struct {
 	RolledBack *bool  `json:"rolled_back,omitempty"`
 }
 
-func vipJSON(v *control.VIP) VIPJSON {
+// vipJSON renders a VIP; health, if not nil, gives its reals' health.
+func vipJSON(v *control.VIP, health func(netip.Addr) *RealHealthJSON) VIPJSON {
 	out := VIPJSON{
 		Name: control.VIPName(v.Key), Protocol: v.Key.Proto.String(), Address: v.Key.Addr.String(), Port: v.Key.Port,
 		Sticky: v.Sticky, NoLRU: v.NoLRU, Encap: string(v.Encap), RingSize: v.RingSize, Reals: []RealJSON{},
+		HealthCheck: healthCheckJSON(v.Health), DownFlows: string(v.DownFlows), AllDown: string(v.AllDown),
 	}
 	for _, r := range v.Reals {
-		out.Reals = append(out.Reals, realJSON(r))
+		rj := realJSON(r)
+		if health != nil {
+			rj.Health = health(r.Addr)
+		}
+		out.Reals = append(out.Reals, rj)
+	}
+	return out
+}
+
+func healthCheckJSON(s health.Spec) HealthCheckJSON {
+	if s.Type == health.None || s.Type == "" {
+		return HealthCheckJSON{Type: string(health.None)}
+	}
+	return HealthCheckJSON{Type: string(s.Type), Port: s.Port, Path: s.Path, ExpectStatus: s.ExpectStatus,
+		Interval: s.Interval.String(), Timeout: s.Timeout.String(), Rise: s.Rise, Fall: s.Fall}
+}
+
+// toSpec turns input into a health check spec (defaults are the
+// controller's).
+func (h *HealthCheckJSON) toSpec() (health.Spec, error) {
+	if h == nil {
+		return health.Spec{}, nil
+	}
+	s := health.Spec{Type: health.Type(h.Type), Port: h.Port, Path: h.Path, ExpectStatus: h.ExpectStatus, Rise: h.Rise, Fall: h.Fall}
+	for _, d := range []struct {
+		in, field string
+		out       *time.Duration
+	}{{h.Interval, "interval", &s.Interval}, {h.Timeout, "timeout", &s.Timeout}} {
+		if d.in == "" {
+			continue
+		}
+		v, err := time.ParseDuration(d.in)
+		if err != nil || v <= 0 {
+			return s, &control.InvalidError{Field: "health_check." + d.field, Msg: fmt.Sprintf("health check %s %q: want a duration such as 5s or 500ms", d.field, d.in)}
+		}
+		*d.out = v
+	}
+	return s, nil
+}
+
+func healthJSON(st health.Status) *RealHealthJSON {
+	out := &RealHealthJSON{State: string(st.State), Reason: st.Reason, LastChange: st.LastChange.UTC()}
+	if !st.LastResult.At.IsZero() {
+		r := st.LastResult
+		out.LastResult = &ProbeResultJSON{OK: r.OK, Reason: r.Reason, At: r.At.UTC(), DurationMS: float64(r.Duration.Microseconds()) / 1000}
 	}
 	return out
 }
@@ -217,7 +305,12 @@ func (s VIPSettingsJSON) toVIP(key xdp.VIPKey) (control.VIP, error) {
 	if err != nil {
 		return control.VIP{}, err
 	}
-	return control.VIP{Key: key, Sticky: s.Sticky, NoLRU: s.NoLRU, Encap: control.Encap(s.Encap), RingSize: s.RingSize, Reals: reals}, nil
+	spec, err := s.HealthCheck.toSpec()
+	if err != nil {
+		return control.VIP{}, err
+	}
+	return control.VIP{Key: key, Sticky: s.Sticky, NoLRU: s.NoLRU, Encap: control.Encap(s.Encap), RingSize: s.RingSize, Reals: reals,
+		Health: spec, DownFlows: control.DownFlows(s.DownFlows), AllDown: control.AllDown(s.AllDown)}, nil
 }
 
 func trafficJSON(t control.Traffic) TrafficJSON {

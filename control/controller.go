@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/control/maglev"
 )
 
@@ -127,10 +128,13 @@ func (c *Controller) PutVIP(v VIP) (vip *VIP, created bool, err error) {
 
 // VIPUpdate changes some settings of a VIP; nil fields are left alone.
 type VIPUpdate struct {
-	Sticky   *bool
-	NoLRU    *bool
-	Encap    *Encap
-	RingSize *uint32
+	Sticky    *bool
+	NoLRU     *bool
+	Encap     *Encap
+	RingSize  *uint32
+	Health    *health.Spec
+	DownFlows *DownFlows
+	AllDown   *AllDown
 }
 
 // UpdateVIP changes a VIP's settings, keeping its reals.
@@ -150,6 +154,15 @@ func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
 		}
 		if u.RingSize != nil {
 			cur.RingSize = *u.RingSize
+		}
+		if u.Health != nil {
+			cur.Health = *u.Health
+		}
+		if u.DownFlows != nil {
+			cur.DownFlows = *u.DownFlows
+		}
+		if u.AllDown != nil {
+			cur.AllDown = *u.AllDown
 		}
 		return cur, nil
 	})
@@ -350,7 +363,7 @@ func (c *Controller) buildRing(v *VIP, ids map[netip.Addr]xdp.RealID) ([]xdp.Rea
 			continue
 		}
 		b := maglev.Backend{Name: r.Addr.String(), ID: uint32(ids[r.Addr]), Weight: r.Weight}
-		if c.isDown(v.Key, r.Addr) {
+		if v.Health.Type != health.None && c.isDown(v.Key, r.Addr) {
 			downs = append(downs, b)
 			continue
 		}

@@ -44,8 +44,11 @@ type serveConfig struct {
 	UDPFlowTimeout      time.Duration `yaml:"udp_flow_timeout"`
 
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
-	LogLevel          string        `yaml:"log_level"`  // debug | info | warn | error
-	LogFormat         string        `yaml:"log_format"` // text | json
+	// HealthChecks runs the VIPs' health checks (each VIP says how).
+	HealthChecks        bool   `yaml:"health_checks"`
+	HealthMaxConcurrent int    `yaml:"health_max_concurrent"`
+	LogLevel            string `yaml:"log_level"`  // debug | info | warn | error
+	LogFormat           string `yaml:"log_format"` // text | json
 	// Detach removes the XDP program and all pins when lbd exits (default:
 	// keep forwarding, so that a restart is hitless).
 	Detach bool `yaml:"detach"`
@@ -61,6 +64,7 @@ func defaultServeConfig() serveConfig {
 		MTU: c.MTU, EncapSourceV4: c.EncapSourceV4.String(), EncapSourceV6: c.EncapSourceV6.String(),
 		GUEPort: c.GUEPort, FragmentPolicy: c.FragmentPolicy.String(), UnbalanceablePolicy: c.UnbalanceablePolicy.String(),
 		UDPFlowTimeout: c.UDPFlowTimeout, ReconcileInterval: 30 * time.Second,
+		HealthChecks: true, HealthMaxConcurrent: 64,
 		LogLevel: "info", LogFormat: "text",
 	}
 }
@@ -87,6 +91,8 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.UnbalanceablePolicy, "unbalanceable-policy", c.UnbalanceablePolicy, "other traffic to a VIP address that cannot be balanced: drop or pass")
 	fs.DurationVar(&c.UDPFlowTimeout, "udp-flow-timeout", c.UDPFlowTimeout, "idle time after which a UDP flow follows the ring again")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "how often to check the datapath against the desired state (0: never)")
+	fs.BoolVar(&c.HealthChecks, "health-checks", c.HealthChecks, "run the VIPs' health checks (through the tunnel to each real when the health-check encapsulation can be attached)")
+	fs.IntVar(&c.HealthMaxConcurrent, "health-max-concurrent", c.HealthMaxConcurrent, "most health probes in flight at once")
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.BoolVar(&c.Detach, "detach", c.Detach, "on exit, detach the XDP program and remove the pins (default: keep forwarding for a hitless restart)")
@@ -157,6 +163,10 @@ func copyFlag(dst, src *serveConfig, name string) {
 		dst.UDPFlowTimeout = src.UDPFlowTimeout
 	case "reconcile-interval":
 		dst.ReconcileInterval = src.ReconcileInterval
+	case "health-checks":
+		dst.HealthChecks = src.HealthChecks
+	case "health-max-concurrent":
+		dst.HealthMaxConcurrent = src.HealthMaxConcurrent
 	case "log-level":
 		dst.LogLevel = src.LogLevel
 	case "log-format":
@@ -181,6 +191,9 @@ func (c serveConfig) validate() error {
 	}
 	if _, err := c.datapathConfig(nil); err != nil {
 		return err
+	}
+	if c.HealthMaxConcurrent < 1 {
+		return fmt.Errorf("health max concurrent %d: must be at least 1", c.HealthMaxConcurrent)
 	}
 	switch c.LogFormat {
 	case "text", "json":

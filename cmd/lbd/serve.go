@@ -24,6 +24,7 @@ import (
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/control/health"
 )
 
 // addServeCommands adds the daemon's commands: serve and cleanup.
@@ -178,13 +179,32 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	log.Info("XDP balancer attached", "interface", att.Interface, "mode", att.Mode, "took_over_pinned_link", att.Reused)
 	setReady(rerr)
 
+	bg, cancel := context.WithCancel(ctx)
+	defer cancel()
+	healthMode := "off"
+	if cfg.HealthChecks {
+		var tunnel control.TunnelProbes
+		hc, err := startHCTunnel(cfg, gw)
+		if err != nil {
+			healthMode = "direct (no tunnel: " + err.Error() + ")"
+			log.Warn("health checks probe the reals' own addresses: the health-check tunnel is unavailable", "reason", err)
+		} else {
+			defer hc.close()
+			tunnel = hc
+			healthMode = "tunnel (" + hc.att.String() + ")"
+		}
+		ctl.StartHealth(bg, health.NetProber{}, cfg.HealthMaxConcurrent, tunnel)
+		log.Info("health checks running", "mode", healthMode)
+	}
+
 	srv, err := api.New(api.Options{
 		Controller: ctl, Token: token, Version: version, StateFile: store.Path(), Logger: log,
 		Datapath: func() map[string]any {
 			return map[string]any{
 				"interface": att.Interface, "xdp_mode": att.Mode.String(), "fallback": att.Fallback,
 				"pin_dir": cfg.PinDir, "recovered": b.Recovered(), "took_over_link": att.Reused,
-				"limits": map[string]uint32{"max_vips": cfg.MaxVIPs, "max_reals": cfg.MaxReals, "max_flows": cfg.MaxFlows},
+				"limits":        map[string]uint32{"max_vips": cfg.MaxVIPs, "max_reals": cfg.MaxReals, "max_flows": cfg.MaxFlows},
+				"health_checks": healthMode,
 			}
 		},
 		Ready: func() error {
@@ -202,8 +222,6 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	go func() { served <- httpSrv.Serve(ln) }()
 	log.Info("API listening", "address", ln.Addr().String(), "token_file", cfg.TokenFile)
 
-	bg, cancel := context.WithCancel(ctx)
-	defer cancel()
 	go ctl.RunRates(bg, 5*time.Second)
 	if cfg.ReconcileInterval > 0 {
 		go reconcileLoop(bg, ctl, cfg.ReconcileInterval, setReady, log)

@@ -294,6 +294,9 @@ func TestDaemonRestartIsHitless(t *testing.T) {
 		Datapath map[string]any
 	}
 	l.call("GET", "/api/v1/status", nil, 200, &status)
+	if hc, _ := status.Datapath["health_checks"].(string); !strings.HasPrefix(hc, "tunnel (") {
+		t.Errorf("health checks should go through the tunnel: %q", hc)
+	}
 	if status.Datapath["recovered"] != true || status.Datapath["took_over_link"] != true {
 		t.Errorf("status after restart: %v", status.Datapath)
 	}
