@@ -680,3 +680,27 @@ func TestParseRealSpec(t *testing.T) {
 		}
 	}
 }
+
+func TestVIPHealthFlags(t *testing.T) {
+	d := newDaemon(t)
+	d.ok("vip", "add", "tcp/192.0.2.9:80", "--health", "http", "--health-path", "/healthz", "--health-interval", "2s",
+		"--down-flows", "reset", "--real", "10.0.0.1")
+	key := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.9"), Port: 80, Proto: xdp.TCP}
+	v, err := d.ctl.VIP(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Health.Type != "http" || v.Health.Path != "/healthz" || v.Health.Interval != 2*time.Second || v.DownFlows != control.ResetFlows {
+		t.Errorf("health spec %+v, down flows %s", v.Health, v.DownFlows)
+	}
+	out := d.ok("vip", "get", "tcp/192.0.2.9:80")
+	if !strings.Contains(out, "http every 2s (rise 2, fall 3); down real's flows: reset; all down: serve-all") {
+		t.Errorf("vip get:\n%s", out)
+	}
+	d.ok("vip", "set", "tcp/192.0.2.9:80", "--health", "none", "--all-down", "drop")
+	if v, _ := d.ctl.VIP(key); v.Health.Type != "none" || v.AllDown != control.DropAll {
+		t.Errorf("after set: %+v %s", v.Health, v.AllDown)
+	}
+	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.9:80", "--health-fall", "2"), "give --health TYPE too")
+	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.9:80", "--health", "tcp", "--health-interval", "soon"), "want a duration")
+}

@@ -85,6 +85,19 @@ type vipSettingFlags struct {
 	sticky, noLRU bool
 	encap         string
 	ringSize      uint32
+	health        api.HealthCheckJSON
+	downFlows     string
+	allDown       string
+}
+
+// healthChanged reports whether any health-check flag was given.
+func healthChanged(cmd *cobra.Command) bool {
+	for _, n := range []string{"health", "health-port", "health-path", "health-status", "health-interval", "health-timeout", "health-rise", "health-fall"} {
+		if cmd.Flags().Changed(n) {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *vipSettingFlags) register(cmd *cobra.Command) {
@@ -93,6 +106,16 @@ func (f *vipSettingFlags) register(cmd *cobra.Command) {
 	fl.BoolVar(&f.noLRU, "no-lru", false, "keep the VIP's flows out of the connection table: every packet follows the current ring")
 	fl.StringVar(&f.encap, "encap", "", "how packets reach the reals: ipip (default) or gue")
 	fl.Uint32Var(&f.ringSize, "ring-size", 0, "Maglev ring size, a prime: 1021, 4099, 16381, 65537 (default), 131071, 262139 or 655373")
+	fl.StringVar(&f.health.Type, "health", "", "health check of the reals: none (default), tcp, http, https or udp")
+	fl.Uint16Var(&f.health.Port, "health-port", 0, "port to check (default: the VIP's)")
+	fl.StringVar(&f.health.Path, "health-path", "", "HTTP(S) path to GET (default /)")
+	fl.IntVar(&f.health.ExpectStatus, "health-status", 0, "HTTP(S) status a healthy real answers (default 200)")
+	fl.StringVar(&f.health.Interval, "health-interval", "", "time between probes of a real (default 5s)")
+	fl.StringVar(&f.health.Timeout, "health-timeout", "", "time a probe may take (default 2s)")
+	fl.IntVar(&f.health.Rise, "health-rise", 0, "successes in a row for a down real to come back (default 2)")
+	fl.IntVar(&f.health.Fall, "health-fall", 0, "failures in a row for a real to go down (default 3)")
+	fl.StringVar(&f.downFlows, "down-flows", "", "flows of a real that goes down: keep (default) or reset")
+	fl.StringVar(&f.allDown, "all-down", "", "when every real is down: serve-all (default, fail open) or drop")
 }
 
 func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
@@ -114,6 +137,13 @@ func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
 		}
 		in := api.VIPCreateJSON{Protocol: key.Proto.String(), Address: key.Addr.String(), Port: new(int(key.Port))}
 		in.Sticky, in.NoLRU, in.Encap, in.RingSize = f.sticky, f.noLRU, f.encap, f.ringSize
+		in.DownFlows, in.AllDown = f.downFlows, f.allDown
+		if healthChanged(cmd) {
+			if f.health.Type == "" {
+				f.health.Type = "tcp"
+			}
+			in.HealthCheck = &f.health
+		}
 		for _, r := range reals {
 			rj, err := parseRealSpec(r)
 			if err != nil {
@@ -163,8 +193,20 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 		if changed("ring-size") {
 			p.RingSize = &f.ringSize
 		}
+		if healthChanged(cmd) {
+			if f.health.Type == "" {
+				return fmt.Errorf("--health-* flags replace the whole health check: give --health TYPE too")
+			}
+			p.HealthCheck = &f.health
+		}
+		if changed("down-flows") {
+			p.DownFlows = &f.downFlows
+		}
+		if changed("all-down") {
+			p.AllDown = &f.allDown
+		}
 		if p == (api.VIPPatchJSON{}) {
-			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --encap or --ring-size")
+			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --encap, --ring-size, --health..., --down-flows or --all-down")
 		}
 		v, err := s.api.PatchVIP(s.ctx, name, p)
 		if err != nil {
@@ -184,6 +226,11 @@ func (s *session) emitVIP(v api.VIPJSON) error {
 		row(w, "RING SIZE", v.RingSize)
 		row(w, "STICKY", v.Sticky)
 		row(w, "NO LRU", v.NoLRU)
+		hc := v.HealthCheck.Type
+		if hc != "" && hc != "none" {
+			hc = fmt.Sprintf("%s every %s (rise %d, fall %d); down real's flows: %s; all down: %s", hc, v.HealthCheck.Interval, v.HealthCheck.Rise, v.HealthCheck.Fall, v.DownFlows, v.AllDown)
+		}
+		row(w, "HEALTH CHECK", hc)
 		row(w, "REALS", realsSummary(v.Reals))
 		if len(v.Reals) > 0 {
 			row(w)
@@ -192,10 +239,27 @@ func (s *session) emitVIP(v api.VIPJSON) error {
 	})
 }
 
+// realsTable lists reals; when the VIP checks its reals, with their
+// health and why.
 func realsTable(w io.Writer, reals []api.RealJSON) {
-	row(w, "REAL", "WEIGHT", "STATE")
+	checked := false
 	for _, r := range reals {
-		row(w, r.Address, weightOf(r), r.State)
+		checked = checked || r.Health != nil
+	}
+	if !checked {
+		row(w, "REAL", "WEIGHT", "STATE")
+		for _, r := range reals {
+			row(w, r.Address, weightOf(r), r.State)
+		}
+		return
+	}
+	row(w, "REAL", "WEIGHT", "STATE", "HEALTH", "SINCE", "WHY")
+	for _, r := range reals {
+		health, since, why := "-", "-", "-"
+		if h := r.Health; h != nil {
+			health, since, why = h.State, h.LastChange.Local().Format("15:04:05"), h.Reason
+		}
+		row(w, r.Address, weightOf(r), r.State, health, since, why)
 	}
 }
 
