@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -18,10 +19,16 @@ type TestPackage struct {
 	Binary     string // path of <Name>.test
 }
 
-// ListTestPackages returns every package under root that has test files,
-// as `go list` sees them: new packages join the matrix without edits here.
+// privtestImport marks the tests that need a kernel: they use privtest.
+const privtestImport = "github.com/lbd-dev/lbd/internal/privtest"
+
+// ListTestPackages returns the packages under root whose tests need a
+// kernel (they import internal/privtest), as `go list` sees them: new
+// packages join the matrix without edits here. Pure Go packages are not
+// the kernels' business; make test runs them on the host.
 func ListTestPackages(root string) ([]TestPackage, error) {
-	cmd := exec.Command("go", "list", "-f", "{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}} {{.Dir}}{{end}}", "./...")
+	cmd := exec.Command("go", "list", "-f",
+		`{{if or .TestGoFiles .XTestGoFiles}}{{.ImportPath}} {{.Dir}} {{join .TestImports ","}},{{join .XTestImports ","}}{{end}}`, "./...")
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -31,10 +38,11 @@ func ListTestPackages(root string) ([]TestPackage, error) {
 	}
 	var pkgs []TestPackage
 	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
-		ip, dir, ok := strings.Cut(line, " ")
-		if !ok {
+		fields := strings.Fields(line)
+		if len(fields) != 3 || !slices.Contains(strings.Split(fields[2], ","), privtestImport) {
 			continue
 		}
+		ip, dir := fields[0], fields[1]
 		rel, err := filepath.Rel(root, dir)
 		if err != nil {
 			return nil, err
