@@ -96,8 +96,13 @@ struct flow_state {
 	__u32 hash;     /* the flow hash when the entry was made: outer source without rehashing */
 	__u64 packets;
 	__u64 bytes;    /* IP bytes (header + payload) of the client's packets */
-	__u64 first_tick; /* jiffies at the first packet */
-	__u64 last_tick;  /* jiffies at the latest packet */
+	/*
+	 * jiffies, truncated to 32 bits: a 40-byte value makes a table
+	 * element exactly two cache lines (48-byte header + 40-byte key +
+	 * value), and ticks wrap only after 2^32 (49 days at HZ=1000).
+	 */
+	__u32 first_tick; /* at the first packet */
+	__u32 last_tick;  /* at the latest packet */
 };
 
 /* Run-time configuration, one element; user space may change it at any time. */

@@ -29,9 +29,9 @@
  * helper cost ~10 ns a packet (a tenth of an established flow's budget).
  * User space converts ticks to time (bpf/xdp/clock.go).
  */
-static __always_inline __u64 lbd_now(void)
+static __always_inline __u32 lbd_now(void)
 {
-	return bpf_jiffies64();
+	return (__u32)bpf_jiffies64();
 }
 
 static __always_inline int lbd_count(struct global_counters *gs, __u32 stat, int action)
@@ -175,7 +175,7 @@ struct choice {
 	__u32 vip_num;
 	__u32 real_idx;
 	__u32 hash; /* lbd_hash of the flow: ring slot and outer source */
-	__u64 now;  /* 0 until read */
+	__u32 now;  /* jiffies (32 bits); 0 until read */
 };
 
 /*
@@ -203,7 +203,7 @@ static __always_inline struct flow_state *lbd_table_lookup(const struct flow_key
 		return NULL; /* its real was removed: choose again */
 	if (fk->proto == IPPROTO_UDP && cfg->udp_timeout_s) {
 		c->now = lbd_now();
-		if (c->now - st->last_tick > (__u64)cfg->udp_timeout_s * cfg->hz)
+		if ((__u32)(c->now - st->last_tick) > cfg->udp_timeout_s * cfg->hz)
 			return NULL; /* idle UDP flow: follow the ring again */
 	}
 	return st;

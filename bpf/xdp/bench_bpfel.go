@@ -38,8 +38,8 @@ type benchFlowState struct {
 	Hash      uint32
 	Packets   uint64
 	Bytes     uint64
-	FirstTick uint64
-	LastTick  uint64
+	FirstTick uint32
+	LastTick  uint32
 }
 
 type benchGlobalCounters struct {

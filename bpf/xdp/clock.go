@@ -48,7 +48,9 @@ func (b *Balancer) clock() (tickClock, error) {
 	}, nil
 }
 
-// at is the wall time of a jiffies value, to within a tick.
-func (c tickClock) at(j uint64) time.Time {
-	return c.wall.Add(-time.Duration(int64(c.tick-j)) * c.per)
+// at is the wall time of a jiffies value the datapath kept in 32 bits,
+// to within a tick. The value is taken as at most 2^31 ticks old (24 days
+// at HZ=1000), which the connection table's idle entries never are.
+func (c tickClock) at(j uint32) time.Time {
+	return c.wall.Add(-time.Duration(int32(uint32(c.tick)-j)) * c.per)
 }

@@ -112,8 +112,8 @@ func (c Config) raw() (balancerLbdConfig, error) {
 		return r, fmt.Errorf("GUE port 0: set a UDP port (Katran and lbd use 6080)")
 	}
 	r.GuePort = htons(c.GUEPort)
-	if c.UDPFlowTimeout < 0 {
-		return r, fmt.Errorf("UDP flow timeout %s: must not be negative", c.UDPFlowTimeout)
+	if c.UDPFlowTimeout < 0 || c.UDPFlowTimeout > 24*time.Hour {
+		return r, fmt.Errorf("UDP flow timeout %s: must be between 0 and 24h", c.UDPFlowTimeout)
 	}
 	r.UdpTimeoutS = uint32((c.UDPFlowTimeout + time.Second - 1) / time.Second)
 	return r, nil
