@@ -202,9 +202,9 @@ func (l *daemonLab) call(method, path string, body any, want int, out any) {
 	}
 }
 
-// send sends n UDP datagrams to the VIP from the client namespace, each
-// from a new socket (so a new source port, a new flow).
-func (l *daemonLab) send(n int) {
+// send sends one UDP datagram to the VIP from the client namespace from
+// each of the given source ports: one flow per port.
+func (l *daemonLab) send(ports ...int) {
 	l.t.Helper()
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
@@ -213,13 +213,21 @@ func (l *daemonLab) send(n int) {
 	defer orig.Close()
 	must(l.t, "enter client netns", netns.Set(l.ns))
 	defer func() { must(l.t, "leave client netns", netns.Set(orig)) }()
-	for range n {
-		c, err := net.Dial("udp4", "192.0.2.1:53")
+	for _, p := range ports {
+		c, err := net.DialUDP("udp4", &net.UDPAddr{Port: p}, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 53})
 		must(l.t, "dial VIP", err)
 		_, err = c.Write([]byte("hello"))
 		c.Close()
 		must(l.t, "send to VIP", err)
 	}
+}
+
+func portRange(from, to int) []int {
+	var p []int
+	for i := from; i <= to; i++ {
+		p = append(p, i)
+	}
+	return p
 }
 
 func (l *daemonLab) vipPackets() uint64 {
@@ -228,10 +236,15 @@ func (l *daemonLab) vipPackets() uint64 {
 	return st.Packets
 }
 
-func (l *daemonLab) flows() int {
-	var page struct{ Flows []struct{ Real string } }
+// flows returns the VIP's connection table: client → real.
+func (l *daemonLab) flows() map[string]string {
+	var page struct{ Flows []struct{ Client, Real string } }
 	l.call("GET", "/api/v1/flows?vip=udp-192.0.2.1-53&limit=1000", nil, 200, &page)
-	return len(page.Flows)
+	out := map[string]string{}
+	for _, f := range page.Flows {
+		out[f.Client] = f.Real
+	}
+	return out
 }
 
 func xdpAttached(t *testing.T, ifname string) bool {
@@ -272,12 +285,13 @@ func TestDaemonRestartIsHitless(t *testing.T) {
 	if err != nil || !strings.Contains(string(state), `"address": "10.0.0.2"`) {
 		t.Fatalf("state file after create: %v %s", err, state)
 	}
-	l.send(5)
+	l.send(portRange(40001, 40005)...)
 	if got := l.vipPackets(); got != 5 {
 		t.Fatalf("VIP packets %d, want 5", got)
 	}
-	if got := l.flows(); got != 5 {
-		t.Fatalf("flows %d, want 5", got)
+	before := l.flows()
+	if len(before) != 5 {
+		t.Fatalf("flows %v, want 5", before)
 	}
 
 	if err := d.Process.Signal(syscall.SIGKILL); err != nil {
@@ -287,7 +301,7 @@ func TestDaemonRestartIsHitless(t *testing.T) {
 	if !xdpAttached(t, l.lbIf) {
 		t.Fatal("kill -9 detached the program")
 	}
-	l.send(2) // forwarded with no daemon running
+	l.send(40006, 40007) // forwarded with no daemon running
 
 	l.start()
 	var status struct {
@@ -303,13 +317,34 @@ func TestDaemonRestartIsHitless(t *testing.T) {
 	if got := l.vipPackets(); got != 7 {
 		t.Errorf("VIP packets after restart %d, want 7 (5 before, 2 while no daemon ran)", got)
 	}
-	if got := l.flows(); got != 7 {
-		t.Errorf("flows after restart %d, want 7", got)
+	after := l.flows()
+	if len(after) != 7 {
+		t.Errorf("flows after restart %v, want 7", after)
+	}
+	for client, real := range before {
+		if after[client] != real {
+			t.Errorf("flow %s: real %s before the restart, %s after", client, real, after[client])
+		}
 	}
 	var drifts struct{ Drifts []any }
 	l.call("POST", "/api/v1/reconcile", nil, 200, &drifts)
 	if len(drifts.Drifts) != 0 {
 		t.Errorf("restart left drift: %v", drifts.Drifts)
+	}
+
+	// Only the connection table can keep the old flows on their reals
+	// now: the ring holds nothing but a new real.
+	l.call("PUT", "/api/v1/vips/udp-192.0.2.1-53/reals", map[string]any{"reals": []map[string]any{
+		{"address": "10.0.0.1", "state": "draining"}, {"address": "10.0.0.2", "state": "draining"}, {"address": "10.0.0.3"}}}, 200, nil)
+	l.send(portRange(40001, 40008)...)
+	final := l.flows()
+	for client, real := range after {
+		if final[client] != real {
+			t.Errorf("flow %s left its real %s for %s after the ring changed", client, real, final[client])
+		}
+	}
+	if len(final) != 8 || final["10.99.0.2:40008"] != "10.0.0.3" {
+		t.Errorf("a new flow should take the new ring's only real: %v", final)
 	}
 }
 
