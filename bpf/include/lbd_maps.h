@@ -69,11 +69,15 @@ struct {
 } reals SEC(".maps");
 
 /*
- * One Maglev ring per VIP, as an inner map of rings[vip_num]. User space
- * builds a whole new ring and swaps it in with one update of rings, so a
- * packet sees either the old ring or the new one, never a mix.
- * BPF_F_INNER_MAP lets rings of different sizes share the outer map;
- * BPF_F_MMAPABLE lets user space write a new ring with one memory copy.
+ * Two Maglev ring buffers per VIP, inner maps at rings[2 * vip_num] and
+ * rings[2 * vip_num + 1]; vip_info says which one is live. User space
+ * writes a whole new ring into the idle buffer (through its memory
+ * mapping: BPF_F_MMAPABLE), then flips vip_info with one store, so a
+ * packet sees either the old ring or the new one, never a mix. A buffer is
+ * written again only after an RCU grace period has passed since it went
+ * idle, so no packet still reads it. BPF_F_INNER_MAP lets rings of
+ * different sizes share the outer map. (Swapping an inner map in the outer
+ * map instead would make every change wait for a grace period, 4-15 ms.)
  */
 struct ring {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -86,7 +90,7 @@ struct ring {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
 	__type(key, __u32);
-	__uint(max_entries, LBD_DEFAULT_MAX_VIPS);
+	__uint(max_entries, 2 * LBD_DEFAULT_MAX_VIPS);
 	__array(values, struct ring);
 } rings SEC(".maps");
 

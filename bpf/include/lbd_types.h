@@ -61,10 +61,18 @@ struct vip_key {
  */
 struct vip_meta {
 	enum lbd_vip_flag flags;
-	__u32 ring_size; /* slots in this VIP's ring (a prime) */
+	/*
+	 * Slots in this VIP's live ring (low 31 bits) and which of its two
+	 * ring buffers is live (top bit): rings[2 * vip_num + buffer]. One
+	 * 32-bit word, so a packet reads a consistent pair.
+	 */
+	__u32 ring_size;
 	__u32 gen;
 	__u32 pad; /* not read here; user space keeps the last gen given to the number */
 };
+
+#define LBD_RING_SIZE_MASK 0x7fffffffu
+#define LBD_RING_BUF_SHIFT 31
 
 /* Key of vip_addrs: an address that at least one VIP uses. */
 struct addr_key {

@@ -133,15 +133,20 @@ static __always_inline struct vip_meta *lbd_lookup_vip(const __u32 addr[4], __u8
 	return vm;
 }
 
-/* lbd_ring_pick returns the real in the VIP's ring slot for hash, or 0. */
-static __always_inline __u32 lbd_ring_pick(__u32 vip_num, __u32 size, __u32 hash)
+/*
+ * lbd_ring_pick returns the real in the VIP's live ring slot for hash, or
+ * 0. ring_size is vip_meta.ring_size: size and live buffer in one word.
+ */
+static __always_inline __u32 lbd_ring_pick(__u32 vip_num, __u32 ring_size, __u32 hash)
 {
+	__u32 size = ring_size & LBD_RING_SIZE_MASK;
+	__u32 key = (vip_num << 1) | (ring_size >> LBD_RING_BUF_SHIFT);
 	__u32 slot, *real;
 	void *ring;
 
 	if (!size)
 		return 0;
-	ring = bpf_map_lookup_elem(&rings, &vip_num);
+	ring = bpf_map_lookup_elem(&rings, &key);
 	if (!ring)
 		return 0;
 	slot = hash % size;

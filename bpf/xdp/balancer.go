@@ -86,6 +86,10 @@ type Balancer struct {
 	tick    time.Duration // the kernel's tick: one jiffy, the datapath's clock unit
 	hz      uint32
 	links   map[string]*attachment
+	// ringMaps are the open ring buffers by outer slot; quiet[slot] is
+	// closed when a buffer that went idle may be written again.
+	ringMaps map[uint32]*ebpf.Map
+	quiet    map[uint32]chan struct{}
 }
 
 // Options for Open.
@@ -133,7 +137,7 @@ func Open(opts Options) (*Balancer, error) {
 		balancerMapVips:      limits.MaxVIPs,
 		balancerMapVipInfo:   limits.MaxVIPs,
 		balancerMapVipAddrs:  limits.MaxVIPs,
-		balancerMapRings:     limits.MaxVIPs,
+		balancerMapRings:     2 * limits.MaxVIPs, // two ring buffers per VIP
 		balancerMapVipStats:  limits.MaxVIPs,
 		balancerMapReals:     limits.MaxReals,
 		balancerMapRealStats: limits.MaxReals,
@@ -152,6 +156,8 @@ func Open(opts Options) (*Balancer, error) {
 	}
 	b.realIDs[0] = true
 	b.filter = make([]uint64, spec.Maps[balancerMapVipFilter].MaxEntries)
+	b.ringMaps = map[uint32]*ebpf.Map{}
+	b.quiet = map[uint32]chan struct{}{}
 	if b.tick, b.hz, err = kernelTick(); err != nil {
 		return nil, err
 	}
@@ -227,6 +233,10 @@ func (b *Balancer) Close() error {
 	}
 	b.closed = true
 	var errs []error
+	for slot, m := range b.ringMaps {
+		m.Close()
+		delete(b.ringMaps, slot)
+	}
 	for ifname, a := range b.links {
 		if err := a.link.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close XDP link of %s: %w", ifname, err))

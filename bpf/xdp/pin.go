@@ -285,7 +285,7 @@ func (b *Balancer) recover() error {
 			return fmt.Errorf("recover: VIP %s (number %d) has no vip_info entry (%s)", key, num, cleanupHint)
 		}
 		b.vipNums[num] = true
-		b.vips[key] = vipEntry{num: num, flags: VIPFlags(m.Flags), ringSize: m.RingSize, gen: m.Gen}
+		b.vips[key] = vipEntry{num: num, flags: VIPFlags(m.Flags), ringSize: m.RingSize & ringSizeMask, buf: m.RingSize >> ringBufShift, gen: m.Gen}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("recover: read vips map: %w", err)
@@ -299,8 +299,8 @@ func (b *Balancer) recover() error {
 		if err := b.objs.VipInfo.Update(uint32(n), freeMeta(max(m.Gen, m.Pad)), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("recover: free vip_info[%d]: %w", n, err)
 		}
-		if err := b.objs.Rings.Delete(uint32(n)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("recover: delete ring %d: %w", n, err)
+		if err := b.dropRings(uint32(n)); err != nil {
+			return fmt.Errorf("recover: %w", err)
 		}
 	}
 

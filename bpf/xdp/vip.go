@@ -1,7 +1,6 @@
 package xdp
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -89,6 +88,7 @@ type vipEntry struct {
 	num      uint32
 	flags    VIPFlags
 	ringSize uint32
+	buf      uint32 // the live ring buffer, 0 or 1: rings[2*num+buf]
 	gen      uint32
 }
 
@@ -193,8 +193,8 @@ func (b *Balancer) RemoveVIP(key VIPKey) error {
 	if err := b.objs.VipInfo.Update(e.num, freeMeta(e.gen), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("VIP %s: clear vip_info: %w", key, err)
 	}
-	if err := b.objs.Rings.Delete(e.num); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("VIP %s: delete ring: %w", key, err)
+	if err := b.dropRings(e.num); err != nil {
+		return fmt.Errorf("VIP %s: %w", key, err)
 	}
 	b.vipNums[e.num] = false
 	return b.syncAddr(key.Addr)
@@ -222,93 +222,8 @@ func (b *Balancer) LookupVIP(key VIPKey) (VIP, error) {
 	return VIP{Key: key, Num: e.num, Flags: e.flags, RingSize: e.ringSize}, nil
 }
 
-// SetRing gives a VIP a new ring: ring[slot] is the RealID that takes the
-// flows hashing to slot (0: none, such packets are dropped). The whole ring
-// is built in a new map and swapped in with one update, so a packet sees
-// either the old ring or the new one. Every non-zero entry must be a real
-// added with AddReal.
-func (b *Balancer) SetRing(key VIPKey, ring []RealID) error {
-	if len(ring) == 0 || len(ring) > 1<<24 {
-		return fmt.Errorf("VIP %s: ring size %d: must be between 1 and %d", key, len(ring), 1<<24)
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	e, ok := b.vips[key]
-	if !ok {
-		return fmt.Errorf("VIP %s: %w", key, ErrNotFound)
-	}
-	for slot, id := range ring {
-		if id != 0 && (int(id) >= len(b.realIDs) || !b.realIDs[id]) {
-			return fmt.Errorf("VIP %s: ring slot %d holds real %d, which is not defined", key, slot, id)
-		}
-	}
-
-	spec := b.ringSpec.Copy()
-	spec.MaxEntries = uint32(len(ring))
-	spec.Name = fmt.Sprintf("lbd_ring_%d", e.num)
-	inner, err := ebpf.NewMap(spec)
-	if err != nil {
-		return fmt.Errorf("VIP %s: create ring map of %d slots: %w", key, len(ring), err)
-	}
-	defer inner.Close() // the outer map holds its own reference
-	if err := fillArray(inner, ring); err != nil {
-		return fmt.Errorf("VIP %s: fill ring: %w", key, err)
-	}
-
-	// The program reads the ring size from the VIP and the ring from rings:
-	// order the two writes so that a packet in between never indexes past
-	// the end of the ring it sees (grow: ring first; shrink: size first).
-	next := e
-	next.ringSize = uint32(len(ring))
-	if next.ringSize < e.ringSize {
-		if err := b.writeMeta(key, next); err != nil {
-			return err
-		}
-	}
-	if err := b.objs.Rings.Update(e.num, inner, ebpf.UpdateAny); err != nil {
-		if next.ringSize < e.ringSize {
-			_ = b.writeMeta(key, e)
-		}
-		return fmt.Errorf("VIP %s: swap ring: %w", key, err)
-	}
-	if next.ringSize > e.ringSize {
-		if err := b.writeMeta(key, next); err != nil {
-			return err
-		}
-	}
-	b.vips[key] = next
-	return nil
-}
-
-// Ring reads a VIP's ring back from the kernel.
-func (b *Balancer) Ring(key VIPKey) ([]RealID, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	e, ok := b.vips[key]
-	if !ok {
-		return nil, fmt.Errorf("VIP %s: %w", key, ErrNotFound)
-	}
-	if e.ringSize == 0 {
-		return nil, nil
-	}
-	var id ebpf.MapID
-	if err := b.objs.Rings.Lookup(e.num, &id); err != nil {
-		return nil, fmt.Errorf("VIP %s: look up ring: %w", key, err)
-	}
-	inner, err := ebpf.NewMapFromID(id)
-	if err != nil {
-		return nil, fmt.Errorf("VIP %s: open ring: %w", key, err)
-	}
-	defer inner.Close()
-	ring, err := readArray(inner)
-	if err != nil {
-		return nil, fmt.Errorf("VIP %s: read ring: %w", key, err)
-	}
-	return ring, nil
-}
-
 func (b *Balancer) writeMeta(key VIPKey, e vipEntry) error {
-	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), RingSize: e.ringSize, Gen: e.gen, Pad: e.gen}
+	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), RingSize: e.ringSize | e.buf<<ringBufShift, Gen: e.gen, Pad: e.gen}
 	if err := b.objs.VipInfo.Update(e.num, &meta, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("VIP %s: write vip_info map: %w", key, err)
 	}
@@ -368,69 +283,4 @@ func takeFree(used []bool, from int) (uint32, bool) {
 		}
 	}
 	return 0, false
-}
-
-// fillArray writes ring[i] at key i of a new ring map. Rings are
-// BPF_F_MMAPABLE so that this is one copy into shared memory (tens of
-// microseconds for 65537 slots) rather than a batch update through the
-// syscall (about 10 ms); maps without the flag take the slow path.
-func fillArray(m *ebpf.Map, ring []RealID) error {
-	if mem, err := m.Memory(); err == nil {
-		buf := make([]byte, arrayStride*len(ring))
-		for i, id := range ring {
-			binary.NativeEndian.PutUint32(buf[arrayStride*i:], uint32(id))
-		}
-		_, err := mem.WriteAt(buf, 0)
-		return err
-	}
-	keys := make([]uint32, len(ring))
-	vals := make([]uint32, len(ring))
-	for i, id := range ring {
-		keys[i] = uint32(i)
-		vals[i] = uint32(id)
-	}
-	_, err := m.BatchUpdate(keys, vals, nil)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, ebpf.ErrNotSupported) {
-		return err
-	}
-	for i := range keys {
-		if err := m.Update(keys[i], vals[i], ebpf.UpdateAny); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// arrayStride is the distance between elements of a ring in its memory
-// mapping: the kernel rounds array elements up to 8 bytes.
-const arrayStride = 8
-
-// readArray reads a whole ring map back, through its memory mapping when
-// it has one.
-func readArray(m *ebpf.Map) ([]RealID, error) {
-	ring := make([]RealID, m.MaxEntries())
-	if mem, err := m.Memory(); err == nil {
-		buf := make([]byte, arrayStride*len(ring))
-		if _, err := mem.ReadAt(buf, 0); err != nil {
-			return nil, err
-		}
-		for i := range ring {
-			ring[i] = RealID(binary.NativeEndian.Uint32(buf[arrayStride*i:]))
-		}
-		return ring, nil
-	}
-	keys := make([]uint32, len(ring))
-	vals := make([]uint32, len(ring))
-	var cursor ebpf.MapBatchCursor
-	n, err := m.BatchLookup(&cursor, keys, vals, nil)
-	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return nil, err
-	}
-	for i := 0; i < n; i++ {
-		ring[keys[i]] = RealID(vals[i])
-	}
-	return ring, nil
 }

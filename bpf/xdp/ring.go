@@ -1,0 +1,267 @@
+package xdp
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+// Each VIP has two ring buffers, rings[2*num] and rings[2*num+1]; the top
+// bit of vip_meta.ring_size says which is live (see lbd_maps.h). A new
+// ring is written into the idle buffer and made live by one store to
+// vip_info: no packet sees a ring half written, and a change does not wait
+// for the RCU grace period that every update of an array-of-maps costs
+// (4-15 ms here). The buffer that went idle is written again only after a
+// grace period, started in the background at once, so that no packet that
+// read the old vip_info still reads it.
+
+const (
+	ringSizeMask = 0x7fffffff // LBD_RING_SIZE_MASK in lbd_types.h
+	ringBufShift = 31         // LBD_RING_BUF_SHIFT
+	maxRingSize  = 1 << 24
+)
+
+// ringSlot is the outer map index of a VIP's ring buffer.
+func ringSlot(num, buf uint32) uint32 { return 2*num + buf }
+
+// SetRing gives a VIP a new ring: ring[slot] is the RealID that takes the
+// flows hashing to slot (0: none, such packets are dropped). Every
+// non-zero entry must be a real added with AddReal.
+func (b *Balancer) SetRing(key VIPKey, ring []RealID) error {
+	if len(ring) == 0 || len(ring) > maxRingSize {
+		return fmt.Errorf("VIP %s: ring size %d: must be between 1 and %d", key, len(ring), maxRingSize)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.vips[key]
+	if !ok {
+		return fmt.Errorf("VIP %s: %w", key, ErrNotFound)
+	}
+	for slot, id := range ring {
+		if id != 0 && (int(id) >= len(b.realIDs) || !b.realIDs[id]) {
+			return fmt.Errorf("VIP %s: ring slot %d holds real %d, which is not defined", key, slot, id)
+		}
+	}
+
+	next := e
+	next.buf = e.buf ^ 1
+	next.ringSize = uint32(len(ring))
+	idle := ringSlot(e.num, next.buf)
+	b.waitQuiet(idle)
+	if err := b.writeRing(idle, ring); err != nil {
+		return fmt.Errorf("VIP %s: %w", key, err)
+	}
+	// The flip: size and live buffer change in one word.
+	if err := b.writeMeta(key, next); err != nil {
+		return err
+	}
+	b.vips[key] = next
+	if e.ringSize != 0 {
+		b.quiesce(ringSlot(e.num, e.buf))
+	}
+	return nil
+}
+
+// writeRing fills an idle ring buffer: in place when its map has the
+// ring's size, else in a new map put in its place in the outer map.
+func (b *Balancer) writeRing(slot uint32, ring []RealID) error {
+	if m, err := b.ringMap(slot); err == nil && m.MaxEntries() == uint32(len(ring)) {
+		if err := fillArray(m, ring); err != nil {
+			return fmt.Errorf("fill ring buffer %d: %w", slot, err)
+		}
+		return nil
+	}
+	spec := b.ringSpec.Copy()
+	spec.MaxEntries = uint32(len(ring))
+	spec.Name = fmt.Sprintf("lbd_ring_%d", slot)
+	inner, err := ebpf.NewMap(spec)
+	if err != nil {
+		return fmt.Errorf("create ring map of %d slots: %w", len(ring), err)
+	}
+	if err := fillArray(inner, ring); err != nil {
+		inner.Close()
+		return fmt.Errorf("fill ring: %w", err)
+	}
+	if err := b.objs.Rings.Update(slot, inner, ebpf.UpdateAny); err != nil {
+		inner.Close()
+		return fmt.Errorf("install ring buffer %d: %w", slot, err)
+	}
+	if old := b.ringMaps[slot]; old != nil {
+		old.Close()
+	}
+	b.ringMaps[slot] = inner
+	return nil
+}
+
+// ringMap returns the inner map at an outer slot, opened once and kept
+// (with its memory mapping) until the VIP goes.
+func (b *Balancer) ringMap(slot uint32) (*ebpf.Map, error) {
+	if m := b.ringMaps[slot]; m != nil {
+		return m, nil
+	}
+	var id ebpf.MapID
+	if err := b.objs.Rings.Lookup(slot, &id); err != nil {
+		return nil, fmt.Errorf("look up ring buffer %d: %w", slot, err)
+	}
+	m, err := ebpf.NewMapFromID(id)
+	if err != nil {
+		return nil, fmt.Errorf("open ring buffer %d: %w", slot, err)
+	}
+	b.ringMaps[slot] = m
+	return m, nil
+}
+
+// Ring reads a VIP's live ring back from the kernel.
+func (b *Balancer) Ring(key VIPKey) ([]RealID, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e, ok := b.vips[key]
+	if !ok {
+		return nil, fmt.Errorf("VIP %s: %w", key, ErrNotFound)
+	}
+	if e.ringSize == 0 {
+		return nil, nil
+	}
+	m, err := b.ringMap(ringSlot(e.num, e.buf))
+	if err != nil {
+		return nil, fmt.Errorf("VIP %s: %w", key, err)
+	}
+	ring, err := readArray(m)
+	if err != nil {
+		return nil, fmt.Errorf("VIP %s: read ring: %w", key, err)
+	}
+	if len(ring) != int(e.ringSize) {
+		return nil, fmt.Errorf("VIP %s: live ring buffer has %d slots, vip_info says %d", key, len(ring), e.ringSize)
+	}
+	return ring, nil
+}
+
+// dropRings removes both ring buffers of a VIP number.
+func (b *Balancer) dropRings(num uint32) error {
+	for buf := uint32(0); buf < 2; buf++ {
+		slot := ringSlot(num, buf)
+		if err := b.objs.Rings.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete ring buffer %d: %w", slot, err)
+		}
+		if m := b.ringMaps[slot]; m != nil {
+			m.Close()
+			delete(b.ringMaps, slot)
+		}
+		delete(b.quiet, slot)
+	}
+	return nil
+}
+
+// quiesce starts a grace period for a ring buffer that just went idle; it
+// may be written again once the period is over.
+func (b *Balancer) quiesce(slot uint32) {
+	done := make(chan struct{})
+	b.quiet[slot] = done
+	go func() {
+		defer close(done)
+		if err := rcuBarrier(); err != nil {
+			// No membarrier: an array-of-maps update waits for a grace
+			// period too. Put the buffer back in its own slot.
+			if m, err := b.ringMapLocked(slot); err == nil {
+				_ = b.objs.Rings.Update(slot, m, ebpf.UpdateAny)
+			}
+		}
+	}()
+}
+
+// ringMapLocked is ringMap for the quiesce goroutine.
+func (b *Balancer) ringMapLocked(slot uint32) (*ebpf.Map, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.ringMap(slot)
+}
+
+// waitQuiet waits until a ring buffer's grace period, if any, is over.
+func (b *Balancer) waitQuiet(slot uint32) {
+	if done := b.quiet[slot]; done != nil {
+		b.mu.Unlock()
+		<-done
+		b.mu.Lock()
+		delete(b.quiet, slot)
+	}
+}
+
+// rcuBarrier returns after an RCU grace period: every BPF program that
+// was running when it was called has finished.
+// MEMBARRIER_CMD_GLOBAL is synchronize_rcu() (kernel/sched/membarrier.c).
+func rcuBarrier() error {
+	const membarrierCmdGlobal = 1
+	_, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// arrayStride is the distance between elements of a ring in its memory
+// mapping: the kernel rounds array elements up to 8 bytes.
+const arrayStride = 8
+
+// fillArray writes ring[i] at key i of a ring map. Rings are
+// BPF_F_MMAPABLE so that this is one copy into shared memory (tens of
+// microseconds for 65537 slots) rather than a batch update through the
+// syscall (about 10 ms); maps without the flag take the slow path.
+func fillArray(m *ebpf.Map, ring []RealID) error {
+	if mem, err := m.Memory(); err == nil {
+		buf := make([]byte, arrayStride*len(ring))
+		for i, id := range ring {
+			binary.NativeEndian.PutUint32(buf[arrayStride*i:], uint32(id))
+		}
+		_, err := mem.WriteAt(buf, 0)
+		return err
+	}
+	keys := make([]uint32, len(ring))
+	vals := make([]uint32, len(ring))
+	for i, id := range ring {
+		keys[i] = uint32(i)
+		vals[i] = uint32(id)
+	}
+	_, err := m.BatchUpdate(keys, vals, nil)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	for i := range keys {
+		if err := m.Update(keys[i], vals[i], ebpf.UpdateAny); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// readArray reads a whole ring map back, through its memory mapping when
+// it has one.
+func readArray(m *ebpf.Map) ([]RealID, error) {
+	ring := make([]RealID, m.MaxEntries())
+	if mem, err := m.Memory(); err == nil {
+		buf := make([]byte, arrayStride*len(ring))
+		if _, err := mem.ReadAt(buf, 0); err != nil {
+			return nil, err
+		}
+		for i := range ring {
+			ring[i] = RealID(binary.NativeEndian.Uint32(buf[arrayStride*i:]))
+		}
+		return ring, nil
+	}
+	keys := make([]uint32, len(ring))
+	vals := make([]uint32, len(ring))
+	var cursor ebpf.MapBatchCursor
+	n, err := m.BatchLookup(&cursor, keys, vals, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, err
+	}
+	for i := 0; i < n; i++ {
+		ring[keys[i]] = RealID(vals[i])
+	}
+	return ring, nil
+}
