@@ -238,7 +238,9 @@ func (l *daemonLab) vipPackets() uint64 {
 
 // flows returns the VIP's connection table: client → real.
 func (l *daemonLab) flows() map[string]string {
-	var page struct{ Flows []struct{ Client, Real string } }
+	var page struct {
+		Flows []struct{ Client, Real string }
+	}
 	l.call("GET", "/api/v1/flows?vip=udp-192.0.2.1-53&limit=1000", nil, 200, &page)
 	out := map[string]string{}
 	for _, f := range page.Flows {
