@@ -78,6 +78,17 @@ func addrParam(c echo.Context) (netip.Addr, error) {
 	return a, nil
 }
 
+// vipAndAddr reads the VIP and real address of a path like
+// /vips/{vip}/reals/{addr}.
+func vipAndAddr(c echo.Context) (xdp.VIPKey, netip.Addr, error) {
+	key, err := vipParam(c)
+	if err != nil {
+		return key, netip.Addr{}, err
+	}
+	addr, err := addrParam(c)
+	return key, addr, err
+}
+
 func (s *Server) healthz(c echo.Context) error {
 	return reply(c, http.StatusOK, HealthJSON{Status: "ok"})
 }
@@ -301,11 +312,7 @@ func (s *Server) replaceReals(c echo.Context) error {
 }
 
 func (s *Server) getReal(c echo.Context) error {
-	key, err := vipParam(c)
-	if err != nil {
-		return err
-	}
-	addr, err := addrParam(c)
+	key, addr, err := vipAndAddr(c)
 	if err != nil {
 		return err
 	}
@@ -320,11 +327,7 @@ func (s *Server) getReal(c echo.Context) error {
 }
 
 func (s *Server) putReal(c echo.Context) error {
-	key, err := vipParam(c)
-	if err != nil {
-		return err
-	}
-	addr, err := addrParam(c)
+	key, addr, err := vipAndAddr(c)
 	if err != nil {
 		return err
 	}
@@ -347,11 +350,7 @@ func (s *Server) putReal(c echo.Context) error {
 }
 
 func (s *Server) deleteReal(c echo.Context) error {
-	key, err := vipParam(c)
-	if err != nil {
-		return err
-	}
-	addr, err := addrParam(c)
+	key, addr, err := vipAndAddr(c)
 	if err != nil {
 		return err
 	}
@@ -362,11 +361,7 @@ func (s *Server) deleteReal(c echo.Context) error {
 }
 
 func (s *Server) realStats(c echo.Context) error {
-	key, err := vipParam(c)
-	if err != nil {
-		return err
-	}
-	addr, err := addrParam(c)
+	key, addr, err := vipAndAddr(c)
 	if err != nil {
 		return err
 	}

@@ -16,6 +16,8 @@
 package tc
 
 import (
+	"github.com/lbd-dev/lbd/internal/mapaddr"
+
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -253,37 +255,15 @@ func checkAddr(what string, a netip.Addr) error {
 	return nil
 }
 
-// addrWords returns an address as the programs store it: four words whose
-// memory bytes are the address in network order; IPv4 (also written as
-// IPv4-mapped IPv6) uses word 0 only.
-func addrWords(a netip.Addr) (w [4]uint32, family uint32) {
-	a = a.Unmap()
-	if a.Is4() {
-		b := a.As4()
-		w[0] = binary.NativeEndian.Uint32(b[:])
-		return w, familyIPv4
-	}
-	b := a.As16()
-	for i := range w {
-		w[i] = binary.NativeEndian.Uint32(b[4*i:])
-	}
-	return w, familyIPv6
-}
+// addrWords returns an address as the programs store it (see mapaddr).
+func addrWords(a netip.Addr) (w [4]uint32, family uint32) { return mapaddr.Words(a) }
 
 func keyAddr(k decapAddrKey) (netip.Addr, error) {
-	switch k.Family {
-	case familyIPv4:
-		var b [4]byte
-		binary.NativeEndian.PutUint32(b[:], k.Addr[0])
-		return netip.AddrFrom4(b), nil
-	case familyIPv6:
-		var b [16]byte
-		for i, w := range k.Addr {
-			binary.NativeEndian.PutUint32(b[4*i:], w)
-		}
-		return netip.AddrFrom16(b), nil
+	a, err := mapaddr.Addr(k.Addr, k.Family)
+	if err != nil {
+		return a, fmt.Errorf("decap_vips: %w", err)
 	}
-	return netip.Addr{}, fmt.Errorf("unknown address family %d in decap_vips", k.Family)
+	return a, nil
 }
 
 // htons converts a port to the value whose memory bytes are in network order.

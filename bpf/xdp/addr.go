@@ -1,6 +1,8 @@
 package xdp
 
 import (
+	"github.com/lbd-dev/lbd/internal/mapaddr"
+
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -8,41 +10,20 @@ import (
 
 // Address families as the datapath stores them (lbd_family in lbd_types.h).
 const (
-	familyNone = 0
-	familyIPv4 = 4
-	familyIPv6 = 6
+	familyNone = mapaddr.FamilyNone
+	familyIPv4 = mapaddr.FamilyIPv4
+	familyIPv6 = mapaddr.FamilyIPv6
 )
 
-// addrWords returns an address as the datapath stores it: four words whose
-// memory bytes are the address in network order; IPv4 uses word 0 only.
+// addrWords returns an address as the datapath stores it (see mapaddr).
 func addrWords(a netip.Addr) (words [4]uint32, family uint8) {
-	if a.Is4() {
-		b := a.As4()
-		words[0] = binary.NativeEndian.Uint32(b[:])
-		return words, familyIPv4
-	}
-	b := a.As16()
-	for i := range words {
-		words[i] = binary.NativeEndian.Uint32(b[4*i:])
-	}
-	return words, familyIPv6
+	w, f := mapaddr.Words(a)
+	return w, uint8(f)
 }
 
 // wordsAddr is the inverse of addrWords.
 func wordsAddr(words [4]uint32, family uint32) (netip.Addr, error) {
-	switch family {
-	case familyIPv4:
-		var b [4]byte
-		binary.NativeEndian.PutUint32(b[:], words[0])
-		return netip.AddrFrom4(b), nil
-	case familyIPv6:
-		var b [16]byte
-		for i, w := range words {
-			binary.NativeEndian.PutUint32(b[4*i:], w)
-		}
-		return netip.AddrFrom16(b), nil
-	}
-	return netip.Addr{}, fmt.Errorf("unknown address family %d in map", family)
+	return mapaddr.Addr(words, family)
 }
 
 // htons converts a port to the value whose memory bytes are in network order.
