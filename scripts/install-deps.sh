@@ -4,7 +4,8 @@
 # `make demo`, so what CI tests is what a user runs.
 set -euo pipefail
 need=()
-for p in clang-19 llvm-19 libbpf-dev iproute2 make git; do
+# curl and iproute2 (ip netns exec) drive the demo lab; iperf3 its throughput benchmark.
+for p in clang-19 llvm-19 libbpf-dev iproute2 make git curl iperf3; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 done
 if [ ${#need[@]} -gt 0 ]; then
