@@ -37,5 +37,7 @@ go test -run '^$' -bench 'BenchmarkBuild' -benchmem -count=1 ./control/maglev/ |
   echo '```'
   cat "$maglev"
   echo '```'
+  echo
+  bash scripts/lab-bench.sh
 } >"$out"
 echo "wrote $out"

@@ -68,8 +68,11 @@ func newE2E(t *testing.T) *e2e {
 			t.Errorf("lab down left: %s", left)
 		}
 	})
+	// LBD_E2E_REAL_LINK and LBD_E2E_DECAP force a mode (default: auto),
+	// e.g. to test macvlan and TC decapsulation on a kernel with IPVLAN
+	// and ipip.
 	l, err := lab.Up(lab.Config{Name: name, Clients: 3, Reals: 4, Binary: bin, Env: []string{"LBD_TEST_MAIN=1"},
-		API: apiAddr, Log: tlog{t}})
+		API: apiAddr, Log: tlog{t}, RealLink: os.Getenv("LBD_E2E_REAL_LINK"), Decap: os.Getenv("LBD_E2E_DECAP")})
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
