@@ -112,6 +112,14 @@ func (l *Lab) UDPFlows(addr netip.Addr, perClient, datagrams, size int) (Counts,
 	payload := make([]byte, size)
 	counts := Counts{}
 	var mu sync.Mutex
+	// Sockets stay open until the end, so that no flow reuses an earlier
+	// one's source port: every flow is a new 5-tuple.
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
 	_, err := l.each(perClient, func(i int) (string, error) {
 		var conn net.Conn
 		if err := InNetns(l.Clients[i].Netns, func() error {
@@ -121,7 +129,9 @@ func (l *Lab) UDPFlows(addr netip.Addr, perClient, datagrams, size int) (Counts,
 		}); err != nil {
 			return "", err
 		}
-		defer conn.Close()
+		mu.Lock()
+		open = append(open, conn)
+		mu.Unlock()
 		first := ""
 		buf := make([]byte, 256)
 		for k := range datagrams {
