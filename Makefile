@@ -10,16 +10,19 @@ PKGS      := ./...
 export BPF2GO_CC    := $(CLANG)
 export BPF2GO_STRIP := $(STRIP)
 
-.PHONY: all demo generate build test test-kernels kernels-doc bench lint check-generated clean
+.PHONY: all demo demo-down generate build test test-kernels kernels-doc bench lint check-generated clean
 
 all: build
 
-## demo: set up this machine, then run the datapath benchmark and show its table
-## (until the daemon and lab land, this is what lbd can show end to end)
+## demo: set up this machine, build, bring up the lab (clients, router, lbd,
+## real servers in network namespaces), configure a VIP over the REST API,
+## send traffic and show the distribution and stats; the lab stays up
 demo:
-	bash scripts/install-deps.sh
-	bash scripts/bench.sh
-	@sed -n '/## XDP datapath/,$$p' docs/benchmarks.md
+	bash scripts/demo.sh
+
+## demo-down: remove the demo lab (namespaces, lbd, pins); harmless if absent
+demo-down: build
+	$(BIN) lab down --name demo
 
 ## generate: rebuild the BPF objects and their Go bindings (needs clang-19)
 generate:
@@ -44,8 +47,9 @@ test-kernels:
 kernels-doc:
 	$(GO) run ./internal/vmtest/matrix -doc docs/kernels.md $(VMTEST_FLAGS)
 
-## bench: datapath ns/packet and Maglev build times, written to docs/benchmarks.md
-bench:
+## bench: datapath ns/packet, Maglev build times and lab throughput (iperf3
+## through the VIP vs direct), written to docs/benchmarks.md
+bench: build
 	bash scripts/bench.sh
 
 ## lint: gofmt and go vet (with the benchmark build tag too)

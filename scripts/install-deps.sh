@@ -3,15 +3,22 @@
 # and mounts bpffs/tracefs. Idempotent; run as root. Used by .ci/run and
 # `make demo`, so what CI tests is what a user runs.
 set -euo pipefail
-need=()
-# qemu-system-x86 busybox-static xz-utils zstd: the kernel matrix (make test-kernels).
-for p in clang-19 llvm-19 libbpf-dev iproute2 make git qemu-system-x86 busybox-static xz-utils zstd; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing: ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+if command -v dpkg-query >/dev/null; then
+  need=()
+  # curl and iproute2 (ip netns exec) drive the demo lab; iperf3 its throughput benchmark;
+  # qemu-system-x86 busybox-static xz-utils zstd: the kernel matrix (make test-kernels).
+  for p in clang-19 llvm-19 libbpf-dev iproute2 make git curl iperf3 qemu-system-x86 busybox-static xz-utils zstd; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
+  done
+  if [ ${#need[@]} -gt 0 ]; then
+    echo "installing: ${need[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  fi
+elif command -v dnf >/dev/null; then
+  # RPM distributions (the Vagrantfile's centos8 machine): building lbd
+  # needs no clang (the BPF objects are committed); these run the lab.
+  dnf install -y -q make git curl iproute iperf3 clang llvm libbpf-devel
 fi
 command -v go >/dev/null || export PATH="/usr/local/go/bin:$PATH"
 command -v go >/dev/null || { echo "Go 1.26 is needed (https://go.dev/dl); put it on PATH" >&2; exit 1; }

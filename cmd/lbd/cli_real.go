@@ -70,6 +70,7 @@ func newRealCommand(cfg *clientConfig) *cobra.Command {
 		},
 		newRealReplaceCommand(cfg),
 	)
+	cmd.AddCommand(newRealHostCommands(cfg)...) // real_setup.go: on the real itself
 	return cmd
 }
 
