@@ -269,6 +269,20 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	// save a rollback would have to define them again under new indices,
 	// and their connection table entries would be lost.
 	c.collectReals(all)
+	// A real that left this VIP but stays defined (another VIP uses it)
+	// would keep this VIP's flows through the connection table: drop them,
+	// so that they follow the ring like the flows of an undefined real.
+	if cur != nil && next != nil {
+		var gone []netip.Addr
+		for _, r := range cur.Reals {
+			if _, still := next.Real(r.Addr); !still {
+				gone = append(gone, r.Addr)
+			}
+		}
+		if n := c.resetFlows(key, gone...); n > 0 {
+			c.log.Info("moved the flows of removed reals", "vip", VIPName(key), "reals", gone, "flows", n)
+		}
+	}
 	c.log.Info("applied", "op", op)
 	return next.Clone(), nil
 }

@@ -174,19 +174,26 @@ func (c *Controller) healthChanged(ch health.Change) {
 		Reason: ch.Status.Reason, FlowsRemoved: removed})
 }
 
-// resetFlows deletes a VIP's connection table entries that go to addr.
-func (c *Controller) resetFlows(key xdp.VIPKey, addr netip.Addr) int {
+// resetFlows deletes a VIP's connection table entries that go to any of
+// addrs, in one pass over the table.
+func (c *Controller) resetFlows(key xdp.VIPKey, addrs ...netip.Addr) int {
 	vip, err := c.dp.LookupVIP(key)
 	if err != nil {
 		return 0
 	}
-	id, ok := c.dp.Reals()[addr]
-	if !ok {
+	defined := c.dp.Reals()
+	ids := map[xdp.RealID]bool{}
+	for _, a := range addrs {
+		if id, ok := defined[a]; ok {
+			ids[id] = true
+		}
+	}
+	if len(ids) == 0 {
 		return 0
 	}
-	n, err := c.dp.DeleteFlows(func(f xdp.Flow) bool { return f.VIPNum == vip.Num && f.Real == id })
+	n, err := c.dp.DeleteFlows(func(f xdp.Flow) bool { return f.VIPNum == vip.Num && ids[f.Real] })
 	if err != nil {
-		c.log.Error("reset flows of a down real", "vip", VIPName(key), "real", addr, "err", err)
+		c.log.Error("reset flows", "vip", VIPName(key), "reals", addrs, "err", err)
 	}
 	return n
 }
