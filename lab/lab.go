@@ -5,8 +5,9 @@
 // Topology (Katran's model; every address private to the lab):
 //
 //	client i (netns) eth0 10.111.i.2 ──── c<i> router (netns) lb0 10.112.0.1 ──── <host veth> lbd serve, XDP
-//	                                        │  routes the VIPs to lbd       (host namespace, no address:
-//	                                        │                                XDP_TX back to the router's MAC)
+//	                                        │  routes the VIPs to lbd       (host namespace, 10.112.0.2 for
+//	                                        │                                health checks only; XDP_TX back
+//	                                        │                                to the router's MAC)
 //	                                       nd0 10.113.0.1
 //	                                        │
 //	                              node (netns) eth0 10.113.0.2   the "host" of the reals
@@ -23,8 +24,9 @@
 // Reals are attached to the node the way container runtimes attach
 // containers: IPVLAN (L2) on the node's interface when the kernel has it,
 // else macvlan (bridge mode), else a veth into a bridge. lbd's interface is
-// in the caller's namespace with no address, so the lab adds no route
-// there and no packet of it can leave the machine.
+// in the caller's namespace; the lab gives it one address and a route for
+// the IPv4 VIP into the lab, for lbd's health checks, and nothing else: no
+// packet of the lab can leave the machine.
 package lab
 
 import (
@@ -46,6 +48,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/bpf/tc"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/internal/realsetup"
 )
@@ -324,17 +327,25 @@ func (l *Lab) build() error {
 		return err
 	}
 
-	// lbd's interface: here, no address, no IPv6.
+	// lbd's interface: here, no IPv6, and one address with a route for
+	// the IPv4 VIP through the router, only so that lbd's health checks
+	// (sent from this namespace, encapsulated to each real on the way
+	// out) reach the reals, and their answers come back. Both stay inside
+	// the lab.
 	if err := vethInto(l.HostIf, "lb0", l.Router.Netns); err != nil {
 		return err
 	}
 	_ = writeSysctl("net/ipv6/conf/"+l.HostIf+"/disable_ipv6", "1")
-	if err := configure(l.HostIf, 0); err != nil {
+	if err := configure(l.HostIf, 0, mustPrefix("10.112.0.2/24")); err != nil {
 		return err
 	}
 	host, err := netlink.LinkByName(l.HostIf)
 	if err != nil {
 		return err
+	}
+	_, vip4, _ := net.ParseCIDR(VIP4.String() + "/32")
+	if err := netlink.RouteAdd(&netlink.Route{Dst: vip4, Gw: net.ParseIP("10.112.0.1"), LinkIndex: host.Attrs().Index}); err != nil {
+		return fmt.Errorf("route to the VIP for health checks: %w", err)
 	}
 	hostMAC := host.Attrs().HardwareAddr
 
@@ -541,15 +552,9 @@ func (l *Lab) setupReals() error {
 		if err != nil {
 			return err
 		}
-		out, err := l.RunIn(r.Netns, "real", "setup", "-o", "json", "--decap", l.cfg.Decap, "--interface", "eth0",
-			"--pin-dir", "/sys/fs/bpf/"+prefix(l.Name)+r.Name,
-			"--state-file", filepath.Join(Dir(l.Name), r.Name, "real-setup.json"), VIP4.String(), VIP6.String())
+		res, err := l.setupReal(r)
 		if err != nil {
-			return fmt.Errorf("lbd real setup in %s: %w: %s", r.Netns, err, out)
-		}
-		var res realsetup.Result
-		if err := json.Unmarshal(out, &res); err != nil {
-			return fmt.Errorf("lbd real setup in %s: %w: %s", r.Netns, err, out)
+			return err
 		}
 		l.Decap, l.DecapInfo = res.Decap, res.Detail
 		if res.Reason != "" {
@@ -564,6 +569,76 @@ func (l *Lab) setupReals() error {
 	}
 	l.logf("real servers answer on TCP %d (HTTP) and TCP/UDP %d (name, then echo)", HTTPPort, WhoPort)
 	return nil
+}
+
+// setupReal runs lbd real setup in a real's namespace (idempotent).
+func (l *Lab) setupReal(r Node) (realsetup.Result, error) {
+	var res realsetup.Result
+	out, err := l.RunIn(r.Netns, "real", "setup", "-o", "json", "--decap", l.cfg.Decap, "--interface", "eth0",
+		"--pin-dir", "/sys/fs/bpf/"+prefix(l.Name)+r.Name,
+		"--state-file", filepath.Join(Dir(l.Name), r.Name, "real-setup.json"), VIP4.String(), VIP6.String())
+	if err != nil {
+		return res, fmt.Errorf("lbd real setup in %s: %w: %s", r.Netns, err, out)
+	}
+	if err := json.Unmarshal(out, &res); err != nil {
+		return res, fmt.Errorf("lbd real setup in %s: %w: %s", r.Netns, err, out)
+	}
+	return res, nil
+}
+
+// RepairReal runs lbd real setup in real i again.
+func (l *Lab) RepairReal(i int) error {
+	_, err := l.setupReal(l.Reals[i])
+	return err
+}
+
+// BreakDecap removes only real i's decapsulation (its kernel tunnel
+// devices, or lbd's TC program): the real's server keeps answering on
+// its own address, but nothing sent through the tunnel reaches it.
+func (l *Lab) BreakDecap(i int) error {
+	return InNetns(l.Reals[i].Netns, func() error {
+		found := false
+		for _, dev := range []string{realsetup.IPIPDevice, realsetup.IP6TnlDevice} {
+			if link, err := netlink.LinkByName(dev); err == nil {
+				if err := netlink.LinkDel(link); err != nil {
+					return fmt.Errorf("delete %s: %w", dev, err)
+				}
+				found = true
+			}
+		}
+		n, err := tc.DetachProgram("eth0", tc.Ingress, "lbd_decap")
+		if err != nil {
+			return fmt.Errorf("detach lbd_decap: %w", err)
+		}
+		if !found && n == 0 {
+			return fmt.Errorf("real %s has no decapsulation to break", l.Reals[i].Name)
+		}
+		return nil
+	})
+}
+
+// StopReal kills real i's server.
+func (l *Lab) StopReal(i int) error {
+	r := &l.Reals[i]
+	if r.Pid == 0 {
+		return nil
+	}
+	pid := r.Pid
+	r.Pid = 0
+	if cmd := l.cmds[pid]; cmd != nil {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		delete(l.cmds, pid)
+		return nil
+	}
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	for range 200 {
+		if !alive(pid) || isZombie(pid) {
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("real server %s (pid %d) still running 10 s after SIGKILL", r.Name, pid)
 }
 
 // command builds a command running the lbd binary with args.

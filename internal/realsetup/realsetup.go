@@ -463,6 +463,13 @@ func setupBPF(o Options, st *State, note func(string, ...any)) error {
 		}
 	}
 	if !attached {
+		// A pin left by a link that is no longer attached (someone detached
+		// the program) would stop the new link from being pinned.
+		if err := os.Remove(linkPin(o.PinDir, ifname)); err == nil {
+			note("removed the pin of a detached lbd_decap link")
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale link pin: %w", err)
+		}
 		a, err := tc.Attach(ifname, d.Program(), tc.AttachOptions{Direction: tc.Ingress})
 		if err != nil {
 			return err
