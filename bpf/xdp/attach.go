@@ -225,6 +225,7 @@ func (b *Balancer) Detach(ifname string) error {
 	}
 	if a, ok := b.links[ifname]; ok {
 		delete(b.links, ifname)
+		detachLink(a.link)
 		if pinPath != "" {
 			if err := a.link.Unpin(); err != nil && !errors.Is(err, os.ErrNotExist) {
 				a.link.Close()

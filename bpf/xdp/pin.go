@@ -249,10 +249,21 @@ func removeLinkPin(path string) error {
 		return nil
 	}
 	defer l.Close()
+	detachLink(l)
 	if err := l.Unpin(); err != nil {
 		return fmt.Errorf("unpin link %s: %w", path, err)
 	}
 	return nil
+}
+
+// detachLink detaches a link from its hook now (BPF_LINK_DETACH, 5.9+).
+// Unpinning and closing would too, but only once the last reference is
+// gone, and the pin's reference goes with an RCU callback on some kernels
+// (5.10): for a moment the program would still run.
+func detachLink(l link.Link) {
+	if err := l.Detach(); err != nil && !errors.Is(err, link.ErrNotSupported) {
+		slog.Debug("detach XDP link", "err", err)
+	}
 }
 
 // recover rebuilds the bookkeeping from maps a previous run left: VIP
