@@ -46,6 +46,9 @@ type Options struct {
 	Logger   *slog.Logger
 	// BodyLimit caps request bodies in bytes (default DefaultBodyLimit).
 	BodyLimit int64
+	// BGP is the announcement of the VIPs to the routers; nil when BGP
+	// is not configured.
+	BGP BGP
 }
 
 // Server is the API's HTTP handler.
@@ -116,6 +119,9 @@ func New(o Options) (*Server, error) {
 	v1.PUT("/vips/:vip/reals/:addr", s.putReal)
 	v1.DELETE("/vips/:vip/reals/:addr", s.deleteReal)
 	v1.GET("/vips/:vip/reals/:addr/stats", s.realStats)
+	if err := s.routeBGP(v1); err != nil {
+		return nil, err
+	}
 	s.echo = e
 	return s, nil
 }

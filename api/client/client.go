@@ -416,3 +416,27 @@ func (c *Client) Ready(ctx context.Context) (api.HealthJSON, error) {
 	}
 	return out, err
 }
+
+// BGP returns the BGP sessions, the VIP addresses (announced or why not)
+// and the drain state.
+func (c *Client) BGP(ctx context.Context) (api.BGPStatusJSON, error) {
+	var out api.BGPStatusJSON
+	_, err := c.do(ctx, http.MethodGet, "/api/v1/bgp", nil, nil, &out)
+	return out, err
+}
+
+// Drain withdraws every VIP of the node from its routers (the datapath
+// keeps forwarding); Undrain announces them again. Both return the BGP
+// state after the change. A daemon without BGP answers 409.
+func (c *Client) Drain(ctx context.Context) (api.BGPStatusJSON, error) {
+	var out api.BGPStatusJSON
+	_, err := c.do(ctx, http.MethodPost, "/api/v1/drain", nil, nil, &out)
+	return out, err
+}
+
+// Undrain undoes Drain.
+func (c *Client) Undrain(ctx context.Context) (api.BGPStatusJSON, error) {
+	var out api.BGPStatusJSON
+	_, err := c.do(ctx, http.MethodDelete, "/api/v1/drain", nil, nil, &out)
+	return out, err
+}

@@ -52,6 +52,8 @@ type serveConfig struct {
 	// Detach removes the XDP program and all pins when lbd exits (default:
 	// keep forwarding, so that a restart is hitless).
 	Detach bool `yaml:"detach"`
+	// BGP announces the VIPs to routers (bgpwire.go); off when empty.
+	BGP bgpConfig `yaml:"bgp"`
 }
 
 func defaultServeConfig() serveConfig {
@@ -66,6 +68,7 @@ func defaultServeConfig() serveConfig {
 		UDPFlowTimeout: c.UDPFlowTimeout, ReconcileInterval: 30 * time.Second,
 		HealthChecks: true, HealthMaxConcurrent: 64,
 		LogLevel: "info", LogFormat: "text",
+		BGP: defaultBGPConfig(),
 	}
 }
 
@@ -96,6 +99,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.BoolVar(&c.Detach, "detach", c.Detach, "on exit, detach the XDP program and remove the pins (default: keep forwarding for a hitless restart)")
+	c.BGP.bindFlags(fs)
 }
 
 // loadServeConfig builds the configuration: defaults, then the YAML file
@@ -173,6 +177,8 @@ func copyFlag(dst, src *serveConfig, name string) {
 		dst.LogFormat = src.LogFormat
 	case "detach":
 		dst.Detach = src.Detach
+	default:
+		dst.BGP.copyFlag(&src.BGP, name)
 	}
 }
 
@@ -200,7 +206,7 @@ func (c serveConfig) validate() error {
 	default:
 		return fmt.Errorf("log format %q: use text or json", c.LogFormat)
 	}
-	return nil
+	return c.BGP.validate()
 }
 
 func (c serveConfig) limits() xdp.Limits {

@@ -196,6 +196,11 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 		ctl.StartHealth(bg, health.NetProber{}, cfg.HealthMaxConcurrent, tunnel)
 		log.Info("health checks running", "mode", healthMode)
 	}
+	bgpNode, err := startBGP(bg, cfg, ctl, &notReady, log)
+	if err != nil {
+		return err
+	}
+	defer bgpNode.close()
 
 	srv, err := api.New(api.Options{
 		Controller: ctl, Token: token, Version: version, StateFile: store.Path(), Logger: log,
@@ -207,6 +212,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 				"health_checks": healthMode,
 			}
 		},
+		BGP: bgpNode.apiBGP(),
 		Ready: func() error {
 			if p := notReady.Load(); p != nil {
 				return *p
@@ -232,6 +238,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 		return fmt.Errorf("API server: %w", err)
 	case <-ctx.Done():
 	}
+	bgpNode.close() // withdraw first: the routers move traffic away while we still forward
 	log.Info("shutting down: draining API requests")
 	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	defer done()
