@@ -32,6 +32,7 @@ type Column struct {
 	Err      error  // the column could not finish (VM timeout, panic, ...)
 	Console  string // VM console log
 	Features string // bpf/features report (JSON), if its test wrote one
+	timedOut bool
 }
 
 // Failed reports whether anything in the column failed or did not run.
@@ -182,9 +183,32 @@ func parseResults(data []byte, outDir string) map[string]*PkgResult {
 
 var exitLine = regexp.MustCompile(`VMTEST_EXIT=(\d+)`)
 
+// bootAttempts is how often a VM that dies before any test binary ran is
+// booted again. Under TCG a kernel now and then panics while it boots
+// (seen: an int3 Oops in sched_clock_cpu on 7.3 with -smp 2), which says
+// nothing about lbd; a VM that dies once tests ran is never retried.
+const bootAttempts = 3
+
 // RunVM boots k with the initramfs, runs every binary inside (see
 // guestScript) and collects the results from the out share.
 func RunVM(o RunOptions, k *Kernel, ir *Initramfs, pkgs []TestPackage, outDir string) *Column {
+	var c *Column
+	for attempt := 1; attempt <= bootAttempts; attempt++ {
+		c = runVM(o, k, ir, pkgs, outDir)
+		if c.Err == nil || len(c.Results) > 0 || c.timedOut {
+			break
+		}
+		if attempt < bootAttempts {
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "  [%s] the VM died before any test ran (%v): booting it again (%d/%d)\n", c.Name, c.Err, attempt+1, bootAttempts)
+			}
+			_ = os.Rename(c.Console, c.Console+fmt.Sprintf(".attempt%d", attempt))
+		}
+	}
+	return c
+}
+
+func runVM(o RunOptions, k *Kernel, ir *Initramfs, pkgs []TestPackage, outDir string) *Column {
 	c := &Column{Name: k.Spec.Name, Release: k.Release, Results: map[string]*PkgResult{}}
 	c.Console = filepath.Join(outDir, "console.log")
 	c.Features = filepath.Join(outDir, "features.json")
@@ -252,6 +276,7 @@ func RunVM(o RunOptions, k *Kernel, ir *Initramfs, pkgs []TestPackage, outDir st
 	m := exitLine.FindAllSubmatch(tty, -1)
 	switch {
 	case ctx.Err() != nil:
+		c.timedOut = true
 		c.Err = fmt.Errorf("VM timed out after %s (raise -vm-timeout, or see %s)", o.VMTimeout, c.Console)
 	case len(m) == 0:
 		c.Err = fmt.Errorf("VM ended without a result (kernel panic or init died; qemu: %v): see %s", runErr, c.Console)
