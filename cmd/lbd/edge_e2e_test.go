@@ -534,4 +534,3 @@ func (e *edgeLab) checkTakesTraffic(t *testing.T, i int) {
 		t.Errorf("node %d is announced again but takes no new connection", i)
 	}
 }
-
