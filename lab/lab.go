@@ -27,6 +27,11 @@
 // in the caller's namespace; the lab gives it one address and a route for
 // the IPv4 VIP into the lab, for lbd's health checks, and nothing else: no
 // packet of the lab can leave the machine.
+//
+// With Config.LBNodes > 1 the lab has several lbd nodes, each with its own
+// link to the router, and the router runs BIRD 2 and routes the IPv4 VIP
+// over the nodes that announce it over BGP (ECMP, layer-4 hash) instead of
+// the static route: see nodes.go.
 package lab
 
 import (
