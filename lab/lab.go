@@ -27,6 +27,11 @@
 // in the caller's namespace; the lab gives it one address and a route for
 // the IPv4 VIP into the lab, for lbd's health checks, and nothing else: no
 // packet of the lab can leave the machine.
+//
+// With Config.LBNodes > 1 the lab has several lbd nodes, each with its own
+// link to the router, and the router runs BIRD 2 and routes the IPv4 VIP
+// over the nodes that announce it over BGP (ECMP, layer-4 hash) instead of
+// the static route: see nodes.go.
 package lab
 
 import (
@@ -96,8 +101,15 @@ type Config struct {
 	// API is the address lbd serve's REST API listens on (default
 	// 127.0.0.1:8080). Empty LBD: lbd is not started.
 	API string
-	// NoLBD leaves lbd serve out (start it with StartLBD).
+	// NoLBD leaves lbd serve out (start it with StartLBD / StartNode).
 	NoLBD bool
+	// LBNodes is the number of lbd nodes (default 1). With more, the
+	// router runs BIRD 2 and routes the VIP over every node that
+	// announces it over BGP (ECMP): see nodes.go. Node 0 listens on API;
+	// the others on free ports (State.Nodes).
+	LBNodes int
+	// Bird is the BIRD 2 binary for LBNodes > 1 (default: FindBird).
+	Bird string
 	// Log receives progress lines (nil: discarded).
 	Log io.Writer
 }
@@ -130,6 +142,11 @@ type State struct {
 	LBDState   string `json:"lbd_state_dir"`
 	PinDir     string `json:"pin_dir"`
 	LBDPid     int    `json:"lbd_pid,omitempty"`
+	// Nodes are the lbd nodes; the fields above are node 0's, kept for
+	// the single-node lab's users.
+	Nodes      []LBNode `json:"nodes,omitempty"`
+	BirdPid    int      `json:"bird_pid,omitempty"`
+	BirdSocket string   `json:"bird_socket,omitempty"`
 }
 
 // Lab is a lab brought up (or found) by this process.
@@ -158,6 +175,12 @@ func (c *Config) defaults() error {
 	}
 	if c.Clients < 1 || c.Clients > 50 || c.Reals < 1 || c.Reals > 50 {
 		return fmt.Errorf("clients %d, reals %d: each must be between 1 and 50", c.Clients, c.Reals)
+	}
+	if c.LBNodes == 0 {
+		c.LBNodes = 1
+	}
+	if c.LBNodes < 1 || c.LBNodes > MaxLBNodes {
+		return fmt.Errorf("%d lbd nodes: want 1 to %d", c.LBNodes, MaxLBNodes)
 	}
 	if c.RealLink == "" {
 		c.RealLink = LinkAuto
@@ -208,18 +231,28 @@ func Up(cfg Config) (l *Lab, err error) {
 	if err := os.MkdirAll(l.LBDState, 0o700); err != nil {
 		return l, err
 	}
+	if err := l.planNodes(); err != nil {
+		return l, err
+	}
 	if err := l.build(); err != nil {
 		return l, err
 	}
 	if err := l.setupReals(); err != nil {
 		return l, err
 	}
+	if l.multi() {
+		if err := l.startBird(); err != nil {
+			return l, err
+		}
+	}
 	if err := l.save(); err != nil {
 		return l, err
 	}
 	if !cfg.NoLBD {
-		if err := l.StartLBD(); err != nil {
-			return l, err
+		for i := range l.Nodes {
+			if err := l.StartNode(i); err != nil {
+				return l, err
+			}
 		}
 	}
 	return l, l.save()
@@ -327,53 +360,16 @@ func (l *Lab) build() error {
 		return err
 	}
 
-	// lbd's interface: here, no IPv6, and one address with a route for
-	// the IPv4 VIP through the router, only so that lbd's health checks
-	// (sent from this namespace, encapsulated to each real on the way
-	// out) reach the reals, and their answers come back. Both stay inside
-	// the lab.
-	if err := vethInto(l.HostIf, "lb0", l.Router.Netns); err != nil {
-		return err
+	// lbd's interfaces: here, no IPv6, and one address each (see
+	// linkNode).
+	for i := range l.Nodes {
+		if err := l.linkNode(&l.Nodes[i]); err != nil {
+			return err
+		}
 	}
-	_ = writeSysctl("net/ipv6/conf/"+l.HostIf+"/disable_ipv6", "1")
-	if err := configure(l.HostIf, 0, mustPrefix("10.112.0.2/24")); err != nil {
-		return err
-	}
-	host, err := netlink.LinkByName(l.HostIf)
-	if err != nil {
-		return err
-	}
-	_, vip4, _ := net.ParseCIDR(VIP4.String() + "/32")
-	if err := netlink.RouteAdd(&netlink.Route{Dst: vip4, Gw: net.ParseIP("10.112.0.1"), LinkIndex: host.Attrs().Index}); err != nil {
-		return fmt.Errorf("route to the VIP for health checks: %w", err)
-	}
-	hostMAC := host.Attrs().HardwareAddr
+	l.GatewayMAC = l.Nodes[0].GatewayMAC
 
-	err = InNetns(l.Router.Netns, func() error {
-		if err := configure("lb0", 0, mustPrefix("10.112.0.1/24"), mustPrefix("fd00:112::1/64")); err != nil {
-			return err
-		}
-		lb0, err := netlink.LinkByName("lb0")
-		if err != nil {
-			return err
-		}
-		l.GatewayMAC = lb0.Attrs().HardwareAddr.String()
-		if err := attachXDPPass("lb0"); err != nil {
-			return err
-		}
-		// lbd's side has no address: a permanent neighbour stands for it.
-		for _, n := range []string{"10.112.0.2", "fd00:112::2"} {
-			if err := netlink.NeighSet(&netlink.Neigh{LinkIndex: lb0.Attrs().Index, IP: net.ParseIP(n), HardwareAddr: hostMAC,
-				State: netlink.NUD_PERMANENT, Family: family(n)}); err != nil {
-				return fmt.Errorf("neighbour %s: %w", n, err)
-			}
-		}
-		for _, r := range [][2]string{{VIP4.String() + "/32", "10.112.0.2"}, {VIP6.String() + "/128", "fd00:112::2"}} {
-			_, dst, _ := net.ParseCIDR(r[0])
-			if err := netlink.RouteAdd(&netlink.Route{Dst: dst, Gw: net.ParseIP(r[1]), LinkIndex: lb0.Attrs().Index}); err != nil {
-				return fmt.Errorf("route %s via lbd: %w", r[0], err)
-			}
-		}
+	err := InNetns(l.Router.Netns, func() error {
 		// The node's segment, where the reals are.
 		if err := vethInto("nd0", "eth0", l.NodeNS.Netns); err != nil {
 			return err
@@ -666,22 +662,28 @@ func (l *Lab) RunIn(ns string, args ...string) ([]byte, error) {
 // spawn starts a long-running lbd child in ns, detached from our session,
 // its output appended to logName in the lab's directory.
 func (l *Lab) spawn(ns, logName string, args ...string) (*exec.Cmd, error) {
+	cmd := l.command(args...)
+	return cmd, l.startLogged(ns, logName, cmd)
+}
+
+// startLogged starts cmd in ns, detached from our session, its output
+// appended to logName in the lab's directory.
+func (l *Lab) startLogged(ns, logName string, cmd *exec.Cmd) error {
 	logf, err := os.OpenFile(filepath.Join(Dir(l.Name), logName), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer logf.Close()
-	cmd := l.command(args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := startIn(ns, cmd); err != nil {
-		return nil, fmt.Errorf("start %s: %w", strings.Join(args, " "), err)
+		return fmt.Errorf("start %s: %w", strings.Join(cmd.Args, " "), err)
 	}
 	if l.cmds == nil {
 		l.cmds = map[int]*exec.Cmd{}
 	}
 	l.cmds[cmd.Process.Pid] = cmd
-	return cmd, nil
+	return nil
 }
 
 // StartReal starts real i's server (a re-executed lbd) and waits until it
@@ -715,14 +717,29 @@ func (l *Lab) StartReal(i int) error {
 // StartLBD starts `lbd serve` on the lab's host interface and waits until
 // its API is ready.
 func (l *Lab) StartLBD(extra ...string) error {
-	args := append([]string{"serve", "--interface", l.HostIf, "--xdp-mode", "native", "--gateway-mac", l.GatewayMAC,
-		"--listen", l.API, "--state-dir", l.LBDState, "--token-file", l.TokenFile, "--pin-dir", l.PinDir,
-		"--max-vips", "16", "--max-reals", "64", "--max-flows", "65536"}, extra...)
-	cmd, err := l.spawn("", "lbd.log", args...)
+	return l.StartNode(0, extra...)
+}
+
+// StartNode starts lbd node i's `lbd serve` (with more than one node:
+// announcing over BGP to the router) and waits until its API is ready.
+func (l *Lab) StartNode(i int, extra ...string) error {
+	n := &l.Nodes[i]
+	args := []string{"serve", "--interface", n.HostIf, "--xdp-mode", "native", "--gateway-mac", n.GatewayMAC,
+		"--listen", n.API, "--state-dir", n.StateDir, "--token-file", n.TokenFile, "--pin-dir", n.PinDir,
+		"--max-vips", "16", "--max-reals", "64", "--max-flows", "65536"}
+	if l.multi() {
+		// The nodes share a namespace: their speakers dial out and do
+		// not listen (BIRD waits for them, passive).
+		args = append(args, "--bgp-as", strconv.Itoa(NodeAS), "--bgp-peer", fmt.Sprintf("%s,%d", n.RouterAddr, RouterAS), "--bgp-listen-port", "0")
+	}
+	cmd, err := l.spawn("", n.Log, append(args, extra...)...)
 	if err != nil {
 		return err
 	}
-	l.LBDPid = cmd.Process.Pid
+	n.Pid = cmd.Process.Pid
+	if i == 0 {
+		l.LBDPid = n.Pid
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	exited := make(chan struct{})
 	go func() {
@@ -734,29 +751,36 @@ func (l *Lab) StartLBD(extra ...string) error {
 	for {
 		select {
 		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(Dir(l.Name), "lbd.log"))
-			return fmt.Errorf("lbd serve exited at start:\n%s", tail(string(log), 20))
+			log, _ := os.ReadFile(filepath.Join(Dir(l.Name), n.Log))
+			return fmt.Errorf("lbd serve (node %d) exited at start:\n%s", i, tail(string(log), 20))
 		default:
 		}
-		resp, err := httpGet("http://" + l.API + "/readyz")
+		resp, err := httpGet("http://" + n.API + "/readyz")
 		if err == nil && resp == 200 {
-			l.logf("lbd serve: XDP on %s (gateway %s), API http://%s, token %s", l.HostIf, l.GatewayMAC, l.API, l.TokenFile)
+			l.logf("lbd serve (node %d): XDP on %s (gateway %s), API http://%s, token %s", i, n.HostIf, n.GatewayMAC, n.API, n.TokenFile)
 			return l.save()
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("lbd serve not ready after 15 s (log: %s)", filepath.Join(Dir(l.Name), "lbd.log"))
+			return fmt.Errorf("lbd serve (node %d) not ready after 15 s (log: %s)", i, filepath.Join(Dir(l.Name), n.Log))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
 
-// StopLBD sends sig to lbd serve and waits (10 s) for it to exit.
-func (l *Lab) StopLBD(sig syscall.Signal) error {
-	if l.LBDPid == 0 {
+// StopLBD sends sig to lbd serve (node 0) and waits (10 s) for it to exit.
+func (l *Lab) StopLBD(sig syscall.Signal) error { return l.StopNode(0, sig) }
+
+// StopNode sends sig to node i's lbd serve and waits (10 s) for it to exit.
+func (l *Lab) StopNode(i int, sig syscall.Signal) error {
+	n := &l.Nodes[i]
+	if n.Pid == 0 {
 		return nil
 	}
-	pid := l.LBDPid
-	l.LBDPid = 0
+	pid := n.Pid
+	n.Pid = 0
+	if i == 0 {
+		l.LBDPid = 0
+	}
 	if err := syscall.Kill(pid, sig); err != nil {
 		return nil // gone already
 	}
@@ -810,7 +834,11 @@ func Load(name string) (*Lab, error) {
 	if err := json.Unmarshal(data, &l.State); err != nil {
 		return nil, fmt.Errorf("lab state %s: %w", name, err)
 	}
-	l.cfg = Config{Name: name, Binary: l.Binary, API: l.API, Log: io.Discard}
+	l.cfg = Config{Name: name, Binary: l.Binary, API: l.API, Log: io.Discard, LBNodes: max(len(l.Nodes), 1)}
+	if len(l.Nodes) == 0 { // saved by an lbd without nodes
+		l.Nodes = []LBNode{{HostIf: l.HostIf, RouterIf: "lb0", Addr: netip.MustParseAddr("10.112.0.2"), RouterAddr: netip.MustParseAddr("10.112.0.1"),
+			GatewayMAC: l.GatewayMAC, API: l.API, TokenFile: l.TokenFile, StateDir: l.LBDState, PinDir: l.PinDir, Log: "lbd.log", Pid: l.LBDPid}}
+	}
 	return l, nil
 }
 
@@ -828,8 +856,9 @@ func Down(name string, cmds map[int]*exec.Cmd) error {
 	p := prefix(name)
 	var errs []error
 	// 1. Processes: lbd serve and the real servers carry the prefix in an
-	// argument (pin directory, --id). SIGTERM, then SIGKILL.
-	pids := processes(p)
+	// argument (pin directory, --id), BIRD its configuration's path.
+	// SIGTERM, then SIGKILL.
+	pids := append(processes(p), processes(birdMarker(name))...)
 	for _, pid := range pids {
 		_ = syscall.Kill(pid, syscall.SIGTERM)
 	}
@@ -858,20 +887,22 @@ func Down(name string, cmds map[int]*exec.Cmd) error {
 	}
 	// 2. lbd's interface (its router-side peer goes with it), then the
 	// XDP pins and lock files lbd serve leaves for a hitless restart.
-	hostIf := "lbl" + name
-	if link, err := netlink.LinkByName(hostIf); err == nil {
-		if err := netlink.LinkDel(link); err != nil {
-			errs = append(errs, fmt.Errorf("delete %s: %w", hostIf, err))
+	for i := range MaxLBNodes {
+		hostIf := hostIf(name, i)
+		if link, err := netlink.LinkByName(hostIf); err == nil {
+			if err := netlink.LinkDel(link); err != nil {
+				errs = append(errs, fmt.Errorf("delete %s: %w", hostIf, err))
+			}
 		}
-	}
-	pinDir := "/sys/fs/bpf/" + p + "lbd"
-	if _, err := os.Stat(pinDir); err == nil {
-		if err := xdp.Cleanup(pinDir); err != nil {
-			errs = append(errs, err)
+		pinDir := pinDir(name, i)
+		if _, err := os.Stat(pinDir); err == nil {
+			if err := xdp.Cleanup(pinDir); err != nil {
+				errs = append(errs, err)
+			}
 		}
+		_ = os.Remove("/run/lbd/interface-" + hostIf + ".lock")
+		_ = os.Remove("/run/lbd/pins" + strings.ReplaceAll(pinDir, "/", "_") + ".lock")
 	}
-	_ = os.Remove("/run/lbd/interface-" + hostIf + ".lock")
-	_ = os.Remove("/run/lbd/pins" + strings.ReplaceAll(pinDir, "/", "_") + ".lock")
 	// 3. Namespaces (with every link in them), the reals' pins, state.
 	for _, ns := range listNetns(p) {
 		if err := deleteNetns(ns); err != nil {

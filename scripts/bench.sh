@@ -58,5 +58,7 @@ go test -run '^$' -bench 'BenchmarkRingRebuildSwap65537' -benchtime 200x -count=
   echo '```'
   echo
   bash scripts/lab-bench.sh
+  echo
+  bash scripts/edge-bench.sh 3
 } >"$out"
 echo "wrote $out"

@@ -6,14 +6,34 @@ set -euo pipefail
 if command -v dpkg-query >/dev/null; then
   need=()
   # curl and iproute2 (ip netns exec) drive the demo lab; iperf3 its throughput benchmark;
-  # qemu-system-x86 busybox-static xz-utils zstd: the kernel matrix (make test-kernels).
-  for p in clang-19 llvm-19 libbpf-dev iproute2 make git curl iperf3 qemu-system-x86 busybox-static xz-utils zstd; do
+  # qemu-system-x86 busybox-static xz-utils zstd: the kernel matrix (make test-kernels);
+  # bird2: the router of the multi-node lab (BGP, ECMP; cmd/lbd edge test).
+  for p in clang-19 llvm-19 libbpf-dev iproute2 make git curl iperf3 qemu-system-x86 busybox-static xz-utils zstd bird2; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"
+    # The lab runs its own BIRD in a router namespace: the package's
+    # service must not start one in the host namespace (it would speak
+    # BGP on the machine's interfaces). policy-rc.d keeps the package's
+    # postinst from starting it (systemd or sysv alike); it is then
+    # disabled and masked.
+    if [[ " ${need[*]} " == *" bird2 "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    # Installed here for the lab (a BIRD someone runs on purpose is left alone).
+    if [[ " ${need[*]} " == *" bird2 "* ]]; then
+      if [ -d /run/systemd/system ]; then
+        systemctl disable --now bird.service >/dev/null 2>&1 || true
+        systemctl mask bird.service >/dev/null 2>&1 || true
+      else
+        update-rc.d bird disable >/dev/null 2>&1 || true
+      fi
+    fi
   fi
 elif command -v dnf >/dev/null; then
   # RPM distributions (the Vagrantfile's centos8 machine): building lbd

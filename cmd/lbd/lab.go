@@ -48,6 +48,7 @@ func addLabCommands(root *cobra.Command) {
 	up.Flags().StringVar(&cfg.Decap, "decap", "auto", "reals' decapsulation (lbd real setup --decap): auto, kernel or bpf")
 	up.Flags().StringVar(&cfg.API, "api", "127.0.0.1:8080", "address of lbd serve's REST API")
 	up.Flags().BoolVar(&cfg.NoLBD, "no-lbd", false, "do not start lbd serve")
+	up.Flags().IntVar(&cfg.LBNodes, "lb-nodes", 1, "lbd nodes; more than 1: the router runs BIRD 2 and spreads the VIP over the nodes that announce it over BGP (ECMP)")
 
 	down := &cobra.Command{
 		Use:   "down",
@@ -140,11 +141,20 @@ func printLab(w io.Writer, l *lab.Lab) {
 		fmt.Fprintf(w, " %s=%s (netns %s)", c.Name, c.Addr4, c.Netns)
 	}
 	fmt.Fprintln(w)
-	state := "not running"
-	if l.LBDPid != 0 {
-		if _, err := os.FindProcess(l.LBDPid); err == nil && syscall.Kill(l.LBDPid, 0) == nil {
-			state = fmt.Sprintf("pid %d", l.LBDPid)
+	for _, n := range l.Nodes {
+		state := "not running"
+		if n.Pid != 0 {
+			if _, err := os.FindProcess(n.Pid); err == nil && syscall.Kill(n.Pid, 0) == nil {
+				state = fmt.Sprintf("pid %d", n.Pid)
+			}
 		}
+		node := ""
+		if len(l.Nodes) > 1 {
+			node = fmt.Sprintf(" (node %d, %s, BGP peer %s)", n.Index, n.Addr, n.RouterAddr)
+		}
+		fmt.Fprintf(w, "  lbd serve%s: %s, XDP on %s, API http://%s, token file %s\n", node, state, n.HostIf, n.API, n.TokenFile)
 	}
-	fmt.Fprintf(w, "  lbd serve: %s, XDP on %s, API http://%s, token file %s\n", state, l.HostIf, l.API, l.TokenFile)
+	if l.BirdSocket != "" {
+		fmt.Fprintf(w, "  router: BIRD pid %d (ip netns exec %s birdc -s %s show route)\n", l.BirdPid, l.Router.Netns, l.BirdSocket)
+	}
 }

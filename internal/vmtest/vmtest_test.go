@@ -119,7 +119,7 @@ func TestGuestScriptAndResults(t *testing.T) {
 	o := RunOptions{Env: []string{"LBD_VMTEST_BREAK=it's"}, TestTimeout: 60e9, TestArgs: []string{"-test.run=X"}}
 	s := guestScript(o, []TestPackage{{Name: "bpf-xdp", RelDir: "bpf/xdp"}, {Name: "root", RelDir: "."}})
 	for _, want := range []string{
-		`cd "/src/$2" && exec env 'CI=true' 'LBD_FEATURES_JSON=/out/features.json' 'LBD_VMTEST_BREAK=it'\''s' "/tests/$1.test" '-test.v' '-test.count=1' '-test.timeout=1m0s' '-test.run=X'`,
+		`cd "/src/$2" && exec env 'CI=true' 'LBD_FEATURES_JSON=/out/features.json' 'LBD_VMTEST_GUEST=1' 'LBD_VMTEST_BREAK=it'\''s' "/tests/$1.test" '-test.v' '-test.count=1' '-test.timeout=1m0s' '-test.run=X'`,
 		"run 'bpf-xdp' 'bpf/xdp'\n",
 		"run 'root' '.'\n",
 		"exit $rc\n",
