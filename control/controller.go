@@ -256,7 +256,7 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	} else {
 		all[key] = next
 	}
-	if _, err := c.converge(key, next); err != nil {
+	if _, err := c.converge(key, next, false); err != nil {
 		return nil, c.rollback(op, key, cur, err)
 	}
 	if err := c.store.Save(all); err != nil {
@@ -288,7 +288,7 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 }
 
 func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, cause error) error {
-	_, rbErr := c.converge(key, prev)
+	_, rbErr := c.converge(key, prev, true)
 	c.collectReals(c.vips) // reals the failed change defined
 	if rbErr != nil {
 		c.log.Error("change failed and rollback failed", "op", op, "err", cause, "rollback_err", rbErr)
@@ -302,8 +302,11 @@ func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, cause error)
 // and says what it changed. It only touches what differs, so it serves for
 // changes, for rollbacks and for drift repair alike. It defines the reals
 // want needs but undefines none: that is collectReals' job, once the
-// whole state is settled.
-func (c *Controller) converge(key xdp.VIPKey, want *VIP) ([]string, error) {
+// whole state is settled. verify reads the live ring back and installs the
+// built one only if they differ (drift repair, rollback); without it the
+// built ring is installed as it is, which costs less than reading a ring
+// back when a change has just altered it.
+func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string, error) {
 	var changes []string
 	have, err := c.dp.LookupVIP(key)
 	exists := err == nil
@@ -351,11 +354,15 @@ func (c *Controller) converge(key xdp.VIPKey, want *VIP) ([]string, error) {
 	if err != nil {
 		return changes, err
 	}
-	current, err := c.dp.Ring(key)
-	if err != nil {
-		return changes, err
+	same := false
+	if verify {
+		current, err := c.dp.Ring(key)
+		if err != nil {
+			return changes, err
+		}
+		same = slices.Equal(current, ring)
 	}
-	if !slices.Equal(current, ring) {
+	if !same {
 		if err := c.dp.SetRing(key, ring); err != nil {
 			return changes, err
 		}
@@ -450,7 +457,7 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 	}
 	ordered := slices.SortedFunc(maps.Keys(keys), compareKeys)
 	for _, k := range ordered {
-		changes, err := c.converge(k, c.vips[k])
+		changes, err := c.converge(k, c.vips[k], true)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("VIP %s: %w", VIPName(k), err))
 		}

@@ -159,7 +159,7 @@ func (c *Controller) healthChanged(ch health.Change) {
 	} else {
 		delete(c.health.down[key], ch.Key.Real)
 	}
-	changes, err := c.converge(key, v)
+	changes, err := c.converge(key, v, false)
 	log := c.log.With("vip", ch.Key.VIP, "real", ch.Key.Real, "state", ch.Status.State, "reason", ch.Status.Reason)
 	if err != nil {
 		log.Error("real changed health, but the ring could not follow; the next reconcile retries", "err", err)

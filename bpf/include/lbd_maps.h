@@ -72,12 +72,13 @@ struct {
  * Two Maglev ring buffers per VIP, inner maps at rings[2 * vip_num] and
  * rings[2 * vip_num + 1]; vip_info says which one is live. User space
  * writes a whole new ring into the idle buffer (through its memory
- * mapping: BPF_F_MMAPABLE), then flips vip_info with one store, so a
- * packet sees either the old ring or the new one, never a mix. A buffer is
- * written again only after an RCU grace period has passed since it went
- * idle, so no packet still reads it. BPF_F_INNER_MAP lets rings of
- * different sizes share the outer map. (Swapping an inner map in the outer
- * map instead would make every change wait for a grace period, 4-15 ms.)
+ * mapping: BPF_F_MMAPABLE), then flips vip_info with one store: a packet
+ * finds the live ring complete, never half written. (A packet that read
+ * vip_info just before a flip may read the buffer that went idle while it
+ * is rewritten for the next change: it reads one slot and gets it from
+ * the old ring or the new one.) BPF_F_INNER_MAP lets rings of different
+ * sizes share the outer map. Swapping inner maps in the outer map instead
+ * would make every change wait for an RCU grace period (4-15 ms).
  */
 struct ring {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

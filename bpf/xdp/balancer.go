@@ -86,10 +86,8 @@ type Balancer struct {
 	tick    time.Duration // the kernel's tick: one jiffy, the datapath's clock unit
 	hz      uint32
 	links   map[string]*attachment
-	// ringMaps are the open ring buffers by outer slot; quiet[slot] is
-	// closed when a buffer that went idle may be written again.
+	// ringMaps are the open ring buffers by outer slot.
 	ringMaps map[uint32]*ebpf.Map
-	quiet    map[uint32]chan struct{}
 }
 
 // Options for Open.
@@ -157,7 +155,6 @@ func Open(opts Options) (*Balancer, error) {
 	b.realIDs[0] = true
 	b.filter = make([]uint64, spec.Maps[balancerMapVipFilter].MaxEntries)
 	b.ringMaps = map[uint32]*ebpf.Map{}
-	b.quiet = map[uint32]chan struct{}{}
 	if b.tick, b.hz, err = kernelTick(); err != nil {
 		return nil, err
 	}

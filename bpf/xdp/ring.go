@@ -6,17 +6,19 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // Each VIP has two ring buffers, rings[2*num] and rings[2*num+1]; the top
 // bit of vip_meta.ring_size says which is live (see lbd_maps.h). A new
 // ring is written into the idle buffer and made live by one store to
-// vip_info: no packet sees a ring half written, and a change does not wait
-// for the RCU grace period that every update of an array-of-maps costs
-// (4-15 ms here). The buffer that went idle is written again only after a
-// grace period, started in the background at once, so that no packet that
-// read the old vip_info still reads it.
+// vip_info, so the live ring is never written: a packet that reads
+// vip_info finds a complete ring. The idle buffer is rewritten at once,
+// without waiting for the packets that read vip_info before the last flip
+// to finish (an RCU grace period, 4-15 ms here): such a packet reads one
+// slot, and gets that slot of the old ring or of the new one, as if it had
+// come a moment earlier or later. Buffers are reused in place only at the
+// same size, so its slot index is always in range; a new size takes a new
+// map, put in the outer map (which itself waits for a grace period).
 
 const (
 	ringSizeMask = 0x7fffffff // LBD_RING_SIZE_MASK in lbd_types.h
@@ -50,7 +52,6 @@ func (b *Balancer) SetRing(key VIPKey, ring []RealID) error {
 	next.buf = e.buf ^ 1
 	next.ringSize = uint32(len(ring))
 	idle := ringSlot(e.num, next.buf)
-	b.waitQuiet(idle)
 	if err := b.writeRing(idle, ring); err != nil {
 		return fmt.Errorf("VIP %s: %w", key, err)
 	}
@@ -59,9 +60,6 @@ func (b *Balancer) SetRing(key VIPKey, ring []RealID) error {
 		return err
 	}
 	b.vips[key] = next
-	if e.ringSize != 0 {
-		b.quiesce(ringSlot(e.num, e.buf))
-	}
 	return nil
 }
 
@@ -150,53 +148,6 @@ func (b *Balancer) dropRings(num uint32) error {
 			m.Close()
 			delete(b.ringMaps, slot)
 		}
-		delete(b.quiet, slot)
-	}
-	return nil
-}
-
-// quiesce starts a grace period for a ring buffer that just went idle; it
-// may be written again once the period is over.
-func (b *Balancer) quiesce(slot uint32) {
-	done := make(chan struct{})
-	b.quiet[slot] = done
-	go func() {
-		defer close(done)
-		if err := rcuBarrier(); err != nil {
-			// No membarrier: an array-of-maps update waits for a grace
-			// period too. Put the buffer back in its own slot.
-			if m, err := b.ringMapLocked(slot); err == nil {
-				_ = b.objs.Rings.Update(slot, m, ebpf.UpdateAny)
-			}
-		}
-	}()
-}
-
-// ringMapLocked is ringMap for the quiesce goroutine.
-func (b *Balancer) ringMapLocked(slot uint32) (*ebpf.Map, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.ringMap(slot)
-}
-
-// waitQuiet waits until a ring buffer's grace period, if any, is over.
-func (b *Balancer) waitQuiet(slot uint32) {
-	if done := b.quiet[slot]; done != nil {
-		b.mu.Unlock()
-		<-done
-		b.mu.Lock()
-		delete(b.quiet, slot)
-	}
-}
-
-// rcuBarrier returns after an RCU grace period: every BPF program that
-// was running when it was called has finished.
-// MEMBARRIER_CMD_GLOBAL is synchronize_rcu() (kernel/sched/membarrier.c).
-func rcuBarrier() error {
-	const membarrierCmdGlobal = 1
-	_, _, errno := unix.Syscall(unix.SYS_MEMBARRIER, membarrierCmdGlobal, 0, 0)
-	if errno != 0 {
-		return errno
 	}
 	return nil
 }
