@@ -49,9 +49,9 @@ go test -run '^$' -bench 'BenchmarkRingRebuildSwap65537' -benchtime 200x -count=
   echo "over HTTP to the real API stack with real maps and a state file on disk (fsync'd); each request"
   echo "returns once the new ring is in the kernel and the state is saved, so p50/p99 are \"request to"
   echo "maps updated\". RingRebuildSwap: build a 65537-slot Maglev ring for 100 reals and swap it in."
-  echo "A ring is written into the VIP's idle ring buffer and made live with one store; back to back,"
-  echo "a change may wait for the RCU grace period that must pass before the buffer that went idle at"
-  echo "the previous change is written again (one or more 4 ms ticks here, HZ=250)."
+  echo "A ring is written into the VIP's idle ring buffer (memory-mapped) and made live with one store to"
+  echo "vip_info; no change waits for an RCU grace period (swapping inner maps of an array-of-maps did:"
+  echo "4-15 ms here). What is left: the Maglev build, the state file's fsync, HTTP."
   echo
   echo '```'
   cat "$ctl"
