@@ -308,17 +308,46 @@ func lockFile(path, what string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		pid, _ := os.ReadFile(path)
+	// A holder that was just killed may take a moment to let go: a
+	// process shows as gone (or a zombie) before its last thread has
+	// closed its files. Wait for such a holder, not for a live one.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		data, _ := os.ReadFile(path)
+		pid := strings.TrimSpace(string(data))
+		if errors.Is(err, unix.EWOULDBLOCK) && exiting(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another lbd (pid %s) is running %s", strings.TrimSpace(string(pid)), what)
+			return nil, fmt.Errorf("another lbd (pid %s) is running %s", pid, what)
 		}
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	_ = f.Truncate(0)
 	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
 	return f, nil
+}
+
+// exiting reports whether the process that wrote pid into a lock file is
+// gone or a zombie: its lock is about to be released.
+func exiting(pid string) bool {
+	n, err := strconv.Atoi(pid)
+	if err != nil || n <= 0 {
+		return false
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n))
+	if err != nil {
+		return true // gone
+	}
+	// "pid (comm) S ...": the state follows the last ')'.
+	i := strings.LastIndexByte(string(stat), ')')
+	return i > 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
 }
 
 func (ls daemonLocks) release() {
