@@ -144,7 +144,7 @@ type Tracer struct {
 	status   Status
 	maps     tracerMaps
 	progs    map[string]*ebpf.Program // the chosen mode's programs
-	links    []link.Link // every attachment, kept referenced until Stop
+	links    []link.Link              // every attachment, kept referenced until Stop
 	rb       *ringbuf.Reader
 	pr       *perf.Reader
 	cancel   context.CancelFunc
@@ -156,8 +156,8 @@ type Tracer struct {
 	// delivered counts kernel events handed to the user (Flush compares
 	// it with the kernel's emitted counters)
 	delivered atomic.Uint64
-	subs     map[*subscriber]struct{}
-	watchers map[uint32]bool
+	subs      map[*subscriber]struct{}
+	watchers  map[uint32]bool
 }
 
 // New checks the options and returns a stopped tracer.
