@@ -46,6 +46,9 @@ type Options struct {
 	Logger   *slog.Logger
 	// BodyLimit caps request bodies in bytes (default DefaultBodyLimit).
 	BodyLimit int64
+	// Tracer serves /api/v1/connections, /tracer and /events; nil: they
+	// answer 503 "tracer not running".
+	Tracer TracerSource
 }
 
 // Server is the API's HTTP handler.
@@ -116,6 +119,7 @@ func New(o Options) (*Server, error) {
 	v1.PUT("/vips/:vip/reals/:addr", s.putReal)
 	v1.DELETE("/vips/:vip/reals/:addr", s.deleteReal)
 	v1.GET("/vips/:vip/reals/:addr/stats", s.realStats)
+	s.registerTracer(v1)
 	s.echo = e
 	return s, nil
 }

@@ -285,6 +285,7 @@ func TestEveryOperation(t *testing.T) {
 		t.Errorf("datapath VIPs after delete: %d", len(h.dp.VIPMap))
 	}
 
+	exerciseTracer(h)
 	for path, item := range h.doc.Paths.Map() {
 		for method, op := range item.Operations() {
 			if !h.called[op.OperationID] {

@@ -12,12 +12,20 @@ import (
 // the consumer should show (they are still in Status' kernel counters).
 type Subscription struct {
 	C       <-chan Event
-	s       *subscriber
 	dropped *atomic.Uint64
 }
 
+// NewSubscription makes a Subscription of a channel (for fakes of the
+// tracer in other packages' tests).
+func NewSubscription(c <-chan Event) *Subscription { return &Subscription{C: c} }
+
 // Dropped returns how many events this subscriber missed.
-func (s *Subscription) Dropped() uint64 { return s.dropped.Load() }
+func (s *Subscription) Dropped() uint64 {
+	if s.dropped == nil {
+		return 0
+	}
+	return s.dropped.Load()
+}
 
 type subscriber struct {
 	ch      chan Event
@@ -50,7 +58,7 @@ func (t *Tracer) Subscribe(ctx context.Context, buffer int) (*Subscription, erro
 		}
 		t.mu.Unlock()
 	}()
-	return &Subscription{C: s.ch, s: s, dropped: &s.dropped}, nil
+	return &Subscription{C: s.ch, dropped: &s.dropped}, nil
 }
 
 func (t *Tracer) publish(ev Event) {
