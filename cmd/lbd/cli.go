@@ -53,6 +53,8 @@ func addClientCommands(root *cobra.Command) {
 		newFlowsCommand(cfg),
 		newStatusCommand(cfg),
 		newReconcileCommand(cfg),
+		newConnsCommand(cfg),
+		newTopCommand(cfg),
 	)
 }
 

@@ -49,6 +49,8 @@ type serveConfig struct {
 	// Detach removes the XDP program and all pins when lbd exits (default:
 	// keep forwarding, so that a restart is hitless).
 	Detach bool `yaml:"detach"`
+
+	tracerConfig `yaml:",inline"`
 }
 
 func defaultServeConfig() serveConfig {
@@ -62,6 +64,7 @@ func defaultServeConfig() serveConfig {
 		GUEPort: c.GUEPort, FragmentPolicy: c.FragmentPolicy.String(), UnbalanceablePolicy: c.UnbalanceablePolicy.String(),
 		UDPFlowTimeout: c.UDPFlowTimeout, ReconcileInterval: 30 * time.Second,
 		LogLevel: "info", LogFormat: "text",
+		tracerConfig: defaultTracerConfig(),
 	}
 }
 
@@ -90,6 +93,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.BoolVar(&c.Detach, "detach", c.Detach, "on exit, detach the XDP program and remove the pins (default: keep forwarding for a hitless restart)")
+	c.tracerConfig.bindFlags(fs)
 }
 
 // loadServeConfig builds the configuration: defaults, then the YAML file
@@ -163,6 +167,8 @@ func copyFlag(dst, src *serveConfig, name string) {
 		dst.LogFormat = src.LogFormat
 	case "detach":
 		dst.Detach = src.Detach
+	default:
+		copyTracerFlag(&dst.tracerConfig, &src.tracerConfig, name)
 	}
 }
 
@@ -187,7 +193,7 @@ func (c serveConfig) validate() error {
 	default:
 		return fmt.Errorf("log format %q: use text or json", c.LogFormat)
 	}
-	return nil
+	return c.tracerConfig.validate()
 }
 
 func (c serveConfig) limits() xdp.Limits {

@@ -178,8 +178,13 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	log.Info("XDP balancer attached", "interface", att.Interface, "mode", att.Mode, "took_over_pinned_link", att.Reused)
 	setReady(rerr)
 
+	tracer, stopTracer, err := startTracer(ctx, cfg.tracerConfig, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracer()
 	srv, err := api.New(api.Options{
-		Controller: ctl, Token: token, Version: version, StateFile: store.Path(), Logger: log,
+		Controller: ctl, Token: token, Version: version, StateFile: store.Path(), Logger: log, Tracer: tracer,
 		Datapath: func() map[string]any {
 			return map[string]any{
 				"interface": att.Interface, "xdp_mode": att.Mode.String(), "fallback": att.Fallback,
