@@ -181,6 +181,7 @@ func TestEveryOperation(t *testing.T) {
 	if err := c.DeleteVIP(ctx, name); err != nil {
 		t.Fatal(err)
 	}
+	exerciseTracerClient(t, ctx, c)
 
 	doc, err := api.Spec()
 	if err != nil {

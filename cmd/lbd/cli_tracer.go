@@ -260,4 +260,3 @@ func sortConnections(conns []api.ConnectionJSON, by string, rates map[string][2]
 		return strings.Compare(a.Source, b.Source)
 	})
 }
-
