@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
 // ourCounter counts the events of connections to port made by this process.
@@ -40,6 +42,13 @@ func (c *ourCounter) add(ev Event) {
 // each lost one is counted: received + lost >= generated, and what the
 // kernel reports as output is exactly what user space received.
 func TestTracerLoadAccounting(t *testing.T) {
+	privtest.Require(t)
+	for _, mode := range modesHere(t) {
+		t.Run(string(mode), func(t *testing.T) { loadAccounting(t, mode) })
+	}
+}
+
+func loadAccounting(t *testing.T, mode Mode) {
 	for _, c := range []struct {
 		name     string
 		ring     uint32
@@ -51,7 +60,7 @@ func TestTracerLoadAccounting(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cnt := &ourCounter{pid: uint32(os.Getpid()), slowdown: c.slowdown}
-			tr, err := New(Options{RingBufferSize: c.ring, OnEvent: cnt.add})
+			tr, err := New(Options{Mode: mode, RingBufferSize: c.ring, OnEvent: cnt.add})
 			if err != nil {
 				t.Fatal(err)
 			}
