@@ -34,7 +34,7 @@ func (f *fakeTracer) Status() kprobe.Status {
 		Running: true, Kernel: "6.18.0", Mode: kprobe.ModeTracepoint, BTF: true, OffsetSource: kprobe.OffsetsGuessed,
 		Offsets: kprobe.Offsets{Saddr: 4, Sport: 14, Dport: 12, Family: 16, Netns: 48, Ino: 176, DaddrIPv6: 56, SaddrIPv6: 72},
 		Guess:   &kprobe.GuessReport{Connections: 23, Captures: 21, Duration: 5 * time.Millisecond, IPv6: true},
-		Buffer:  "ringbuf", SRTT: true, Attached: []string{"tracepoint sock:inet_sock_set_state"},
+		Buffer:  "ringbuf", SRTT: true, AcceptBy: "first-use", Attached: []string{"tracepoint sock:inet_sock_set_state"},
 		Events: map[string]uint64{"connect": 3}, Lost: map[string]uint64{"connect": 1}, Connections: len(f.conns),
 	}
 }

@@ -17,7 +17,11 @@ type Status struct {
 	Buffer       string       `json:"buffer"`          // "ringbuf" or "perf"
 	FdInstall    bool         `json:"fd_install"`      // AddFdInstallWatcher works
 	SRTT         bool         `json:"srtt"`            // smoothed RTT reported (needs BTF)
-	Attached     []string     `json:"attached"`        // every hook, e.g. "kprobe tcp_v4_connect"
+	// AcceptBy says when an accepted connection is attributed to its
+	// process: "kretprobe" (inet_csk_accept), "syscall" (accept exit) or
+	// "first-use" (its first read, write or close; tracepoint mode).
+	AcceptBy string   `json:"accept_by"`
+	Attached []string `json:"attached"` // every hook, e.g. "kprobe tcp_v4_connect"
 	// Events output by the kernel, by type name.
 	Events map[string]uint64 `json:"events"`
 	// Lost events by type name: the buffer was full (never silent).

@@ -11,9 +11,20 @@
  *                    udp(v6)_sendmsg/udp(v6)_recvmsg (ret),
  *                    tcp_retransmit_skb, fd_install
  *   tracepoint mode  sock:inet_sock_set_state (connect, accept, close from
- *                    the state machine), syscalls:sys_exit_accept(4) (who
- *                    accepted), sock:sock_send_length / sock_recv_length
- *                    (bytes), tcp:tcp_retransmit_skb
+ *                    the state machine), sock:sock_send_length /
+ *                    sock_recv_length (bytes), tcp:tcp_retransmit_skb, and
+ *                    optionally syscalls:sys_exit_accept(4) (who accepted,
+ *                    at accept time)
+ *
+ * Who accepted a connection, in tracepoint mode: the passive open
+ * completes in softirq context, where the current task is anyone. The
+ * socket is only reachable through the accept queue until a process
+ * accepts it, so the first process-context touch names the owner: its
+ * first read or write (sock_*_length), or its close (ESTABLISHED ->
+ * FIN_WAIT1, CLOSE_WAIT -> LAST_ACK happen in close()/shutdown()). With
+ * the accept syscall tracepoints attached the owner is known at accept()
+ * itself, but every syscall on the machine then takes the kernel's slow
+ * path (see kprobe.Options.AcceptSyscalls).
  *
  * Socket fields are read either through CO-RE relocations (the loader
  * fixes the offsets from the kernel's BTF) or, when use_offsets is set,
@@ -52,7 +63,10 @@ const struct trace_event *unused_trace_event __attribute__((unused));
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
+#define TCP_LAST_ACK 9
 
 /* Set by the loader (kprobe.New). */
 volatile const __u8 use_offsets = 0; /* read sockets at off.* instead of CO-RE */
@@ -480,6 +494,14 @@ int tp_inet_sock_set_state(struct tp_inet_sock_set_state *ctx)
 			count(LBD_TC_SOCKS_FULL);
 	} else if (ctx->newstate == TCP_CLOSE) {
 		closed(ctx, sk);
+	} else if ((ctx->oldstate == TCP_ESTABLISHED && ctx->newstate == TCP_FIN_WAIT1) ||
+		   (ctx->oldstate == TCP_CLOSE_WAIT && ctx->newstate == TCP_LAST_ACK)) {
+		/* close() or shutdown() by the owner, in its context: an
+		 * accepted socket nobody read or wrote is announced now */
+		struct sock_ref *ref = bpf_map_lookup_elem(&socks, &key);
+
+		if (ref && (ref->flags & REF_PENDING_ACCEPT))
+			established_current(ctx, sk, LBD_EV_ACCEPT);
 	}
 	return 0;
 }

@@ -76,6 +76,7 @@ func TestTracerReportsWorkload(t *testing.T) {
 			{"core", Options{}},
 			{"guessed", Options{Guess: true}},
 			{"perf", Options{PerfBuffer: true}},
+			{"accept-syscalls", Options{AcceptSyscalls: true}},
 			// as on a kernel without BTF: guessed offsets, no CO-RE at all
 			{"nobtf", Options{noBTF: true}},
 		} {
