@@ -10,6 +10,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // connectClose makes n connections to ln (both ends closed), one at a time.
@@ -73,15 +76,24 @@ func BenchmarkConnectCloseOverhead(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer tr.Stop()
+			// BPF run time of the tracer's programs, from the kernel
+			stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
+			if err != nil {
+				b.Fatalf("enable BPF run-time stats: %v", err)
+			}
+			before := tr.bpfRuntime()
 			b.StartTimer()
 			start = time.Now()
 			connectClose(b, addr, b.N)
 			traced := time.Since(start)
 			b.StopTimer()
+			bpfTime := tr.bpfRuntime() - before
+			stats.Close()
 			tr.Flush(10 * time.Second)
 			b.ReportMetric(float64(untraced.Nanoseconds())/float64(b.N), "untraced-ns/conn")
 			b.ReportMetric(float64(traced.Nanoseconds())/float64(b.N), "traced-ns/conn")
 			b.ReportMetric(float64(traced)/float64(untraced), "ratio")
+			b.ReportMetric(float64(bpfTime.Nanoseconds())/float64(b.N), "bpf-ns/conn")
 			b.ReportMetric(float64(sum(tr.Lost())), "lost")
 		})
 	}
@@ -144,4 +156,18 @@ func modesHereB(b *testing.B) []Mode {
 		b.Skip("no kprobes and no sock:sock_send_length")
 	}
 	return modes
+}
+
+// bpfRuntime sums the kernel's run-time counters of the loaded programs
+// (counted only while BPF stats are enabled).
+func (t *Tracer) bpfRuntime() time.Duration {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var d time.Duration
+	for _, p := range t.progs {
+		if st, err := p.Stats(); err == nil {
+			d += st.Runtime
+		}
+	}
+	return d
 }

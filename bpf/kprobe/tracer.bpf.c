@@ -24,7 +24,7 @@
  * FIN_WAIT1, CLOSE_WAIT -> LAST_ACK happen in close()/shutdown()). With
  * the accept syscall tracepoints attached the owner is known at accept()
  * itself, but every syscall on the machine then takes the kernel's slow
- * path (see kprobe.Options.AcceptSyscalls).
+ * path (kprobe.Options.AcceptSyscalls).
  *
  * Socket fields are read either through CO-RE relocations (the loader
  * fixes the offsets from the kernel's BTF) or, when use_offsets is set,
@@ -72,6 +72,10 @@ const struct trace_event *unused_trace_event __attribute__((unused));
 volatile const __u8 use_offsets = 0; /* read sockets at off.* instead of CO-RE */
 volatile const __u8 have_btf = 1;    /* CO-RE reads of non-socket types allowed */
 volatile const __u8 use_perf = 0;    /* perf buffer instead of ring buffer */
+/* Ring buffer: 0 wakes the reader for every event; else events are
+ * written without a wakeup until this many bytes wait, and the reader
+ * polls on a short timer (batching saves a wakeup per event). */
+volatile const __u64 wakeup_bytes = 0;
 volatile const struct lbd_offsets off = {};
 
 enum sock_ref_flag {
@@ -149,8 +153,14 @@ static __always_inline void emit(void *ctx, struct trace_event *ev)
 
 	if (use_perf)
 		err = bpf_perf_event_output(ctx, &events_pb, BPF_F_CURRENT_CPU, ev, sizeof(*ev));
-	else
-		err = bpf_ringbuf_output(&events_rb, ev, sizeof(*ev), 0);
+	else {
+		__u64 flags = 0;
+
+		if (wakeup_bytes)
+			flags = bpf_ringbuf_query(&events_rb, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+												: BPF_RB_NO_WAKEUP;
+		err = bpf_ringbuf_output(&events_rb, ev, sizeof(*ev), flags);
+	}
 	count(err ? ev->type : LBD_TC_EMITTED + ev->type);
 }
 

@@ -98,16 +98,21 @@ type Options struct {
 	RingBufferSize uint32        // bytes, a power of two (default 4 MiB)
 	PerfBuffer     bool          // use the perf buffer even where a ring buffer exists
 	PerfPages      int           // per-CPU perf buffer pages (default 256)
-	KeepClosed     int           // closed connections remembered for Connections (default 1024)
-	Logger         *slog.Logger
+	// BatchDelay (ring buffer) is the longest an event waits in the ring
+	// before user space reads it: the kernel writes events without
+	// waking the reader, until a quarter of the ring is used or this much
+	// time passed, saving a wakeup per event. Default 50ms; negative:
+	// wake the reader for every event.
+	BatchDelay time.Duration
+	KeepClosed int // closed connections remembered for Connections (default 1024)
+	Logger     *slog.Logger
 	// AcceptSyscalls (tracepoint mode, needs BTF) attributes an accepted
 	// connection at accept() through syscalls:sys_exit_accept(4), so
 	// that ACCEPT carries the accept time. Off by default: while any
-	// syscall tracepoint is attached every syscall on the machine takes
-	// the kernel's slow path (measured here: a loopback connect+close
-	// 4x slower, against 1.6x without). Without it, ACCEPT is emitted at
-	// the owner's first read, write or close of the socket, with the
-	// right pid and comm.
+	// syscall tracepoint is attached, every syscall of every process
+	// takes the kernel's slow path (a fixed cost per syscall, machine
+	// wide). Without it, ACCEPT is emitted at the owner's first read,
+	// write or close of the socket, with the right pid and comm.
 	AcceptSyscalls bool
 	// noBTF makes the loader behave as on a kernel without BTF (tests).
 	noBTF bool
@@ -132,6 +137,9 @@ func (o *Options) defaults() {
 	if o.RingBufferSize == 0 {
 		o.RingBufferSize = 4 << 20
 	}
+	if o.BatchDelay == 0 {
+		o.BatchDelay = 50 * time.Millisecond
+	}
 	if o.PerfPages == 0 {
 		o.PerfPages = 256
 	}
@@ -148,20 +156,21 @@ func (o *Options) defaults() {
 type Tracer struct {
 	opts Options
 
-	mu       sync.Mutex
-	running  bool
-	status   Status
-	maps     tracerMaps
-	progs    map[string]*ebpf.Program // the chosen mode's programs
-	links    []link.Link              // every attachment, kept referenced until Stop
-	rb       *ringbuf.Reader
-	pr       *perf.Reader
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	clock    clock
-	closed   []Connection // recently closed, oldest first
-	expired  uint64
-	lostPerf uint64
+	mu         sync.Mutex
+	running    bool
+	status     Status
+	maps       tracerMaps
+	progs      map[string]*ebpf.Program // the chosen mode's programs
+	links      []link.Link              // every attachment, kept referenced until Stop
+	rb         *ringbuf.Reader
+	pr         *perf.Reader
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
+	clock      clock
+	closed     []Connection // recently closed (a ring once full)
+	closedNext int          // next slot to overwrite in closed
+	expired    uint64
+	lostPerf   uint64
 	// delivered counts kernel events handed to the user (Flush compares
 	// it with the kernel's emitted counters)
 	delivered atomic.Uint64
@@ -288,7 +297,13 @@ func (t *Tracer) Start(ctx context.Context) error {
 		"use_offsets": b2u8(st.OffsetSource == OffsetsGuessed),
 		"have_btf":    b2u8(haveBTF),
 		"use_perf":    b2u8(usePerf),
-		"off":         st.Offsets.bpf(),
+		"wakeup_bytes": func() uint64 {
+			if t.opts.BatchDelay < 0 {
+				return 0
+			}
+			return uint64(t.opts.RingBufferSize / 4)
+		}(),
+		"off": st.Offsets.bpf(),
 	} {
 		if err := spec.Variables[name].Set(v); err != nil {
 			return fmt.Errorf("set %s: %w", name, err)
@@ -585,6 +600,9 @@ func (t *Tracer) read() {
 	for {
 		var raw []byte
 		if t.rb != nil {
+			if t.opts.BatchDelay > 0 {
+				t.rb.SetDeadline(time.Now().Add(t.opts.BatchDelay))
+			}
 			if err := t.rb.ReadInto(&rec); err != nil {
 				if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrFlushed) {
 					continue
@@ -620,9 +638,12 @@ func (t *Tracer) read() {
 func (t *Tracer) deliver(ev Event) {
 	if ev.Type == EventClose || ev.Type == EventExpire {
 		t.mu.Lock()
-		t.closed = append(t.closed, connectionOf(ev))
-		if n := len(t.closed) - t.opts.KeepClosed; n > 0 {
-			t.closed = append(t.closed[:0:0], t.closed[n:]...)
+		// a ring of the last KeepClosed: no copying per event
+		if len(t.closed) < t.opts.KeepClosed {
+			t.closed = append(t.closed, connectionOf(ev))
+		} else {
+			t.closed[t.closedNext] = connectionOf(ev)
+			t.closedNext = (t.closedNext + 1) % len(t.closed)
 		}
 		t.mu.Unlock()
 	}

@@ -138,6 +138,7 @@ const (
 	tracerVarUnusedTraceEvent    = "unused_trace_event"
 	tracerVarUseOffsets          = "use_offsets"
 	tracerVarUsePerf             = "use_perf"
+	tracerVarWakeupBytes         = "wakeup_bytes"
 )
 
 // loadTracer returns the embedded CollectionSpec for tracer.
@@ -230,6 +231,7 @@ type tracerVariableSpecs struct {
 	UnusedTraceEvent   *ebpf.VariableSpec `ebpf:"unused_trace_event"`
 	UseOffsets         *ebpf.VariableSpec `ebpf:"use_offsets"`
 	UsePerf            *ebpf.VariableSpec `ebpf:"use_perf"`
+	WakeupBytes        *ebpf.VariableSpec `ebpf:"wakeup_bytes"`
 }
 
 // tracerObjects contains all objects after they have been loaded into the kernel.
@@ -288,6 +290,7 @@ type tracerVariables struct {
 	UnusedTraceEvent   *ebpf.Variable `ebpf:"unused_trace_event"`
 	UseOffsets         *ebpf.Variable `ebpf:"use_offsets"`
 	UsePerf            *ebpf.Variable `ebpf:"use_perf"`
+	WakeupBytes        *ebpf.Variable `ebpf:"wakeup_bytes"`
 }
 
 // tracerPrograms contains all programs after they have been loaded into the kernel.
