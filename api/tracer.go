@@ -202,6 +202,9 @@ func (s *Server) tracerStatus(c echo.Context) error {
 		return err
 	}
 	st := tr.Status()
+	if !st.Running {
+		return problem(http.StatusServiceUnavailable, "tracer not running (it stopped, or failed to start: see the daemon's log)")
+	}
 	if st.Attached == nil {
 		st.Attached = []string{}
 	}

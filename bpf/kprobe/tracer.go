@@ -186,8 +186,8 @@ func New(opts Options) (*Tracer, error) {
 	default:
 		return nil, fmt.Errorf("tracer mode %q: want auto, kprobe or tracepoint", opts.Mode)
 	}
-	if opts.RingBufferSize&(opts.RingBufferSize-1) != 0 {
-		return nil, fmt.Errorf("ring buffer size %d: must be a power of two", opts.RingBufferSize)
+	if opts.RingBufferSize&(opts.RingBufferSize-1) != 0 || int(opts.RingBufferSize) < os.Getpagesize() {
+		return nil, fmt.Errorf("ring buffer size %d: must be a power of two, at least the page size (%d)", opts.RingBufferSize, os.Getpagesize())
 	}
 	return &Tracer{opts: opts, subs: map[*subscriber]struct{}{}, watchers: map[uint32]bool{}}, nil
 }
