@@ -2,6 +2,7 @@ package kprobe
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -100,47 +101,49 @@ func BenchmarkConnectCloseOverhead(b *testing.B) {
 }
 
 // BenchmarkEventRate drives events as fast as this machine can make
-// loopback connections (GOMAXPROCS connecting goroutines, 4 events per
-// connection) and reports the rate delivered to user space and the
-// events lost; with the default 4 MiB ring buffer lost is expected 0,
-// so the rate is the highest seen without loss here (generator-bound).
+// loopback connections (2 x GOMAXPROCS connecting goroutines, 4 events
+// per connection) and reports the rate delivered to user space and the
+// events lost, with the default 4 MiB ring buffer and with a 64 KiB one
+// (a quarter of it, 16 KiB, is then the wakeup threshold).
 func BenchmarkEventRate(b *testing.B) {
 	benchRoot(b)
 	for _, mode := range modesHereB(b) {
-		b.Run(string(mode), func(b *testing.B) {
-			ln := closingListener(b)
-			addr := ln.Addr().String()
-			var delivered atomic.Uint64
-			tr, err := New(Options{Mode: mode, OnEvent: func(Event) { delivered.Add(1) }})
-			if err != nil {
-				b.Fatal(err)
-			}
-			if err := tr.Start(context.Background()); err != nil {
-				b.Fatal(err)
-			}
-			defer tr.Stop()
-			workers := runtime.GOMAXPROCS(0)
-			per := max(b.N/workers, 1)
-			b.ResetTimer()
-			start := time.Now()
-			var wg sync.WaitGroup
-			for w := 0; w < workers; w++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					connectClose(b, addr, per)
-				}()
-			}
-			wg.Wait()
-			ok := tr.Flush(30 * time.Second)
-			elapsed := time.Since(start)
-			b.StopTimer()
-			if !ok {
-				b.Errorf("events not all delivered")
-			}
-			b.ReportMetric(float64(delivered.Load())/elapsed.Seconds(), "events/s")
-			b.ReportMetric(float64(sum(tr.Lost())), "lost")
-		})
+		for _, ring := range []uint32{4 << 20, 64 << 10} {
+			b.Run(fmt.Sprintf("%s/ring-%dKiB", mode, ring>>10), func(b *testing.B) {
+				ln := closingListener(b)
+				addr := ln.Addr().String()
+				var delivered atomic.Uint64
+				tr, err := New(Options{Mode: mode, RingBufferSize: ring, OnEvent: func(Event) { delivered.Add(1) }})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := tr.Start(context.Background()); err != nil {
+					b.Fatal(err)
+				}
+				defer tr.Stop()
+				workers := 2 * runtime.GOMAXPROCS(0)
+				per := max(b.N/workers, 1)
+				b.ResetTimer()
+				start := time.Now()
+				var wg sync.WaitGroup
+				for w := 0; w < workers; w++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						connectClose(b, addr, per)
+					}()
+				}
+				wg.Wait()
+				ok := tr.Flush(30 * time.Second)
+				elapsed := time.Since(start)
+				b.StopTimer()
+				if !ok {
+					b.Errorf("events not all delivered")
+				}
+				b.ReportMetric(float64(delivered.Load())/elapsed.Seconds(), "events/s")
+				b.ReportMetric(float64(sum(tr.Lost())), "lost")
+			})
+		}
 	}
 }
 
