@@ -9,7 +9,7 @@
  *   kprobe mode      tcp_v4/v6_connect (+ret), inet_csk_accept (ret),
  *                    tcp_close, tcp_sendmsg/tcp_recvmsg (ret),
  *                    udp(v6)_sendmsg/udp(v6)_recvmsg (ret),
- *                    tcp_retransmit_skb, fd_install
+ *                    __tcp_retransmit_skb (+ret), fd_install
  *   tracepoint mode  sock:inet_sock_set_state (connect, accept, close from
  *                    the state machine), sock:sock_send_length /
  *                    sock_recv_length (bytes), tcp:tcp_retransmit_skb, and
@@ -138,7 +138,7 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 	__uint(max_entries, 16384);
-} args_connect SEC(".maps"), args_send SEC(".maps"), args_recv SEC(".maps");
+} args_connect SEC(".maps"), args_send SEC(".maps"), args_recv SEC(".maps"), args_retrans SEC(".maps");
 
 static __always_inline void count(__u32 slot)
 {
@@ -705,10 +705,22 @@ int BPF_KRETPROBE(krp_udp_recvmsg, int ret)
 	return 0;
 }
 
-SEC("kprobe/tcp_retransmit_skb")
+/* __tcp_retransmit_skb, not tcp_retransmit_skb: tail loss probes call it
+ * directly. Counted on success only, as the kernel's total_retrans. */
+SEC("kprobe/__tcp_retransmit_skb")
 int BPF_KPROBE(kp_tcp_retransmit_skb, struct sock *sk)
 {
-	retransmitted(sk);
+	stash(&args_retrans, sk);
+	return 0;
+}
+
+SEC("kretprobe/__tcp_retransmit_skb")
+int BPF_KRETPROBE(krp_tcp_retransmit_skb, int ret)
+{
+	struct sock *sk = unstash(&args_retrans);
+
+	if (sk && ret == 0)
+		retransmitted(sk);
 	return 0;
 }
 
