@@ -60,6 +60,8 @@ type GuessError struct {
 	Err        error // underlying failure, if any
 }
 
+func (e *GuessError) Unwrap() error { return e.Err }
+
 func (e *GuessError) Error() string {
 	if e.Err != nil {
 		return fmt.Sprintf("guess offset of %s: %v", e.Field, e.Err)

@@ -89,7 +89,8 @@ type Options struct {
 	// goroutine; a slow callback fills the buffer (and events are then
 	// counted as lost in the kernel).
 	OnEvent func(Event)
-	// Events, if set, receives every event (blocking, as OnEvent).
+	// Events, if set, receives every event (blocking, as OnEvent): keep
+	// draining it until Stop has returned.
 	Events chan<- Event
 	// MaxConnections sizes the connection maps (default 65536).
 	MaxConnections uint32
