@@ -32,6 +32,11 @@ type Status struct {
 	StatsMapFull uint64 `json:"stats_map_full"`
 	SocksMapFull uint64 `json:"socks_map_full"`
 	Expired      uint64 `json:"expired"` // idle entries removed
+	// KprobeMissed sums the kernel's count of probe hits that did not
+	// run the program (kretprobe instances exhausted, recursion), over
+	// the kprobe links; absent where the kernel does not report it
+	// (before 6.7) and in tracepoint mode.
+	KprobeMissed *uint64 `json:"kprobe_missed,omitempty"`
 	Connections  int    `json:"connections"`
 }
 
@@ -61,7 +66,27 @@ func (t *Tracer) Status() Status {
 	if n, err := t.countConns(); err == nil {
 		st.Connections = n
 	}
+	st.KprobeMissed = t.kprobeMissed()
 	return st
+}
+
+func (t *Tracer) kprobeMissed() *uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var total uint64
+	known := false
+	for _, l := range t.links {
+		info, err := l.Info()
+		if err != nil || info.PerfEvent() == nil || info.PerfEvent().Kprobe() == nil {
+			continue
+		}
+		known = true
+		total += info.PerfEvent().Kprobe().Missed
+	}
+	if !known {
+		return nil
+	}
+	return &total
 }
 
 // Lost returns the events lost so far by type (sum over CPUs).

@@ -85,7 +85,7 @@ func TestTracerReportsWorkload(t *testing.T) {
 				opts.Mode = mode
 				tr, col := startTracer(t, opts)
 				st := tr.Status()
-				t.Logf("status: mode=%s offsets=%s (%s) buffer=%s fd_install=%v attached=%v", st.Mode, st.OffsetSource, st.Offsets, st.Buffer, st.FdInstall, st.Attached)
+				t.Logf("status: mode=%s offsets=%s (%s) buffer=%s fd_install=%v accept_by=%s attached=%v", st.Mode, st.OffsetSource, st.Offsets, st.Buffer, st.FdInstall, st.AcceptBy, st.Attached)
 				rep := runChild(t, true)
 				if !tr.Flush(5 * time.Second) {
 					t.Fatalf("events not all delivered: %v", tr.Status().Events)
@@ -93,6 +93,12 @@ func TestTracerReportsWorkload(t *testing.T) {
 				checkWorkload(t, tr, col.snapshot(), rep)
 				if lost := tr.Lost(); sum(lost) != 0 {
 					t.Errorf("events lost: %v", lost)
+				}
+				if m := tr.Status().KprobeMissed; m != nil {
+					t.Logf("kprobe hits missed: %d", *m)
+					if *m != 0 {
+						t.Errorf("kprobes missed %d hits", *m)
+					}
 				}
 			})
 		}
