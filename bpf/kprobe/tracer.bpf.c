@@ -8,8 +8,11 @@
  *
  *   kprobe mode      tcp_v4/v6_connect (+ret), inet_csk_accept (ret),
  *                    tcp_close, tcp_sendmsg/tcp_recvmsg (ret),
- *                    udp(v6)_sendmsg/udp(v6)_recvmsg (ret),
- *                    __tcp_retransmit_skb (+ret), fd_install
+ *                    udp(v6)_sendmsg/udp(v6)_recvmsg (ret), fd_install,
+ *                    and the tcp:tcp_retransmit_skb tracepoint (it fires
+ *                    for successful retransmissions only, in any context;
+ *                    a kretprobe pair keyed by task cannot tell apart
+ *                    retransmissions from timers on several idle CPUs)
  *   tracepoint mode  sock:inet_sock_set_state (connect, accept, close from
  *                    the state machine), sock:sock_send_length /
  *                    sock_recv_length (bytes), tcp:tcp_retransmit_skb, and
@@ -138,7 +141,21 @@ struct {
 	__type(key, __u64);
 	__type(value, __u64);
 	__uint(max_entries, 16384);
-} args_connect SEC(".maps"), args_send SEC(".maps"), args_recv SEC(".maps"), args_retrans SEC(".maps");
+} args_connect SEC(".maps");
+
+/* sendmsg/recvmsg arguments: the socket and the message (whose msg_name
+ * names the peer of an unconnected UDP socket). */
+struct msg_args {
+	__u64 sk;
+	__u64 msg;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __u64);
+	__type(value, struct msg_args);
+	__uint(max_entries, 16384);
+} args_send SEC(".maps"), args_recv SEC(".maps");
 
 static __always_inline void count(__u32 slot)
 {
@@ -344,7 +361,33 @@ static __always_inline void closed(void *ctx, struct sock *sk)
 }
 
 /* transferred adds bytes sent or received by the current process. */
-static __always_inline void transferred(void *ctx, struct sock *sk, __u8 proto, int sent, __u64 bytes)
+/* peer_from_msg fills the remote end of an unconnected UDP socket's
+ * tuple from the message's address (struct msghdr starts with msg_name,
+ * a kernel copy of the sockaddr, in every kernel). */
+static __always_inline void peer_from_msg(struct conn_tuple *t, void *msg)
+{
+	void *name = 0;
+	__u16 family = 0;
+	__be16 port = 0;
+
+	if (!msg || t->daddr[0] || t->daddr[1] || t->daddr[2] || t->daddr[3])
+		return;
+	bpf_probe_read_kernel(&name, sizeof(name), msg);
+	if (!name)
+		return;
+	bpf_probe_read_kernel(&family, sizeof(family), name);
+	bpf_probe_read_kernel(&port, sizeof(port), name + 2);
+	if (family == AF_INET && t->family == 4) {
+		bpf_probe_read_kernel(&t->daddr[0], 4, name + 4);
+	} else if (family == AF_INET6 && t->family == 6) {
+		bpf_probe_read_kernel(t->daddr, 16, name + 8);
+	} else {
+		return;
+	}
+	t->dport = __builtin_bswap16(port);
+}
+
+static __always_inline void transferred(void *ctx, struct sock *sk, void *msg, __u8 proto, int sent, __u64 bytes)
 {
 	__u64 now = bpf_ktime_get_ns();
 	struct conn_tuple t = {};
@@ -379,6 +422,7 @@ static __always_inline void transferred(void *ctx, struct sock *sk, __u8 proto, 
 	} else {
 		if (!read_tuple(sk, &t))
 			return;
+		peer_from_msg(&t, msg);
 		t.pid = bpf_get_current_pid_tgid() >> 32;
 		t.proto = LBD_PROTO_UDP;
 	}
@@ -555,7 +599,7 @@ static __always_inline int sock_length(void *ctx, struct tp_sock_length *tp, int
 		return 0;
 	if (!sent && (tp->flags & MSG_PEEK))
 		return 0;
-	transferred(ctx, (struct sock *)tp->sk, tp->protocol, sent, tp->ret);
+	transferred(ctx, (struct sock *)tp->sk, 0, tp->protocol, sent, tp->ret);
 	return 0;
 }
 
@@ -651,76 +695,77 @@ int BPF_KPROBE(kp_tcp_close, struct sock *sk)
 	return 0;
 }
 
-SEC("kprobe/tcp_sendmsg")
-int BPF_KPROBE(kp_sendmsg, struct sock *sk)
+static __always_inline void stash_msg(void *map, struct sock *sk, void *msg)
 {
-	stash(&args_send, sk);
+	__u64 id = bpf_get_current_pid_tgid();
+	struct msg_args a = {.sk = (__u64)sk, .msg = (__u64)msg};
+
+	bpf_map_update_elem(map, &id, &a, BPF_NOEXIST); /* nested: keep the outer call */
+}
+
+static __always_inline int unstash_msg(void *map, struct msg_args *out)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	struct msg_args *a = bpf_map_lookup_elem(map, &id);
+
+	if (!a)
+		return 0;
+	*out = *a;
+	bpf_map_delete_elem(map, &id);
+	return out->sk != 0;
+}
+
+SEC("kprobe/tcp_sendmsg")
+int BPF_KPROBE(kp_sendmsg, struct sock *sk, void *msg)
+{
+	stash_msg(&args_send, sk, msg);
 	return 0;
 }
 
 SEC("kprobe/tcp_recvmsg")
-int BPF_KPROBE(kp_recvmsg, struct sock *sk)
+int BPF_KPROBE(kp_recvmsg, struct sock *sk, void *msg)
 {
-	stash(&args_recv, sk);
+	stash_msg(&args_recv, sk, msg);
 	return 0;
 }
 
 SEC("kretprobe/tcp_sendmsg")
 int BPF_KRETPROBE(krp_tcp_sendmsg, int ret)
 {
-	struct sock *sk = unstash(&args_send);
+	struct msg_args a = {};
 
-	if (sk && ret > 0)
-		transferred(ctx, sk, LBD_PROTO_TCP, 1, ret);
+	if (unstash_msg(&args_send, &a) && ret > 0)
+		transferred(ctx, (struct sock *)a.sk, 0, LBD_PROTO_TCP, 1, ret);
 	return 0;
 }
 
 SEC("kretprobe/tcp_recvmsg")
 int BPF_KRETPROBE(krp_tcp_recvmsg, int ret)
 {
-	struct sock *sk = unstash(&args_recv);
+	struct msg_args a = {};
 
-	if (sk && ret > 0)
-		transferred(ctx, sk, LBD_PROTO_TCP, 0, ret);
+	if (unstash_msg(&args_recv, &a) && ret > 0)
+		transferred(ctx, (struct sock *)a.sk, 0, LBD_PROTO_TCP, 0, ret);
 	return 0;
 }
 
 SEC("kretprobe/udp_sendmsg")
 int BPF_KRETPROBE(krp_udp_sendmsg, int ret)
 {
-	struct sock *sk = unstash(&args_send);
+	struct msg_args a = {};
 
-	if (sk && ret > 0)
-		transferred(ctx, sk, LBD_PROTO_UDP, 1, ret);
+	if (unstash_msg(&args_send, &a) && ret > 0)
+		transferred(ctx, (struct sock *)a.sk, (void *)a.msg, LBD_PROTO_UDP, 1, ret);
 	return 0;
 }
 
 SEC("kretprobe/udp_recvmsg")
 int BPF_KRETPROBE(krp_udp_recvmsg, int ret)
 {
-	struct sock *sk = unstash(&args_recv);
+	struct msg_args a = {};
 
-	if (sk && ret > 0)
-		transferred(ctx, sk, LBD_PROTO_UDP, 0, ret);
-	return 0;
-}
-
-/* __tcp_retransmit_skb, not tcp_retransmit_skb: tail loss probes call it
- * directly. Counted on success only, as the kernel's total_retrans. */
-SEC("kprobe/__tcp_retransmit_skb")
-int BPF_KPROBE(kp_tcp_retransmit_skb, struct sock *sk)
-{
-	stash(&args_retrans, sk);
-	return 0;
-}
-
-SEC("kretprobe/__tcp_retransmit_skb")
-int BPF_KRETPROBE(krp_tcp_retransmit_skb, int ret)
-{
-	struct sock *sk = unstash(&args_retrans);
-
-	if (sk && ret == 0)
-		retransmitted(sk);
+	if (unstash_msg(&args_recv, &a) && ret > 0)
+		transferred(ctx, (struct sock *)a.sk, (void *)a.msg, LBD_PROTO_UDP, 0, ret);
 	return 0;
 }
 

@@ -11,8 +11,8 @@
 // # Modes
 //
 // ModeKprobe attaches kprobes (tcp_v4/v6_connect, inet_csk_accept,
-// tcp_close, tcp/udp(v6) sendmsg/recvmsg, __tcp_retransmit_skb,
-// fd_install).
+// tcp_close, tcp/udp(v6) sendmsg/recvmsg, fd_install) and, for
+// retransmits, the tcp:tcp_retransmit_skb tracepoint.
 // ModeTracepoint uses only tracepoints (sock:inet_sock_set_state,
 // syscalls:sys_exit_accept(4), sock:sock_send_length/sock_recv_length,
 // tcp:tcp_retransmit_skb) for kernels built without kprobes, such as
@@ -385,7 +385,7 @@ var kprobePrograms = map[string]bool{
 	"kp_tcp_v4_connect": true, "krp_tcp_v4_connect": true, "kp_tcp_v6_connect": true, "krp_tcp_v6_connect": true,
 	"krp_inet_csk_accept": true, "kp_tcp_close": true, "kp_sendmsg": true, "kp_recvmsg": true,
 	"krp_tcp_sendmsg": true, "krp_tcp_recvmsg": true, "krp_udp_sendmsg": true, "krp_udp_recvmsg": true,
-	"kp_tcp_retransmit_skb": true, "krp_tcp_retransmit_skb": true, "kp_fd_install": true,
+	"tp_tcp_retransmit_skb": true, "kp_fd_install": true,
 }
 
 func (t *Tracer) attach(mode Mode, haveBTF bool, st *Status) error {
@@ -428,10 +428,6 @@ func (t *Tracer) attach(mode Mode, haveBTF bool, st *Status) error {
 			p.KrpUdpSendmsg = prog
 		case "krp_udp_recvmsg":
 			p.KrpUdpRecvmsg = prog
-		case "kp_tcp_retransmit_skb":
-			p.KpTcpRetransmitSkb = prog
-		case "krp_tcp_retransmit_skb":
-			p.KrpTcpRetransmitSkb = prog
 		case "kp_fd_install":
 			p.KpFdInstall = prog
 		}
@@ -506,8 +502,12 @@ func (t *Tracer) attach(mode Mode, haveBTF bool, st *Status) error {
 		func() error { return krp("udpv6_sendmsg", p.KrpUdpSendmsg) },
 		func() error { return kp("udpv6_recvmsg", p.KpRecvmsg) },
 		func() error { return krp("udpv6_recvmsg", p.KrpUdpRecvmsg) },
-		func() error { return kp("__tcp_retransmit_skb", p.KpTcpRetransmitSkb) },
-		func() error { return krp("__tcp_retransmit_skb", p.KrpTcpRetransmitSkb) },
+		// retransmits: the tracepoint, even here (successful ones only,
+		// from timers too; see tracer.bpf.c)
+		func() error {
+			l, err := link.Tracepoint("tcp", "tcp_retransmit_skb", p.TpTcpRetransmitSkb, nil)
+			return add("tracepoint tcp:tcp_retransmit_skb", l, err)
+		},
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {

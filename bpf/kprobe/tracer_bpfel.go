@@ -75,6 +75,12 @@ const (
 	tracerLbdTraceEventTypeLBD_EV_MAX        tracerLbdTraceEventType = 7
 )
 
+type tracerMsgArgs struct {
+	_   structs.HostLayout
+	Sk  uint64
+	Msg uint64
+}
+
 type tracerSockRef struct {
 	_     structs.HostLayout
 	Key   tracerConnTuple
@@ -102,45 +108,42 @@ type tracerTraceEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tracerMapArgsConnect          = "args_connect"
-	tracerMapArgsRecv             = "args_recv"
-	tracerMapArgsRetrans          = "args_retrans"
-	tracerMapArgsSend             = "args_send"
-	tracerMapConns                = "conns"
-	tracerMapEventsPb             = "events_pb"
-	tracerMapEventsRb             = "events_rb"
-	tracerMapFdinstallPids        = "fdinstall_pids"
-	tracerMapSocks                = "socks"
-	tracerMapTraceCounters        = "trace_counters"
-	tracerProgKpFdInstall         = "kp_fd_install"
-	tracerProgKpRecvmsg           = "kp_recvmsg"
-	tracerProgKpSendmsg           = "kp_sendmsg"
-	tracerProgKpTcpClose          = "kp_tcp_close"
-	tracerProgKpTcpRetransmitSkb  = "kp_tcp_retransmit_skb"
-	tracerProgKpTcpV4Connect      = "kp_tcp_v4_connect"
-	tracerProgKpTcpV6Connect      = "kp_tcp_v6_connect"
-	tracerProgKrpInetCskAccept    = "krp_inet_csk_accept"
-	tracerProgKrpTcpRecvmsg       = "krp_tcp_recvmsg"
-	tracerProgKrpTcpRetransmitSkb = "krp_tcp_retransmit_skb"
-	tracerProgKrpTcpSendmsg       = "krp_tcp_sendmsg"
-	tracerProgKrpTcpV4Connect     = "krp_tcp_v4_connect"
-	tracerProgKrpTcpV6Connect     = "krp_tcp_v6_connect"
-	tracerProgKrpUdpRecvmsg       = "krp_udp_recvmsg"
-	tracerProgKrpUdpSendmsg       = "krp_udp_sendmsg"
-	tracerProgTpInetSockSetState  = "tp_inet_sock_set_state"
-	tracerProgTpSockRecvLength    = "tp_sock_recv_length"
-	tracerProgTpSockSendLength    = "tp_sock_send_length"
-	tracerProgTpSysExitAccept     = "tp_sys_exit_accept"
-	tracerProgTpSysExitAccept4    = "tp_sys_exit_accept4"
-	tracerProgTpTcpRetransmitSkb  = "tp_tcp_retransmit_skb"
-	tracerVarHaveBtf              = "have_btf"
-	tracerVarOff                  = "off"
-	tracerVarUnusedEventType      = "unused_event_type"
-	tracerVarUnusedTraceCounter   = "unused_trace_counter"
-	tracerVarUnusedTraceEvent     = "unused_trace_event"
-	tracerVarUseOffsets           = "use_offsets"
-	tracerVarUsePerf              = "use_perf"
-	tracerVarWakeupBytes          = "wakeup_bytes"
+	tracerMapArgsConnect         = "args_connect"
+	tracerMapArgsRecv            = "args_recv"
+	tracerMapArgsSend            = "args_send"
+	tracerMapConns               = "conns"
+	tracerMapEventsPb            = "events_pb"
+	tracerMapEventsRb            = "events_rb"
+	tracerMapFdinstallPids       = "fdinstall_pids"
+	tracerMapSocks               = "socks"
+	tracerMapTraceCounters       = "trace_counters"
+	tracerProgKpFdInstall        = "kp_fd_install"
+	tracerProgKpRecvmsg          = "kp_recvmsg"
+	tracerProgKpSendmsg          = "kp_sendmsg"
+	tracerProgKpTcpClose         = "kp_tcp_close"
+	tracerProgKpTcpV4Connect     = "kp_tcp_v4_connect"
+	tracerProgKpTcpV6Connect     = "kp_tcp_v6_connect"
+	tracerProgKrpInetCskAccept   = "krp_inet_csk_accept"
+	tracerProgKrpTcpRecvmsg      = "krp_tcp_recvmsg"
+	tracerProgKrpTcpSendmsg      = "krp_tcp_sendmsg"
+	tracerProgKrpTcpV4Connect    = "krp_tcp_v4_connect"
+	tracerProgKrpTcpV6Connect    = "krp_tcp_v6_connect"
+	tracerProgKrpUdpRecvmsg      = "krp_udp_recvmsg"
+	tracerProgKrpUdpSendmsg      = "krp_udp_sendmsg"
+	tracerProgTpInetSockSetState = "tp_inet_sock_set_state"
+	tracerProgTpSockRecvLength   = "tp_sock_recv_length"
+	tracerProgTpSockSendLength   = "tp_sock_send_length"
+	tracerProgTpSysExitAccept    = "tp_sys_exit_accept"
+	tracerProgTpSysExitAccept4   = "tp_sys_exit_accept4"
+	tracerProgTpTcpRetransmitSkb = "tp_tcp_retransmit_skb"
+	tracerVarHaveBtf             = "have_btf"
+	tracerVarOff                 = "off"
+	tracerVarUnusedEventType     = "unused_event_type"
+	tracerVarUnusedTraceCounter  = "unused_trace_counter"
+	tracerVarUnusedTraceEvent    = "unused_trace_event"
+	tracerVarUseOffsets          = "use_offsets"
+	tracerVarUsePerf             = "use_perf"
+	tracerVarWakeupBytes         = "wakeup_bytes"
 )
 
 // loadTracer returns the embedded CollectionSpec for tracer.
@@ -185,27 +188,25 @@ type tracerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tracerProgramSpecs struct {
-	KpFdInstall         *ebpf.ProgramSpec `ebpf:"kp_fd_install"`
-	KpRecvmsg           *ebpf.ProgramSpec `ebpf:"kp_recvmsg"`
-	KpSendmsg           *ebpf.ProgramSpec `ebpf:"kp_sendmsg"`
-	KpTcpClose          *ebpf.ProgramSpec `ebpf:"kp_tcp_close"`
-	KpTcpRetransmitSkb  *ebpf.ProgramSpec `ebpf:"kp_tcp_retransmit_skb"`
-	KpTcpV4Connect      *ebpf.ProgramSpec `ebpf:"kp_tcp_v4_connect"`
-	KpTcpV6Connect      *ebpf.ProgramSpec `ebpf:"kp_tcp_v6_connect"`
-	KrpInetCskAccept    *ebpf.ProgramSpec `ebpf:"krp_inet_csk_accept"`
-	KrpTcpRecvmsg       *ebpf.ProgramSpec `ebpf:"krp_tcp_recvmsg"`
-	KrpTcpRetransmitSkb *ebpf.ProgramSpec `ebpf:"krp_tcp_retransmit_skb"`
-	KrpTcpSendmsg       *ebpf.ProgramSpec `ebpf:"krp_tcp_sendmsg"`
-	KrpTcpV4Connect     *ebpf.ProgramSpec `ebpf:"krp_tcp_v4_connect"`
-	KrpTcpV6Connect     *ebpf.ProgramSpec `ebpf:"krp_tcp_v6_connect"`
-	KrpUdpRecvmsg       *ebpf.ProgramSpec `ebpf:"krp_udp_recvmsg"`
-	KrpUdpSendmsg       *ebpf.ProgramSpec `ebpf:"krp_udp_sendmsg"`
-	TpInetSockSetState  *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
-	TpSockRecvLength    *ebpf.ProgramSpec `ebpf:"tp_sock_recv_length"`
-	TpSockSendLength    *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
-	TpSysExitAccept     *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept"`
-	TpSysExitAccept4    *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept4"`
-	TpTcpRetransmitSkb  *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb"`
+	KpFdInstall        *ebpf.ProgramSpec `ebpf:"kp_fd_install"`
+	KpRecvmsg          *ebpf.ProgramSpec `ebpf:"kp_recvmsg"`
+	KpSendmsg          *ebpf.ProgramSpec `ebpf:"kp_sendmsg"`
+	KpTcpClose         *ebpf.ProgramSpec `ebpf:"kp_tcp_close"`
+	KpTcpV4Connect     *ebpf.ProgramSpec `ebpf:"kp_tcp_v4_connect"`
+	KpTcpV6Connect     *ebpf.ProgramSpec `ebpf:"kp_tcp_v6_connect"`
+	KrpInetCskAccept   *ebpf.ProgramSpec `ebpf:"krp_inet_csk_accept"`
+	KrpTcpRecvmsg      *ebpf.ProgramSpec `ebpf:"krp_tcp_recvmsg"`
+	KrpTcpSendmsg      *ebpf.ProgramSpec `ebpf:"krp_tcp_sendmsg"`
+	KrpTcpV4Connect    *ebpf.ProgramSpec `ebpf:"krp_tcp_v4_connect"`
+	KrpTcpV6Connect    *ebpf.ProgramSpec `ebpf:"krp_tcp_v6_connect"`
+	KrpUdpRecvmsg      *ebpf.ProgramSpec `ebpf:"krp_udp_recvmsg"`
+	KrpUdpSendmsg      *ebpf.ProgramSpec `ebpf:"krp_udp_sendmsg"`
+	TpInetSockSetState *ebpf.ProgramSpec `ebpf:"tp_inet_sock_set_state"`
+	TpSockRecvLength   *ebpf.ProgramSpec `ebpf:"tp_sock_recv_length"`
+	TpSockSendLength   *ebpf.ProgramSpec `ebpf:"tp_sock_send_length"`
+	TpSysExitAccept    *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept"`
+	TpSysExitAccept4   *ebpf.ProgramSpec `ebpf:"tp_sys_exit_accept4"`
+	TpTcpRetransmitSkb *ebpf.ProgramSpec `ebpf:"tp_tcp_retransmit_skb"`
 }
 
 // tracerMapSpecs contains maps before they are loaded into the kernel.
@@ -214,7 +215,6 @@ type tracerProgramSpecs struct {
 type tracerMapSpecs struct {
 	ArgsConnect   *ebpf.MapSpec `ebpf:"args_connect"`
 	ArgsRecv      *ebpf.MapSpec `ebpf:"args_recv"`
-	ArgsRetrans   *ebpf.MapSpec `ebpf:"args_retrans"`
 	ArgsSend      *ebpf.MapSpec `ebpf:"args_send"`
 	Conns         *ebpf.MapSpec `ebpf:"conns"`
 	EventsPb      *ebpf.MapSpec `ebpf:"events_pb"`
@@ -260,7 +260,6 @@ func (o *tracerObjects) Close() error {
 type tracerMaps struct {
 	ArgsConnect   *ebpf.Map `ebpf:"args_connect"`
 	ArgsRecv      *ebpf.Map `ebpf:"args_recv"`
-	ArgsRetrans   *ebpf.Map `ebpf:"args_retrans"`
 	ArgsSend      *ebpf.Map `ebpf:"args_send"`
 	Conns         *ebpf.Map `ebpf:"conns"`
 	EventsPb      *ebpf.Map `ebpf:"events_pb"`
@@ -274,7 +273,6 @@ func (m *tracerMaps) Close() error {
 	return _TracerClose(
 		m.ArgsConnect,
 		m.ArgsRecv,
-		m.ArgsRetrans,
 		m.ArgsSend,
 		m.Conns,
 		m.EventsPb,
@@ -303,27 +301,25 @@ type tracerVariables struct {
 //
 // It can be passed to loadTracerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tracerPrograms struct {
-	KpFdInstall         *ebpf.Program `ebpf:"kp_fd_install"`
-	KpRecvmsg           *ebpf.Program `ebpf:"kp_recvmsg"`
-	KpSendmsg           *ebpf.Program `ebpf:"kp_sendmsg"`
-	KpTcpClose          *ebpf.Program `ebpf:"kp_tcp_close"`
-	KpTcpRetransmitSkb  *ebpf.Program `ebpf:"kp_tcp_retransmit_skb"`
-	KpTcpV4Connect      *ebpf.Program `ebpf:"kp_tcp_v4_connect"`
-	KpTcpV6Connect      *ebpf.Program `ebpf:"kp_tcp_v6_connect"`
-	KrpInetCskAccept    *ebpf.Program `ebpf:"krp_inet_csk_accept"`
-	KrpTcpRecvmsg       *ebpf.Program `ebpf:"krp_tcp_recvmsg"`
-	KrpTcpRetransmitSkb *ebpf.Program `ebpf:"krp_tcp_retransmit_skb"`
-	KrpTcpSendmsg       *ebpf.Program `ebpf:"krp_tcp_sendmsg"`
-	KrpTcpV4Connect     *ebpf.Program `ebpf:"krp_tcp_v4_connect"`
-	KrpTcpV6Connect     *ebpf.Program `ebpf:"krp_tcp_v6_connect"`
-	KrpUdpRecvmsg       *ebpf.Program `ebpf:"krp_udp_recvmsg"`
-	KrpUdpSendmsg       *ebpf.Program `ebpf:"krp_udp_sendmsg"`
-	TpInetSockSetState  *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
-	TpSockRecvLength    *ebpf.Program `ebpf:"tp_sock_recv_length"`
-	TpSockSendLength    *ebpf.Program `ebpf:"tp_sock_send_length"`
-	TpSysExitAccept     *ebpf.Program `ebpf:"tp_sys_exit_accept"`
-	TpSysExitAccept4    *ebpf.Program `ebpf:"tp_sys_exit_accept4"`
-	TpTcpRetransmitSkb  *ebpf.Program `ebpf:"tp_tcp_retransmit_skb"`
+	KpFdInstall        *ebpf.Program `ebpf:"kp_fd_install"`
+	KpRecvmsg          *ebpf.Program `ebpf:"kp_recvmsg"`
+	KpSendmsg          *ebpf.Program `ebpf:"kp_sendmsg"`
+	KpTcpClose         *ebpf.Program `ebpf:"kp_tcp_close"`
+	KpTcpV4Connect     *ebpf.Program `ebpf:"kp_tcp_v4_connect"`
+	KpTcpV6Connect     *ebpf.Program `ebpf:"kp_tcp_v6_connect"`
+	KrpInetCskAccept   *ebpf.Program `ebpf:"krp_inet_csk_accept"`
+	KrpTcpRecvmsg      *ebpf.Program `ebpf:"krp_tcp_recvmsg"`
+	KrpTcpSendmsg      *ebpf.Program `ebpf:"krp_tcp_sendmsg"`
+	KrpTcpV4Connect    *ebpf.Program `ebpf:"krp_tcp_v4_connect"`
+	KrpTcpV6Connect    *ebpf.Program `ebpf:"krp_tcp_v6_connect"`
+	KrpUdpRecvmsg      *ebpf.Program `ebpf:"krp_udp_recvmsg"`
+	KrpUdpSendmsg      *ebpf.Program `ebpf:"krp_udp_sendmsg"`
+	TpInetSockSetState *ebpf.Program `ebpf:"tp_inet_sock_set_state"`
+	TpSockRecvLength   *ebpf.Program `ebpf:"tp_sock_recv_length"`
+	TpSockSendLength   *ebpf.Program `ebpf:"tp_sock_send_length"`
+	TpSysExitAccept    *ebpf.Program `ebpf:"tp_sys_exit_accept"`
+	TpSysExitAccept4   *ebpf.Program `ebpf:"tp_sys_exit_accept4"`
+	TpTcpRetransmitSkb *ebpf.Program `ebpf:"tp_tcp_retransmit_skb"`
 }
 
 func (p *tracerPrograms) Close() error {
@@ -332,12 +328,10 @@ func (p *tracerPrograms) Close() error {
 		p.KpRecvmsg,
 		p.KpSendmsg,
 		p.KpTcpClose,
-		p.KpTcpRetransmitSkb,
 		p.KpTcpV4Connect,
 		p.KpTcpV6Connect,
 		p.KrpInetCskAccept,
 		p.KrpTcpRecvmsg,
-		p.KrpTcpRetransmitSkb,
 		p.KrpTcpSendmsg,
 		p.KrpTcpV4Connect,
 		p.KrpTcpV6Connect,
