@@ -38,6 +38,7 @@
 package kprobe
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -331,7 +332,7 @@ func (t *Tracer) Start(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("empty BTF: %w", err)
 		}
-		empty, err := btf.LoadSpecFromReader(bytesReader(raw))
+		empty, err := btf.LoadSpecFromReader(bytes.NewReader(raw))
 		if err != nil {
 			return fmt.Errorf("empty BTF: %w", err)
 		}
