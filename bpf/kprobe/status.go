@@ -37,7 +37,7 @@ type Status struct {
 	// the kprobe links; absent where the kernel does not report it
 	// (before 6.7) and in tracepoint mode.
 	KprobeMissed *uint64 `json:"kprobe_missed,omitempty"`
-	Connections  int    `json:"connections"`
+	Connections  int     `json:"connections"`
 }
 
 // Status returns the tracer's status; a stopped tracer reports Running false.
