@@ -68,8 +68,22 @@ func loadAccounting(t *testing.T, mode Mode) {
 			// the port is only known once the listener exists: count by
 			// pid first, filter by port afterwards via a second counter
 			port, made := shortConnectionsCounted(t, cnt, 3000, 10*time.Second)
-			_ = port
 			generated := uint64(made) * 4 // connect, accept, close, close
+			// the last closes complete in softirq after close() returns:
+			// wait until no connection to the port is left open
+			for deadline := time.Now().Add(10 * time.Second); ; {
+				open, err := tr.Connections(Filter{Port: port, State: StateOpen})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(open) == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d connections to port %d still open 10s after the last close: %+v", len(open), port, open)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
 			// wait until every output event is delivered
 			if !tr.Flush(30 * time.Second) {
 				t.Fatalf("not all output events delivered: emitted %v, delivered %d", tr.Emitted(), tr.delivered.Load())
