@@ -70,7 +70,8 @@ func loadAccounting(t *testing.T, mode Mode) {
 			port, made := shortConnectionsCounted(t, cnt, 3000, 10*time.Second)
 			generated := uint64(made) * 4 // connect, accept, close, close
 			// the last closes complete in softirq after close() returns:
-			// wait until no connection to the port is left open
+			// wait until no connection to the port is left open (or a
+			// skipped hook run explains one that stays)
 			for deadline := time.Now().Add(10 * time.Second); ; {
 				open, err := tr.Connections(Filter{Port: port, State: StateOpen})
 				if err != nil {
@@ -80,7 +81,11 @@ func loadAccounting(t *testing.T, mode Mode) {
 					break
 				}
 				if time.Now().After(deadline) {
-					t.Fatalf("%d connections to port %d still open 10s after the last close: %+v", len(open), port, open)
+					if tr.Status().HookMisses == 0 {
+						t.Fatalf("%d connections to port %d still open 10s after the last close, no hook run missed: %+v", len(open), port, open)
+					}
+					t.Logf("%d connections to port %d left open by missed hook runs: %+v", len(open), port, open)
+					break
 				}
 				time.Sleep(20 * time.Millisecond)
 			}
@@ -96,17 +101,20 @@ func loadAccounting(t *testing.T, mode Mode) {
 				lost += v
 			}
 			ours := cnt.ours.Load()
-			t.Logf("%d connections, %d events generated; received %d of ours (%d in all), kernel output %d, lost %d (%v)", made, generated, ours, cnt.all.Load(), emitted, lost, tr.Lost())
+			misses := tr.Status().HookMisses
+			t.Logf("%d connections, %d events generated; received %d of ours (%d in all), kernel output %d, lost %d (%v), hook runs missed %d", made, generated, ours, cnt.all.Load(), emitted, lost, tr.Lost(), misses)
 			if cnt.all.Load() != emitted {
 				t.Errorf("user space received %d events, the kernel output %d", cnt.all.Load(), emitted)
 			}
-			if ours > generated || ours+lost < generated {
-				t.Errorf("received %d + lost %d does not account for %d generated", ours, lost, generated)
+			// a skipped hook run (the kernel counts them) costs at most
+			// the two events of one connection
+			if ours > generated || ours+lost+2*misses < generated {
+				t.Errorf("received %d + lost %d (+ at most 2 per missed hook run, %d) does not account for %d generated", ours, lost, misses, generated)
 			}
 			if c.wantLoss && lost == 0 {
 				t.Errorf("tiny buffer and slow consumer, yet nothing lost: loss accounting untested")
 			}
-			if !c.wantLoss && (lost != 0 || ours != generated) {
+			if !c.wantLoss && misses == 0 && (lost != 0 || ours != generated) {
 				t.Errorf("lost %d, received %d of %d", lost, ours, generated)
 			}
 		})

@@ -37,7 +37,12 @@ type Status struct {
 	// the kprobe links; absent where the kernel does not report it
 	// (before 6.7) and in tracepoint mode.
 	KprobeMissed *uint64 `json:"kprobe_missed,omitempty"`
-	Connections  int     `json:"connections"`
+	// HookMisses sums the runs of the tracer's programs the kernel skipped
+	// because another BPF program was running on that CPU (e.g. a softirq
+	// interrupting one): the state change or transfer they would have
+	// seen is missing. Kernels count this from 6.7 on (0 before).
+	HookMisses  uint64 `json:"hook_misses"`
+	Connections int    `json:"connections"`
 }
 
 // Status returns the tracer's status; a stopped tracer reports Running false.
@@ -67,7 +72,20 @@ func (t *Tracer) Status() Status {
 		st.Connections = n
 	}
 	st.KprobeMissed = t.kprobeMissed()
+	st.HookMisses = t.hookMisses()
 	return st
+}
+
+func (t *Tracer) hookMisses() uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var n uint64
+	for _, p := range t.progs {
+		if st, err := p.Stats(); err == nil {
+			n += st.RecursionMisses
+		}
+	}
+	return n
 }
 
 func (t *Tracer) kprobeMissed() *uint64 {

@@ -221,8 +221,8 @@ func newTopCommand(cfg *clientConfig) *cobra.Command {
 			for _, n := range st.Lost {
 				lost += n
 			}
-			fmt.Fprintf(s.out, "lbd top — %s — tracer %s mode, %s offsets, %d connections, %d events lost — sorted by %s, every %v\n\n",
-				now.Format("15:04:05"), st.Mode, st.OffsetSource, list.Total, lost+st.LostPerf, sortBy, interval)
+			fmt.Fprintf(s.out, "lbd top — %s — tracer %s mode, %s offsets, %d connections, %d events lost, %d hook runs missed — sorted by %s, every %v\n\n",
+				now.Format("15:04:05"), st.Mode, st.OffsetSource, list.Total, lost+st.LostPerf, st.HookMisses, sortBy, interval)
 			if err := s.emit(nil, func(w io.Writer) { connTable(w, list.Connections, rates, rows) }); err != nil {
 				return err
 			}
