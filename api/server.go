@@ -49,6 +49,9 @@ type Options struct {
 	// BGP is the announcement of the VIPs to the routers; nil when BGP
 	// is not configured.
 	BGP BGP
+	// Tracer serves /api/v1/connections, /tracer and /events; nil: they
+	// answer 503 "tracer not running".
+	Tracer TracerSource
 }
 
 // Server is the API's HTTP handler.
@@ -122,6 +125,7 @@ func New(o Options) (*Server, error) {
 	if err := s.routeBGP(v1); err != nil {
 		return nil, err
 	}
+	s.registerTracer(v1)
 	s.echo = e
 	return s, nil
 }

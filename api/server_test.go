@@ -287,6 +287,7 @@ func TestEveryOperation(t *testing.T) {
 
 	exerciseBGPDisabled(t, h)
 
+	exerciseTracer(h)
 	for path, item := range h.doc.Paths.Map() {
 		for method, op := range item.Operations() {
 			if !h.called[op.OperationID] {

@@ -182,6 +182,7 @@ func TestEveryOperation(t *testing.T) {
 		t.Fatal(err)
 	}
 	exerciseBGP(t, c)
+	exerciseTracerClient(t, ctx, c)
 
 	doc, err := api.Spec()
 	if err != nil {

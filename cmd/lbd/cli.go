@@ -55,6 +55,8 @@ func addClientCommands(root *cobra.Command) {
 		newReconcileCommand(cfg),
 		newBGPCommand(cfg),
 		newDrainCommand(cfg),
+		newConnsCommand(cfg),
+		newTopCommand(cfg),
 	)
 }
 

@@ -54,6 +54,8 @@ type serveConfig struct {
 	Detach bool `yaml:"detach"`
 	// BGP announces the VIPs to routers (bgpwire.go); off when empty.
 	BGP bgpConfig `yaml:"bgp"`
+
+	tracerConfig `yaml:",inline"`
 }
 
 func defaultServeConfig() serveConfig {
@@ -69,6 +71,7 @@ func defaultServeConfig() serveConfig {
 		HealthChecks: true, HealthMaxConcurrent: 64,
 		LogLevel: "info", LogFormat: "text",
 		BGP: defaultBGPConfig(),
+		tracerConfig: defaultTracerConfig(),
 	}
 }
 
@@ -100,6 +103,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.BoolVar(&c.Detach, "detach", c.Detach, "on exit, detach the XDP program and remove the pins (default: keep forwarding for a hitless restart)")
 	c.BGP.bindFlags(fs)
+	c.tracerConfig.bindFlags(fs)
 }
 
 // loadServeConfig builds the configuration: defaults, then the YAML file
@@ -179,6 +183,7 @@ func copyFlag(dst, src *serveConfig, name string) {
 		dst.Detach = src.Detach
 	default:
 		dst.BGP.copyFlag(&src.BGP, name)
+		copyTracerFlag(&dst.tracerConfig, &src.tracerConfig, name)
 	}
 }
 
@@ -206,7 +211,10 @@ func (c serveConfig) validate() error {
 	default:
 		return fmt.Errorf("log format %q: use text or json", c.LogFormat)
 	}
-	return c.BGP.validate()
+	if err := c.BGP.validate(); err != nil {
+		return err
+	}
+	return c.tracerConfig.validate()
 }
 
 func (c serveConfig) limits() xdp.Limits {

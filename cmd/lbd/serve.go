@@ -202,8 +202,13 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	}
 	defer bgpNode.close()
 
+	tracer, stopTracer, err := startTracer(ctx, cfg.tracerConfig, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracer()
 	srv, err := api.New(api.Options{
-		Controller: ctl, Token: token, Version: version, StateFile: store.Path(), Logger: log,
+		Controller: ctl, Token: token, Version: version, StateFile: store.Path(), Logger: log, Tracer: tracer,
 		Datapath: func() map[string]any {
 			return map[string]any{
 				"interface": att.Interface, "xdp_mode": att.Mode.String(), "fallback": att.Fallback,

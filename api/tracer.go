@@ -1,0 +1,282 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lbd-dev/lbd/bpf/kprobe"
+	"github.com/lbd-dev/lbd/control"
+)
+
+// TracerSource is what the API needs of the connection tracer
+// (*kprobe.Tracer implements it). Options.Tracer nil means the daemon
+// runs without a tracer: the tracer endpoints answer 503.
+type TracerSource interface {
+	Status() kprobe.Status
+	Connections(kprobe.Filter) ([]kprobe.Connection, error)
+	Subscribe(ctx context.Context, buffer int) (*kprobe.Subscription, error)
+}
+
+// ConnectionJSON is one traced connection.
+type ConnectionJSON struct {
+	Protocol    string    `json:"protocol"`
+	Source      string    `json:"source"`      // address:port
+	Destination string    `json:"destination"` // address:port
+	Netns       uint32    `json:"netns"`
+	PID         uint32    `json:"pid"`
+	Comm        string    `json:"comm"`
+	Direction   string    `json:"direction"`
+	State       string    `json:"state"`
+	BytesSent   uint64    `json:"bytes_sent"`
+	BytesRecv   uint64    `json:"bytes_received"`
+	Retransmits uint32    `json:"retransmits"`
+	SRTTMicros  int64     `json:"srtt_us"`
+	FirstSeen   time.Time `json:"first_seen,omitzero"`
+	LastSeen    time.Time `json:"last_seen,omitzero"`
+}
+
+// ConnectionListJSON answers GET /api/v1/connections.
+type ConnectionListJSON struct {
+	Connections []ConnectionJSON `json:"connections"`
+	Total       int              `json:"total"` // matching connections before the limit
+}
+
+// EventJSON is one event of GET /api/v1/events.
+type EventJSON struct {
+	Type        string    `json:"type"`
+	Time        time.Time `json:"time"`
+	Monotonic   uint64    `json:"monotonic_ns"`
+	CPU         uint32    `json:"cpu"`
+	PID         uint32    `json:"pid"`
+	TID         uint32    `json:"tid"`
+	Comm        string    `json:"comm"`
+	Protocol    string    `json:"protocol,omitempty"`
+	Source      string    `json:"source,omitempty"`
+	Destination string    `json:"destination,omitempty"`
+	Netns       uint32    `json:"netns"`
+	BytesSent   uint64    `json:"bytes_sent"`
+	BytesRecv   uint64    `json:"bytes_received"`
+	Retransmits uint32    `json:"retransmits"`
+	SRTTMicros  int64     `json:"srtt_us"`
+	FD          uint32    `json:"fd,omitempty"`
+}
+
+func connectionJSON(c kprobe.Connection) ConnectionJSON {
+	return ConnectionJSON{
+		Protocol: c.Proto.String(), Source: c.Src.String(), Destination: c.Dst.String(),
+		Netns: c.Netns, PID: c.PID, Comm: c.Comm, Direction: c.Direction, State: c.State,
+		BytesSent: c.BytesSent, BytesRecv: c.BytesRecv, Retransmits: c.Retransmits,
+		SRTTMicros: c.SRTT.Microseconds(), FirstSeen: c.FirstSeen, LastSeen: c.LastSeen,
+	}
+}
+
+// EventToJSON converts a tracer event (also used by the CLI's tests).
+func EventToJSON(ev kprobe.Event) EventJSON {
+	e := EventJSON{
+		Type: ev.Type.String(), Time: ev.Time, Monotonic: ev.Monotonic, CPU: ev.CPU, PID: ev.PID, TID: ev.TID,
+		Comm: ev.Comm, Netns: ev.Netns, BytesSent: ev.BytesSent, BytesRecv: ev.BytesRecv,
+		Retransmits: ev.Retransmits, SRTTMicros: ev.SRTT.Microseconds(), FD: ev.FD,
+	}
+	if ev.Type != kprobe.EventFdInstall {
+		e.Protocol, e.Source, e.Destination = ev.Proto.String(), ev.Src.String(), ev.Dst.String()
+	}
+	return e
+}
+
+// registerTracer adds the tracer's routes.
+func (s *Server) registerTracer(v1 *echo.Group) {
+	v1.GET("/connections", s.connections)
+	v1.GET("/tracer", s.tracerStatus)
+	v1.GET("/events", s.events)
+}
+
+func (s *Server) tracer() (TracerSource, error) {
+	if s.opts.Tracer == nil {
+		return nil, problem(http.StatusServiceUnavailable, "tracer not running: start lbd serve with --tracer auto (or kprobe / tracepoint)")
+	}
+	return s.opts.Tracer, nil
+}
+
+func tracerError(err error) error {
+	if errors.Is(err, kprobe.ErrNotRunning) {
+		return problem(http.StatusServiceUnavailable, "tracer not running: "+err.Error())
+	}
+	return err
+}
+
+// connectionFilter reads the query of GET /api/v1/connections.
+func connectionFilter(c echo.Context) (kprobe.Filter, int, error) {
+	var f kprobe.Filter
+	limit := 100
+	uintParam := func(name string, bits int) (uint64, error) {
+		v := c.QueryParam(name)
+		if v == "" {
+			return 0, nil
+		}
+		n, err := strconv.ParseUint(v, 10, bits)
+		if err != nil {
+			return 0, &control.InvalidError{Field: name, Msg: fmt.Sprintf("%s %q: not a number in range", name, v)}
+		}
+		return n, nil
+	}
+	pid, err := uintParam("pid", 32)
+	if err != nil {
+		return f, 0, err
+	}
+	port, err := uintParam("port", 16)
+	if err != nil {
+		return f, 0, err
+	}
+	netns, err := uintParam("netns", 32)
+	if err != nil {
+		return f, 0, err
+	}
+	f.PID, f.Port, f.Netns = uint32(pid), uint16(port), uint32(netns)
+	if v := c.QueryParam("address"); v != "" {
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return f, 0, &control.InvalidError{Field: "address", Msg: fmt.Sprintf("address %q: not an IPv4 or IPv6 address", v)}
+		}
+		f.Addr = a
+	}
+	switch v := c.QueryParam("state"); v {
+	case "", "all":
+	case kprobe.StateOpen, kprobe.StateClosed:
+		f.State = v
+	default:
+		return f, 0, &control.InvalidError{Field: "state", Msg: fmt.Sprintf("state %q: want open, closed or all", v)}
+	}
+	switch v := c.QueryParam("protocol"); v {
+	case "":
+	case "tcp":
+		f.Proto = kprobe.TCP
+	case "udp":
+		f.Proto = kprobe.UDP
+	default:
+		return f, 0, &control.InvalidError{Field: "protocol", Msg: fmt.Sprintf("protocol %q: want tcp or udp", v)}
+	}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return f, 0, &control.InvalidError{Field: "limit", Msg: fmt.Sprintf("limit %q: want 1-10000", v)}
+		}
+		limit = n
+	}
+	return f, limit, nil
+}
+
+func (s *Server) connections(c echo.Context) error {
+	tr, err := s.tracer()
+	if err != nil {
+		return err
+	}
+	f, limit, err := connectionFilter(c)
+	if err != nil {
+		return err
+	}
+	conns, err := tr.Connections(f) // sorted by bytes, largest first
+	if err != nil {
+		return tracerError(err)
+	}
+	out := ConnectionListJSON{Connections: []ConnectionJSON{}, Total: len(conns)}
+	for i, conn := range conns {
+		if i == limit {
+			break
+		}
+		out.Connections = append(out.Connections, connectionJSON(conn))
+	}
+	return reply(c, http.StatusOK, out)
+}
+
+func (s *Server) tracerStatus(c echo.Context) error {
+	tr, err := s.tracer()
+	if err != nil {
+		return err
+	}
+	st := tr.Status()
+	if !st.Running {
+		return problem(http.StatusServiceUnavailable, "tracer not running (it stopped, or failed to start: see the daemon's log)")
+	}
+	if st.Attached == nil {
+		st.Attached = []string{}
+	}
+	if st.Events == nil {
+		st.Events = map[string]uint64{}
+	}
+	if st.Lost == nil {
+		st.Lost = map[string]uint64{}
+	}
+	return reply(c, http.StatusOK, st)
+}
+
+// eventsKeepalive is how often an idle event stream gets a comment line,
+// so that proxies and clients see the connection alive.
+const eventsKeepalive = 15 * time.Second
+
+// events streams the tracer's events as Server-Sent Events: "event:
+// <type>" and "data: <EventJSON>". If this client falls behind, the
+// events it missed are announced in a "dropped" event with the count.
+func (s *Server) events(c echo.Context) error {
+	tr, err := s.tracer()
+	if err != nil {
+		return err
+	}
+	var pid uint64
+	if v := c.QueryParam("pid"); v != "" {
+		if pid, err = strconv.ParseUint(v, 10, 32); err != nil {
+			return &control.InvalidError{Field: "pid", Msg: fmt.Sprintf("pid %q: not a process id", v)}
+		}
+	}
+	ctx := c.Request().Context()
+	sub, err := tr.Subscribe(ctx, 4096)
+	if err != nil {
+		return tracerError(err)
+	}
+	w := c.Response()
+	// a stream outlives the server's write timeout
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	w.Header().Set(echo.HeaderContentType, "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(w, ": lbd tracer events\n\n")
+	w.Flush()
+	tick := time.NewTicker(eventsKeepalive)
+	defer tick.Stop()
+	var dropped uint64
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			fmt.Fprint(w, ": keepalive\n\n")
+			w.Flush()
+		case ev, ok := <-sub.C:
+			if !ok {
+				fmt.Fprint(w, "event: end\ndata: {\"reason\":\"tracer stopped\"}\n\n")
+				w.Flush()
+				return nil
+			}
+			if d := sub.Dropped(); d != dropped {
+				fmt.Fprintf(w, "event: dropped\ndata: {\"dropped\":%d}\n\n", d-dropped)
+				dropped = d
+			}
+			if pid != 0 && ev.PID != uint32(pid) {
+				continue
+			}
+			b, err := json.Marshal(EventToJSON(ev))
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
+			w.Flush()
+		}
+	}
+}

@@ -1,0 +1,218 @@
+package kprobe
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/lbd-dev/lbd/internal/privtest"
+)
+
+// inNetns runs f on an OS thread inside ns (sockets f opens stay there).
+func inNetns(ns netns.NsHandle, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(ns); err != nil {
+			errc <- err
+			return
+		}
+		ferr := f()
+		if err := netns.Set(orig); err != nil {
+			errc <- fmt.Errorf("back to the original netns: %w", err)
+			return // the thread stays locked and is thrown away
+		}
+		runtime.UnlockOSThread()
+		errc <- ferr
+	}()
+	return <-errc
+}
+
+// newNetns makes an unnamed network namespace with lo up.
+func newNetns(t *testing.T) netns.NsHandle {
+	t.Helper()
+	var h netns.NsHandle
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		h, err = netns.New()
+		if err == nil {
+			if lo, lerr := netlink.LinkByName("lo"); lerr == nil {
+				err = netlink.LinkSetUp(lo)
+			}
+		}
+		if serr := netns.Set(orig); serr != nil {
+			errc <- serr
+			return
+		}
+		runtime.UnlockOSThread()
+		errc <- err
+	}()
+	if err := <-errc; err != nil {
+		t.Fatalf("new netns: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+// TestRetransmitsCounted: a connection between two namespaces over a veth
+// pair loses packets while the receiver lacks its address, so TCP
+// retransmits; the tracer's count equals the kernel's (TCP_INFO
+// tcpi_total_retrans), in every mode this kernel has.
+func TestRetransmitsCounted(t *testing.T) {
+	privtest.Require(t)
+	for _, mode := range modesHere(t) {
+		t.Run(string(mode), func(t *testing.T) {
+			tr, _ := startTracer(t, Options{Mode: mode})
+			a, b := newNetns(t), newNetns(t)
+			sfx := make([]byte, 3)
+			rand.Read(sfx)
+			va, vb := "lbdra"+hex.EncodeToString(sfx), "lbdrb"+hex.EncodeToString(sfx)
+			la := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: va, Namespace: netlink.NsFd(a)}, PeerName: vb, PeerNamespace: netlink.NsFd(b)}
+			if err := netlink.LinkAdd(la); err != nil {
+				t.Fatalf("veth: %v", err)
+			}
+			setup := func(ns netns.NsHandle, name, addr string) {
+				if err := inNetns(ns, func() error {
+					l, err := netlink.LinkByName(name)
+					if err != nil {
+						return err
+					}
+					a, _ := netlink.ParseAddr(addr)
+					if err := netlink.AddrAdd(l, a); err != nil {
+						return err
+					}
+					return netlink.LinkSetUp(l)
+				}); err != nil {
+					t.Fatalf("set up %s: %v", name, err)
+				}
+			}
+			setup(a, va, "10.213.7.1/24")
+			setup(b, vb, "10.213.7.2/24")
+			// b drops what it receives while it lacks its address (silently:
+			// a's transmissions succeed, so TCP retransmits on its timer)
+			addrB := func(present bool) {
+				if err := inNetns(b, func() error {
+					l, err := netlink.LinkByName(vb)
+					if err != nil {
+						return err
+					}
+					a, _ := netlink.ParseAddr("10.213.7.2/24")
+					if present {
+						return netlink.AddrAdd(l, a)
+					}
+					return netlink.AddrDel(l, a)
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var ln net.Listener
+			if err := inNetns(b, func() (err error) { ln, err = net.Listen("tcp4", "10.213.7.2:0"); return err }); err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			got := make(chan int64, 1)
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					got <- -1
+					return
+				}
+				defer c.Close()
+				n, _ := io.CopyN(io.Discard, c, 2000)
+				got <- n
+			}()
+			var c net.Conn
+			var dialErr error
+			for i := 0; i < 50; i++ { // the veth may take a moment to carry traffic
+				if err := inNetns(a, func() (err error) {
+					c, err = net.DialTimeout("tcp4", ln.Addr().String(), time.Second)
+					return err
+				}); err == nil {
+					dialErr = nil
+					break
+				} else {
+					dialErr = err
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if dialErr != nil {
+				t.Fatalf("dial across the veth: %v", dialErr)
+			}
+			defer c.Close()
+			if _, err := c.Write(make([]byte, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			addrB(false)
+			if _, err := c.Write(make([]byte, 1000)); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(700 * time.Millisecond) // RTO >= 200ms: at least one retransmission
+			addrB(true)
+			select {
+			case n := <-got:
+				if n != 2000 {
+					t.Fatalf("server read %d bytes, want 2000", n)
+				}
+			case <-time.After(20 * time.Second):
+				t.Fatal("data never arrived after the address came back")
+			}
+			raw, err := c.(*net.TCPConn).SyscallConn()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var info *unix.TCPInfo
+			raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if info.Total_retrans == 0 {
+				t.Fatalf("the kernel retransmitted nothing: test did not lose packets")
+			}
+			local := c.LocalAddr().(*net.TCPAddr)
+			conns, err := tr.Connections(Filter{PID: uint32(os.Getpid()), Port: uint16(local.Port), State: StateOpen})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found *Connection
+			for i := range conns {
+				if conns[i].Src.Port() == uint16(local.Port) {
+					found = &conns[i]
+				}
+			}
+			if found == nil {
+				t.Fatalf("client connection %s not traced: %+v", local, conns)
+			}
+			t.Logf("kernel total_retrans %d, tracer %d, netns %d", info.Total_retrans, found.Retransmits, found.Netns)
+			if found.Retransmits != info.Total_retrans {
+				t.Errorf("tracer counted %d retransmits, the kernel %d", found.Retransmits, info.Total_retrans)
+			}
+			if found.BytesSent != 2000 {
+				t.Errorf("bytes sent %d, want 2000", found.BytesSent)
+			}
+		})
+	}
+}
