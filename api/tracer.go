@@ -221,32 +221,64 @@ func (s *Server) tracerStatus(c echo.Context) error {
 // so that proxies and clients see the connection alive.
 const eventsKeepalive = 15 * time.Second
 
-// events streams the tracer's events as Server-Sent Events: "event:
-// <type>" and "data: <EventJSON>". If this client falls behind, the
-// events it missed are announced in a "dropped" event with the count.
+// events streams events as Server-Sent Events: "event: <type>" and
+// "data: <JSON>". lbd's own events (real_health, vip_changed, bgp_*: a
+// control.Event) and the tracer's (connect, accept, close, ...: an
+// EventJSON), or only one source with ?source=lbd|tracer. A client that
+// falls behind on the tracer's events gets a "dropped" event with the
+// count; when the tracer stops, "end". Without a tracer, ?source=tracer
+// answers 503 and the default stream carries lbd's events only.
 func (s *Server) events(c echo.Context) error {
-	tr, err := s.tracer()
-	if err != nil {
-		return err
+	source := c.QueryParam("source")
+	switch source {
+	case "", "all", "lbd", "tracer":
+	default:
+		return &control.InvalidError{Field: "source", Msg: fmt.Sprintf("source %q: use all, lbd or tracer", source)}
 	}
+	wantLBD := source != "tracer"
+	wantTracer := source != "lbd"
 	var pid uint64
 	if v := c.QueryParam("pid"); v != "" {
+		var err error
 		if pid, err = strconv.ParseUint(v, 10, 32); err != nil {
 			return &control.InvalidError{Field: "pid", Msg: fmt.Sprintf("pid %q: not a process id", v)}
 		}
 	}
 	ctx := c.Request().Context()
-	sub, err := tr.Subscribe(ctx, 4096)
-	if err != nil {
-		return tracerError(err)
+	var sub *kprobe.Subscription
+	var tracerEvents <-chan kprobe.Event
+	if wantTracer {
+		tr, err := s.tracer()
+		switch {
+		case err != nil && source == "tracer":
+			return err
+		case err == nil:
+			if sub, err = tr.Subscribe(ctx, 4096); err != nil {
+				if source == "tracer" {
+					return tracerError(err)
+				}
+			} else {
+				tracerEvents = sub.C
+			}
+		}
 	}
+	var lbdEvents <-chan control.Event
+	if wantLBD {
+		ch, stop := s.ctl.Subscribe(256)
+		defer stop()
+		lbdEvents = ch
+	}
+
 	w := c.Response()
 	// a stream outlives the server's write timeout
 	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	w.Header().Set(echo.HeaderContentType, "text/event-stream")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, ": lbd tracer events\n\n")
+	fmt.Fprint(w, ": lbd events\n\n")
+	if wantTracer && tracerEvents == nil {
+		fmt.Fprint(w, ": tracer not running: only lbd's events\n\n")
+	}
 	w.Flush()
 	tick := time.NewTicker(eventsKeepalive)
 	defer tick.Stop()
@@ -258,7 +290,14 @@ func (s *Server) events(c echo.Context) error {
 		case <-tick.C:
 			fmt.Fprint(w, ": keepalive\n\n")
 			w.Flush()
-		case ev, ok := <-sub.C:
+		case ev := <-lbdEvents:
+			b, err := json.Marshal(ev)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
+			w.Flush()
+		case ev, ok := <-tracerEvents:
 			if !ok {
 				fmt.Fprint(w, "event: end\ndata: {\"reason\":\"tracer stopped\"}\n\n")
 				w.Flush()

@@ -73,7 +73,7 @@ func testConn(pid uint32, sent uint64) kprobe.Connection {
 // TestEveryOperation calls it so that every operation is exercised.
 func exerciseTracer(h *harness) {
 	h.t.Helper()
-	for _, path := range []string{"/api/v1/connections?pid=1&state=open", "/api/v1/tracer", "/api/v1/events"} {
+	for _, path := range []string{"/api/v1/connections?pid=1&state=open", "/api/v1/tracer", "/api/v1/events?source=tracer"} {
 		var p ProblemJSON
 		h.expect(req{method: "GET", path: path}, http.StatusServiceUnavailable, &p)
 		if !strings.Contains(p.Detail, "tracer not running") {
@@ -128,7 +128,7 @@ func TestTracerEndpoints(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 
-	code, body := h.do(req{method: "GET", path: "/api/v1/events?pid=42"})
+	code, body := h.do(req{method: "GET", path: "/api/v1/events?pid=42&source=tracer"})
 	if code != http.StatusOK {
 		t.Fatalf("events: %d %s", code, body)
 	}

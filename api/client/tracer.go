@@ -74,15 +74,16 @@ type StreamEvent struct {
 	Dropped uint64
 }
 
-// Events follows the live event stream (of pid's events if pid is not 0)
+// Events follows the tracer's live event stream (of pid's events if pid
+// is not 0)
 // and calls fn for each message until ctx ends, fn returns an error, or
 // the tracer stops (then Events returns nil). Options.Timeout bounds
 // only the wait for the stream to start.
 func (c *Client) Events(ctx context.Context, pid uint32, fn func(StreamEvent) error) error {
 	const path = "/api/v1/events"
-	target := c.base.String() + path
+	target := c.base.String() + path + "?source=tracer"
 	if pid != 0 {
-		target += "?pid=" + strconv.FormatUint(uint64(pid), 10)
+		target += "&pid=" + strconv.FormatUint(uint64(pid), 10)
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
