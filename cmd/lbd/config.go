@@ -70,7 +70,7 @@ func defaultServeConfig() serveConfig {
 		UDPFlowTimeout: c.UDPFlowTimeout, ReconcileInterval: 30 * time.Second,
 		HealthChecks: true, HealthMaxConcurrent: 64,
 		LogLevel: "info", LogFormat: "text",
-		BGP: defaultBGPConfig(),
+		BGP:          defaultBGPConfig(),
 		tracerConfig: defaultTracerConfig(),
 	}
 }
