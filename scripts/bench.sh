@@ -5,13 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/benchmarks.md
-xdp=$(mktemp) maglev=$(mktemp) ctl=$(mktemp)
-trap 'rm -f "$xdp" "$maglev" "$ctl"' EXIT
+xdp=$(mktemp) maglev=$(mktemp) ctl=$(mktemp) tracer=$(mktemp)
+trap 'rm -f "$xdp" "$maglev" "$ctl" "$tracer"' EXIT
 
 LBD_BENCH_REPORT=$xdp go test -count=1 -tags lbdbench -run TestBenchReport ./bpf/xdp/ >/dev/null
 go test -run '^$' -bench 'BenchmarkBuild' -benchmem -count=1 ./control/maglev/ | grep -E '^Benchmark' >"$maglev"
 go test -run '^$' -bench 'BenchmarkReplaceReals100' -benchtime 300x -count=1 ./api/ | grep -E '^Benchmark' >"$ctl"
 go test -run '^$' -bench 'BenchmarkRingRebuildSwap65537' -benchtime 200x -count=1 ./control/ | grep -E '^Benchmark' >>"$ctl"
+go test -run '^$' -bench . -benchtime 5000x -count=1 ./bpf/kprobe/ | grep -E '^Benchmark' >"$tracer"
 
 {
   echo "# Benchmarks"
@@ -55,6 +56,18 @@ go test -run '^$' -bench 'BenchmarkRingRebuildSwap65537' -benchtime 200x -count=
   echo
   echo '```'
   cat "$ctl"
+  echo '```'
+  echo
+  echo "## Connection tracer"
+  echo
+  echo "Command: \`go test -run '^\$' -bench . -benchtime 5000x ./bpf/kprobe/\` (as root; the mode this kernel gets:"
+  echo "tracepoint on the CI host). ConnectCloseOverhead: loopback connect+close without and with the tracer,"
+  echo "same run (\`ratio\`), and the tracer's BPF run time per connection from the kernel's own stats."
+  echo "EventRate: connections as fast as 2 x GOMAXPROCS goroutines make them; events delivered and lost"
+  echo "(lost events are counted, never silent). docs/tracer.md explains the rows."
+  echo
+  echo '```'
+  cat "$tracer"
   echo '```'
   echo
   bash scripts/lab-bench.sh
