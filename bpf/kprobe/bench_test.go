@@ -3,6 +3,7 @@ package kprobe
 import (
 	"context"
 	"fmt"
+	"github.com/lbd-dev/lbd/internal/privtest"
 	"io"
 	"net"
 	"os"
@@ -48,7 +49,7 @@ func closingListener(b *testing.B) net.Listener {
 
 func benchRoot(b *testing.B) {
 	if os.Geteuid() != 0 {
-		b.Skip("needs root")
+		privtest.Unavailable(b, "needs root")
 	}
 }
 

@@ -167,9 +167,7 @@ func shortConnectionsOn(t *testing.T, port uint16, n int, maxTime time.Duration)
 
 func startOrSkip(t *testing.T, tr *Tracer) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	privtest.Require(t)
 	if err := tr.Start(t.Context()); err != nil {
 		if errors.Is(err, ErrNotRunning) {
 			t.Fatal(err)
@@ -184,7 +182,10 @@ func startOrSkip(t *testing.T, tr *Tracer) {
 // connection.
 func TestTracerMatchesSS(t *testing.T) {
 	if _, err := exec.LookPath("ss"); err != nil {
-		t.Skip("no ss here (the VM guests have none)")
+		if privtest.InVMGuest() {
+			t.Skip("no ss in the kernel-matrix guests (busybox); this cross-check runs on the host")
+		}
+		privtest.Unavailable(t, "no ss (iproute2) to cross-check with")
 	}
 	tr, _ := startTracer(t, Options{})
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")

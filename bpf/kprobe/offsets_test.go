@@ -1,13 +1,14 @@
 package kprobe
 
 import (
+	"github.com/lbd-dev/lbd/internal/privtest"
 	"os"
 	"testing"
 )
 
 func TestKernelOffsets(t *testing.T) {
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		t.Skip("no kernel BTF")
+		privtest.Unavailable(t, "no kernel BTF (/sys/kernel/btf/vmlinux)")
 	}
 	o, err := KernelOffsets()
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lbd-dev/lbd/internal/privtest"
 	"net"
 	"net/netip"
 	"slices"
@@ -41,7 +42,7 @@ func freePort(t *testing.T, addr string) uint16 {
 	t.Helper()
 	l, err := net.Listen("tcp", net.JoinHostPort(addr, "0"))
 	if err != nil {
-		t.Skipf("cannot listen on %s (loopback lacks it?): %v", addr, err)
+		privtest.Unavailable(t, fmt.Sprintf("cannot listen on %s (loopback lacks it?): %v", addr, err))
 	}
 	defer l.Close()
 	return uint16(l.Addr().(*net.TCPAddr).Port)
