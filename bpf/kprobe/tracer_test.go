@@ -50,6 +50,12 @@ func startTracer(t *testing.T, opts Options) (*Tracer, *collector) {
 	privtest.Require(t)
 	col := &collector{}
 	opts.OnEvent = col.add
+	if opts.KeepClosed == 0 {
+		// The tracer sees every connection on the machine, and other test
+		// packages run at the same time (lab tests make thousands): keep
+		// enough closed ones that the test's own are still there.
+		opts.KeepClosed = 1 << 16
+	}
 	tr, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
