@@ -182,8 +182,16 @@ func TestAnnouncementsFollowTheControllerAndDrain(t *testing.T) {
 	}
 	defer sp.Close(context.Background())
 	waitPeerUp(t, sp)
-	if _, ok := states.Load("established"); !ok {
-		t.Error("OnPeerState never said established")
+	// The callback comes from GoBGP's watcher, which may lag the peer
+	// state a little (seen in the slow TCG guests).
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, ok := states.Load("established"); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Error("OnPeerState never said established")
+			break
+		}
 	}
 
 	ctl := control.New(fakedp.New(), nopSaver{}, nil, nil)
