@@ -59,8 +59,10 @@ const (
 	LabRealsIPVLAN  = "ipvlan"
 	LabRealsMacvlan = "macvlan"
 
-	ClockCoarse = "coarse" // bpf_ktime_get_coarse_ns (>= 5.11)
-	ClockKtime  = "ktime"  // bpf_ktime_get_ns
+	// ClockJiffies: the balancer keeps time in jiffies (bpf_jiffies64,
+	// every kernel lbd supports); the coarse ktime helper is probed only
+	// as a fact of the kernel.
+	ClockJiffies = "jiffies"
 )
 
 // Report is what the running kernel has, and what lbd chooses on it.
@@ -140,7 +142,7 @@ func (r *Report) decide() {
 	both := Check{OK: r.IPIP.OK && r.IP6Tnl.OK}
 	r.Decap = pick(both, DecapKernelIPIP, Check{OK: r.TCAttach != ""} /* needs a TC hook */, DecapBPFTC)
 	r.LabReals = pick(r.IPVLAN, LabRealsIPVLAN, r.Macvlan, LabRealsMacvlan)
-	r.Clock = pick(r.CoarseClock, ClockCoarse, Check{OK: true}, ClockKtime)
+	r.Clock = ClockJiffies
 }
 
 // majorMinor turns "6.1.0-50-amd64" or "6.12.117+deb13-amd64" into "6.1"
@@ -190,7 +192,7 @@ func (r Report) Rows() []Row {
 		yn("kprobes", r.Kprobes),
 		yn("tracepoints", r.Tracepoints),
 		yn("ring buffer map", r.RingBuf),
-		yn("bpf_ktime_get_coarse_ns", r.CoarseClock),
+		yn("bpf_ktime_get_coarse_ns (not used by lbd)", r.CoarseClock),
 		yn("XDP native on veth", r.XDPNativeVeth),
 		yn("TCX", r.TCX),
 		yn("clsact + cls_bpf", r.Clsact),

@@ -102,14 +102,14 @@ func TestDecide(t *testing.T) {
 		want [6]string // TC attach, events, tracer, decap, lab reals, clock
 	}{
 		{"everything", Report{TCX: yes, Clsact: yes, RingBuf: yes, Kprobes: yes, Tracepoints: yes, IPIP: yes, IP6Tnl: yes, IPVLAN: yes, Macvlan: yes, CoarseClock: yes},
-			[6]string{TCAttachTCX, EventsRingBuf, TracerKprobe, DecapKernelIPIP, LabRealsIPVLAN, ClockCoarse}},
+			[6]string{TCAttachTCX, EventsRingBuf, TracerKprobe, DecapKernelIPIP, LabRealsIPVLAN, ClockJiffies}},
 		{"5.10-like", Report{TCX: no, Clsact: yes, RingBuf: yes, Kprobes: yes, Tracepoints: yes, IPIP: yes, IP6Tnl: yes, IPVLAN: yes, Macvlan: yes, CoarseClock: no},
-			[6]string{TCAttachClsact, EventsRingBuf, TracerKprobe, DecapKernelIPIP, LabRealsIPVLAN, ClockKtime}},
+			[6]string{TCAttachClsact, EventsRingBuf, TracerKprobe, DecapKernelIPIP, LabRealsIPVLAN, ClockJiffies}},
 		{"firecracker-like", Report{TCX: yes, Clsact: yes, RingBuf: yes, Kprobes: no, Tracepoints: yes, IPIP: no, IP6Tnl: no, IPVLAN: no, Macvlan: yes, CoarseClock: yes},
-			[6]string{TCAttachTCX, EventsRingBuf, TracerTracepoint, DecapBPFTC, LabRealsMacvlan, ClockCoarse}},
+			[6]string{TCAttachTCX, EventsRingBuf, TracerTracepoint, DecapBPFTC, LabRealsMacvlan, ClockJiffies}},
 		{"ipip without ip6tnl", Report{TCX: no, Clsact: yes, RingBuf: no, Kprobes: no, Tracepoints: no, IPIP: yes, IP6Tnl: no, IPVLAN: no, Macvlan: no},
-			[6]string{TCAttachClsact, EventsPerf, "", DecapBPFTC, "", ClockKtime}},
-		{"nothing", Report{}, [6]string{"", EventsPerf, "", "", "", ClockKtime}},
+			[6]string{TCAttachClsact, EventsPerf, "", DecapBPFTC, "", ClockJiffies}},
+		{"nothing", Report{}, [6]string{"", EventsPerf, "", "", "", ClockJiffies}},
 	} {
 		r := tc.in
 		r.decide()
