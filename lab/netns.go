@@ -3,6 +3,7 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"github.com/lbd-dev/lbd/internal/nsexec"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,33 +31,15 @@ const netnsDir = "/run/netns"
 // /run/netns, as `ip netns add` does, so users can `ip netns exec` into
 // it) with lo up and IPv6 duplicate address detection off.
 func createNetns(name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name) // creates and enters it
-		if err != nil {
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-			errc <- fmt.Errorf("create netns %s: %w", name, err)
-			return
-		}
-		h.Close()
-		err = prepareNetns()
-		if serr := netns.Set(orig); serr != nil {
-			errc <- fmt.Errorf("leave netns %s: %w", name, serr)
-			return // the thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
+	h, err := nsexec.NewNamed(name)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	if err := nsexec.Do(h, prepareNetns); err != nil {
+		return fmt.Errorf("netns %s: %w", name, err)
+	}
+	return nil
 }
 
 func prepareNetns() error {
@@ -101,34 +84,15 @@ func listNetns(prefix string) []string {
 // Sockets and netlink handles that f opens stay in the namespace after it
 // returns, so a connection dialled in f can be used from anywhere.
 func InNetns(name string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(name)
-		if err != nil {
-			errc <- fmt.Errorf("open netns %s: %w", name, err)
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", name, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("leave netns %s: %w", name, err))
-			return // the thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		return fmt.Errorf("open netns %s: %w", name, err)
+	}
+	defer h.Close()
+	if err := nsexec.Do(h, f); err != nil {
+		return fmt.Errorf("netns %s: %w", name, err)
+	}
+	return nil
 }
 
 // startIn starts cmd inside the named namespace ("" = the caller's): the

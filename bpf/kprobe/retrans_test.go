@@ -3,11 +3,10 @@ package kprobe
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
+	"github.com/lbd-dev/lbd/internal/nsexec"
 	"io"
 	"net"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
@@ -19,58 +18,22 @@ import (
 )
 
 // inNetns runs f on an OS thread inside ns (sockets f opens stay there).
-func inNetns(ns netns.NsHandle, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(ns); err != nil {
-			errc <- err
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("back to the original netns: %w", err)
-			return // the thread stays locked and is thrown away
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
-}
+func inNetns(ns netns.NsHandle, f func() error) error { return nsexec.Do(ns, f) }
 
 // newNetns makes an unnamed network namespace with lo up.
 func newNetns(t *testing.T) netns.NsHandle {
 	t.Helper()
-	var h netns.NsHandle
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err = netns.New()
-		if err == nil {
-			if lo, lerr := netlink.LinkByName("lo"); lerr == nil {
-				err = netlink.LinkSetUp(lo)
+	h, err := nsexec.New()
+	if err == nil {
+		err = nsexec.Do(h, func() error {
+			lo, err := netlink.LinkByName("lo")
+			if err != nil {
+				return err
 			}
-		}
-		if serr := netns.Set(orig); serr != nil {
-			errc <- serr
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	if err := <-errc; err != nil {
+			return netlink.LinkSetUp(lo)
+		})
+	}
+	if err != nil {
 		t.Fatalf("new netns: %v", err)
 	}
 	t.Cleanup(func() { h.Close() })

@@ -4,9 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"github.com/lbd-dev/lbd/internal/nsexec"
 	"net"
 	"net/netip"
-	"runtime"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -36,34 +36,11 @@ func newNetns(t testing.TB, prefix string) *testNS {
 	t.Helper()
 	name := "lbdtc-" + prefix + "-" + uniq(t)
 	n := &testNS{name: name}
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		h, err := netns.NewNamed(name) // creates and enters it
-		if err != nil {
-			errc <- fmt.Errorf("create netns %s: %w", name, err)
-			if netns.Set(orig) == nil {
-				runtime.UnlockOSThread()
-			}
-			return
-		}
-		n.h = h
-		if err := netns.Set(orig); err != nil {
-			errc <- fmt.Errorf("leave netns %s: %w", name, err)
-			return // the thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- nil
-	}()
-	if err := <-errc; err != nil {
+	h, err := nsexec.NewNamed(name)
+	if err != nil {
 		t.Fatal(err)
 	}
+	n.h = h
 	t.Cleanup(func() {
 		n.h.Close()
 		_ = netns.DeleteNamed(name)
@@ -75,29 +52,10 @@ func newNetns(t testing.TB, prefix string) *testNS {
 // do runs f on an OS thread switched into the namespace. Sockets and
 // netlink handles opened by f stay in the namespace after it returns.
 func (n *testNS) do(f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- fmt.Errorf("get current netns: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := netns.Set(n.h); err != nil {
-			errc <- fmt.Errorf("enter netns %s: %w", n.name, err)
-			return
-		}
-		ferr := f()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: it is discarded with this goroutine.
-			errc <- fmt.Errorf("leave netns %s: %w", n.name, err)
-			return
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
-	}()
-	return <-errc
+	if err := nsexec.Do(n.h, f); err != nil {
+		return fmt.Errorf("netns %s: %w", n.name, err)
+	}
+	return nil
 }
 
 // must is do, failing the test on error.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/lbd-dev/lbd/internal/nsexec"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -12,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -74,17 +74,7 @@ func newDaemonLab(t *testing.T) *daemonLab {
 	ln.Close()
 
 	// A namespace of our own, made without staying in it.
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.ns, err = netns.New()
-	if serr := netns.Set(orig); serr != nil {
-		t.Fatalf("return to the test's namespace: %v", serr)
-	}
-	orig.Close()
-	runtime.UnlockOSThread()
+	l.ns, err = nsexec.New()
 	if err != nil {
 		t.Fatalf("create netns: %v", err)
 	}
@@ -206,20 +196,21 @@ func (l *daemonLab) call(method, path string, body any, want int, out any) {
 // each of the given source ports: one flow per port.
 func (l *daemonLab) send(ports ...int) {
 	l.t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	must(l.t, "current netns", err)
-	defer orig.Close()
-	must(l.t, "enter client netns", netns.Set(l.ns))
-	defer func() { must(l.t, "leave client netns", netns.Set(orig)) }()
-	for _, p := range ports {
-		c, err := net.DialUDP("udp4", &net.UDPAddr{Port: p}, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 53})
-		must(l.t, "dial VIP", err)
-		_, err = c.Write([]byte("hello"))
-		c.Close()
-		must(l.t, "send to VIP", err)
-	}
+	err := nsexec.Do(l.ns, func() error {
+		for _, p := range ports {
+			c, err := net.DialUDP("udp4", &net.UDPAddr{Port: p}, &net.UDPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 53})
+			if err != nil {
+				return fmt.Errorf("dial VIP: %w", err)
+			}
+			_, err = c.Write([]byte("hello"))
+			c.Close()
+			if err != nil {
+				return fmt.Errorf("send to VIP: %w", err)
+			}
+		}
+		return nil
+	})
+	must(l.t, "send from the client netns", err)
 }
 
 func portRange(from, to int) []int {
