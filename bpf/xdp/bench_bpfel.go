@@ -125,6 +125,7 @@ const (
 	benchProgBenchBalancerUndo = "bench_balancer_undo"
 	benchProgBenchDrop         = "bench_drop"
 	benchProgBenchEncapUndo    = "bench_encap_undo"
+	benchProgBenchLruInsert    = "bench_lru_insert"
 	benchProgLbdBalancer       = "lbd_balancer"
 	benchProgLbdClock          = "lbd_clock"
 )
@@ -174,6 +175,7 @@ type benchProgramSpecs struct {
 	BenchBalancerUndo *ebpf.ProgramSpec `ebpf:"bench_balancer_undo"`
 	BenchDrop         *ebpf.ProgramSpec `ebpf:"bench_drop"`
 	BenchEncapUndo    *ebpf.ProgramSpec `ebpf:"bench_encap_undo"`
+	BenchLruInsert    *ebpf.ProgramSpec `ebpf:"bench_lru_insert"`
 	LbdBalancer       *ebpf.ProgramSpec `ebpf:"lbd_balancer"`
 	LbdClock          *ebpf.ProgramSpec `ebpf:"lbd_clock"`
 }
@@ -263,6 +265,7 @@ type benchPrograms struct {
 	BenchBalancerUndo *ebpf.Program `ebpf:"bench_balancer_undo"`
 	BenchDrop         *ebpf.Program `ebpf:"bench_drop"`
 	BenchEncapUndo    *ebpf.Program `ebpf:"bench_encap_undo"`
+	BenchLruInsert    *ebpf.Program `ebpf:"bench_lru_insert"`
 	LbdBalancer       *ebpf.Program `ebpf:"lbd_balancer"`
 	LbdClock          *ebpf.Program `ebpf:"lbd_clock"`
 }
@@ -272,6 +275,7 @@ func (p *benchPrograms) Close() error {
 		p.BenchBalancerUndo,
 		p.BenchDrop,
 		p.BenchEncapUndo,
+		p.BenchLruInsert,
 		p.LbdBalancer,
 		p.LbdClock,
 	)
