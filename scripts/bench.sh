@@ -38,6 +38,9 @@ go test -run '^$' -bench . -benchtime 5000x -count=1 ./bpf/kprobe/ | grep -E '^B
   echo
   cat "$xdp"
   echo
+  echo "Katran measured by the same harness, in the same process: docs/katran-comparison.md"
+  echo "(\`KATRAN_SRC=/path/to/katran scripts/katran-bench.sh\`; Katran is built from your checkout, not shipped)."
+  echo
   echo "## Maglev table build"
   echo
   echo "Command: \`go test -run '^\$' -bench BenchmarkBuild -benchmem ./control/maglev/\`"
