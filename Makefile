@@ -52,11 +52,12 @@ kernels-doc:
 bench: build
 	bash scripts/bench.sh
 
-## lint: gofmt and go vet (with the benchmark build tag too)
+## lint: gofmt and go vet (with the benchmark build tags too)
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags lbdbench ./bpf/...
+	$(GO) vet -tags 'lbdbench lbdkatran' ./bpf/xdp/
 
 ## check-generated: fail if `make generate` changes committed files
 check-generated: generate
