@@ -446,17 +446,21 @@ func TestKatranSideBySide(t *testing.T) {
 		{katranStatXDPTotal, false, 1, "XDP_TOTAL"}, {katranStatCHDrop, false, 0, "CH drop (real 0)"}, {katranStatCHDrop, true, 0, "CH drop (no real)"},
 		{katranStatEncapFail, false, 0, "encap fail"}, {katranStatLRU, false, 1, "LRU_CNTRS.v1 (VIP packets)"},
 	}
-	katranNew := func(variant string) func(t *testing.T) func(t *testing.T, n int) {
+	// katranVIPRow is what every packet of a VIP row must count: TX, and
+	// misses (SYN ones) per packet if synMiss is 1, none if 0.
+	katranVIPRow := func(variant string, synMiss uint64) []katranExpect {
 		fb := uint64(0)
 		if variant == katranNoLRU {
 			fb = 1
 		}
-		exp := append(slices.Clone(katranTX),
-			katranExpect{katranStatLRU, true, 1, "LRU_CNTRS.v2 (LRU misses)"},
-			katranExpect{katranStatLRUMiss, false, 1, "LRU_MISS.v1 (SYN misses)"},
+		return append(slices.Clone(katranTX),
+			katranExpect{katranStatLRU, true, synMiss, "LRU_CNTRS.v2 (LRU misses)"},
+			katranExpect{katranStatLRUMiss, false, synMiss, "LRU_MISS.v1 (SYN misses)"},
 			katranExpect{katranStatLRUMiss, true, 0, "LRU_MISS.v2 (non-SYN misses)"},
 			katranExpect{katranStatFallbackLRU, false, fb, "FALLBACK_LRU"})
-		return katranCheck(variant, exp, func(t *testing.T, n int) {
+	}
+	katranNew := func(variant string) func(t *testing.T) func(t *testing.T, n int) {
+		return katranCheck(variant, katranVIPRow(variant, 1), func(t *testing.T, n int) {
 			// The flood guard must not have tripped, and the flows must be
 			// in the LRU this CPU used.
 			if r := k.stat(t, katranStatNewConnRate).V1; r > katranMaxConnRate {
@@ -479,16 +483,7 @@ func TestKatranSideBySide(t *testing.T) {
 		})
 	}
 	katranHit := func(variant string) func(t *testing.T) func(t *testing.T, n int) {
-		fb := uint64(0)
-		if variant == katranNoLRU {
-			fb = 1
-		}
-		exp := append(slices.Clone(katranTX),
-			katranExpect{katranStatLRU, true, 0, "LRU_CNTRS.v2 (LRU misses)"},
-			katranExpect{katranStatLRUMiss, false, 0, "LRU_MISS.v1 (SYN misses)"},
-			katranExpect{katranStatLRUMiss, true, 0, "LRU_MISS.v2 (non-SYN misses)"},
-			katranExpect{katranStatFallbackLRU, false, fb, "FALLBACK_LRU"})
-		return katranCheck(variant, exp, nil)
+		return katranCheck(variant, katranVIPRow(variant, 0), nil)
 	}
 	katranSetup := func(variant string, open bool) func(t *testing.T) {
 		return func(t *testing.T) {
