@@ -29,9 +29,20 @@
 #define LBD_OUTER_TTL 64
 #define LBD_VLAN_HLEN 18
 
-static __always_inline int lbd_mac_is_zero(const __u8 *mac)
+/*
+ * The first and fifth 16-bit words of an IPv4 header as they sit in
+ * memory (little-endian loads of network-order bytes): version/IHL with
+ * TOS, and TTL with protocol. The outer header's checksum is summed from
+ * these values as they are written, not read back from the packet.
+ */
+static __always_inline __u16 lbd_ip4_word0(__u8 tos)
 {
-	return (mac[0] | mac[1] | mac[2] | mac[3] | mac[4] | mac[5]) == 0;
+	return 0x45 | ((__u16)tos << 8);
+}
+
+static __always_inline __u16 lbd_ip4_word4(__u8 ttl, __u8 proto)
+{
+	return ttl | ((__u16)proto << 8);
 }
 
 /*
@@ -47,37 +58,37 @@ static __always_inline int lbd_encap(struct xdp_md *ctx, const struct packet *pk
 	__u16 olen = (outer6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr)) +
 		     (gue ? sizeof(struct udphdr) : 0);
 	__u16 inner_len = pkt->l3_len;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u8 l2[LBD_VLAN_HLEN];
+	void *data, *data_end;
 	int vlan = pkt->l3_off != sizeof(struct ethhdr);
 	__u8 inner_proto;
 
 	if (cfg->mtu && inner_len + olen > cfg->mtu)
 		return LBD_STAT_DROP_TOO_BIG;
-	/* The parser saw at least an IP header after L2, so 18 bytes are there. */
-	if (data + LBD_VLAN_HLEN > data_end)
-		return LBD_STAT_DROP_ENCAP_FAIL;
-	__builtin_memcpy(l2, data, LBD_VLAN_HLEN);
-
 	if (bpf_xdp_adjust_head(ctx, 0 - (int)olen))
 		return LBD_STAT_DROP_ENCAP_FAIL;
 	data = (void *)(long)ctx->data;
 	data_end = (void *)(long)ctx->data_end;
 
+	/*
+	 * The client's L2 header is still where it was, olen bytes in (olen
+	 * >= 20 > 18, so the new one does not overlap it; the parser saw an
+	 * IP header after it, so its 18 bytes are there): its fields are
+	 * copied from there, not saved on the stack first.
+	 */
 	struct ethhdr *eth = data;
+	__u8 *old = data + olen;
 	void *outer;
 
-	if (data + LBD_VLAN_HLEN > data_end)
+	if (data + LBD_VLAN_HLEN > data_end || (void *)(old + LBD_VLAN_HLEN) > data_end)
 		return LBD_STAT_DROP_ENCAP_FAIL;
-	if (lbd_mac_is_zero(cfg->gw_mac))
-		__builtin_memcpy(eth->h_dest, l2 + ETH_ALEN, ETH_ALEN);
-	else
+	if (cfg->flags & LBD_CFG_F_GW_MAC)
 		__builtin_memcpy(eth->h_dest, cfg->gw_mac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, l2, ETH_ALEN);
+	else
+		__builtin_memcpy(eth->h_dest, old + ETH_ALEN, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, old, ETH_ALEN);
 	if (vlan) {
 		/* Keep the 802.1Q tag; the outer family goes in the encapsulated type. */
-		__builtin_memcpy((__u8 *)data + 12, l2 + 12, 4);
+		__builtin_memcpy((__u8 *)data + 12, old + 12, 4);
 		*(__be16 *)((__u8 *)data + 16) = bpf_htons(outer6 ? ETH_P_IPV6 : ETH_P_IP);
 		outer = data + LBD_VLAN_HLEN;
 	} else {
@@ -112,18 +123,21 @@ static __always_inline int lbd_encap(struct xdp_md *ctx, const struct packet *pk
 
 		if ((void *)(o4 + 1) > data_end)
 			return LBD_STAT_DROP_ENCAP_FAIL;
-		o4->version = 4;
-		o4->ihl = 5;
-		o4->tos = pkt->tos;
-		o4->tot_len = bpf_htons(inner_len + olen);
+		__u16 w0 = lbd_ip4_word0(pkt->tos);
+		__u16 tot = bpf_htons(inner_len + olen);
+		__u16 w4 = lbd_ip4_word4(LBD_OUTER_TTL, gue ? IPPROTO_UDP : inner_proto);
+		__u32 saddr = gue ? cfg->gue_src4 : cfg->encap_src4 | (hash & cfg->encap_src4_mask);
+		__u32 daddr = real->addr[0];
+
+		*(__u16 *)o4 = w0;
+		o4->tot_len = tot;
 		o4->id = 0;
 		o4->frag_off = 0;
-		o4->ttl = LBD_OUTER_TTL;
-		o4->protocol = gue ? IPPROTO_UDP : inner_proto;
-		o4->saddr = gue ? cfg->gue_src4 : cfg->encap_src4 | (hash & cfg->encap_src4_mask);
-		o4->daddr = real->addr[0];
-		o4->check = 0;
-		o4->check = lbd_ipv4_csum(o4);
+		*(__u16 *)&o4->ttl = w4;
+		o4->check = lbd_csum_fold((__u32)w0 + tot + w4 + (saddr & 0xffff) + (saddr >> 16) +
+					  (daddr & 0xffff) + (daddr >> 16));
+		o4->saddr = saddr;
+		o4->daddr = daddr;
 		outer = o4 + 1;
 	}
 	if (gue) {

@@ -42,6 +42,8 @@ enum lbd_config_flag {
 	LBD_CFG_F_FRAG_PASS = 1 << 0,
 	/* Other unbalanceable packets to a VIP address: pass (else drop). */
 	LBD_CFG_F_UNBALANCEABLE_PASS = 1 << 1,
+	/* gw_mac is set (else encapsulated frames go back to the frame's source MAC). */
+	LBD_CFG_F_GW_MAC = 1 << 2,
 };
 
 /* A VIP: (address, port, protocol). Port 0 means "any port". */

@@ -76,6 +76,7 @@ type balancerLbdConfigFlag uint32
 const (
 	balancerLbdConfigFlagLBD_CFG_F_FRAG_PASS          balancerLbdConfigFlag = 1
 	balancerLbdConfigFlagLBD_CFG_F_UNBALANCEABLE_PASS balancerLbdConfigFlag = 2
+	balancerLbdConfigFlagLBD_CFG_F_GW_MAC             balancerLbdConfigFlag = 4
 )
 
 type balancerLbdVipFlag uint32

@@ -475,3 +475,24 @@ func otherRing(t *testing.T, l *testLB, vip VIPKey, not RealID) []RealID {
 	}
 	return ring
 }
+
+// TestNoGatewayMAC: without a gateway MAC the encapsulated frame goes back
+// to the client frame's source MAC, from the LB's own MAC (the frame's
+// destination), untagged and VLAN-tagged alike.
+func TestNoGatewayMAC(t *testing.T) {
+	l := newTestLB(t)
+	cfg := l.cfg
+	cfg.GatewayMAC = nil
+	if err := l.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []pkt{
+		{src: "198.51.100.90", dst: "10.10.0.1", sport: 40900, dport: 80, proto: TCP, flags: "S"},
+		{src: "198.51.100.91", dst: "10.10.0.1", sport: 40901, dport: 80, proto: TCP, flags: "S", vlan: true},
+	} {
+		in := p.frame(t)
+		want := l.expectEncap(t, in, vipTCP, p.flowKey(), l.ringReal(t, vipTCP, p.flowKey()))
+		copy(want[0:6], clientMAC)
+		l.run(t, in, ActionTX, want, txNew)
+	}
+}

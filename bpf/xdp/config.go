@@ -79,6 +79,9 @@ func (c Config) raw() (balancerLbdConfig, error) {
 	default:
 		return r, fmt.Errorf("gateway MAC %s: must be a 6-byte Ethernet address", c.GatewayMAC)
 	}
+	if r.GwMac != [6]uint8{} {
+		r.Flags |= balancerLbdConfigFlagLBD_CFG_F_GW_MAC
+	}
 	r.Mtu = c.MTU
 	if c.FragmentPolicy == PolicyPass {
 		r.Flags |= balancerLbdConfigFlagLBD_CFG_F_FRAG_PASS
@@ -161,6 +164,25 @@ func (b *Balancer) Config() (Config, error) {
 		return Config{}, fmt.Errorf("read config map: %w", err)
 	}
 	return configFromRaw(r)
+}
+
+// upgradeConfig rewrites a configuration pinned by an lbd that did not set
+// LBD_CFG_F_GW_MAC (the datapath reads the flag, not the MAC, to decide
+// whether there is a gateway), so a restart into this version keeps
+// sending to the gateway.
+func (b *Balancer) upgradeConfig() error {
+	var r balancerLbdConfig
+	if err := b.objs.Config.Lookup(uint32(0), &r); err != nil {
+		return fmt.Errorf("read config map: %w", err)
+	}
+	if r.GwMac == [6]uint8{} || r.Flags&balancerLbdConfigFlagLBD_CFG_F_GW_MAC != 0 {
+		return nil
+	}
+	r.Flags |= balancerLbdConfigFlagLBD_CFG_F_GW_MAC
+	if err := b.objs.Config.Update(uint32(0), &r, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("upgrade config map: %w", err)
+	}
+	return nil
 }
 
 // configFromRaw is the inverse of Config.raw.

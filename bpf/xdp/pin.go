@@ -271,6 +271,9 @@ func detachLink(l link.Link) {
 // It repairs what a run stopped in the middle of a change may have left:
 // a vip_info entry without a VIP, a vip_addrs entry that no VIP needs.
 func (b *Balancer) recover() error {
+	if err := b.upgradeConfig(); err != nil {
+		return err
+	}
 	metas := make([]balancerVipMeta, b.limits.MaxVIPs)
 	for num := range metas {
 		if err := b.objs.VipInfo.Lookup(uint32(num), &metas[num]); err != nil {

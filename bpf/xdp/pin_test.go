@@ -1,6 +1,7 @@
 package xdp
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -367,5 +368,39 @@ func TestEnsureBPFFS(t *testing.T) {
 	}
 	if err := EnsureBPFFS(t.TempDir()); err == nil || !strings.Contains(err.Error(), "not on a bpf filesystem") {
 		t.Errorf("EnsureBPFFS off bpffs: %v", err)
+	}
+}
+
+// TestReopenUpgradesConfig: a configuration pinned by an lbd that knew no
+// LBD_CFG_F_GW_MAC flag (gateway MAC set, flag clear) gets the flag on
+// reopen, so encapsulated frames keep going to the gateway.
+func TestReopenUpgradesConfig(t *testing.T) {
+	dir := testPinDir(t)
+	limits := Limits{MaxVIPs: 16, MaxReals: 64, MaxFlows: 1024}
+	l := newTestLBOpts(t, Options{Limits: limits, PinDir: dir})
+	var r balancerLbdConfig
+	if err := l.objs.Config.Lookup(uint32(0), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_GW_MAC == 0 {
+		t.Fatal("SetConfig with a gateway MAC did not set LBD_CFG_F_GW_MAC")
+	}
+	r.Flags &^= balancerLbdConfigFlagLBD_CFG_F_GW_MAC
+	if err := l.objs.Config.Update(uint32(0), &r, ebpf.UpdateAny); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+
+	b := openPinned(t, limits, dir)
+	if err := b.objs.Config.Lookup(uint32(0), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_GW_MAC == 0 || r.GwMac != [6]uint8(gatewayMAC) {
+		t.Fatalf("after reopen: flags %#x, gateway MAC %x; want the flag and %s", r.Flags, r.GwMac, gatewayMAC)
+	}
+	syn := pkt{src: "198.51.100.92", dst: "10.10.0.1", sport: 40902, dport: 80, proto: TCP, flags: "S"}
+	act, out, err := b.Simulate(syn.frame(t))
+	if err != nil || act != ActionTX || !bytes.Equal(out[0:6], gatewayMAC) {
+		t.Fatalf("SYN after reopen: %v %v, destination MAC %x, want TX to %s", act, err, out[:6], gatewayMAC)
 	}
 }
