@@ -132,6 +132,17 @@ struct lbd_config {
 	__u16 pad;
 	__u32 udp_timeout_s; /* UDP table entries idle longer re-follow the ring; 0: never */
 	__u32 hz;            /* clock ticks (jiffies) per second: the loader reads the kernel's tick */
+	/*
+	 * Searches of the other CPUs' connection tables a CPU may make per
+	 * second (for packets its own table misses); 0: none.
+	 */
+	__u32 search_rate;
+};
+
+/* A CPU's use of its search allowance in the current second. */
+struct search_budget {
+	__u32 start; /* jiffies at the start of the second */
+	__u32 used;
 };
 
 struct vip_counters {
@@ -172,6 +183,8 @@ enum lbd_stat {
 	LBD_STAT_LRU_MISS_NON_SYN,   /* miss for a TCP packet that is not a SYN: a moved flow */
 	LBD_STAT_LRU_INSERT_FAIL,    /* connection table update failed */
 	LBD_STAT_ICMP_TOO_BIG,       /* frag-needed / packet-too-big forwarded to a flow's real */
+	LBD_STAT_LRU_REMOTE_HIT,     /* found in another CPU's table (and moved to this CPU's) */
+	LBD_STAT_LRU_SEARCH_SKIPPED, /* other CPUs' tables not searched: this tick's allowance was spent */
 	LBD_STAT_MAX,
 };
 

@@ -417,6 +417,10 @@ func (s *rawSock) exchange(t *testing.T, frame []byte) []byte {
 // encapsulation before the restart, while no lbd runs (the pinned link
 // and maps carry on) and after the next run took the link over.
 func TestTrafficAcrossRestart(t *testing.T) {
+	// Every frame on one CPU: while no lbd runs there is no search of the
+	// other CPUs' tables (TestFlowMovesBetweenCPUs), so the table hits
+	// this test counts need the frames on the CPU of the flow's entry.
+	pinToOneCPU(t)
 	dir := testPinDir(t)
 	ns := newTestNetns(t)
 	ns.vethPair(t, "va", "vb")

@@ -181,7 +181,70 @@ struct choice {
 	__u32 real_idx;
 	__u32 hash; /* lbd_hash of the flow: ring slot and outer source */
 	__u32 now;  /* jiffies (32 bits); 0 until read */
+	void *tbl;  /* this CPU's connection table (NULL: none, flows go unrecorded) */
 };
+
+/* lbd_flow_table returns this CPU's connection table. */
+static __always_inline void *lbd_flow_table(void)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+
+	return bpf_map_lookup_elem(&flows, &cpu);
+}
+
+/* lbd_may_search spends one of this second's searches, if any are left. */
+static __always_inline int lbd_may_search(const struct lbd_config *cfg, struct global_counters *gs,
+					  struct choice *c)
+{
+	__u32 zero = 0;
+	struct search_budget *b = bpf_map_lookup_elem(&search_budget, &zero);
+
+	if (!b || !cfg->search_rate)
+		return 0;
+	if (!c->now)
+		c->now = lbd_now();
+	if ((__u32)(c->now - b->start) >= cfg->hz) {
+		b->start = c->now;
+		b->used = 0;
+	}
+	if (b->used >= cfg->search_rate) {
+		gs->counters[LBD_STAT_LRU_SEARCH_SKIPPED]++;
+		return 0;
+	}
+	b->used++;
+	return 1;
+}
+
+/*
+ * lbd_search_other_cpus hands a packet whose flow this CPU's table does
+ * not have to lbd_flow_search (a tail call), which looks in the other
+ * CPUs' tables, moves the entry here if it finds it, and balances the
+ * packet again. The search is a program of its own so that the verifier
+ * walks its loop over the CPUs once, not once per path that can reach it.
+ * search_scratch tells that second balancing that the search found nothing
+ * (if it found the flow, the second lookup does). It returns if the tail
+ * call does not happen (no allowance left, no lbd running, or this is the
+ * second balancing): the caller goes on without an entry.
+ */
+static __always_inline void lbd_search_other_cpus(struct xdp_md *ctx, const struct flow_key *fk,
+						  const struct lbd_config *cfg,
+						  struct global_counters *gs, struct choice *c)
+{
+	__u32 zero = 0;
+	struct search_scratch *s = bpf_map_lookup_elem(&search_scratch, &zero);
+
+	if (!s)
+		return;
+	if (s->searched && !__builtin_memcmp(&s->key, fk, sizeof(*fk))) {
+		s->searched = 0; /* the second balancing of this packet */
+		return;
+	}
+	if (!lbd_may_search(cfg, gs, c))
+		return;
+	s->key = *fk;
+	s->searched = 0;
+	bpf_tail_call(ctx, &progs, LBD_PROG_FLOW_SEARCH);
+}
 
 /*
  * lbd_table_lookup returns the connection table entry of fk if it can
@@ -190,14 +253,21 @@ struct choice {
  * idle past the timeout. This is the whole lookup of an established flow:
  * one hash lookup, then array lookups.
  */
-static __always_inline struct flow_state *lbd_table_lookup(const struct flow_key *fk,
+static __always_inline struct flow_state *lbd_table_lookup(struct xdp_md *ctx,
+							   const struct flow_key *fk,
 							   const struct lbd_config *cfg,
+							   struct global_counters *gs,
 							   struct choice *c)
 {
-	struct flow_state *st = bpf_map_lookup_elem(&flows, fk);
+	struct flow_state *st;
 
-	if (!st)
+	if (!c->tbl)
 		return NULL;
+	st = bpf_map_lookup_elem(c->tbl, fk);
+	if (!st) {
+		lbd_search_other_cpus(ctx, fk, cfg, gs, c);
+		return NULL;
+	}
 	c->vip_num = st->vip_num;
 	c->vm = bpf_map_lookup_elem(&vip_info, &c->vip_num);
 	if (!c->vm || c->vm->gen != st->vip_gen || (c->vm->flags & LBD_VIP_F_NO_LRU))
@@ -273,7 +343,7 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
 	ns.bytes = pkt->l3_len;
 	ns.first_tick = c->now;
 	ns.last_tick = c->now;
-	if (bpf_map_update_elem(&flows, fk, &ns, BPF_ANY))
+	if (!c->tbl || bpf_map_update_elem(c->tbl, fk, &ns, BPF_ANY))
 		gs->counters[LBD_STAT_LRU_INSERT_FAIL]++;
 	return 0;
 }
@@ -285,7 +355,8 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
  * the entry exists and is valid.
  */
 static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
-				       const struct lbd_config *cfg, struct global_counters *gs)
+				       const struct lbd_config *cfg, struct global_counters *gs,
+				       void *tbl)
 {
 	int not_vip = 0;
 	struct flow_key fk = {};
@@ -300,11 +371,12 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	fk.dport = pkt->dport;
 	fk.proto = pkt->proto;
 	fk.family = pkt->family;
+	c.tbl = tbl;
 	syn = pkt->proto == IPPROTO_TCP &&
 	      (pkt->tcp_flags & (LBD_TCP_SYN | LBD_TCP_ACK)) == LBD_TCP_SYN;
 
 	if (!syn) {
-		st = lbd_table_lookup(&fk, cfg, &c);
+		st = lbd_table_lookup(ctx, &fk, cfg, gs, &c);
 		if (st) {
 			vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
 			if (!vs)
@@ -349,7 +421,8 @@ static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
 	struct vip_counters *vs;
 	int err, act;
 
-	if (!lbd_table_lookup(fk, cfg, &c)) {
+	c.tbl = lbd_flow_table();
+	if (!lbd_table_lookup(ctx, fk, cfg, gs, &c)) {
 		int not_vip = 0;
 
 		c.vm = lbd_lookup_vip(fk->dst, fk->family, fk->dport, fk->proto, &addr_flags, &c.vip_num,
@@ -403,6 +476,7 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 	struct global_counters *gs;
 	struct lbd_config *cfg;
 	__u32 zero = 0, *addr_flags;
+	void *tbl;
 	int r;
 
 	gs = bpf_map_lookup_elem(&stats, &zero);
@@ -419,6 +493,8 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 
 	if (!lbd_maybe_vip(&pkt))
 		return lbd_count(gs, LBD_STAT_PASS_NON_VIP, XDP_PASS);
+	/* Looked up early: its loads are done by the time the table is read. */
+	tbl = lbd_flow_table();
 
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
@@ -439,12 +515,80 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 	}
 	if (lbd_parse_ports(data, data_end, &pkt) != PARSE_OK)
 		return lbd_vip_or(gs, &pkt, LBD_STAT_DROP_MALFORMED_L4, XDP_DROP);
-	return lbd_balance(ctx, &pkt, cfg, gs);
+	return lbd_balance(ctx, &pkt, cfg, gs, tbl);
 }
 
 SEC("xdp")
 int lbd_balancer(struct xdp_md *ctx)
 {
+	return lbd_process(ctx);
+}
+
+/*
+ * lbd_flow_search is tail-called by the balancer for a packet whose flow
+ * is not in this CPU's table (see lbd_search_other_cpus): it looks for the
+ * flow in the other CPUs' tables, moves it into this CPU's if it is there
+ * (the flow's packets come in here now), and then balances the packet
+ * itself (it has the balancer's code too, rather than tail-calling back:
+ * when the tail-call table is emptied, while no lbd runs, a packet already
+ * in here must not be dropped).
+ */
+SEC("xdp")
+int lbd_flow_search(struct xdp_md *ctx)
+{
+	__u32 zero = 0, cpu = bpf_get_smp_processor_id();
+	struct search_scratch *s = bpf_map_lookup_elem(&search_scratch, &zero);
+	struct global_counters *gs = bpf_map_lookup_elem(&stats, &zero);
+	void *tbl = bpf_map_lookup_elem(&flows, &cpu);
+	void *other = NULL;
+	__u32 searched = 1;
+
+	if (!s || !gs || !tbl)
+		goto again;
+	/*
+	 * The counter stays in a register: the verifier tracks a 64-bit
+	 * scalar exactly, not a 32-bit one spilled to the stack (where the
+	 * map key has to be).
+	 */
+	for (__u64 i = 0; i < LBD_MAX_CPUS; i++) {
+		__u32 key = i;
+		void *t;
+
+		if (key == cpu)
+			continue;
+		t = bpf_map_lookup_elem(&flows, &key);
+		if (!t)
+			break; /* past the last CPU */
+		if (bpf_map_lookup_elem(t, &s->key)) {
+			other = t;
+			break;
+		}
+	}
+	if (other) {
+		struct flow_state *st = bpf_map_lookup_elem(other, &s->key);
+		struct flow_state moved;
+
+		if (st) {
+			moved = *st;
+			if (bpf_map_update_elem(tbl, &s->key, &moved, BPF_ANY)) {
+				gs->counters[LBD_STAT_LRU_INSERT_FAIL]++;
+			} else {
+				bpf_map_delete_elem(other, &s->key);
+				gs->counters[LBD_STAT_LRU_REMOTE_HIT]++;
+				searched = 0; /* the balancer finds it here now */
+			}
+		}
+	}
+again:
+	/*
+	 * Only a search that found nothing leaves a mark: the balancing
+	 * below then misses and takes the mark away. One that moved the
+	 * flow leaves none, as the balancing finds the flow and never looks
+	 * at the mark: a mark left behind would stop the next search for
+	 * this flow on this CPU.
+	 */
+	if (s)
+		s->searched = searched;
 	return lbd_process(ctx);
 }
 

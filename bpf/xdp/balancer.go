@@ -46,7 +46,7 @@ var (
 type Limits struct {
 	MaxVIPs  uint32 // VIPs (each with its own ring and counters)
 	MaxReals uint32 // distinct real addresses across all VIPs, plus the unused index 0
-	MaxFlows uint32 // connection table entries, shared by all CPUs' LRU lists
+	MaxFlows uint32 // connection table entries, split evenly over the CPUs' tables
 }
 
 // DefaultLimits are Katran's defaults for VIPs and reals, and a 1M-entry table.
@@ -88,6 +88,9 @@ type Balancer struct {
 	links   map[string]*attachment
 	// ringMaps are the open ring buffers by outer slot.
 	ringMaps map[uint32]*ebpf.Map
+	// flowTables are the connection tables, one per possible CPU
+	// (flows[cpu]).
+	flowTables []*ebpf.Map
 }
 
 // Options for Open.
@@ -139,9 +142,12 @@ func Open(opts Options) (*Balancer, error) {
 		balancerMapVipStats:  limits.MaxVIPs,
 		balancerMapReals:     limits.MaxReals,
 		balancerMapRealStats: limits.MaxReals,
-		balancerMapFlows:     limits.MaxFlows,
 	} {
 		spec.Maps[name].MaxEntries = size
+	}
+	tables, err := flowTablesSpec(spec, limits)
+	if err != nil {
+		return nil, err
 	}
 	b := &Balancer{
 		limits:   limits,
@@ -190,11 +196,19 @@ func Open(opts Options) (*Balancer, error) {
 		}
 		return nil, fmt.Errorf("load balancer program: %w", err)
 	}
-	if fresh {
-		err = b.SetConfig(DefaultConfig())
-	} else {
-		b.recovered = true
-		err = b.recover()
+	if err = b.fillProgs(); err == nil {
+		if fresh {
+			err = b.createFlowTables(tables)
+			if err == nil {
+				err = b.SetConfig(DefaultConfig())
+			}
+		} else {
+			b.recovered = true
+			err = b.recoverFlowTables(tables)
+			if err == nil {
+				err = b.recover()
+			}
+		}
 	}
 	if err != nil {
 		if fresh && b.pinDir != "" {
@@ -234,6 +248,10 @@ func (b *Balancer) Close() error {
 		m.Close()
 		delete(b.ringMaps, slot)
 	}
+	for _, m := range b.flowTables {
+		m.Close()
+	}
+	b.flowTables = nil
 	for ifname, a := range b.links {
 		if err := a.link.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close XDP link of %s: %w", ifname, err))

@@ -3,11 +3,14 @@ package xdp
 import (
 	"bytes"
 	"encoding/hex"
+	"fmt"
 	"net/netip"
+	"runtime"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"golang.org/x/sys/unix"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
@@ -153,11 +156,17 @@ func (l *testLB) expectEncap(t testing.TB, in []byte, vip VIPKey, k FlowKey, rea
 // output frame and the exact change of every global counter.
 func (l *testLB) run(t *testing.T, in []byte, want Action, wantOut []byte, wantStats map[Stat]uint64) {
 	t.Helper()
+	l.runOn(t, 0, in, want, wantOut, wantStats)
+}
+
+// runOn is run on the given CPU.
+func (l *testLB) runOn(t *testing.T, cpu int, in []byte, want Action, wantOut []byte, wantStats map[Stat]uint64) {
+	t.Helper()
 	before, err := l.GlobalStats()
 	if err != nil {
 		t.Fatal(err)
 	}
-	act, out, err := l.Simulate(in)
+	act, out, err := simulateOn(l.Balancer, cpu, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -495,4 +504,49 @@ func TestNoGatewayMAC(t *testing.T) {
 		copy(want[0:6], clientMAC)
 		l.run(t, in, ActionTX, want, txNew)
 	}
+}
+
+// Simulate runs a frame through the program on CPU 0, as one receive
+// queue's packets are handled by one CPU: a test's flow then stays in one
+// CPU's connection table, and the counters do not depend on where the Go
+// scheduler ran the test (TestFlowMovesBetweenCPUs moves flows on purpose).
+func (l *testLB) Simulate(frame []byte) (Action, []byte, error) {
+	return simulateOn(l.Balancer, 0, frame)
+}
+
+// simulateOn runs a frame through the program on the given CPU.
+func simulateOn(b *Balancer, cpu int, frame []byte) (Action, []byte, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var old, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		return 0, nil, err
+	}
+	set.Set(cpu)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		return 0, nil, fmt.Errorf("run on CPU %d: %w", cpu, err)
+	}
+	defer unix.SchedSetaffinity(0, &old)
+	return b.Simulate(frame)
+}
+
+// pinToOneCPU keeps the test (its goroutine and thread) on the last CPU,
+// as an XDP receive queue is served by one CPU: per-CPU counters and the
+// CPU's connection table stay the same instead of moving with the Go
+// scheduler (frames sent into a veth are balanced on the sender's CPU).
+func pinToOneCPU(t *testing.T) {
+	t.Helper()
+	runtime.LockOSThread()
+	var old, set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &old); err != nil {
+		t.Fatal(err)
+	}
+	set.Set(runtime.NumCPU() - 1)
+	if err := unix.SchedSetaffinity(0, &set); err != nil {
+		t.Fatalf("pin to CPU %d: %v", runtime.NumCPU()-1, err)
+	}
+	t.Cleanup(func() {
+		unix.SchedSetaffinity(0, &old)
+		runtime.UnlockOSThread()
+	})
 }

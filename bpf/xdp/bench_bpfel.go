@@ -19,32 +19,9 @@ type benchAddrKey struct {
 	Family uint32
 }
 
-type benchFlowKey struct {
-	_      structs.HostLayout
-	Src    [4]uint32
-	Dst    [4]uint32
-	Sport  uint16
-	Dport  uint16
-	Proto  uint8
-	Family uint8
-	Pad    uint16
-}
-
-type benchFlowState struct {
-	_         structs.HostLayout
-	Real      uint32
-	VipNum    uint32
-	VipGen    uint32
-	Hash      uint32
-	Packets   uint64
-	Bytes     uint64
-	FirstTick uint32
-	LastTick  uint32
-}
-
 type benchGlobalCounters struct {
 	_        structs.HostLayout
-	Counters [20]uint64
+	Counters [22]uint64
 }
 
 type benchLbdAddrFlag uint32
@@ -69,6 +46,7 @@ type benchLbdConfig struct {
 	Pad           uint16
 	UdpTimeoutS   uint32
 	Hz            uint32
+	SearchRate    uint32
 }
 
 type benchRealCounters struct {
@@ -81,6 +59,28 @@ type benchRealDef struct {
 	_      structs.HostLayout
 	Addr   [4]uint32
 	Family uint32
+}
+
+type benchSearchBudget struct {
+	_     structs.HostLayout
+	Start uint32
+	Used  uint32
+}
+
+type benchSearchScratch struct {
+	_   structs.HostLayout
+	Key struct {
+		_      structs.HostLayout
+		Src    [4]uint32
+		Dst    [4]uint32
+		Sport  uint16
+		Dport  uint16
+		Proto  uint8
+		Family uint8
+		Pad    uint16
+	}
+	Searched uint32
+	Pad      uint32
 }
 
 type benchVipCounters struct {
@@ -113,9 +113,12 @@ type benchVipMeta struct {
 const (
 	benchMapConfig             = "config"
 	benchMapFlows              = "flows"
+	benchMapProgs              = "progs"
 	benchMapRealStats          = "real_stats"
 	benchMapReals              = "reals"
 	benchMapRings              = "rings"
+	benchMapSearchBudget       = "search_budget"
+	benchMapSearchScratch      = "search_scratch"
 	benchMapStats              = "stats"
 	benchMapVipAddrs           = "vip_addrs"
 	benchMapVipFilter          = "vip_filter"
@@ -128,6 +131,8 @@ const (
 	benchProgBenchLruInsert    = "bench_lru_insert"
 	benchProgLbdBalancer       = "lbd_balancer"
 	benchProgLbdClock          = "lbd_clock"
+	benchProgLbdFlowSearch     = "lbd_flow_search"
+	benchVarLbdFlowTypes       = "lbd_flow_types"
 )
 
 // loadBench returns the embedded CollectionSpec for bench.
@@ -178,29 +183,34 @@ type benchProgramSpecs struct {
 	BenchLruInsert    *ebpf.ProgramSpec `ebpf:"bench_lru_insert"`
 	LbdBalancer       *ebpf.ProgramSpec `ebpf:"lbd_balancer"`
 	LbdClock          *ebpf.ProgramSpec `ebpf:"lbd_clock"`
+	LbdFlowSearch     *ebpf.ProgramSpec `ebpf:"lbd_flow_search"`
 }
 
 // benchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	Config    *ebpf.MapSpec `ebpf:"config"`
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
-	RealStats *ebpf.MapSpec `ebpf:"real_stats"`
-	Reals     *ebpf.MapSpec `ebpf:"reals"`
-	Rings     *ebpf.MapSpec `ebpf:"rings"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
-	VipAddrs  *ebpf.MapSpec `ebpf:"vip_addrs"`
-	VipFilter *ebpf.MapSpec `ebpf:"vip_filter"`
-	VipInfo   *ebpf.MapSpec `ebpf:"vip_info"`
-	VipStats  *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips      *ebpf.MapSpec `ebpf:"vips"`
+	Config        *ebpf.MapSpec `ebpf:"config"`
+	Flows         *ebpf.MapSpec `ebpf:"flows"`
+	Progs         *ebpf.MapSpec `ebpf:"progs"`
+	RealStats     *ebpf.MapSpec `ebpf:"real_stats"`
+	Reals         *ebpf.MapSpec `ebpf:"reals"`
+	Rings         *ebpf.MapSpec `ebpf:"rings"`
+	SearchBudget  *ebpf.MapSpec `ebpf:"search_budget"`
+	SearchScratch *ebpf.MapSpec `ebpf:"search_scratch"`
+	Stats         *ebpf.MapSpec `ebpf:"stats"`
+	VipAddrs      *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipFilter     *ebpf.MapSpec `ebpf:"vip_filter"`
+	VipInfo       *ebpf.MapSpec `ebpf:"vip_info"`
+	VipStats      *ebpf.MapSpec `ebpf:"vip_stats"`
+	Vips          *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchVariableSpecs struct {
+	LbdFlowTypes *ebpf.VariableSpec `ebpf:"lbd_flow_types"`
 }
 
 // benchObjects contains all objects after they have been loaded into the kernel.
@@ -223,26 +233,32 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	Config    *ebpf.Map `ebpf:"config"`
-	Flows     *ebpf.Map `ebpf:"flows"`
-	RealStats *ebpf.Map `ebpf:"real_stats"`
-	Reals     *ebpf.Map `ebpf:"reals"`
-	Rings     *ebpf.Map `ebpf:"rings"`
-	Stats     *ebpf.Map `ebpf:"stats"`
-	VipAddrs  *ebpf.Map `ebpf:"vip_addrs"`
-	VipFilter *ebpf.Map `ebpf:"vip_filter"`
-	VipInfo   *ebpf.Map `ebpf:"vip_info"`
-	VipStats  *ebpf.Map `ebpf:"vip_stats"`
-	Vips      *ebpf.Map `ebpf:"vips"`
+	Config        *ebpf.Map `ebpf:"config"`
+	Flows         *ebpf.Map `ebpf:"flows"`
+	Progs         *ebpf.Map `ebpf:"progs"`
+	RealStats     *ebpf.Map `ebpf:"real_stats"`
+	Reals         *ebpf.Map `ebpf:"reals"`
+	Rings         *ebpf.Map `ebpf:"rings"`
+	SearchBudget  *ebpf.Map `ebpf:"search_budget"`
+	SearchScratch *ebpf.Map `ebpf:"search_scratch"`
+	Stats         *ebpf.Map `ebpf:"stats"`
+	VipAddrs      *ebpf.Map `ebpf:"vip_addrs"`
+	VipFilter     *ebpf.Map `ebpf:"vip_filter"`
+	VipInfo       *ebpf.Map `ebpf:"vip_info"`
+	VipStats      *ebpf.Map `ebpf:"vip_stats"`
+	Vips          *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *benchMaps) Close() error {
 	return _BenchClose(
 		m.Config,
 		m.Flows,
+		m.Progs,
 		m.RealStats,
 		m.Reals,
 		m.Rings,
+		m.SearchBudget,
+		m.SearchScratch,
 		m.Stats,
 		m.VipAddrs,
 		m.VipFilter,
@@ -256,6 +272,7 @@ func (m *benchMaps) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchVariables struct {
+	LbdFlowTypes *ebpf.Variable `ebpf:"lbd_flow_types"`
 }
 
 // benchPrograms contains all programs after they have been loaded into the kernel.
@@ -268,6 +285,7 @@ type benchPrograms struct {
 	BenchLruInsert    *ebpf.Program `ebpf:"bench_lru_insert"`
 	LbdBalancer       *ebpf.Program `ebpf:"lbd_balancer"`
 	LbdClock          *ebpf.Program `ebpf:"lbd_clock"`
+	LbdFlowSearch     *ebpf.Program `ebpf:"lbd_flow_search"`
 }
 
 func (p *benchPrograms) Close() error {
@@ -278,6 +296,7 @@ func (p *benchPrograms) Close() error {
 		p.BenchLruInsert,
 		p.LbdBalancer,
 		p.LbdClock,
+		p.LbdFlowSearch,
 	)
 }
 

@@ -7,14 +7,12 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 // TestBenchReport measures the datapath's cost per packet with the
@@ -118,26 +116,6 @@ func setBigRing(t *testing.T, l *testLB, vip VIPKey) {
 		ring[i] = ids[i%len(ids)]
 	}
 	l.setRing(t, vip, ring)
-}
-
-// pinToOneCPU keeps the benchmark on the last CPU, as an XDP receive
-// queue is served by one CPU: per-CPU counters and LRU lists stay on it
-// instead of moving with the Go thread.
-func pinToOneCPU(t *testing.T) {
-	t.Helper()
-	runtime.LockOSThread()
-	var old, set unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		t.Fatal(err)
-	}
-	set.Set(runtime.NumCPU() - 1)
-	if err := unix.SchedSetaffinity(0, &set); err != nil {
-		t.Fatalf("pin to CPU %d: %v", runtime.NumCPU()-1, err)
-	}
-	t.Cleanup(func() {
-		unix.SchedSetaffinity(0, &old)
-		runtime.UnlockOSThread()
-	})
 }
 
 type benchRow struct {
@@ -276,7 +254,7 @@ func loadBenchWrappers(t *testing.T, l *testLB) *benchObjects {
 	maps := map[string]*ebpf.Map{
 		"vips": l.objs.Vips, "vip_info": l.objs.VipInfo, "vip_addrs": l.objs.VipAddrs, "vip_filter": l.objs.VipFilter, "reals": l.objs.Reals, "rings": l.objs.Rings,
 		"flows": l.objs.Flows, "config": l.objs.Config, "vip_stats": l.objs.VipStats,
-		"real_stats": l.objs.RealStats, "stats": l.objs.Stats,
+		"real_stats": l.objs.RealStats, "stats": l.objs.Stats, "search_budget": l.objs.SearchBudget,
 	}
 	for name, m := range maps {
 		spec.Maps[name].MaxEntries = m.MaxEntries()

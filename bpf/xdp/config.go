@@ -57,6 +57,13 @@ type Config struct {
 	// UDPFlowTimeout: a UDP flow idle for longer chooses its real again
 	// from the current ring (UDP has no SYN to mark a new flow). 0: never.
 	UDPFlowTimeout time.Duration
+	// FlowSearchRate is how many times a second each CPU may search the
+	// other CPUs' connection tables for a packet its own table misses
+	// (the flow's packets came in on another CPU before). A flow found is
+	// moved to the CPU's table; beyond the rate the packet follows the
+	// ring (counted in lru_search_skipped), which bounds what a flood of
+	// packets of unknown flows costs. 0 turns searching off.
+	FlowSearchRate uint32
 }
 
 // DefaultConfig returns the configuration a freshly loaded balancer has.
@@ -67,6 +74,7 @@ func DefaultConfig() Config {
 		EncapSourceV6:  netip.MustParsePrefix("100::/64"),
 		GUEPort:        6080,
 		UDPFlowTimeout: 30 * time.Second,
+		FlowSearchRate: 10000,
 	}
 }
 
@@ -83,6 +91,7 @@ func (c Config) raw() (balancerLbdConfig, error) {
 		r.Flags |= balancerLbdConfigFlagLBD_CFG_F_GW_MAC
 	}
 	r.Mtu = c.MTU
+	r.SearchRate = c.FlowSearchRate
 	if c.FragmentPolicy == PolicyPass {
 		r.Flags |= balancerLbdConfigFlagLBD_CFG_F_FRAG_PASS
 	}
@@ -192,6 +201,7 @@ func configFromRaw(r balancerLbdConfig) (Config, error) {
 		c.GatewayMAC = net.HardwareAddr(append([]byte(nil), r.GwMac[:]...))
 	}
 	c.MTU = r.Mtu
+	c.FlowSearchRate = r.SearchRate
 	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_FRAG_PASS != 0 {
 		c.FragmentPolicy = PolicyPass
 	}

@@ -73,30 +73,44 @@ func (c tickClock) flow(k balancerFlowKey, v balancerFlowState) (Flow, error) {
 	}, nil
 }
 
-// LookupFlow returns the connection table entry of a flow.
+// LookupFlow returns the connection table entry of a flow. A flow lives
+// in the table of the CPU its packets come in on; if (for a moment, while
+// it moves) two CPUs' tables have it, the one used last is returned.
 func (b *Balancer) LookupFlow(key FlowKey) (Flow, error) {
 	raw, err := key.raw()
 	if err != nil {
 		return Flow{}, err
 	}
-	var v balancerFlowState
-	// A lookup from user space does not mark the entry as used, so
-	// reading the table does not keep idle flows from being evicted.
-	if err := b.objs.Flows.Lookup(&raw, &v); err != nil {
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return Flow{}, fmt.Errorf("flow %s: %w", key, ErrNotFound)
+	var v, latest balancerFlowState
+	found := false
+	for cpu, t := range b.flowTables {
+		// A lookup from user space does not mark the entry as used, so
+		// reading the table does not keep idle flows from being evicted.
+		err := t.Lookup(&raw, &v)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			continue
+		case err != nil:
+			return Flow{}, fmt.Errorf("flow %s in the table of CPU %d: %w", key, cpu, err)
 		}
-		return Flow{}, fmt.Errorf("flow %s: %w", key, err)
+		if !found || int32(v.LastTick-latest.LastTick) > 0 {
+			latest = v
+		}
+		found = true
+	}
+	if !found {
+		return Flow{}, fmt.Errorf("flow %s: %w", key, ErrNotFound)
 	}
 	clock, err := b.clock()
 	if err != nil {
 		return Flow{}, err
 	}
-	return clock.flow(raw, v)
+	return clock.flow(raw, latest)
 }
 
-// Flows iterates over the connection table. The table changes while it
-// is read: an entry may be missed or, rarely, seen twice.
+// Flows iterates over the connection tables, CPU by CPU. The tables
+// change while they are read: an entry may be missed or, rarely, seen
+// twice (e.g. while its flow moves to another CPU).
 func (b *Balancer) Flows() iter.Seq2[Flow, error] {
 	return func(yield func(Flow, error) bool) {
 		clock, err := b.clock()
@@ -104,17 +118,20 @@ func (b *Balancer) Flows() iter.Seq2[Flow, error] {
 			yield(Flow{}, err)
 			return
 		}
-		var k balancerFlowKey
-		var v balancerFlowState
-		it := b.objs.Flows.Iterate()
-		for it.Next(&k, &v) {
-			f, err := clock.flow(k, v)
-			if !yield(f, err) {
+		for cpu, t := range b.flowTables {
+			var k balancerFlowKey
+			var v balancerFlowState
+			it := t.Iterate()
+			for it.Next(&k, &v) {
+				f, err := clock.flow(k, v)
+				if !yield(f, err) {
+					return
+				}
+			}
+			if err := it.Err(); err != nil {
+				yield(Flow{}, fmt.Errorf("iterate the connection table of CPU %d: %w", cpu, err))
 				return
 			}
-		}
-		if err := it.Err(); err != nil {
-			yield(Flow{}, fmt.Errorf("iterate flows: %w", err))
 		}
 	}
 }
@@ -122,28 +139,38 @@ func (b *Balancer) Flows() iter.Seq2[Flow, error] {
 // DeleteFlows removes the connection table entries for which match is
 // true (e.g. those of a removed real) and returns how many it removed.
 func (b *Balancer) DeleteFlows(match func(Flow) bool) (int, error) {
-	var victims []FlowKey
-	for f, err := range b.Flows() {
-		if err != nil {
-			return 0, err
-		}
-		if match(f) {
-			victims = append(victims, f.Key)
-		}
+	clock, err := b.clock()
+	if err != nil {
+		return 0, err
 	}
 	n := 0
-	for _, k := range victims {
-		raw, err := k.raw()
-		if err != nil {
-			return n, err
-		}
-		if err := b.objs.Flows.Delete(&raw); err != nil {
-			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				continue
+	for cpu, t := range b.flowTables {
+		var victims []balancerFlowKey
+		var k balancerFlowKey
+		var v balancerFlowState
+		it := t.Iterate()
+		for it.Next(&k, &v) {
+			f, err := clock.flow(k, v)
+			if err != nil {
+				return n, err
 			}
-			return n, fmt.Errorf("delete flow %s: %w", k, err)
+			if match(f) {
+				victims = append(victims, k)
+			}
 		}
-		n++
+		if err := it.Err(); err != nil {
+			return n, fmt.Errorf("iterate the connection table of CPU %d: %w", cpu, err)
+		}
+		for _, k := range victims {
+			if err := t.Delete(&k); err != nil {
+				if errors.Is(err, ebpf.ErrKeyNotExist) {
+					continue
+				}
+				key, _ := flowKeyFromRaw(k)
+				return n, fmt.Errorf("delete flow %s from the table of CPU %d: %w", key, cpu, err)
+			}
+			n++
+		}
 	}
 	return n, nil
 }

@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -370,4 +371,162 @@ func TestRemovedVIPForgetsFlows(t *testing.T) {
 	}
 	l.setRing(t, vipUDP, otherRing(t, l, vipUDP, f.Real))
 	l.run(t, in, ActionTX, l.expectEncap(t, in, vipUDP, k, l.ringReal(t, vipUDP, k)), txNew)
+}
+
+// TestFlowMovesBetweenCPUs: a flow whose packets come in on another CPU
+// (veth, an RSS change) keeps its real: that CPU's table misses, the
+// other CPUs' tables are searched, and the entry moves to the new CPU.
+// The search allowance bounds it; past it (or with it off) the packet
+// follows the ring, counted.
+func TestFlowMovesBetweenCPUs(t *testing.T) {
+	l := newTestLB(t)
+	if len(l.flowTables) < 2 {
+		privtest.Unavailable(t, fmt.Sprintf("needs two CPUs, this machine has %d", len(l.flowTables)))
+	}
+	inTable := func(cpu int, k FlowKey) bool {
+		raw, err := k.raw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v balancerFlowState
+		return l.flowTables[cpu].Lookup(&raw, &v) == nil
+	}
+	// open makes a flow on CPU 0 and moves the ring away from its real.
+	open := func(p pkt, vip VIPKey) (k FlowKey, flowReal netip.Addr) {
+		t.Helper()
+		k = p.flowKey()
+		if act, _, err := simulateOn(l.Balancer, 0, p.frame(t)); err != nil || act != ActionTX {
+			t.Fatalf("open %s: %v %v", k, act, err)
+		}
+		f, err := l.LookupFlow(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		flowReal, _ = l.RealAddr(f.Real)
+		var others []RealID // every fixture real but the flow's
+		for _, r := range reals4 {
+			if id := l.Reals()[netip.MustParseAddr(r)]; id != f.Real {
+				others = append(others, id)
+			}
+		}
+		l.setRing(t, vip, others)
+		if l.ringReal(t, vip, k) == flowReal || !inTable(0, k) || inTable(1, k) {
+			t.Fatalf("test setup: %s must be in CPU 0's table only, its real off the ring", k)
+		}
+		return k, flowReal
+	}
+
+	t.Run("tcp", func(t *testing.T) {
+		syn := pkt{src: "198.51.100.110", dst: "10.10.0.1", sport: 41000, dport: 80, proto: TCP, flags: "S"}
+		k, flowReal := open(syn, vipTCP)
+		data := syn
+		data.flags, data.payload = "PA", []byte("moved")
+		in := data.frame(t)
+		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipTCP, k, flowReal),
+			map[Stat]uint64{StatTX: 1, StatLRUHit: 1, StatLRURemoteHit: 1})
+		if inTable(0, k) || !inTable(1, k) {
+			t.Errorf("after the move: in CPU 0's table %v, CPU 1's %v; want CPU 1's only", inTable(0, k), inTable(1, k))
+		}
+		f, err := l.LookupFlow(k)
+		if err != nil || f.Packets != 2 {
+			t.Errorf("moved entry: %+v %v; want its 2 packets", f, err)
+		}
+		// From now on CPU 1's table answers: a plain hit.
+		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipTCP, k, flowReal), txHit)
+		// Back and forth (a veth client whose process the scheduler moves):
+		// every move is a search that finds it, none is skipped.
+		for _, cpu := range []int{0, 1, 0, 1} {
+			l.runOn(t, cpu, in, ActionTX, l.expectEncap(t, in, vipTCP, k, flowReal),
+				map[Stat]uint64{StatTX: 1, StatLRUHit: 1, StatLRURemoteHit: 1})
+		}
+	})
+
+	t.Run("udp", func(t *testing.T) {
+		q := pkt{src: "198.51.100.111", dst: "10.10.0.1", sport: 41001, dport: 53, proto: UDP, payload: []byte("q")}
+		k, flowReal := open(q, vipUDP)
+		in := q.frame(t)
+		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipUDP, k, flowReal),
+			map[Stat]uint64{StatTX: 1, StatLRUHit: 1, StatLRURemoteHit: 1})
+	})
+
+	t.Run("icmp too big", func(t *testing.T) {
+		syn := pkt{src: "198.51.100.112", dst: "10.10.0.1", sport: 41002, dport: 80, proto: TCP, flags: "S"}
+		k, flowReal := open(syn, vipTCP)
+		in := fragNeeded(t, "10.10.0.1", syn.src, 80, syn.sport, TCP)
+		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipTCP, k, flowReal),
+			map[Stat]uint64{StatTX: 1, StatICMPTooBig: 1, StatLRURemoteHit: 1})
+	})
+
+	t.Run("no lbd running", func(t *testing.T) {
+		// Without a daemon the tail-call table is empty: no search, and
+		// the packet is balanced by the ring, not dropped.
+		if err := l.objs.Progs.Delete(uint32(progFlowSearch)); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := l.fillProgs(); err != nil {
+				t.Error(err)
+			}
+		})
+		syn := pkt{src: "198.51.100.116", dst: "10.10.0.1", sport: 41006, dport: 80, proto: TCP, flags: "S"}
+		k, _ := open(syn, vipTCP)
+		data := syn
+		data.flags = "A"
+		in := data.frame(t)
+		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipTCP, k, l.ringReal(t, vipTCP, k)), txNonSYN)
+	})
+
+	t.Run("allowance", func(t *testing.T) {
+		cfg := l.cfg
+		cfg.FlowSearchRate = 1
+		if err := l.SetConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.SetConfig(l.cfg) })
+		// A flow nobody has: the search finds nothing, and spends the
+		// second's one search (or the second is new: then the next does).
+		stray := pkt{src: "198.51.100.113", dst: "10.10.0.1", sport: 41003, dport: 80, proto: TCP, flags: "A"}
+		if act, _, err := simulateOn(l.Balancer, 1, stray.frame(t)); err != nil || act != ActionTX {
+			t.Fatal(act, err)
+		}
+		syn := pkt{src: "198.51.100.114", dst: "10.10.0.1", sport: 41004, dport: 80, proto: TCP, flags: "S"}
+		k, _ := open(syn, vipTCP)
+		data := syn
+		data.flags = "A"
+		in := data.frame(t)
+		before, err := l.GlobalStats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := simulateOn(l.Balancer, 1, in); err != nil {
+			t.Fatal(err)
+		}
+		after, err := l.GlobalStats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Within the second the allowance is spent: no search, the ring's
+		// real. If the second turned over in between, the search ran and
+		// found it; both are correct, but one of them must have happened.
+		skipped := after[StatLRUSearchSkipped] - before[StatLRUSearchSkipped]
+		moved := after[StatLRURemoteHit] - before[StatLRURemoteHit]
+		if skipped+moved != 1 {
+			t.Fatalf("skipped %d, moved %d: want exactly one of them", skipped, moved)
+		}
+		if skipped == 1 && (inTable(0, k) == false || after[StatLRUMissNonSYN]-before[StatLRUMissNonSYN] != 1) {
+			t.Errorf("a skipped search must leave the entry on CPU 0 and count a non-SYN miss")
+		}
+
+		// Off: never searched, never counted as skipped.
+		cfg.FlowSearchRate = 0
+		if err := l.SetConfig(cfg); err != nil {
+			t.Fatal(err)
+		}
+		syn = pkt{src: "198.51.100.115", dst: "10.10.0.1", sport: 41005, dport: 80, proto: TCP, flags: "S"}
+		k, _ = open(syn, vipTCP)
+		data = syn
+		data.flags = "A"
+		in = data.frame(t)
+		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipTCP, k, l.ringReal(t, vipTCP, k)), txNonSYN)
+	})
 }

@@ -502,17 +502,18 @@ func TestKatranSideBySide(t *testing.T) {
 		}
 	}
 
+	lbdName := fmt.Sprintf("lbd per-CPU tables %d x %d", len(l.flowTables), l.flowTables[0].MaxEntries())
 	lruDesc := func(total int) string {
 		return fmt.Sprintf("per-CPU LRU %d x %d", k.ncpu, total/k.ncpu)
 	}
 	rows := []*sideRow{
 		{name: "floor: lbd XDP_DROP (same frame)", prog: bench.BenchDrop, want: xdpDrop, frames: same(estFrame), floor: true,
 			checked: "returns XDP_DROP"},
-		{name: "lbd: new flow (SYN)", prog: l.Program(), want: xdpTX, frames: newSYNs, check: lbdCheck(StatTX, StatLRUMiss),
+		{name: lbdName + ": new flow (SYN)", prog: l.Program(), want: xdpTX, frames: newSYNs, check: lbdCheck(StatTX, StatLRUMiss),
 			checked: "TX, LRUMiss = runs; no insert fail"},
-		{name: "lbd: LRU hit (ACK)", prog: l.Program(), want: xdpTX, frames: same(estFrame), setup: lbdOpen, check: lbdCheck(StatTX, StatLRUHit),
+		{name: lbdName + ": LRU hit (ACK)", prog: l.Program(), want: xdpTX, frames: same(estFrame), setup: lbdOpen, check: lbdCheck(StatTX, StatLRUHit),
 			checked: "TX, LRUHit = runs; no miss"},
-		{name: "lbd: non-VIP", prog: l.Program(), want: xdpPass, frames: same(nonVIPFrame), check: lbdCheck(StatPassNonVIP),
+		{name: lbdName + ": non-VIP", prog: l.Program(), want: xdpPass, frames: same(nonVIPFrame), check: lbdCheck(StatPassNonVIP),
 			checked: "PassNonVIP = runs"},
 		{name: "Katran " + lruDesc(katranDefaultLRU) + ": new flow (SYN)", prog: k.prog, want: xdpTX, frames: newSYNs,
 			setup: katranSetup("8M", false), check: katranNew("8M"), checked: "TX, LRU miss(SYN) = runs; flows in CPU's LRU"},

@@ -140,6 +140,9 @@ func checkPins(spec *ebpf.CollectionSpec, dir string, limits Limits) (fresh bool
 			return false, fmt.Errorf("open pinned map %s: %w (%s)", path, err, cleanupHint)
 		}
 		err = spec.Maps[name].Compatible(m)
+		if err == nil && name == balancerMapFlows {
+			err = flowTablesCompatible(spec.Maps[name].InnerMap, m)
+		}
 		m.Close()
 		if err != nil {
 			// Compatible says e.g. "MaxEntries: 1024 changed to 2048": pinned, then wanted.

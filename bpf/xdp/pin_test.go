@@ -281,12 +281,18 @@ func TestReopenIncompatible(t *testing.T) {
 		t.Fatal(err)
 	}
 	b.Close()
+	ncpu, err := ebpf.PossibleCPU()
+	if err != nil {
+		t.Fatal(err)
+	}
+	perCPU := func(flows int) int { return (flows + ncpu - 1) / ncpu }
 
 	for _, c := range []struct {
 		limits Limits
 		want   []string
 	}{
-		{Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 128}, []string{"map flows: MaxEntries: 64 changed to 128"}},
+		{Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64 * uint32(ncpu)}, []string{
+			fmt.Sprintf("map flows: per-CPU tables' MaxEntries: %d changed to %d", perCPU(64), 64)}},
 		{Limits{MaxVIPs: 8, MaxReals: 8, MaxFlows: 64}, []string{"map vips: MaxEntries: 4 changed to 8", "map vip_stats"}},
 		{Limits{MaxVIPs: 4, MaxReals: 16, MaxFlows: 64}, []string{"map reals: MaxEntries: 8 changed to 16"}},
 	} {
@@ -316,7 +322,7 @@ func TestReopenIncompatible(t *testing.T) {
 	if err := os.Remove(filepath.Join(dir, balancerMapStats)); err != nil {
 		t.Fatal(err)
 	}
-	_, err := Open(Options{Limits: limits, PinDir: dir})
+	_, err = Open(Options{Limits: limits, PinDir: dir})
 	if err == nil || !strings.Contains(err.Error(), "incomplete") || !strings.Contains(err.Error(), "lbd cleanup") {
 		t.Errorf("Open over incomplete pins: %v", err)
 	}

@@ -42,6 +42,7 @@ type serveConfig struct {
 	FragmentPolicy      string        `yaml:"fragment_policy"`      // drop | pass
 	UnbalanceablePolicy string        `yaml:"unbalanceable_policy"` // drop | pass
 	UDPFlowTimeout      time.Duration `yaml:"udp_flow_timeout"`
+	FlowSearchRate      uint32        `yaml:"flow_search_rate"`
 
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
 	// HealthChecks runs the VIPs' health checks (each VIP says how).
@@ -67,7 +68,7 @@ func defaultServeConfig() serveConfig {
 		MaxVIPs: l.MaxVIPs, MaxReals: l.MaxReals, MaxFlows: l.MaxFlows,
 		MTU: c.MTU, EncapSourceV4: c.EncapSourceV4.String(), EncapSourceV6: c.EncapSourceV6.String(),
 		GUEPort: c.GUEPort, FragmentPolicy: c.FragmentPolicy.String(), UnbalanceablePolicy: c.UnbalanceablePolicy.String(),
-		UDPFlowTimeout: c.UDPFlowTimeout, ReconcileInterval: 30 * time.Second,
+		UDPFlowTimeout: c.UDPFlowTimeout, FlowSearchRate: c.FlowSearchRate, ReconcileInterval: 30 * time.Second,
 		HealthChecks: true, HealthMaxConcurrent: 64,
 		LogLevel: "info", LogFormat: "text",
 		BGP:          defaultBGPConfig(),
@@ -96,6 +97,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FragmentPolicy, "fragment-policy", c.FragmentPolicy, "IP fragments to a VIP: drop or pass")
 	fs.StringVar(&c.UnbalanceablePolicy, "unbalanceable-policy", c.UnbalanceablePolicy, "other traffic to a VIP address that cannot be balanced: drop or pass")
 	fs.DurationVar(&c.UDPFlowTimeout, "udp-flow-timeout", c.UDPFlowTimeout, "idle time after which a UDP flow follows the ring again")
+	fs.Uint32Var(&c.FlowSearchRate, "flow-search-rate", c.FlowSearchRate, "searches per second and CPU of the other CPUs' connection tables for a flow the CPU's own table misses (0: never)")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "how often to check the datapath against the desired state (0: never)")
 	fs.BoolVar(&c.HealthChecks, "health-checks", c.HealthChecks, "run the VIPs' health checks (through the tunnel to each real when the health-check encapsulation can be attached)")
 	fs.IntVar(&c.HealthMaxConcurrent, "health-max-concurrent", c.HealthMaxConcurrent, "most health probes in flight at once")
@@ -169,6 +171,8 @@ func copyFlag(dst, src *serveConfig, name string) {
 		dst.UnbalanceablePolicy = src.UnbalanceablePolicy
 	case "udp-flow-timeout":
 		dst.UDPFlowTimeout = src.UDPFlowTimeout
+	case "flow-search-rate":
+		dst.FlowSearchRate = src.FlowSearchRate
 	case "reconcile-interval":
 		dst.ReconcileInterval = src.ReconcileInterval
 	case "health-checks":
@@ -229,6 +233,7 @@ func (c serveConfig) datapathConfig(gw net.HardwareAddr) (xdp.Config, error) {
 	d.MTU = c.MTU
 	d.GUEPort = c.GUEPort
 	d.UDPFlowTimeout = c.UDPFlowTimeout
+	d.FlowSearchRate = c.FlowSearchRate
 	var err error
 	if d.EncapSourceV4, err = netip.ParsePrefix(c.EncapSourceV4); err != nil || !d.EncapSourceV4.Addr().Is4() {
 		return d, fmt.Errorf("encap source v4 %q: want an IPv4 prefix such as 172.16.0.0/16", c.EncapSourceV4)
