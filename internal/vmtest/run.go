@@ -199,23 +199,26 @@ const bootAttempts = 3
 // a tracepoint or kprobe is armed) now and then leaves an int3 the kernel
 // no longer knows as its own, and it oopses at a random place (seen on 6.12
 // in syscall_exit_to_user_mode_prepare, in a test that attaches kprobes).
-// A VM that ends that way is run once more, from the start, and says so;
-// any other death after tests ran is never retried, and a fault lbd causes
-// would come back the second time.
+// A VM that ends that way is run again from the start (up to int3Retries
+// times; seen in about one VM run in six here) and says so; any other death
+// after tests ran is never retried, and a fault lbd causes would come back
+// every time.
 var tcgInt3Oops = regexp.MustCompile(`Oops: int3: `)
+
+const int3Retries = 3
 
 // RunVM boots k with the initramfs, runs every binary inside (see
 // guestScript) and collects the results from the out share.
 func RunVM(o RunOptions, k *Kernel, ir *Initramfs, pkgs []TestPackage, outDir string) *Column {
 	var c *Column
-	oopsRetried := false
+	oopses := 0
 	for attempt := 1; attempt <= bootAttempts; attempt++ {
 		c = runVM(o, k, ir, pkgs, outDir)
-		if c.Err != nil && !c.timedOut && !oopsRetried && consoleMatches(c.Console, tcgInt3Oops) {
-			oopsRetried = true
-			kept := outDir + "-int3-console.log" // outside outDir, which the next run empties
+		if c.Err != nil && !c.timedOut && oopses < int3Retries && consoleMatches(c.Console, tcgInt3Oops) {
+			oopses++
+			kept := fmt.Sprintf("%s-int3-%d-console.log", outDir, oopses) // outside outDir, which the next run empties
 			if o.Progress != nil {
-				fmt.Fprintf(o.Progress, "  [%s] the kernel oopsed on an int3 (a TCG artefact; console kept in %s): running the VM again\n", c.Name, kept)
+				fmt.Fprintf(o.Progress, "  [%s] the kernel oopsed on an int3 (a TCG artefact; console kept in %s): running the VM again (%d/%d)\n", c.Name, kept, oopses, int3Retries)
 			}
 			_ = os.Rename(c.Console, kept)
 			attempt--
