@@ -29,7 +29,14 @@ func TestBenchReport(t *testing.T) {
 	// The fixtures' rings are tiny; a real VIP's ring has 65537 slots, so
 	// a new flow's slot is as cold as in production.
 	setBigRing(t, l, vipTCP)
+	setBigRing(t, l, vipUDP)
 	setBigRing(t, l, vipNoLRU)
+	// Every new UDP flow searches (no allowance runs out mid-run).
+	cfg := l.cfg
+	cfg.FlowSearchRate = 1 << 31
+	if err := l.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
 
 	established := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
 	established6 := pkt{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
@@ -64,6 +71,17 @@ func TestBenchReport(t *testing.T) {
 		}
 	}
 	newSYN := newSYNTo(vipTCP)
+	// newUDP builds the first datagram of a new UDP flow: no SYN marks it,
+	// so this CPU's table misses and the other CPUs' tables are searched.
+	newUDP := func() []byte {
+		newFlowPort++
+		if newFlowPort == 0 {
+			newFlowNet++
+		}
+		p := pkt{src: fmt.Sprintf("198.51.%d.%d", newFlowNet, newFlowPort%250+1), dst: vipUDP.Addr.String(),
+			sport: newFlowPort, dport: vipUDP.Port, proto: UDP, payload: []byte("query")}
+		return p.frame(t)
+	}
 
 	rows := []*benchRow{
 		{name: "floor: XDP_DROP", prog: bench.BenchDrop, in: established.frame(t), repeat: repeat, floorOf: "repeat"},
@@ -79,6 +97,8 @@ func TestBenchReport(t *testing.T) {
 		{name: "new flow (SYN, new 5-tuple each run)", prog: l.Program(), counters: []Stat{StatTX, StatLRUMiss}, bar: 8.5, next: newSYN},
 		{name: "of which lbd's own work: new flow to a no-LRU VIP (no table insert)", prog: l.Program(), counters: []Stat{StatTX}, next: newSYNTo(vipNoLRU)},
 		{name: "of which the kernel's: the table insert alone (bench_lru_insert)", prog: bench.BenchLruInsert, action: ActionDrop, next: newSYN},
+		{name: "new UDP flow (new 5-tuple each run; the other CPU's table is searched first)", prog: l.Program(),
+			counters: []Stat{StatTX, StatLRUMiss}, next: newUDP},
 	}
 	for _, r := range rows {
 		r.selfCheck(t, l)
