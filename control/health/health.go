@@ -256,22 +256,45 @@ func (c *Checker) loop(ctx context.Context, k Key, ch *check) {
 		if ctx.Err() != nil {
 			return
 		}
-		if changed, st := c.record(k, ch, r); changed && c.onChange != nil {
-			c.onChange(Change{Key: k, Status: st})
+		if changed, st := c.record(k, ch, r); changed {
+			if c.onChange != nil {
+				c.onChange(Change{Key: k, Status: st})
+			}
+			c.commit(k, st)
 		}
 		jitter := time.Duration(rand.Int64N(int64(ch.spec.Interval)/5+1)) - ch.spec.Interval/10
 		wait = ch.spec.Interval + jitter
 	}
 }
 
-// record applies one result and reports whether the state changed.
+// record applies one result and reports whether the state changed, with
+// the new status. A new state is not shown by Status until commit: it
+// must first reach the datapath (onChange), or a reader that sees "down"
+// could still find the real in the VIP's ring.
 func (c *Checker) record(k Key, ch *check, r Result) (bool, Status) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.checks[k] != ch {
 		return false, Status{} // replaced meanwhile
 	}
-	return ch.status.apply(r, ch.spec), ch.status
+	prev := ch.status
+	changed := ch.status.apply(r, ch.spec)
+	next := ch.status
+	if changed { // the counters and the result show now, the state at commit
+		ch.status.State, ch.status.LastChange, ch.status.Reason = prev.State, prev.LastChange, prev.Reason
+	}
+	return changed, next
+}
+
+// commit makes a changed state visible to Status once it is applied.
+// If Set replaced the check meanwhile (a changed spec keeps the state),
+// the replacement takes the state: it is what the datapath now has.
+func (c *Checker) commit(k Key, st Status) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cur, ok := c.checks[k]; ok {
+		cur.status.State, cur.status.LastChange, cur.status.Reason = st.State, st.LastChange, st.Reason
+	}
 }
 
 // apply counts a result and changes the state when Rise or Fall is

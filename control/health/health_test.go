@@ -149,6 +149,56 @@ func TestCheckerReportsChangesAndCapsConcurrency(t *testing.T) {
 	}
 }
 
+// TestStateShowsOnceApplied: while onChange applies a new state (the
+// controller rebuilding the ring), Status still reports the old one, so
+// that no reader sees "down" while the real is still in the ring; once
+// onChange returns, Status reports the new state.
+func TestStateShowsOnceApplied(t *testing.T) {
+	r1 := netip.MustParseAddr("10.0.0.1")
+	p := &scripted{healthy: map[netip.Addr]bool{r1: true}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	k := Key{"v", r1}
+	var c *Checker
+	type seen struct{ during, change State }
+	applying := make(chan seen, 4)
+	c = NewChecker(ctx, p, 1, func(ch Change) {
+		st, _ := c.Status(k)
+		applying <- seen{st.State, ch.Status.State}
+	})
+	spec := Spec{Type: TCP, Interval: 20 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 2, Fall: 2}
+	c.Set(map[Key]struct {
+		Target Target
+		Spec   Spec
+	}{k: {Target{VIP: "v", Dest: netip.MustParseAddrPort("192.0.2.1:80"), Real: r1}, spec}})
+	for _, step := range []struct {
+		healthy bool
+		from    State
+		to      State
+	}{{false, Up, Down}, {true, Down, Up}} {
+		p.set(r1, step.healthy)
+		select {
+		case s := <-applying:
+			if s.change != step.to || s.during != step.from {
+				t.Fatalf("while %s was applied, Status said %s, want %s", s.change, s.during, step.from)
+			}
+		case <-time.After(2 * time.Second):
+			t.Fatalf("r1 never went %s", step.to)
+		}
+		deadline := time.Now().Add(time.Second)
+		for {
+			st, _ := c.Status(k)
+			if st.State == step.to && strings.Contains(st.Reason, "in a row") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("after onChange returned, Status says %+v, want %s", st, step.to)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+}
+
 func TestNetProber(t *testing.T) {
 	ctx := context.Background()
 	lo := netip.MustParseAddr("127.0.0.1")
