@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -50,9 +51,24 @@ func cell(r *PkgResult) string {
 	}
 }
 
+// briefLine matches what says why a test failed: a t.Error/t.Fatal line
+// (file.go:N: ...), a --- FAIL line, or a panic.
+var briefLine = regexp.MustCompile(`^\s*(\S+\.go:\d+: |--- FAIL|panic: )`)
+
+// briefMax caps the brief lines shown per failed binary.
+const briefMax = 40
+
 // ShowFailures prints, for every failed binary, its output without the
 // lines of passing tests; for a VM that died, the tail of its console.
+// It ends with the failure lines alone, so that a reader of the last
+// lines (a CI summary) sees why, not only the daemon's logs.
 func ShowFailures(w io.Writer, pkgs []TestPackage, cols []*Column) {
+	var brief []string
+	defer func() {
+		if len(brief) > 0 {
+			fmt.Fprintf(w, "\n----- why, in brief\n%s\n", strings.Join(brief, "\n"))
+		}
+	}()
 	for _, c := range cols {
 		for _, p := range pkgs {
 			r := c.Results[p.Name]
@@ -67,6 +83,7 @@ func ShowFailures(w io.Writer, pkgs []TestPackage, cols []*Column) {
 			}
 			sc := bufio.NewScanner(f)
 			sc.Buffer(make([]byte, 1<<20), 1<<20)
+			n := 0
 			for sc.Scan() {
 				l := sc.Text()
 				t := strings.TrimSpace(l)
@@ -74,8 +91,19 @@ func ShowFailures(w io.Writer, pkgs []TestPackage, cols []*Column) {
 					continue
 				}
 				fmt.Fprintln(w, l)
+				if briefLine.MatchString(l) {
+					if n == 0 {
+						brief = append(brief, fmt.Sprintf("%s on %s:", p.Name, c.Name))
+					}
+					if n++; n <= briefMax {
+						brief = append(brief, l)
+					}
+				}
 			}
 			f.Close()
+			if n > briefMax {
+				brief = append(brief, fmt.Sprintf("    (%d more)", n-briefMax))
+			}
 		}
 		if c.Err != nil && c.Console != "" {
 			fmt.Fprintf(w, "\n----- %s (%s): %v; console tail:\n", c.Name, c.Release, c.Err)

@@ -2,6 +2,8 @@ package vmtest
 
 import (
 	"bytes"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -151,5 +153,44 @@ func TestSourceURI(t *testing.T) {
 		if got != want {
 			t.Errorf("%q: got %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestShowFailuresEndsWithWhy: the output of a failed binary is shown
+// without passing tests' lines, and ends with the failure lines alone,
+// after the daemon's logs that follow them.
+func TestShowFailuresEndsWithWhy(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "cmd-lbd.out")
+	log := strings.Join([]string{
+		"=== RUN   TestLabEndToEnd",
+		"--- PASS: TestOther (0.10s)",
+		"    lab_e2e_test.go:627: dial 10.0.0.1:80: connection refused",
+		"2026/11/25 23:14:00 INFO removed map pin path=/sys/fs/bpf/x",
+		"--- FAIL: TestLabEndToEnd (31.62s)",
+		"    --- FAIL: TestLabEndToEnd/health (3.00s)",
+		"FAIL",
+	}, "\n")
+	if err := os.WriteFile(out, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pkgs := []TestPackage{{Name: "cmd-lbd"}, {Name: "api"}}
+	cols := []*Column{{Name: "6.1", Release: "6.1.0-50-amd64", Results: map[string]*PkgResult{
+		"cmd-lbd": {Exit: 1, Output: out}, "api": {Exit: 0},
+	}}}
+	var b strings.Builder
+	ShowFailures(&b, pkgs, cols)
+	got := b.String()
+	if strings.Contains(got, "TestOther") || strings.Contains(got, "=== RUN") {
+		t.Errorf("passing tests' lines shown:\n%s", got)
+	}
+	want := strings.Join([]string{
+		"----- why, in brief",
+		"cmd-lbd on 6.1:",
+		"    lab_e2e_test.go:627: dial 10.0.0.1:80: connection refused",
+		"--- FAIL: TestLabEndToEnd (31.62s)",
+		"    --- FAIL: TestLabEndToEnd/health (3.00s)",
+	}, "\n") + "\n"
+	if !strings.HasSuffix(got, want) {
+		t.Errorf("output does not end with the brief:\n%s\nwant suffix:\n%s", got, want)
 	}
 }
