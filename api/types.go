@@ -64,14 +64,15 @@ type RealListJSON struct {
 
 // VIPSettingsJSON is the body of PUT /vips/{vip}.
 type VIPSettingsJSON struct {
-	Sticky      bool             `json:"sticky,omitempty"`
-	NoLRU       bool             `json:"no_lru,omitempty"`
-	Encap       string           `json:"encap,omitempty"`
-	RingSize    uint32           `json:"ring_size,omitempty"`
-	Reals       []RealJSON       `json:"reals,omitempty"`
-	HealthCheck *HealthCheckJSON `json:"health_check,omitempty"`
-	DownFlows   string           `json:"down_flows,omitempty"`
-	AllDown     string           `json:"all_down,omitempty"`
+	Sticky       bool             `json:"sticky,omitempty"`
+	NoLRU        bool             `json:"no_lru,omitempty"`
+	NoFlowSearch bool             `json:"no_flow_search,omitempty"`
+	Encap        string           `json:"encap,omitempty"`
+	RingSize     uint32           `json:"ring_size,omitempty"`
+	Reals        []RealJSON       `json:"reals,omitempty"`
+	HealthCheck  *HealthCheckJSON `json:"health_check,omitempty"`
+	DownFlows    string           `json:"down_flows,omitempty"`
+	AllDown      string           `json:"all_down,omitempty"`
 }
 
 // VIPCreateJSON is the body of POST /vips.
@@ -84,29 +85,31 @@ type VIPCreateJSON struct {
 
 // VIPPatchJSON is the body of PATCH /vips/{vip}.
 type VIPPatchJSON struct {
-	Sticky      *bool            `json:"sticky,omitempty"`
-	NoLRU       *bool            `json:"no_lru,omitempty"`
-	Encap       *string          `json:"encap,omitempty"`
-	RingSize    *uint32          `json:"ring_size,omitempty"`
-	HealthCheck *HealthCheckJSON `json:"health_check,omitempty"`
-	DownFlows   *string          `json:"down_flows,omitempty"`
-	AllDown     *string          `json:"all_down,omitempty"`
+	Sticky       *bool            `json:"sticky,omitempty"`
+	NoLRU        *bool            `json:"no_lru,omitempty"`
+	NoFlowSearch *bool            `json:"no_flow_search,omitempty"`
+	Encap        *string          `json:"encap,omitempty"`
+	RingSize     *uint32          `json:"ring_size,omitempty"`
+	HealthCheck  *HealthCheckJSON `json:"health_check,omitempty"`
+	DownFlows    *string          `json:"down_flows,omitempty"`
+	AllDown      *string          `json:"all_down,omitempty"`
 }
 
 // VIPJSON is a VIP in answers.
 type VIPJSON struct {
-	Name        string          `json:"name"`
-	Protocol    string          `json:"protocol"`
-	Address     string          `json:"address"`
-	Port        uint16          `json:"port"`
-	Sticky      bool            `json:"sticky"`
-	NoLRU       bool            `json:"no_lru"`
-	Encap       string          `json:"encap"`
-	RingSize    uint32          `json:"ring_size"`
-	Reals       []RealJSON      `json:"reals"`
-	HealthCheck HealthCheckJSON `json:"health_check"`
-	DownFlows   string          `json:"down_flows"`
-	AllDown     string          `json:"all_down"`
+	Name         string          `json:"name"`
+	Protocol     string          `json:"protocol"`
+	Address      string          `json:"address"`
+	Port         uint16          `json:"port"`
+	Sticky       bool            `json:"sticky"`
+	NoLRU        bool            `json:"no_lru"`
+	NoFlowSearch bool            `json:"no_flow_search"`
+	Encap        string          `json:"encap"`
+	RingSize     uint32          `json:"ring_size"`
+	Reals        []RealJSON      `json:"reals"`
+	HealthCheck  HealthCheckJSON `json:"health_check"`
+	DownFlows    string          `json:"down_flows"`
+	AllDown      string          `json:"all_down"`
 }
 
 // VIPListJSON is the answer of GET /vips.
@@ -216,7 +219,7 @@ type ProblemJSON struct {
 func vipJSON(v *control.VIP, health func(netip.Addr) *RealHealthJSON) VIPJSON {
 	out := VIPJSON{
 		Name: control.VIPName(v.Key), Protocol: v.Key.Proto.String(), Address: v.Key.Addr.String(), Port: v.Key.Port,
-		Sticky: v.Sticky, NoLRU: v.NoLRU, Encap: string(v.Encap), RingSize: v.RingSize, Reals: []RealJSON{},
+		Sticky: v.Sticky, NoLRU: v.NoLRU, NoFlowSearch: v.NoFlowSearch, Encap: string(v.Encap), RingSize: v.RingSize, Reals: []RealJSON{},
 		HealthCheck: healthCheckJSON(v.Health), DownFlows: string(v.DownFlows), AllDown: string(v.AllDown),
 	}
 	for _, r := range v.Reals {
@@ -309,7 +312,7 @@ func (s VIPSettingsJSON) toVIP(key xdp.VIPKey) (control.VIP, error) {
 	if err != nil {
 		return control.VIP{}, err
 	}
-	return control.VIP{Key: key, Sticky: s.Sticky, NoLRU: s.NoLRU, Encap: control.Encap(s.Encap), RingSize: s.RingSize, Reals: reals,
+	return control.VIP{Key: key, Sticky: s.Sticky, NoLRU: s.NoLRU, NoFlowSearch: s.NoFlowSearch, Encap: control.Encap(s.Encap), RingSize: s.RingSize, Reals: reals,
 		Health: spec, DownFlows: control.DownFlows(s.DownFlows), AllDown: control.AllDown(s.AllDown)}, nil
 }
 

@@ -128,13 +128,15 @@ func (c *Controller) PutVIP(v VIP) (vip *VIP, created bool, err error) {
 
 // VIPUpdate changes some settings of a VIP; nil fields are left alone.
 type VIPUpdate struct {
-	Sticky    *bool
-	NoLRU     *bool
-	Encap     *Encap
-	RingSize  *uint32
-	Health    *health.Spec
-	DownFlows *DownFlows
-	AllDown   *AllDown
+	Sticky *bool
+	NoLRU  *bool
+	// NoFlowSearch: see VIP.NoFlowSearch.
+	NoFlowSearch *bool
+	Encap        *Encap
+	RingSize     *uint32
+	Health       *health.Spec
+	DownFlows    *DownFlows
+	AllDown      *AllDown
 }
 
 // UpdateVIP changes a VIP's settings, keeping its reals.
@@ -148,6 +150,9 @@ func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
 		}
 		if u.NoLRU != nil {
 			cur.NoLRU = *u.NoLRU
+		}
+		if u.NoFlowSearch != nil {
+			cur.NoFlowSearch = *u.NoFlowSearch
 		}
 		if u.Encap != nil {
 			cur.Encap = *u.Encap

@@ -71,10 +71,15 @@ type VIP struct {
 	Sticky bool
 	// NoLRU keeps the VIP's flows out of the connection table: every
 	// packet follows the current ring.
-	NoLRU    bool
-	Encap    Encap
-	RingSize uint32 // a prime from maglev.Sizes
-	Reals    []Real // sorted by address, unique
+	NoLRU bool
+	// NoFlowSearch keeps a miss in one CPU's connection table from
+	// searching the other CPUs' tables: a new flow costs less (a UDP
+	// one above all: it has no SYN to mark it new), and a flow whose
+	// packets change CPU follows the current ring, as in Katran.
+	NoFlowSearch bool
+	Encap        Encap
+	RingSize     uint32 // a prime from maglev.Sizes
+	Reals        []Real // sorted by address, unique
 	// Health says how to check the reals; health.None (the default)
 	// checks nothing and every real counts as up.
 	Health health.Spec
@@ -125,6 +130,9 @@ func (v *VIP) Flags() xdp.VIPFlags {
 	}
 	if v.Encap == EncapGUE {
 		f |= xdp.VIPGUE
+	}
+	if v.NoFlowSearch {
+		f |= xdp.VIPNoSearch
 	}
 	return f
 }

@@ -50,6 +50,7 @@ type vipRecord struct {
 	Port      uint16        `json:"port"`
 	Sticky    bool          `json:"sticky,omitempty"`
 	NoLRU     bool          `json:"no_lru,omitempty"`
+	NoSearch  bool          `json:"no_flow_search,omitempty"`
 	Encap     Encap         `json:"encap"`
 	RingSize  uint32        `json:"ring_size"`
 	Reals     []realRecord  `json:"reals"`
@@ -99,7 +100,7 @@ func (s *Store) Load() (map[xdp.VIPKey]*VIP, error) {
 		}
 		v := &VIP{
 			Key:    xdp.VIPKey{Addr: r.Addr, Port: r.Port, Proto: proto},
-			Sticky: r.Sticky, NoLRU: r.NoLRU, Encap: r.Encap, RingSize: r.RingSize,
+			Sticky: r.Sticky, NoLRU: r.NoLRU, NoFlowSearch: r.NoSearch, Encap: r.Encap, RingSize: r.RingSize,
 			DownFlows: r.DownFlows, AllDown: r.AllDown,
 		}
 		if h := r.Health; h != nil {
@@ -129,7 +130,7 @@ func (s *Store) Save(vips map[xdp.VIPKey]*VIP) error {
 	for _, v := range sortedVIPs(vips) {
 		r := vipRecord{
 			Proto: v.Key.Proto.String(), Addr: v.Key.Addr, Port: v.Key.Port,
-			Sticky: v.Sticky, NoLRU: v.NoLRU, Encap: v.Encap, RingSize: v.RingSize,
+			Sticky: v.Sticky, NoLRU: v.NoLRU, NoSearch: v.NoFlowSearch, Encap: v.Encap, RingSize: v.RingSize,
 			Reals: []realRecord{}, DownFlows: v.DownFlows, AllDown: v.AllDown,
 		}
 		if h := v.Health; h.Type != "" && h.Type != health.None {

@@ -23,7 +23,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Fatalf("first start: %v %v", empty, err)
 	}
 	vips := map[xdp.VIPKey]*VIP{
-		vipA: {Key: vipA, Sticky: true, Encap: EncapGUE, RingSize: 1021, Reals: []Real{active(r1, 5), {Addr: r2, Weight: 0, State: RealDraining}}},
+		vipA: {Key: vipA, Sticky: true, NoFlowSearch: true, Encap: EncapGUE, RingSize: 1021, Reals: []Real{active(r1, 5), {Addr: r2, Weight: 0, State: RealDraining}}},
 		vipB: {Key: vipB, NoLRU: true, Encap: EncapIPIP, RingSize: 655373},
 	}
 	vips[vipA].Health = health.Spec{Type: health.HTTP, Path: "/healthz", Interval: 1500 * time.Millisecond, Rise: 4}

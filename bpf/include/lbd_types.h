@@ -28,6 +28,12 @@ enum lbd_vip_flag {
 	LBD_VIP_F_NO_LRU = 1 << 1,
 	/* Encapsulate in GUE (UDP, variant 1 direct IP) instead of IP-in-IP. */
 	LBD_VIP_F_GUE = 1 << 2,
+	/*
+	 * On a miss in this CPU's connection table, do not look in the other
+	 * CPUs' tables: a new flow (above all UDP, which has no SYN) skips the
+	 * search; a flow whose packets change CPU follows the ring.
+	 */
+	LBD_VIP_F_NO_SEARCH = 1 << 3,
 };
 
 /* Per-address summary in vip_addrs: which lookups a packet to it needs. */

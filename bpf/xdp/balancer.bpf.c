@@ -182,6 +182,7 @@ struct choice {
 	__u32 hash; /* lbd_hash of the flow: ring slot and outer source */
 	__u32 now;  /* jiffies (32 bits); 0 until read */
 	void *tbl;  /* this CPU's connection table (NULL: none, flows go unrecorded) */
+	int missed; /* tbl has no entry for the flow: the other CPUs' tables may */
 };
 
 /* lbd_flow_table returns this CPU's connection table. */
@@ -247,16 +248,30 @@ static __always_inline void lbd_search_other_cpus(struct xdp_md *ctx, const stru
 }
 
 /*
+ * lbd_maybe_search searches the other CPUs' tables (see
+ * lbd_search_other_cpus) for a flow this CPU's table missed, once its VIP
+ * (c->vm) is known: only for a VIP that uses the table and allows the
+ * search. Packets to no VIP, or to a no-LRU VIP (every one of whose
+ * packets misses), never spend the allowance.
+ */
+static __always_inline void lbd_maybe_search(struct xdp_md *ctx, const struct flow_key *fk,
+					     const struct lbd_config *cfg,
+					     struct global_counters *gs, struct choice *c)
+{
+	if (c->missed && !(c->vm->flags & (LBD_VIP_F_NO_LRU | LBD_VIP_F_NO_SEARCH)))
+		lbd_search_other_cpus(ctx, fk, cfg, gs, c);
+}
+
+/*
  * lbd_table_lookup returns the connection table entry of fk if it can
  * still be used: its VIP is the one that made it (same generation) and
  * still uses the table, its real is still defined, and (UDP) it is not
  * idle past the timeout. This is the whole lookup of an established flow:
- * one hash lookup, then array lookups.
+ * one hash lookup, then array lookups. A miss sets c->missed: the caller
+ * looks up the VIP, then lbd_maybe_search.
  */
-static __always_inline struct flow_state *lbd_table_lookup(struct xdp_md *ctx,
-							   const struct flow_key *fk,
+static __always_inline struct flow_state *lbd_table_lookup(const struct flow_key *fk,
 							   const struct lbd_config *cfg,
-							   struct global_counters *gs,
 							   struct choice *c)
 {
 	struct flow_state *st;
@@ -265,7 +280,7 @@ static __always_inline struct flow_state *lbd_table_lookup(struct xdp_md *ctx,
 		return NULL;
 	st = bpf_map_lookup_elem(c->tbl, fk);
 	if (!st) {
-		lbd_search_other_cpus(ctx, fk, cfg, gs, c);
+		c->missed = 1;
 		return NULL;
 	}
 	c->vip_num = st->vip_num;
@@ -376,7 +391,7 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	      (pkt->tcp_flags & (LBD_TCP_SYN | LBD_TCP_ACK)) == LBD_TCP_SYN;
 
 	if (!syn) {
-		st = lbd_table_lookup(ctx, &fk, cfg, gs, &c);
+		st = lbd_table_lookup(&fk, cfg, &c);
 		if (st) {
 			vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
 			if (!vs)
@@ -398,6 +413,7 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	c.vm = lbd_lookup_vip(pkt->dst, pkt->family, pkt->dport, pkt->proto, NULL, &c.vip_num, &not_vip);
 	if (!c.vm)
 		return lbd_count(gs, not_vip ? LBD_STAT_PASS_NON_VIP : LBD_STAT_PASS_NO_VIP_PORT, XDP_PASS);
+	lbd_maybe_search(ctx, &fk, cfg, gs, &c);
 	vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
 	if (!vs)
 		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
@@ -422,7 +438,7 @@ static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
 	int err, act;
 
 	c.tbl = lbd_flow_table();
-	if (!lbd_table_lookup(ctx, fk, cfg, gs, &c)) {
+	if (!lbd_table_lookup(fk, cfg, &c)) {
 		int not_vip = 0;
 
 		c.vm = lbd_lookup_vip(fk->dst, fk->family, fk->dport, fk->proto, &addr_flags, &c.vip_num,
@@ -430,6 +446,7 @@ static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
 		if (!c.vm)
 			return lbd_policy(gs, cfg, LBD_CFG_F_UNBALANCEABLE_PASS,
 					  LBD_STAT_PASS_UNBALANCEABLE, LBD_STAT_DROP_UNBALANCEABLE);
+		lbd_maybe_search(ctx, fk, cfg, gs, &c);
 	}
 	vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
 	if (!vs)

@@ -83,9 +83,10 @@ const (
 type balancerLbdVipFlag uint32
 
 const (
-	balancerLbdVipFlagLBD_VIP_F_STICKY balancerLbdVipFlag = 1
-	balancerLbdVipFlagLBD_VIP_F_NO_LRU balancerLbdVipFlag = 2
-	balancerLbdVipFlagLBD_VIP_F_GUE    balancerLbdVipFlag = 4
+	balancerLbdVipFlagLBD_VIP_F_STICKY    balancerLbdVipFlag = 1
+	balancerLbdVipFlagLBD_VIP_F_NO_LRU    balancerLbdVipFlag = 2
+	balancerLbdVipFlagLBD_VIP_F_GUE       balancerLbdVipFlag = 4
+	balancerLbdVipFlagLBD_VIP_F_NO_SEARCH balancerLbdVipFlag = 8
 )
 
 type balancerRealCounters struct {

@@ -31,6 +31,10 @@ func TestBenchReport(t *testing.T) {
 	setBigRing(t, l, vipTCP)
 	setBigRing(t, l, vipUDP)
 	setBigRing(t, l, vipNoLRU)
+	// The same UDP service on a VIP with the flow search off.
+	vipUDPNoSearch := VIPKey{vipUDP.Addr, 5353, UDP}
+	l.addVIP(t, vipUDPNoSearch, VIPNoSearch, reals4)
+	setBigRing(t, l, vipUDPNoSearch)
 	// Every new UDP flow searches (no allowance runs out mid-run).
 	cfg := l.cfg
 	cfg.FlowSearchRate = 1 << 31
@@ -71,16 +75,19 @@ func TestBenchReport(t *testing.T) {
 		}
 	}
 	newSYN := newSYNTo(vipTCP)
-	// newUDP builds the first datagram of a new UDP flow: no SYN marks it,
-	// so this CPU's table misses and the other CPUs' tables are searched.
-	newUDP := func() []byte {
-		newFlowPort++
-		if newFlowPort == 0 {
-			newFlowNet++
+	// newUDPTo builds the first datagram of a new UDP flow: no SYN marks
+	// it, so this CPU's table misses and, unless the VIP is no-search,
+	// the other CPUs' tables are searched.
+	newUDPTo := func(vip VIPKey) func() []byte {
+		return func() []byte {
+			newFlowPort++
+			if newFlowPort == 0 {
+				newFlowNet++
+			}
+			p := pkt{src: fmt.Sprintf("198.51.%d.%d", newFlowNet, newFlowPort%250+1), dst: vip.Addr.String(),
+				sport: newFlowPort, dport: vip.Port, proto: UDP, payload: []byte("query")}
+			return p.frame(t)
 		}
-		p := pkt{src: fmt.Sprintf("198.51.%d.%d", newFlowNet, newFlowPort%250+1), dst: vipUDP.Addr.String(),
-			sport: newFlowPort, dport: vipUDP.Port, proto: UDP, payload: []byte("query")}
-		return p.frame(t)
 	}
 
 	rows := []*benchRow{
@@ -98,7 +105,9 @@ func TestBenchReport(t *testing.T) {
 		{name: "of which lbd's own work: new flow to a no-LRU VIP (no table insert)", prog: l.Program(), counters: []Stat{StatTX}, next: newSYNTo(vipNoLRU)},
 		{name: "of which the kernel's: the table insert alone (bench_lru_insert)", prog: bench.BenchLruInsert, action: ActionDrop, next: newSYN},
 		{name: "new UDP flow (new 5-tuple each run; the other CPU's table is searched first)", prog: l.Program(),
-			counters: []Stat{StatTX, StatLRUMiss}, next: newUDP},
+			counters: []Stat{StatTX, StatLRUMiss}, next: newUDPTo(vipUDP)},
+		{name: "new UDP flow to a no-flow-search VIP", prog: l.Program(),
+			counters: []Stat{StatTX, StatLRUMiss}, next: newUDPTo(vipUDPNoSearch)},
 	}
 	for _, r := range rows {
 		r.selfCheck(t, l)

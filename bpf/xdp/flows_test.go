@@ -457,6 +457,66 @@ func TestFlowMovesBetweenCPUs(t *testing.T) {
 			map[Stat]uint64{StatTX: 1, StatICMPTooBig: 1, StatLRURemoteHit: 1})
 	})
 
+	// budget is CPU 1's search allowance: any search changes it (used
+	// goes up, or start moves when the second turned over).
+	budget := func() balancerSearchBudget {
+		t.Helper()
+		per := make([]balancerSearchBudget, len(l.flowTables))
+		if err := l.objs.SearchBudget.Lookup(uint32(0), &per); err != nil {
+			t.Fatal(err)
+		}
+		return per[1]
+	}
+	t.Run("only for VIPs that use the table", func(t *testing.T) {
+		// Every packet of a no-LRU VIP misses the table, and so does every
+		// packet to a port with no VIP: neither may search.
+		for _, c := range []struct {
+			name  string
+			p     pkt
+			vip   VIPKey
+			act   Action
+			stats map[Stat]uint64
+		}{
+			{"no-LRU VIP", pkt{src: "198.51.100.117", dst: "10.10.0.7", sport: 41007, dport: 80, proto: TCP, flags: "A"}, vipNoLRU, ActionTX, map[Stat]uint64{StatTX: 1}},
+			{"no VIP on the port", pkt{src: "198.51.100.117", dst: "10.10.0.1", sport: 41007, dport: 81, proto: TCP, flags: "A"}, VIPKey{}, ActionPass, map[Stat]uint64{StatPassNoVIPPort: 1}},
+		} {
+			in := c.p.frame(t)
+			var out []byte
+			if c.act == ActionTX {
+				out = l.expectEncap(t, in, c.vip, c.p.flowKey(), l.ringReal(t, c.vip, c.p.flowKey()))
+			}
+			b := budget()
+			l.runOn(t, 1, in, c.act, out, c.stats)
+			if got := budget(); got != b {
+				t.Errorf("%s: the packet searched (allowance %+v -> %+v)", c.name, b, got)
+			}
+		}
+	})
+
+	t.Run("VIP with search off", func(t *testing.T) {
+		// Katran's behaviour, per VIP: the moved flow follows the ring and
+		// gets a new entry on its new CPU; the old one stays until evicted.
+		if err := l.SetVIPFlags(vipUDP, VIPNoSearch); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := l.SetVIPFlags(vipUDP, 0); err != nil {
+				t.Error(err)
+			}
+		})
+		q := pkt{src: "198.51.100.118", dst: "10.10.0.1", sport: 41008, dport: 53, proto: UDP, payload: []byte("q")}
+		k, _ := open(q, vipUDP)
+		in := q.frame(t)
+		b := budget()
+		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipUDP, k, l.ringReal(t, vipUDP, k)), txNew)
+		if got := budget(); got != b {
+			t.Errorf("searched (allowance %+v -> %+v)", b, got)
+		}
+		if !inTable(0, k) || !inTable(1, k) {
+			t.Errorf("in CPU 0's table %v, CPU 1's %v; want both", inTable(0, k), inTable(1, k))
+		}
+	})
+
 	t.Run("no lbd running", func(t *testing.T) {
 		// Without a daemon the tail-call table is empty: no search, and
 		// the packet is balanced by the ring, not dropped.

@@ -79,8 +79,12 @@ const (
 	VIPNoLRU VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_NO_LRU)
 	// VIPGUE encapsulates in GUE (UDP) instead of IP-in-IP.
 	VIPGUE VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_GUE)
+	// VIPNoSearch keeps a miss in this CPU's connection table from
+	// searching the other CPUs' tables: new flows (UDP above all) are
+	// cheaper, and a flow whose packets change CPU follows the ring.
+	VIPNoSearch VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_NO_SEARCH)
 
-	allVIPFlags = VIPSticky | VIPNoLRU | VIPGUE
+	allVIPFlags = VIPSticky | VIPNoLRU | VIPGUE | VIPNoSearch
 )
 
 // vipEntry is what the balancer remembers of a VIP it installed.

@@ -207,19 +207,20 @@ func TestVIPCommands(t *testing.T) {
 	}
 
 	// IPv6 in both spellings, with GUE and a weighted IPv6 real.
-	d.ok("vip", "add", "udp/[2001:db8::1]:53", "--encap", "gue", "--ring-size", "4099", "--sticky", "--real", "[2001:db8::10]:2")
-	if f := d.dp.VIPMap[vip6].Flags; f != xdp.VIPGUE|xdp.VIPSticky {
-		t.Errorf("IPv6 VIP flags %v, want GUE|sticky", f)
+	d.ok("vip", "add", "udp/[2001:db8::1]:53", "--encap", "gue", "--ring-size", "4099", "--sticky", "--no-flow-search", "--real", "[2001:db8::10]:2")
+	if f := d.dp.VIPMap[vip6].Flags; f != xdp.VIPGUE|xdp.VIPSticky|xdp.VIPNoSearch {
+		t.Errorf("IPv6 VIP flags %v, want GUE|sticky|no-search", f)
 	}
 	out = d.ok("vip", "get", "udp-2001:db8::1-53")
 	wantRow(t, out, "VIP", "udp/[2001:db8::1]:53")
 	wantRow(t, out, "ENCAP", "gue")
+	wantRow(t, out, "NO FLOW SEARCH", "true")
 	wantRow(t, out, "2001:db8::10", "2", "active")
 
 	out = d.ok("vip", "list")
 	wantRow(t, out, "VIP", "NAME", "ENCAP", "RING", "FLAGS", "REALS")
 	wantRow(t, out, "tcp/192.0.2.1:80", "tcp-192.0.2.1-80", "ipip", "1021", "-", "2 (2 active)")
-	wantRow(t, out, "udp/[2001:db8::1]:53", "udp-2001:db8::1-53", "gue", "4099", "sticky", "1 (1 active)")
+	wantRow(t, out, "udp/[2001:db8::1]:53", "udp-2001:db8::1-53", "gue", "4099", "sticky,no-flow-search", "1 (1 active)")
 
 	var list api.VIPListJSON
 	d.okJSON(&list, "vip", "list")
@@ -242,6 +243,10 @@ func TestVIPCommands(t *testing.T) {
 		t.Errorf("datapath flags %v, want sticky only", f)
 	}
 	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.1:80"), "nothing to change")
+	d.ok("vip", "set", "udp/[2001:db8::1]:53", "--no-flow-search=false")
+	if f := d.dp.VIPMap[vip6].Flags; f != xdp.VIPGUE|xdp.VIPSticky {
+		t.Errorf("after set --no-flow-search=false: flags %v, want GUE|sticky", f)
+	}
 
 	// The server's detail reaches the user, and the CLI keeps it typed.
 	err := d.fail("vip", "set", "tcp/192.0.2.1:80", "--ring-size", "1000")

@@ -82,12 +82,12 @@ func newVIPCommand(cfg *clientConfig) *cobra.Command {
 
 // vipSettingFlags are the flags of vip add and vip set.
 type vipSettingFlags struct {
-	sticky, noLRU bool
-	encap         string
-	ringSize      uint32
-	health        api.HealthCheckJSON
-	downFlows     string
-	allDown       string
+	sticky, noLRU, noSearch bool
+	encap                   string
+	ringSize                uint32
+	health                  api.HealthCheckJSON
+	downFlows               string
+	allDown                 string
 }
 
 // healthChanged reports whether any health-check flag was given.
@@ -104,6 +104,7 @@ func (f *vipSettingFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.BoolVar(&f.sticky, "sticky", false, "hash the client address only: all of a client's flows go to one real")
 	fl.BoolVar(&f.noLRU, "no-lru", false, "keep the VIP's flows out of the connection table: every packet follows the current ring")
+	fl.BoolVar(&f.noSearch, "no-flow-search", false, "when this CPU's connection table misses, do not search the other CPUs' tables: new (UDP) flows cost less, a flow that changes CPU follows the ring")
 	fl.StringVar(&f.encap, "encap", "", "how packets reach the reals: ipip (default) or gue")
 	fl.Uint32Var(&f.ringSize, "ring-size", 0, "Maglev ring size, a prime: 1021, 4099, 16381, 65537 (default), 131071, 262139 or 655373")
 	fl.StringVar(&f.health.Type, "health", "", "health check of the reals: none (default), tcp, http, https or udp")
@@ -136,7 +137,7 @@ func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
 			return err
 		}
 		in := api.VIPCreateJSON{Protocol: key.Proto.String(), Address: key.Addr.String(), Port: new(int(key.Port))}
-		in.Sticky, in.NoLRU, in.Encap, in.RingSize = f.sticky, f.noLRU, f.encap, f.ringSize
+		in.Sticky, in.NoLRU, in.NoFlowSearch, in.Encap, in.RingSize = f.sticky, f.noLRU, f.noSearch, f.encap, f.ringSize
 		in.DownFlows, in.AllDown = f.downFlows, f.allDown
 		if healthChanged(cmd) {
 			if f.health.Type == "" {
@@ -187,6 +188,9 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 		if changed("no-lru") {
 			p.NoLRU = &f.noLRU
 		}
+		if changed("no-flow-search") {
+			p.NoFlowSearch = &f.noSearch
+		}
 		if changed("encap") {
 			p.Encap = &f.encap
 		}
@@ -206,7 +210,7 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 			p.AllDown = &f.allDown
 		}
 		if p == (api.VIPPatchJSON{}) {
-			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --encap, --ring-size, --health..., --down-flows or --all-down")
+			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --no-flow-search, --encap, --ring-size, --health..., --down-flows or --all-down")
 		}
 		v, err := s.api.PatchVIP(s.ctx, name, p)
 		if err != nil {
@@ -226,6 +230,7 @@ func (s *session) emitVIP(v api.VIPJSON) error {
 		row(w, "RING SIZE", v.RingSize)
 		row(w, "STICKY", v.Sticky)
 		row(w, "NO LRU", v.NoLRU)
+		row(w, "NO FLOW SEARCH", v.NoFlowSearch)
 		hc := v.HealthCheck.Type
 		if hc != "" && hc != "none" {
 			hc = fmt.Sprintf("%s every %s (rise %d, fall %d); down real's flows: %s; all down: %s", hc, v.HealthCheck.Interval, v.HealthCheck.Rise, v.HealthCheck.Fall, v.DownFlows, v.AllDown)
@@ -289,6 +294,9 @@ func vipFlags(v api.VIPJSON) string {
 	}
 	if v.NoLRU {
 		f = append(f, "no-lru")
+	}
+	if v.NoFlowSearch {
+		f = append(f, "no-flow-search")
 	}
 	if len(f) == 0 {
 		return "-"
