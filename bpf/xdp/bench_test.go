@@ -58,37 +58,28 @@ func TestBenchReport(t *testing.T) {
 	const rounds = 15
 	newFlowPort := uint16(1)
 	newFlowNet := byte(0)
-	// newSYN builds the frame of a new flow. One-packet rows build all
-	// their frames before the timed runs, so that Go's work between two
-	// runs does not cool the caches of the next one; the floor runs on
-	// the same kind of frames, each run a new buffer, as the issue asks
-	// ("a floor measured the same way").
-	newSYNTo := func(vip VIPKey) func() []byte {
+	// newFlowTo builds the first frame of a new flow to vip: a SYN for
+	// TCP; for UDP a datagram, which no SYN marks new, so this CPU's table
+	// misses and (unless the VIP is no-search) the other CPUs' tables are
+	// searched. One-packet rows build all their frames before the timed
+	// runs, so that Go's work between two runs does not cool the caches
+	// of the next one; the floor runs on the same kind of frames, each
+	// run a new buffer, as the issue asks ("a floor measured the same way").
+	newFlowTo := func(vip VIPKey) func() []byte {
 		return func() []byte {
 			newFlowPort++
 			if newFlowPort == 0 {
 				newFlowNet++
 			}
 			p := pkt{src: fmt.Sprintf("198.51.%d.%d", newFlowNet, newFlowPort%250+1), dst: vip.Addr.String(),
-				sport: newFlowPort, dport: vip.Port, proto: TCP, flags: "S"}
-			return p.frame(t)
-		}
-	}
-	newSYN := newSYNTo(vipTCP)
-	// newUDPTo builds the first datagram of a new UDP flow: no SYN marks
-	// it, so this CPU's table misses and, unless the VIP is no-search,
-	// the other CPUs' tables are searched.
-	newUDPTo := func(vip VIPKey) func() []byte {
-		return func() []byte {
-			newFlowPort++
-			if newFlowPort == 0 {
-				newFlowNet++
+				sport: newFlowPort, dport: vip.Port, proto: vip.Proto, flags: "S"}
+			if vip.Proto == UDP {
+				p.flags, p.payload = "", []byte("query")
 			}
-			p := pkt{src: fmt.Sprintf("198.51.%d.%d", newFlowNet, newFlowPort%250+1), dst: vip.Addr.String(),
-				sport: newFlowPort, dport: vip.Port, proto: UDP, payload: []byte("query")}
 			return p.frame(t)
 		}
 	}
+	newSYN := newFlowTo(vipTCP)
 
 	rows := []*benchRow{
 		{name: "floor: XDP_DROP", prog: bench.BenchDrop, in: established.frame(t), repeat: repeat, floorOf: "repeat"},
@@ -102,12 +93,12 @@ func TestBenchReport(t *testing.T) {
 		{name: "floor: XDP_DROP, one packet per run (a new SYN frame each run)", prog: bench.BenchDrop, next: newSYN, floorOf: "single"},
 		{name: "XDP_DROP, one packet per run (the same frame every run)", prog: bench.BenchDrop, in: established.frame(t)},
 		{name: "new flow (SYN, new 5-tuple each run)", prog: l.Program(), counters: []Stat{StatTX, StatLRUMiss}, bar: 8.5, next: newSYN},
-		{name: "of which lbd's own work: new flow to a no-LRU VIP (no table insert)", prog: l.Program(), counters: []Stat{StatTX}, next: newSYNTo(vipNoLRU)},
+		{name: "of which lbd's own work: new flow to a no-LRU VIP (no table insert)", prog: l.Program(), counters: []Stat{StatTX}, next: newFlowTo(vipNoLRU)},
 		{name: "of which the kernel's: the table insert alone (bench_lru_insert)", prog: bench.BenchLruInsert, action: ActionDrop, next: newSYN},
 		{name: "new UDP flow (new 5-tuple each run; the other CPU's table is searched first)", prog: l.Program(),
-			counters: []Stat{StatTX, StatLRUMiss}, next: newUDPTo(vipUDP)},
+			counters: []Stat{StatTX, StatLRUMiss}, next: newFlowTo(vipUDP)},
 		{name: "new UDP flow to a no-flow-search VIP", prog: l.Program(),
-			counters: []Stat{StatTX, StatLRUMiss}, next: newUDPTo(vipUDPNoSearch)},
+			counters: []Stat{StatTX, StatLRUMiss}, next: newFlowTo(vipUDPNoSearch)},
 	}
 	for _, r := range rows {
 		r.selfCheck(t, l)
