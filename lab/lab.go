@@ -214,7 +214,7 @@ func Up(cfg Config) (l *Lab, err error) {
 	}
 	p := prefix(cfg.Name)
 	if existing := listNetns(p); len(existing) > 0 {
-		return nil, fmt.Errorf("lab %q exists (%v): lbd lab down %s first", cfg.Name, existing, cfg.Name)
+		return nil, fmt.Errorf("lab %q exists (%v): remove it first with `%s lab down --name %s`", cfg.Name, existing, cfg.Binary, cfg.Name)
 	}
 	l = &Lab{cfg: cfg, cmds: map[int]*exec.Cmd{}}
 	l.Name, l.Binary, l.API = cfg.Name, cfg.Binary, cfg.API
@@ -256,6 +256,14 @@ func Up(cfg Config) (l *Lab, err error) {
 		}
 	}
 	return l, l.save()
+}
+
+// selfBinary is the path of this lbd binary, for hints to run it.
+func selfBinary() string {
+	if bin, err := os.Executable(); err == nil {
+		return bin
+	}
+	return "lbd"
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
@@ -826,7 +834,7 @@ func Load(name string) (*Lab, error) {
 	data, err := os.ReadFile(filepath.Join(Dir(name), "lab.json"))
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("no lab %q here (no %s): lbd lab up --name %s", name, filepath.Join(Dir(name), "lab.json"), name)
+			return nil, fmt.Errorf("no lab %q here (no %s): bring it up with `%s lab up --name %s`", name, filepath.Join(Dir(name), "lab.json"), selfBinary(), name)
 		}
 		return nil, err
 	}
@@ -900,9 +908,8 @@ func Down(name string, cmds map[int]*exec.Cmd) error {
 				errs = append(errs, err)
 			}
 		}
-		_ = os.Remove("/run/lbd/interface-" + hostIf + ".lock")
-		_ = os.Remove("/run/lbd/pins" + strings.ReplaceAll(pinDir, "/", "_") + ".lock")
 	}
+	xdp.RemoveStaleLocks() // those of the killed lbd serve
 	// 3. Namespaces (with every link in them), the reals' pins, state.
 	for _, ns := range listNetns(p) {
 		if err := deleteNetns(ns); err != nil {
@@ -918,5 +925,49 @@ func Down(name string, cmds map[int]*exec.Cmd) error {
 	if err := os.RemoveAll(Dir(name)); err != nil {
 		errs = append(errs, err)
 	}
+	if left := Leftovers(name); len(left) > 0 {
+		errs = append(errs, fmt.Errorf("lab %s is not down; left behind: %s", name, strings.Join(left, "; ")))
+	}
 	return errors.Join(errs...)
+}
+
+// Leftovers lists what of the lab called name is still there: processes,
+// namespaces (and their mounts, reachable or not), lbd's interfaces, pins
+// and the state directory. Empty once the lab is down.
+func Leftovers(name string) []string {
+	p := prefix(name)
+	var left []string
+	if pids := append(processes(p), processes(birdMarker(name))...); len(pids) > 0 {
+		var live []string
+		for _, pid := range pids {
+			if alive(pid) && !isZombie(pid) {
+				live = append(live, strconv.Itoa(pid))
+			}
+		}
+		if len(live) > 0 {
+			left = append(left, "processes "+strings.Join(live, ", "))
+		}
+	}
+	if ns := listNetns(p); len(ns) > 0 {
+		left = append(left, "namespaces "+strings.Join(ns, ", "))
+	}
+	if m := netnsMounts(p); len(m) > 0 {
+		left = append(left, "mounts "+strings.Join(m, ", "))
+	}
+	var links []string
+	for i := range MaxLBNodes {
+		if _, err := netlink.LinkByName(hostIf(name, i)); err == nil {
+			links = append(links, hostIf(name, i))
+		}
+	}
+	if len(links) > 0 {
+		left = append(left, "interfaces "+strings.Join(links, ", "))
+	}
+	if pins, _ := filepath.Glob("/sys/fs/bpf/" + p + "*"); len(pins) > 0 {
+		left = append(left, "pins "+strings.Join(pins, ", "))
+	}
+	if _, err := os.Stat(Dir(name)); err == nil {
+		left = append(left, "state "+Dir(name))
+	}
+	return left
 }

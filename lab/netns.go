@@ -25,7 +25,7 @@ import (
 // shell, so that the lab also runs in the kernel-matrix VMs' busybox
 // guests.
 
-const netnsDir = "/run/netns"
+const netnsDir = nsexec.NetnsDir
 
 // createNetns makes a named network namespace (a bind mount under
 // /run/netns, as `ip netns add` does, so users can `ip netns exec` into
@@ -56,16 +56,38 @@ func prepareNetns() error {
 	return nil
 }
 
-// deleteNetns removes a named namespace; a missing one is not an error.
+// deleteNetns removes a named namespace (unmounts and removes its name);
+// a missing one is not an error, one that cannot be removed is.
 func deleteNetns(name string) error {
-	if _, err := os.Stat(filepath.Join(netnsDir, name)); errors.Is(err, os.ErrNotExist) {
+	path := filepath.Join(netnsDir, name)
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	if err := netns.DeleteNamed(name); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, os.ErrNotExist) {
+	if err := unix.Unmount(path, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("delete netns %s: unmount %s: %w", name, path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, unix.EBUSY) {
+			return fmt.Errorf("delete netns %s: %s is still mounted out of reach, under a later bind mount of %s (made without it being a shared mount first; see `grep %s /proc/self/mountinfo`): %w",
+				name, path, netnsDir, path, err)
+		}
 		return fmt.Errorf("delete netns %s: %w", name, err)
 	}
-	_ = os.Remove(filepath.Join(netnsDir, name))
 	return nil
+}
+
+// netnsMounts lists the mount points under /run/netns whose names start
+// with prefix, reachable or not.
+func netnsMounts(prefix string) []string {
+	data, _ := os.ReadFile("/proc/self/mountinfo")
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fs := strings.Fields(line)
+		if len(fs) > 4 && strings.HasPrefix(fs[4], filepath.Join(netnsDir, prefix)) {
+			out = append(out, fs[4])
+		}
+	}
+	return out
 }
 
 // listNetns lists the named namespaces whose names start with prefix.

@@ -53,6 +53,10 @@ type serveConfig struct {
 	// Detach removes the XDP program and all pins when lbd exits (default:
 	// keep forwarding, so that a restart is hitless).
 	Detach bool `yaml:"detach"`
+	// AllowPrivatePins starts lbd although its pins live in a bpf
+	// filesystem private to its mount namespace (ip netns exec), where
+	// they go away when lbd exits: see xdp.PinsOutliveMountNamespace.
+	AllowPrivatePins bool `yaml:"allow_private_pins"`
 	// BGP announces the VIPs to routers (bgpwire.go); off when empty.
 	BGP bgpConfig `yaml:"bgp"`
 
@@ -104,6 +108,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogLevel, "log-level", c.LogLevel, "debug, info, warn or error")
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.BoolVar(&c.Detach, "detach", c.Detach, "on exit, detach the XDP program and remove the pins (default: keep forwarding for a hitless restart)")
+	fs.BoolVar(&c.AllowPrivatePins, "allow-private-pins", c.AllowPrivatePins, "start even if the pins would live only in this mount namespace (as under `ip netns exec`) and vanish, with the XDP program, when lbd exits (use `nsenter --net` instead)")
 	c.BGP.bindFlags(fs)
 	c.tracerConfig.bindFlags(fs)
 }
@@ -185,6 +190,8 @@ func copyFlag(dst, src *serveConfig, name string) {
 		dst.LogFormat = src.LogFormat
 	case "detach":
 		dst.Detach = src.Detach
+	case "allow-private-pins":
+		dst.AllowPrivatePins = src.AllowPrivatePins
 	default:
 		dst.BGP.copyFlag(&src.BGP, name)
 		copyTracerFlag(&dst.tracerConfig, &src.tracerConfig, name)

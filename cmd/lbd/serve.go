@@ -12,14 +12,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/bpf/xdp"
@@ -61,11 +59,11 @@ removes everything instead.`,
 		Short: "Detach the XDP balancer and remove its pinned maps (the connection table is lost; the state file stays)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			lock, err := lockFile(pinDirLockPath(pinDir), "with pin directory "+pinDir)
+			lock, err := lockPinDirIfExists(pinDir)
 			if err != nil {
 				return fmt.Errorf("%w: stop it before cleaning up", err)
 			}
-			defer daemonLocks{lock}.release()
+			defer lock.Release()
 			if err := xdp.Cleanup(pinDir); err != nil {
 				return err
 			}
@@ -91,7 +89,12 @@ func newLogger(cfg serveConfig) *slog.Logger {
 
 // runServe runs the daemon until ctx ends.
 func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error) {
-	locks, err := lockDaemon(cfg)
+	// The interface first: a typo must fail before anything is created.
+	ifc, err := xdp.LookupInterface(cfg.Interface)
+	if err != nil {
+		return err
+	}
+	locks, err := lockDaemon(cfg, ifc)
 	if err != nil {
 		return err
 	}
@@ -126,13 +129,15 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	}
 	defer ln.Close()
 
-	if err := xdp.EnsureBPFFS(cfg.PinDir); err != nil {
+	pins, err := preparePinDir(cfg, locks, log)
+	if err != nil {
 		return err
 	}
 	b, err := xdp.Open(xdp.Options{Limits: cfg.limits(), PinDir: cfg.PinDir})
 	if err != nil {
 		return err
 	}
+	var att xdp.Attachment
 	defer func() {
 		if cfg.Detach {
 			if derr := b.Detach(cfg.Interface); derr != nil {
@@ -146,7 +151,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 			return
 		}
 		b.Close()
-		log.Info("exited; the XDP program stays attached and keeps forwarding", "interface", cfg.Interface, "pin_dir", cfg.PinDir)
+		log.Info(pins.exitLine(att), "interface", cfg.Interface, "pin_dir", cfg.PinDir)
 	}()
 	log.Info("datapath opened", "pin_dir", cfg.PinDir, "recovered", b.Recovered(), "limits", fmt.Sprintf("%+v", cfg.limits()))
 	if err := b.SetConfig(dpConfig); err != nil {
@@ -169,7 +174,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	if rerr != nil {
 		log.Error("reconcile failed; serving anyway, the next reconcile retries", "err", rerr)
 	}
-	att, err := b.Attach(cfg.Interface, mode)
+	att, err = b.Attach(cfg.Interface, mode)
 	if err != nil {
 		return err
 	}
@@ -268,97 +273,6 @@ func reconcileLoop(ctx context.Context, ctl *control.Controller, every time.Dura
 			}
 			setReady(err)
 		}
-	}
-}
-
-// lockDir holds the lock files that keep two daemons apart. It is on
-// tmpfs, so a reboot (which also empties bpffs) forgets them.
-const lockDir = "/run/lbd"
-
-// daemonLocks are exclusive locks on what one daemon owns: its state
-// directory, its pin directory (whose maps a second daemon would
-// overwrite) and its interface. The kernel drops them when the process
-// dies, even by kill -9.
-type daemonLocks []*os.File
-
-// lockDaemon takes the locks of a daemon for cfg.
-func lockDaemon(cfg serveConfig) (daemonLocks, error) {
-	var locks daemonLocks
-	for _, l := range []struct{ path, what string }{
-		{filepath.Join(cfg.StateDir, "lbd.lock"), "with state directory " + cfg.StateDir},
-		{pinDirLockPath(cfg.PinDir), "with pin directory " + cfg.PinDir},
-		{filepath.Join(lockDir, "interface-"+cfg.Interface+".lock"), "on interface " + cfg.Interface},
-	} {
-		f, err := lockFile(l.path, l.what)
-		if err != nil {
-			locks.release()
-			return nil, err
-		}
-		locks = append(locks, f)
-	}
-	return locks, nil
-}
-
-func pinDirLockPath(pinDir string) string {
-	return filepath.Join(lockDir, "pins"+strings.ReplaceAll(filepath.Clean(pinDir), "/", "_")+".lock")
-}
-
-// lockFile takes an exclusive lock on path and writes our pid into it; if
-// another process holds it, the error names that process.
-func lockFile(path, what string) (*os.File, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("create lock directory: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
-	}
-	// A holder that was just killed may take a moment to let go: a
-	// process shows as gone (or a zombie) before its last thread has
-	// closed its files. Wait for such a holder, not for a live one.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		err = unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			break
-		}
-		data, _ := os.ReadFile(path)
-		pid := strings.TrimSpace(string(data))
-		if errors.Is(err, unix.EWOULDBLOCK) && exiting(pid) && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("another lbd (pid %s) is running %s", pid, what)
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	_ = f.Truncate(0)
-	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
-	return f, nil
-}
-
-// exiting reports whether the process that wrote pid into a lock file is
-// gone or a zombie: its lock is about to be released.
-func exiting(pid string) bool {
-	n, err := strconv.Atoi(pid)
-	if err != nil || n <= 0 {
-		return false
-	}
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", n))
-	if err != nil {
-		return true // gone
-	}
-	// "pid (comm) S ...": the state follows the last ')'.
-	i := strings.LastIndexByte(string(stat), ')')
-	return i > 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
-}
-
-func (ls daemonLocks) release() {
-	for _, f := range ls {
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		f.Close()
 	}
 }
 

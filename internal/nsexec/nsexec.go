@@ -9,10 +9,15 @@ package nsexec
 import (
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
+
+// NetnsDir is where named network namespaces are mounted.
+const NetnsDir = "/run/netns"
 
 // Do runs f on an OS thread switched into ns and returns its error.
 func Do(ns netns.NsHandle, f func() error) error {
@@ -37,8 +42,12 @@ func New() (netns.NsHandle, error) {
 }
 
 // NewNamed makes a named network namespace (bound under /run/netns, as
-// `ip netns add` does) and returns a handle to it.
+// `ip netns add` does, /run/netns made a shared mount point first) and
+// returns a handle to it.
 func NewNamed(name string) (netns.NsHandle, error) {
+	if err := ShareNetnsDir(); err != nil {
+		return netns.None(), err
+	}
 	var h netns.NsHandle
 	err := onThread(func(netns.NsHandle) error {
 		var err error
@@ -72,4 +81,38 @@ func onThread(f func(orig netns.NsHandle) error) error {
 		errc <- ferr
 	}()
 	return <-errc
+}
+
+// ShareNetnsDir makes /run/netns a shared mount point, as `ip netns add`
+// does before it mounts a namespace there: if it is none yet, it is bind
+// mounted onto itself first. Namespaces mounted on a plain directory
+// would be hidden for good by the next `ip netns add`, which does this
+// bind mount over them: they could no longer be entered or deleted.
+func ShareNetnsDir() error {
+	if err := os.MkdirAll(NetnsDir, 0o755); err != nil {
+		return fmt.Errorf("create %s: %w", NetnsDir, err)
+	}
+	// One of us at a time, so that two callers do not stack two bind
+	// mounts (the lock is on the directory, which the bind mount shows
+	// again).
+	d, err := os.Open(NetnsDir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Flock(int(d.Fd()), unix.LOCK_EX); err != nil {
+		return fmt.Errorf("lock %s: %w", NetnsDir, err)
+	}
+	defer unix.Flock(int(d.Fd()), unix.LOCK_UN)
+	err = unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	if errors.Is(err, unix.EINVAL) { // not a mount point
+		if err := unix.Mount(NetnsDir, NetnsDir, "none", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("bind mount %s onto itself: %w", NetnsDir, err)
+		}
+		err = unix.Mount("", NetnsDir, "none", unix.MS_SHARED|unix.MS_REC, "")
+	}
+	if err != nil {
+		return fmt.Errorf("make %s a shared mount: %w", NetnsDir, err)
+	}
+	return nil
 }
