@@ -57,6 +57,7 @@ type serveConfig struct {
 	BGP bgpConfig `yaml:"bgp"`
 
 	tracerConfig `yaml:",inline"`
+	apiConfig    `yaml:",inline"`
 }
 
 func defaultServeConfig() serveConfig {
@@ -73,6 +74,7 @@ func defaultServeConfig() serveConfig {
 		LogLevel: "info", LogFormat: "text",
 		BGP:          defaultBGPConfig(),
 		tracerConfig: defaultTracerConfig(),
+		apiConfig:    defaultAPIConfig(),
 	}
 }
 
@@ -106,6 +108,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Detach, "detach", c.Detach, "on exit, detach the XDP program and remove the pins (default: keep forwarding for a hitless restart)")
 	c.BGP.bindFlags(fs)
 	c.tracerConfig.bindFlags(fs)
+	c.apiConfig.bindFlags(fs)
 }
 
 // loadServeConfig builds the configuration: defaults, then the YAML file
@@ -187,7 +190,9 @@ func copyFlag(dst, src *serveConfig, name string) {
 		dst.Detach = src.Detach
 	default:
 		dst.BGP.copyFlag(&src.BGP, name)
-		copyTracerFlag(&dst.tracerConfig, &src.tracerConfig, name)
+		if !copyTracerFlag(&dst.tracerConfig, &src.tracerConfig, name) {
+			copyAPIFlag(&dst.apiConfig, &src.apiConfig, name)
+		}
 	}
 }
 
@@ -216,6 +221,9 @@ func (c serveConfig) validate() error {
 		return fmt.Errorf("log format %q: use text or json", c.LogFormat)
 	}
 	if err := c.BGP.validate(); err != nil {
+		return err
+	}
+	if err := c.apiConfig.validate(c.Listen); err != nil {
 		return err
 	}
 	return c.tracerConfig.validate()

@@ -125,6 +125,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 		return fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
+	cfg.warnInsecureListen(cfg.Listen, log)
 
 	if err := xdp.EnsureBPFFS(cfg.PinDir); err != nil {
 		return err
@@ -217,7 +218,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 				"health_checks": healthMode,
 			}
 		},
-		BGP: bgpNode.apiBGP(),
+		BGP: bgpNode.apiBGP(), MaxEventStreams: cfg.MaxEventStreams, TrustedProxies: cfg.mustTrustedProxies(),
 		Ready: func() error {
 			if p := notReady.Load(); p != nil {
 				return *p
