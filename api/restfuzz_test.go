@@ -90,7 +90,7 @@ func TestRESTFuzz(t *testing.T) {
 			ops = append(ops, opRef{path, method, item, item.GetOperation(method)})
 		}
 	}
-	var total, fiveXX, undeclared, mismatched int
+	var total, fiveXX, undeclared, mismatched, accepted, broken int
 	byStatus := map[int]int{}
 	failures := 0
 	report := func(format string, args ...any) {
@@ -118,11 +118,18 @@ func TestRESTFuzz(t *testing.T) {
 			w := httptest.NewRecorder()
 			srv.ServeHTTP(w, hr)
 			total++
+			if r.refuse {
+				broken++
+			}
 			byStatus[w.Code]++
 			what := fmt.Sprintf("%s %s [%s] %.200q", o.method, r.target, r.kind, r.body)
 			if w.Code >= 500 {
 				fiveXX++
 				report("%s → %d %s", what, w.Code, w.Body)
+			}
+			if r.refuse && w.Code < 400 {
+				accepted++
+				report("%s → %d: a request the document does not allow was accepted: %s", what, w.Code, w.Body)
 			}
 			if !declared(o.op, w.Code) {
 				undeclared++
@@ -145,8 +152,8 @@ func TestRESTFuzz(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("REST fuzz (seed %d): %d operations, %d requests; 5xx: %d, undeclared statuses: %d, answers not matching the document: %d",
-		seed, len(ops), total, fiveXX, undeclared, mismatched)
+	t.Logf("REST fuzz (seed %d): %d operations, %d requests (%d the document does not allow); 5xx: %d, undeclared statuses: %d, answers not matching the document: %d, disallowed requests accepted: %d",
+		seed, len(ops), total, broken, fiveXX, undeclared, mismatched, accepted)
 	t.Logf("statuses: %v", byStatus)
 	if total < len(ops)*rounds {
 		t.Errorf("only %d requests", total)
@@ -177,6 +184,10 @@ type genReq struct {
 	body    []byte // nil: none
 	kind    string // what was done to it, for reports
 	noToken bool
+	// refuse: the document does not allow this request: it must get a
+	// 4xx (strict JSON: a miscased, unknown or repeated key, a null,
+	// a wrong JSON type, a missing required field, a huge string...)
+	refuse bool
 }
 
 type reqGen struct{ rnd *rand.Rand }
@@ -241,14 +252,15 @@ func (g *reqGen) request(path string, item *openapi3.PathItem, op *openapi3.Oper
 		if mt := op.RequestBody.Value.Content.Get("application/json"); mt != nil && mt.Schema != nil {
 			v := g.valid(mt.Schema.Value, "", 0)
 			if mutate && where == 2 {
-				r.body, r.kind = g.mutateBody(v, mt.Schema.Value)
+				r.body, r.kind, r.refuse = g.mutateBody(v, mt.Schema.Value)
 			} else {
 				r.body, _ = json.Marshal(v)
 			}
 		}
 	}
 	if mutate && where == 3 {
-		r.noToken, r.kind = true, "no token"
+		// refused unless the operation needs no token (security: [])
+		r.noToken, r.kind, r.refuse = true, "no token", op.Security == nil || len(*op.Security) > 0
 	}
 	if r.kind == "" {
 		r.kind = "valid"
@@ -386,7 +398,7 @@ func (g *reqGen) valid(s *openapi3.Schema, name string, depth int) any {
 }
 
 // mutateBody breaks a valid body in one place.
-func (g *reqGen) mutateBody(v any, s *openapi3.Schema) ([]byte, string) {
+func (g *reqGen) mutateBody(v any, s *openapi3.Schema) ([]byte, string, bool) {
 	obj, _ := v.(map[string]any)
 	keys := slices.Sorted(maps.Keys(s.Properties))
 	key := ""
@@ -395,25 +407,25 @@ func (g *reqGen) mutateBody(v any, s *openapi3.Schema) ([]byte, string) {
 	}
 	switch g.pick(14) {
 	case 0:
-		return []byte(`{"` + key + `":`), "truncated JSON"
+		return []byte(`{"` + key + `":`), "truncated JSON", true
 	case 1:
-		return []byte(`[]`), "array body"
+		return []byte(`[]`), "array body", true
 	case 2:
-		return []byte(`null`), "null body"
+		return []byte(`null`), "null body", true
 	case 3:
-		return []byte(``), "empty body"
+		return []byte(``), "empty body", true
 	case 4:
 		b, _ := json.Marshal(obj)
-		return append(b, `{}`...), "trailing data"
+		return append(b, `{}`...), "trailing data", true
 	case 5:
 		obj["no_such_field"] = 1
-		return mustJSON(obj), "extra key"
+		return mustJSON(obj), "extra key", true
 	case 6:
 		if key != "" {
 			obj[strings.ToUpper(key)] = obj[key]
 			delete(obj, key)
 		}
-		return mustJSON(obj), "miscased key " + key
+		return mustJSON(obj), "miscased key " + key, key != ""
 	case 7:
 		b := mustJSON(obj)
 		if key != "" && len(b) > 2 {
@@ -422,24 +434,29 @@ func (g *reqGen) mutateBody(v any, s *openapi3.Schema) ([]byte, string) {
 				b = append(b[:len(b)-2], '}')
 			}
 		}
-		return b, "duplicate key " + key
+		return b, "duplicate key " + key, key != ""
 	case 8:
 		if len(s.Required) > 0 {
 			k := s.Required[g.pick(len(s.Required))]
 			delete(obj, k)
-			return mustJSON(obj), "missing required " + k
+			return mustJSON(obj), "missing required " + k, true
 		}
 		fallthrough
 	case 9:
 		obj[key] = nil
-		return mustJSON(obj), "null " + key
+		return mustJSON(obj), "null " + key, true
 	case 10:
 		obj[key] = strings.Repeat("\u00e9x", 60000)
-		return mustJSON(obj), "huge string " + key
+		return mustJSON(obj), "huge string " + key, true
 	case 11:
 		bad := []any{"1", 1.5, true, []any{}, map[string]any{}, -1, 1e300, int64(1) << 62, "\x00\r\n"}
-		obj[key] = bad[g.pick(len(bad))]
-		return mustJSON(obj), "wrong type " + key
+		val := bad[g.pick(len(bad))]
+		obj[key] = val
+		want := ""
+		if ps := s.Properties[key]; ps != nil {
+			want = schemaType(ps.Value)
+		}
+		return mustJSON(obj), fmt.Sprintf("wrong type %s=%v", key, val), want != "" && !jsonFits(val, want)
 	case 12:
 		nums := []string{"-1", "0", "65536", "4294967296", "1e3", "1.0", "-0", "18446744073709551616", "1000001", "655373"}
 		n := nums[g.pick(len(nums))]
@@ -448,17 +465,36 @@ func (g *reqGen) mutateBody(v any, s *openapi3.Schema) ([]byte, string) {
 		if key != "" {
 			b = append([]byte(`{"`+key+`":`+n+sepIf(len(obj) > 0)), b[1:]...)
 		}
-		return b, "boundary number " + key + "=" + n
+		return b, "boundary number " + key + "=" + n, false
 	default:
 		if ps := s.Properties[key]; ps != nil && ps.Value != nil && schemaType(ps.Value) == "object" {
 			inner := g.valid(ps.Value, key, 1).(map[string]any)
 			delete(inner, "type")
 			obj[key] = inner
-			return mustJSON(obj), "nested object without required fields: " + key
+			return mustJSON(obj), "nested object without its type: " + key, slices.Contains(ps.Value.Required, "type")
 		}
 		obj[key] = map[string]any{"deep": []any{[]any{[]any{map[string]any{}}}}}
-		return mustJSON(obj), "object for " + key
+		return mustJSON(obj), "object for " + key, true
 	}
+}
+
+// jsonFits reports whether a Go value marshals to the JSON type want.
+func jsonFits(v any, want string) bool {
+	switch x := v.(type) {
+	case string:
+		return want == "string"
+	case bool:
+		return want == "boolean"
+	case []any:
+		return want == "array"
+	case map[string]any:
+		return want == "object"
+	case float64:
+		return want == "number" || want == "integer" && x == float64(int64(x)) && !strings.ContainsAny(strconv.FormatFloat(x, 'g', -1, 64), ".e")
+	case int, int64:
+		return want == "number" || want == "integer"
+	}
+	return false
 }
 
 func sepIf(b bool) string {
