@@ -32,8 +32,9 @@ func reply(c echo.Context, status int, v any) error {
 	return jsonEncode(c.Response(), v)
 }
 
-// decode reads a JSON body strictly: the right content type, no unknown
-// fields, nothing after the object.
+// decode reads a JSON body strictly: the right content type, a body that
+// fits the operation's schema in openapi.yaml (exact-case known keys,
+// each once, the right JSON types, no null), nothing after it.
 func decode(c echo.Context, v any) error {
 	r := c.Request()
 	if mt, _, err := mime.ParseMediaType(r.Header.Get(echo.HeaderContentType)); err != nil || mt != echo.MIMEApplicationJSON {
@@ -47,21 +48,32 @@ func decode(c echo.Context, v any) error {
 		}
 		return problem(http.StatusBadRequest, "read body: "+err.Error())
 	}
+	if err := checkJSON(body, bodySchema(r.Method, c.Path())); err != nil {
+		fe := err.(*fieldError)
+		return &apiError{ProblemJSON{Title: http.StatusText(http.StatusBadRequest), Status: http.StatusBadRequest, Detail: "body is not valid: " + fe.Msg, Field: fe.Field}}
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return problem(http.StatusBadRequest, "body is not valid: "+jsonErrorDetail(err))
-	}
-	if dec.More() {
-		return problem(http.StatusBadRequest, "body has data after the JSON object")
+		p := ProblemJSON{Title: http.StatusText(http.StatusBadRequest), Status: http.StatusBadRequest, Detail: "body is not valid: " + jsonErrorDetail(err)}
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			p.Field = te.Field
+		}
+		return &apiError{p}
 	}
 	return nil
 }
 
+// jsonErrorDetail says what encoding/json refused, in JSON terms.
 func jsonErrorDetail(err error) string {
 	var te *json.UnmarshalTypeError
 	if errors.As(err, &te) {
-		return fmt.Sprintf("field %q must be %s, not %s", te.Field, te.Type, te.Value)
+		field := te.Field
+		if field == "" {
+			return fmt.Sprintf("the body must be %s, not %s", jsonType(te.Type), te.Value)
+		}
+		return fmt.Sprintf("field %q must be %s, not %s", field, jsonType(te.Type), te.Value)
 	}
 	return err.Error() // unknown fields and syntax errors already say where
 }
@@ -421,7 +433,7 @@ func (s *Server) flows(c echo.Context) error {
 	}
 	if v := c.QueryParam("limit"); v != "" {
 		n, err := strconv.Atoi(v)
-		if err != nil {
+		if err != nil || n < 1 {
 			return &control.InvalidError{Field: "limit", Msg: fmt.Sprintf("limit %q: want a number from 1 to %d", v, control.MaxFlowLimit)}
 		}
 		q.Limit = n

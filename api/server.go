@@ -11,8 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -52,11 +55,23 @@ type Options struct {
 	// Tracer serves /api/v1/connections, /tracer and /events; nil: they
 	// answer 503 "tracer not running".
 	Tracer TracerSource
+	// TrustedProxies are the proxies whose X-Forwarded-For the request
+	// log believes; empty (the default): it logs the socket's peer and
+	// ignores X-Forwarded-For and X-Real-IP, which any client can write.
+	TrustedProxies []netip.Prefix
+	// MaxEventStreams caps the /api/v1/events streams open at once
+	// (default DefaultMaxEventStreams); beyond it a new stream gets 503
+	// with Retry-After.
+	MaxEventStreams int
 }
+
+// DefaultMaxEventStreams is the default cap of open event streams.
+const DefaultMaxEventStreams = 64
 
 // Server is the API's HTTP handler.
 type Server struct {
 	opts    Options
+	streams atomic.Int64 // open event streams
 	echo    *echo.Echo
 	ctl     *control.Controller
 	log     *slog.Logger
@@ -81,6 +96,12 @@ func New(o Options) (*Server, error) {
 	if o.BodyLimit == 0 {
 		o.BodyLimit = DefaultBodyLimit
 	}
+	if o.MaxEventStreams == 0 {
+		o.MaxEventStreams = DefaultMaxEventStreams
+	}
+	if o.MaxEventStreams < 0 {
+		return nil, fmt.Errorf("api: max event streams %d: must be at least 1", o.MaxEventStreams)
+	}
 	spec, err := SpecJSON()
 	if err != nil {
 		return nil, err
@@ -93,6 +114,7 @@ func New(o Options) (*Server, error) {
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
+	e.IPExtractor = peerExtractor(o.TrustedProxies)
 	e.Use(middleware.Recover())
 	e.Use(s.observe)
 	e.Use(s.bodyLimit)
@@ -132,6 +154,21 @@ func New(o Options) (*Server, error) {
 
 // ServeHTTP makes Server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// peerExtractor says which address the request log gives a request: the
+// socket's peer, or, when the peer is one of the trusted proxies, the
+// nearest untrusted address of its X-Forwarded-For.
+func peerExtractor(trusted []netip.Prefix) echo.IPExtractor {
+	if len(trusted) == 0 {
+		return echo.ExtractIPDirect()
+	}
+	opts := []echo.TrustOption{echo.TrustLoopback(false), echo.TrustLinkLocal(false), echo.TrustPrivateNet(false)}
+	for _, p := range trusted {
+		p = p.Masked()
+		opts = append(opts, echo.TrustIPRange(&net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}))
+	}
+	return echo.ExtractIPFromXFFHeader(opts...)
+}
 
 // authenticate checks the bearer token in constant time. The token is
 // hashed first so that the comparison does not leak its length either.

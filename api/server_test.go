@@ -329,10 +329,10 @@ func TestBadInputIsRefusedWithAReason(t *testing.T) {
 		detail string
 		field  string
 	}{
-		{"unknown field", req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"192.0.2.2","port":80,"weight":1}`}, 400, `unknown field "weight"`, ""},
+		{"unknown field", req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"192.0.2.2","port":80,"weight":1}`}, 400, `unknown field "weight"`, "weight"},
 		{"malformed JSON", req{method: "POST", path: "/api/v1/vips", body: `{"protocol":`}, 400, "body is not valid", ""},
-		{"trailing data", req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"192.0.2.2","port":80} {}`}, 400, "after the JSON object", ""},
-		{"wrong type", req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"192.0.2.2","port":"80"}`}, 400, `field "port" must be int`, ""},
+		{"trailing data", req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"192.0.2.2","port":80} {}`}, 400, "after the JSON value", ""},
+		{"wrong type", req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"192.0.2.2","port":"80"}`}, 400, `field "port" must be an integer, not a string`, "port"},
 		{"content type", req{method: "POST", path: "/api/v1/vips", body: `{}`, contentType: "text/plain"}, 415, "application/json", ""},
 		{"too large", req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"` + strings.Repeat("1", DefaultBodyLimit) + `"}`}, 413, "larger than the limit", ""},
 		{"missing port", req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"192.0.2.2"}`}, 422, "port is required", "port"},

@@ -221,6 +221,18 @@ func (s *Server) tracerStatus(c echo.Context) error {
 // so that proxies and clients see the connection alive.
 const eventsKeepalive = 15 * time.Second
 
+// An event stream's buffers: small, since every open stream holds them
+// (the tracer's used to be 4096 events, some 1 MB a stream). A client
+// that falls further behind on the tracer's events is told how many it
+// missed ("event: dropped"); lbd's own events are rare.
+const (
+	eventsTracerBuffer = 256
+	eventsLBDBuffer    = 64
+	// eventsRetryAfter is the Retry-After, in seconds, of a stream
+	// refused because too many are open.
+	eventsRetryAfter = 10
+)
+
 // events streams events as Server-Sent Events: "event: <type>" and
 // "data: <JSON>". lbd's own events (real_health, vip_changed, bgp_*: a
 // control.Event) and the tracer's (connect, accept, close, ...: an
@@ -244,6 +256,12 @@ func (s *Server) events(c echo.Context) error {
 			return &control.InvalidError{Field: "pid", Msg: fmt.Sprintf("pid %q: not a process id", v)}
 		}
 	}
+	if n := s.streams.Add(1); n > int64(s.opts.MaxEventStreams) {
+		s.streams.Add(-1)
+		c.Response().Header().Set("Retry-After", strconv.Itoa(eventsRetryAfter))
+		return problem(http.StatusServiceUnavailable, fmt.Sprintf("%d event streams are open, the most this daemon serves (--max-event-streams): retry later, or close a stream", s.opts.MaxEventStreams))
+	}
+	defer s.streams.Add(-1)
 	ctx := c.Request().Context()
 	var sub *kprobe.Subscription
 	var tracerEvents <-chan kprobe.Event
@@ -253,7 +271,7 @@ func (s *Server) events(c echo.Context) error {
 		case err != nil && source == "tracer":
 			return err
 		case err == nil:
-			if sub, err = tr.Subscribe(ctx, 4096); err != nil {
+			if sub, err = tr.Subscribe(ctx, eventsTracerBuffer); err != nil {
 				if source == "tracer" {
 					return tracerError(err)
 				}
@@ -264,7 +282,7 @@ func (s *Server) events(c echo.Context) error {
 	}
 	var lbdEvents <-chan control.Event
 	if wantLBD {
-		ch, stop := s.ctl.Subscribe(256)
+		ch, stop := s.ctl.Subscribe(eventsLBDBuffer)
 		defer stop()
 		lbdEvents = ch
 	}

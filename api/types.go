@@ -246,6 +246,9 @@ func (h *HealthCheckJSON) toSpec() (health.Spec, error) {
 	if h == nil {
 		return health.Spec{}, nil
 	}
+	if h.Type == "" {
+		return health.Spec{}, &control.InvalidError{Field: "health_check.type", Msg: `health_check needs a "type": none, tcp, http, https or udp`}
+	}
 	s := health.Spec{Type: health.Type(h.Type), Port: h.Port, Path: h.Path, ExpectStatus: h.ExpectStatus, Rise: h.Rise, Fall: h.Fall}
 	for _, d := range []struct {
 		in, field string

@@ -110,6 +110,15 @@ func (c *Controller) VIP(key xdp.VIPKey) (*VIP, error) {
 func (c *Controller) CreateVIP(v VIP) (*VIP, error) {
 	return c.change("create VIP "+VIPName(v.Key), v.Key, func(cur *VIP) (*VIP, error) {
 		if cur != nil {
+			// a bad body is refused as such before the conflict
+			chk := v.Clone()
+			chk.normalize()
+			if err := chk.Validate(); err != nil {
+				return nil, err
+			}
+			if err := c.checkEncap(chk); err != nil {
+				return nil, err
+			}
 			return nil, fmt.Errorf("VIP %s already exists: change it with PUT or PATCH: %w", VIPName(v.Key), ErrConflict)
 		}
 		return &v, nil

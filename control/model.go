@@ -180,9 +180,27 @@ func (v *VIP) normalize() {
 }
 
 // Validate says what is wrong with a VIP, as an *InvalidError.
-func (v *VIP) Validate() error {
+func (v *VIP) Validate() error { return v.validate(true) }
+
+// validate checks the VIP; usable says whether to refuse addresses that
+// are well-formed but cannot work (a loopback VIP, a link-local real...).
+// Loading a state file written by an older lbd skips that check, so that
+// such a VIP does not keep the daemon from starting: it can be deleted,
+// and any change to it is refused until its address is fixed.
+func (v *VIP) validate(usable bool) error {
+	a := v.Key.Addr
+	if usable && a.IsValid() && a.Zone() == "" {
+		if why := vipAddrProblem(a); why != "" {
+			return invalid("address", "VIP address %s: %s", a, why)
+		}
+	}
 	if err := v.Key.Validate(); err != nil {
 		return invalid("vip", "%v", err)
+	}
+	if usable {
+		if err := validHealthPath(v.Health.Path); err != nil {
+			return err
+		}
 	}
 	switch v.Encap {
 	case EncapIPIP, EncapGUE:
@@ -209,7 +227,7 @@ func (v *VIP) Validate() error {
 		return invalid("all_down", "all_down %q: use %q or %q", v.AllDown, ServeAll, DropAll)
 	}
 	for i, r := range v.Reals {
-		if err := validateReal(r); err != nil {
+		if err := validateReal(r, usable); err != nil {
 			return err
 		}
 		if i > 0 && v.Reals[i-1].Addr == r.Addr {
@@ -219,7 +237,98 @@ func (v *VIP) Validate() error {
 	return nil
 }
 
-func validateReal(r Real) error {
+// ipv4Broadcast is the limited broadcast address, 255.255.255.255.
+var ipv4Broadcast = netip.AddrFrom4([4]byte{255, 255, 255, 255})
+
+// thisNetwork is 0.0.0.0/8 ("this host on this network", RFC 1122): a
+// source address only, never a destination.
+var thisNetwork = netip.MustParsePrefix("0.0.0.0/8")
+
+// vipAddrProblem says why a (well-formed, unzoned) address cannot be a
+// VIP, or "" when it can. A VIP is a host address (/32 or /128) that the
+// routers send to this node: addresses they never forward, or that never
+// arrive on the wire, cannot work. An IPv4 address ending in .0 or .255
+// is not refused: lbd does not know the VIP's subnet (it is announced as
+// a host route), and such addresses are ordinary hosts in a /23 or wider.
+func vipAddrProblem(a netip.Addr) string {
+	switch {
+	case a.IsLoopback():
+		return "a loopback address never arrives on the network interface: use an address the routers send to this node"
+	case a == ipv4Broadcast:
+		return "the limited broadcast address is never routed to one node: use a unicast address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address is not forwarded by routers (and fe80::/10 needs an interface zone): use a routable address"
+	case a.IsMulticast(), a.IsLinkLocalMulticast(), a.IsInterfaceLocalMulticast():
+		return "a multicast address cannot be balanced: use a unicast address"
+	case a.IsUnspecified():
+		return "the unspecified address is not a destination: use a unicast address"
+	case a.Is4() && thisNetwork.Contains(a):
+		return "0.0.0.0/8 means \"this network\" and is never a destination: use a unicast address"
+	}
+	return ""
+}
+
+// realAddrProblem says why an address cannot be a real, or "" when it
+// can. Packets to a real leave encapsulated towards the gateway, so the
+// real must be a unicast address a router forwards.
+func realAddrProblem(a netip.Addr) string {
+	switch {
+	case a.IsLoopback():
+		return "a loopback address is this node itself: use the real server's own address"
+	case a == ipv4Broadcast:
+		return "the limited broadcast address is not one server: use a unicast address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address is not forwarded by the gateway (and fe80::/10 needs an interface zone): use a routable address"
+	case a.IsMulticast():
+		return "a multicast address is not one server: use a unicast address"
+	case a.IsUnspecified():
+		return "the unspecified address is not a destination: use a unicast address"
+	case a.Is4() && thisNetwork.Contains(a):
+		return "0.0.0.0/8 means \"this network\" and is never a destination: use a unicast address"
+	}
+	return ""
+}
+
+// MaxHealthPathLen bounds a health check path.
+const MaxHealthPathLen = 1024
+
+// validHealthPath checks an HTTP(S) health check path: it must start
+// with '/', be at most MaxHealthPathLen bytes, and hold only the
+// characters RFC 3986 allows in a path and query (unreserved,
+// sub-delims, ':', '@', '/', '?' and %XX escapes). Anything else (CR,
+// LF, NUL, spaces, '#') would break the probe's request line.
+func validHealthPath(p string) error {
+	if p == "" {
+		return nil
+	}
+	if len(p) > MaxHealthPathLen {
+		return invalid("health_check.path", "health check path of %d bytes: at most %d", len(p), MaxHealthPathLen)
+	}
+	if p[0] != '/' {
+		return invalid("health_check.path", "health check path %q: must start with /", p)
+	}
+	for i := 0; i < len(p); i++ {
+		ch := p[i]
+		switch {
+		case ch == '%':
+			if i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+				return invalid("health_check.path", "health check path %q: %% at byte %d must start an escape such as %%20", p, i)
+			}
+			i += 2
+		case 'a' <= ch && ch <= 'z', 'A' <= ch && ch <= 'Z', '0' <= ch && ch <= '9',
+			strings.IndexByte("-._~!$&'()*+,;=:@/?", ch) >= 0:
+		default:
+			return invalid("health_check.path", "health check path %q: byte %d (%q) is not allowed in a URL path: escape it (e.g. a space as %%20)", p, i, ch)
+		}
+	}
+	return nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func validateReal(r Real, usable bool) error {
 	a := r.Addr
 	switch {
 	case !a.IsValid():
@@ -228,8 +337,12 @@ func validateReal(r Real) error {
 		return invalid("address", "real address %s: zoned addresses are not supported", a)
 	case a.Is4In6():
 		return invalid("address", "real address %s: write IPv4-mapped addresses as plain IPv4 (%s)", a, a.Unmap())
-	case a.IsUnspecified() || a.IsMulticast() || a.IsLoopback():
-		return invalid("address", "real address %s: must be a unicast, non-loopback address", a)
+	}
+	if why := realAddrProblem(a); usable && why != "" {
+		return invalid("address", "real address %s: %s", a, why)
+	}
+	if a.IsUnspecified() || a.IsMulticast() {
+		return invalid("address", "real address %s: must be a unicast address", a)
 	}
 	if r.Weight > MaxWeight {
 		return invalid("weight", "real %s: weight %d is out of range: use 0 to %d (weights are relative: 1 and 3 give a quarter and three quarters)", a, r.Weight, MaxWeight)

@@ -112,7 +112,7 @@ func (s *Store) Load() (map[xdp.VIPKey]*VIP, error) {
 			v.Reals = append(v.Reals, Real(rr))
 		}
 		v.normalize()
-		if err := v.Validate(); err != nil {
+		if err := v.validate(false); err != nil {
 			return nil, fmt.Errorf("state file %s: VIP %s: %w", s.path, VIPName(v.Key), err)
 		}
 		if _, dup := vips[v.Key]; dup {

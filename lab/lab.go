@@ -735,6 +735,11 @@ func (l *Lab) StartNode(i int, extra ...string) error {
 	args := []string{"serve", "--interface", n.HostIf, "--xdp-mode", "native", "--gateway-mac", n.GatewayMAC,
 		"--listen", n.API, "--state-dir", n.StateDir, "--token-file", n.TokenFile, "--pin-dir", n.PinDir,
 		"--max-vips", "16", "--max-reals", "64", "--max-flows", "65536"}
+	if ap, err := netip.ParseAddrPort(n.API); err == nil && !ap.Addr().IsLoopback() {
+		// a lab API on another address is the operator's choice (lbd
+		// refuses plain HTTP off loopback without this)
+		args = append(args, "--insecure-listen")
+	}
 	if l.multi() {
 		// The nodes share a namespace: their speakers dial out and do
 		// not listen (BIRD waits for them, passive).

@@ -317,7 +317,7 @@ func TestRealCommands(t *testing.T) {
 	wantErr(t, d.fail("real", "set", "tcp/192.0.2.1:80", "10.0.0.2", "--state", "sleeping"), `state "sleeping"`)
 	wantErr(t, d.fail("real", "set", "tcp/192.0.2.1:80", "10.0.0.2"), "nothing to change")
 	wantErr(t, d.fail("real", "drain", "tcp/192.0.2.1:80", "10.0.0.9"), "not found")
-	wantErr(t, d.fail("real", "add", "tcp/192.0.2.1:80", "127.0.0.1"), "non-loopback")
+	wantErr(t, d.fail("real", "add", "tcp/192.0.2.1:80", "127.0.0.1"), "a loopback address is this node itself")
 	wantErr(t, d.fail("real", "add", "tcp/192.0.2.1:80", "nonsense"), "not an IPv4 or IPv6 address")
 
 	out = d.ok("real", "remove", "tcp/192.0.2.1:80", "10.0.0.1")

@@ -61,6 +61,7 @@ type serveConfig struct {
 	BGP bgpConfig `yaml:"bgp"`
 
 	tracerConfig `yaml:",inline"`
+	apiConfig    `yaml:",inline"`
 }
 
 func defaultServeConfig() serveConfig {
@@ -77,6 +78,7 @@ func defaultServeConfig() serveConfig {
 		LogLevel: "info", LogFormat: "text",
 		BGP:          defaultBGPConfig(),
 		tracerConfig: defaultTracerConfig(),
+		apiConfig:    defaultAPIConfig(),
 	}
 }
 
@@ -111,6 +113,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.AllowPrivatePins, "allow-private-pins", c.AllowPrivatePins, "start even if the pins would live only in this mount namespace (as under `ip netns exec`) and vanish, with the XDP program, when lbd exits (use `nsenter --net` instead)")
 	c.BGP.bindFlags(fs)
 	c.tracerConfig.bindFlags(fs)
+	c.apiConfig.bindFlags(fs)
 }
 
 // loadServeConfig builds the configuration: defaults, then the YAML file
@@ -194,7 +197,9 @@ func copyFlag(dst, src *serveConfig, name string) {
 		dst.AllowPrivatePins = src.AllowPrivatePins
 	default:
 		dst.BGP.copyFlag(&src.BGP, name)
-		copyTracerFlag(&dst.tracerConfig, &src.tracerConfig, name)
+		if !copyTracerFlag(&dst.tracerConfig, &src.tracerConfig, name) {
+			copyAPIFlag(&dst.apiConfig, &src.apiConfig, name)
+		}
 	}
 }
 
@@ -223,6 +228,9 @@ func (c serveConfig) validate() error {
 		return fmt.Errorf("log format %q: use text or json", c.LogFormat)
 	}
 	if err := c.BGP.validate(); err != nil {
+		return err
+	}
+	if err := c.apiConfig.validate(c.Listen); err != nil {
 		return err
 	}
 	return c.tracerConfig.validate()

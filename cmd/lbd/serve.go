@@ -128,6 +128,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 		return fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
+	cfg.warnInsecureListen(cfg.Listen, log)
 
 	pins, err := preparePinDir(cfg, locks, log)
 	if err != nil {
@@ -222,7 +223,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 				"health_checks": healthMode,
 			}
 		},
-		BGP: bgpNode.apiBGP(),
+		BGP: bgpNode.apiBGP(), MaxEventStreams: cfg.MaxEventStreams, TrustedProxies: cfg.mustTrustedProxies(),
 		Ready: func() error {
 			if p := notReady.Load(); p != nil {
 				return *p
