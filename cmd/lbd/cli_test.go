@@ -421,7 +421,7 @@ func addFlows(t *testing.T, d *daemon, n int) {
 		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 4)}), uint16(10000+i))
 		d.dp.FlowList = append(d.dp.FlowList, xdp.Flow{
 			Key:  xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(vip4.Addr, vip4.Port), Proto: vip4.Proto},
-			Real: real, VIPNum: d.dp.VIPMap[vip4].Num, Packets: uint64(i + 1), Bytes: uint64(100 * i),
+			Real: real, VIPNum: d.dp.VIPMap[vip4].Num, VIPGen: d.dp.VIPMap[vip4].Gen, Packets: uint64(i + 1), Bytes: uint64(100 * i),
 			FirstSeen: base, LastSeen: base.Add(time.Duration(i) * time.Second),
 		})
 	}
@@ -475,6 +475,37 @@ func TestFlows(t *testing.T) {
 	out, errOut, err = d.run("flows", "--limit", "7", "--all")
 	if err != nil || strings.Count(out, "198.51.100.") != 25 || errOut != "" {
 		t.Errorf("--all table: err %v, %d rows, stderr %q", err, strings.Count(out, "198.51.100."), errOut)
+	}
+
+	// A flow that gets packets while --all reads the pages comes again on
+	// a later page (among the changed ones); --all lists it once, with
+	// its newer counters.
+	pages := 0
+	d.dp.BeforeFlows = func() {
+		if pages++; pages == 2 {
+			// The smallest (not on the first page) and the largest (on it).
+			for _, f := range []*xdp.Flow{&d.dp.FlowList[0], &d.dp.FlowList[24]} {
+				f.Packets, f.Bytes, f.LastSeen = 1000, f.Bytes+1_000_000, f.LastSeen.Add(time.Hour)
+			}
+		}
+	}
+	var moving api.FlowPageJSON
+	d.okJSON(&moving, "flows", "--limit", "7", "--all")
+	d.dp.BeforeFlows = nil
+	got := map[string]int{}
+	for _, f := range moving.Flows {
+		got[f.Client]++
+		if f.Packets == 1000 && f.Bytes < 1_000_000 || f.Packets != 1000 && f.Bytes >= 1_000_000 {
+			t.Errorf("flow %s listed with mixed counters: %d packets, %d bytes", f.Client, f.Packets, f.Bytes)
+		}
+	}
+	for _, c := range []string{"198.51.100.0:10000", "198.51.100.0:10024"} {
+		if got[c] != 1 {
+			t.Errorf("--all while flows change: %s listed %d times, want once", c, got[c])
+		}
+	}
+	if len(moving.Flows) != 25 || moving.Flows[0].Client != "198.51.100.0:10024" || moving.Flows[0].Packets != 1000 {
+		t.Errorf("--all while flows change: %d flows, first %+v; want 25, the largest first with its newer counters", len(moving.Flows), moving.Flows[0])
 	}
 
 	// Filters are passed on.
