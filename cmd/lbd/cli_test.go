@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
@@ -739,4 +740,31 @@ func TestVIPHealthFlags(t *testing.T) {
 	}
 	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.9:80", "--health-fall", "2"), "give --health TYPE too")
 	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.9:80", "--health", "tcp", "--health-interval", "soon"), "want a duration")
+}
+
+// TestRealsTableShowsProbes: with health checks, each real's row shows
+// its state with the probes in a row that count toward a change, and the
+// time and outcome (the error of a failed one) of its latest probe.
+func TestRealsTableShowsProbes(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)
+	w := uint32(1)
+	reals := []api.RealJSON{
+		{Address: "10.0.0.1", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "up", Reason: "not checked yet", LastChange: at}},
+		{Address: "10.0.0.2", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "up", Reason: "no change since the check started", LastChange: at,
+			SuccessesInARow: 3, LastResult: &api.ProbeResultJSON{OK: true, Reason: "connected", At: at.Add(time.Second)}}},
+		{Address: "10.0.0.3", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "up", Reason: "no change since the check started", LastChange: at,
+			FailuresInARow: 2, LastResult: &api.ProbeResultJSON{Reason: "connect: connection refused", At: at.Add(2 * time.Second)}}},
+		{Address: "10.0.0.4", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "down", Reason: "3 failures in a row: connect: connection refused", LastChange: at,
+			SuccessesInARow: 1, LastResult: &api.ProbeResultJSON{OK: true, Reason: "connected", At: at.Add(3 * time.Second)}}},
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0) // as the CLI's output
+	realsTable(tw, reals)
+	tw.Flush()
+	out := b.String()
+	wantRow(t, out, "REAL", "WEIGHT", "STATE", "HEALTH", "SINCE", "WHY", "LAST PROBE")
+	wantRow(t, out, "10.0.0.1", "1", "active", "up", "03:04:05", "not checked yet", "none yet")
+	wantRow(t, out, "10.0.0.2", "1", "active", "up", "03:04:05", "no change since the check started", "03:04:06 ok")
+	wantRow(t, out, "10.0.0.3", "1", "active", "up (2 failed)", "03:04:05", "no change since the check started", "03:04:07 failed: connect: connection refused")
+	wantRow(t, out, "10.0.0.4", "1", "active", "down (1 ok)", "03:04:05", "3 failures in a row: connect: connection refused", "03:04:08 ok")
 }
