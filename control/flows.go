@@ -57,8 +57,8 @@ type FlowPage struct {
 
 // Flows answers a query by one pass over the connection table, keeping
 // only the page's worth of best entries (a heap of Limit+1): memory stays
-// O(limit) whatever the table holds (plus the datapath's 8 bytes an entry
-// to give each key once).
+// O(limit) whatever the table holds, plus the datapath's set of the keys
+// it gave (to give each once: about 50 bytes an entry for the listing).
 //
 // Only entries of installed VIPs are listed: an entry is a VIP's if it has
 // the VIP's number and generation. The entries of a removed VIP (whose
