@@ -235,7 +235,7 @@ func TestEveryOperation(t *testing.T) {
 	now := time.Now()
 	h.dp.FlowList = append(h.dp.FlowList, xdp.Flow{
 		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.MustParseAddrPort("192.0.2.1:80"), Proto: xdp.TCP},
-		Real: h.dp.RealMap[netip.MustParseAddr("10.0.0.3")], VIPNum: h.dp.VIPMap[key].Num, Packets: 3, Bytes: 180, FirstSeen: now, LastSeen: now,
+		Real: h.dp.RealMap[netip.MustParseAddr("10.0.0.3")], VIPNum: h.dp.VIPMap[key].Num, VIPGen: h.dp.VIPMap[key].Gen, Packets: 3, Bytes: 180, FirstSeen: now, LastSeen: now,
 	})
 	var fp FlowPageJSON
 	h.expect(req{method: "GET", path: "/api/v1/flows?vip=tcp-192.0.2.1-80&client=198.51.100.0/24&sort=last_seen&limit=10"}, http.StatusOK, &fp)

@@ -28,7 +28,10 @@ type RealHealthJSON struct {
 	State      string           `json:"state"` // up | down
 	Reason     string           `json:"reason"`
 	LastChange time.Time        `json:"last_change"`
-	LastResult *ProbeResultJSON `json:"last_result,omitempty"`
+	LastResult *ProbeResultJSON `json:"last_result,omitempty"` // absent until the first probe
+	// Probes in a row that succeeded or failed (one is 0).
+	SuccessesInARow int `json:"successes_in_a_row"`
+	FailuresInARow  int `json:"failures_in_a_row"`
 }
 
 // ProbeResultJSON is one probe's outcome.
@@ -267,7 +270,8 @@ func (h *HealthCheckJSON) toSpec() (health.Spec, error) {
 }
 
 func healthJSON(st health.Status) *RealHealthJSON {
-	out := &RealHealthJSON{State: string(st.State), Reason: st.Reason, LastChange: st.LastChange.UTC()}
+	out := &RealHealthJSON{State: string(st.State), Reason: st.Reason, LastChange: st.LastChange.UTC(),
+		SuccessesInARow: st.Successes, FailuresInARow: st.Failures}
 	if !st.LastResult.At.IsZero() {
 		r := st.LastResult
 		out.LastResult = &ProbeResultJSON{OK: r.OK, Reason: r.Reason, At: r.At.UTC(), DurationMS: float64(r.Duration.Microseconds()) / 1000}

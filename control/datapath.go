@@ -27,6 +27,7 @@ type Datapath interface {
 	RealStats(id xdp.RealID) (xdp.RealStats, error)
 
 	Flows() iter.Seq2[xdp.Flow, error]
+	Tick() (uint32, error) // the datapath's clock, in the units of xdp.Flow.LastTick
 	DeleteFlows(match func(xdp.Flow) bool) (int, error)
 }
 

@@ -27,7 +27,7 @@ func flowsFixture(t *testing.T) (*Controller, *fakedp.Datapath) {
 		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 3)}), uint16(10000+i))
 		dp.FlowList = append(dp.FlowList, xdp.Flow{
 			Key:  xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(key.Addr, key.Port), Proto: key.Proto},
-			Real: real, VIPNum: dp.VIPMap[key].Num,
+			Real: real, VIPNum: dp.VIPMap[key].Num, VIPGen: dp.VIPMap[key].Gen,
 			Packets: uint64(i), Bytes: uint64(1000 * (i % 7)), // ties on purpose
 			FirstSeen: base, LastSeen: base.Add(time.Duration(i) * time.Second),
 		})
@@ -150,4 +150,123 @@ func TestRates(t *testing.T) {
 	if err != nil || len(all.VIPs) != 2 || len(all.Reals) != 3 {
 		t.Errorf("all stats: %+v %v", all, err)
 	}
+}
+
+// TestFlowsOfAGoneVIPAreNotListed: a VIP that has a removed VIP's number
+// (the fake never reuses numbers, so the test gives the removed VIP's
+// entries the new VIP's number, as the datapath's reuse does) does not
+// show them: they have the old generation.
+func TestFlowsOfAGoneVIPAreNotListed(t *testing.T) {
+	c, dp := flowsFixture(t)
+	old := dp.VIPMap[vipB]
+	if err := c.DeleteVIP(vipB); err != nil {
+		t.Fatal(err)
+	}
+	vipC := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.77"), Port: 443, Proto: xdp.TCP}
+	mustCreate(t, c, VIP{Key: vipC, RingSize: 1021, Reals: []Real{active(r1, 1)}})
+	cur := dp.VIPMap[vipC]
+	stale := 0
+	for i := range dp.FlowList {
+		if f := &dp.FlowList[i]; f.VIPNum == old.Num && f.VIPGen == old.Gen {
+			f.VIPNum = cur.Num // the number taken again; the generation is the gone VIP's
+			stale++
+		}
+	}
+	if stale != 5 || cur.Gen == old.Gen {
+		t.Fatalf("test setup: %d stale entries, generations %d and %d", stale, old.Gen, cur.Gen)
+	}
+	p, err := c.Flows(FlowQuery{Limit: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Flows) != 20 || p.Scanned != 25 {
+		t.Errorf("listed %d flows of %d scanned, want VIP A's 20 of 25", len(p.Flows), p.Scanned)
+	}
+	for _, f := range p.Flows {
+		if f.VIP != VIPName(vipA) {
+			t.Errorf("flow %s -> %s listed under %q", f.Client, f.Dest, f.VIP)
+		}
+	}
+	p, err = c.Flows(FlowQuery{VIP: &vipC, Limit: 1000})
+	if err != nil || len(p.Flows) != 0 {
+		t.Errorf("VIP C has %d flows (%v), want none: the entries are the removed VIP's", len(p.Flows), err)
+	}
+}
+
+// TestFlowPagesMissNothingWhileCountersChange: between pages, flows not
+// yet listed get packets (their bytes and last_seen jump ahead of the
+// cursor) and new flows come. Every flow that was there from the start
+// is listed; a flow listed twice is one that changed, and its second
+// listing has its newer counters; the unchanged ones come in order.
+func TestFlowPagesMissNothingWhileCountersChange(t *testing.T) {
+	for _, sort := range []FlowSort{SortBytes, SortLastSeen} {
+		c, dp := flowsFixture(t)
+		start := dp.FlowList[0].LastSeen
+		for _, f := range dp.FlowList {
+			start = maxTime(start, f.LastSeen)
+		}
+		original := map[string]bool{}
+		for _, f := range dp.FlowList {
+			original[f.Key.Client.String()] = true
+		}
+		seen := map[string]FlowInfo{}
+		changed := map[string]bool{}
+		cursor := ""
+		for page := 0; ; page++ {
+			if page > 40 {
+				t.Fatal("paging does not end")
+			}
+			p, err := c.Flows(FlowQuery{Sort: sort, Limit: 3, Cursor: cursor})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, f := range p.Flows {
+				k := f.Client.String()
+				if prev, twice := seen[k]; twice {
+					if !changed[k] || f.Packets <= prev.Packets {
+						t.Errorf("sort %s: %s listed twice (%d then %d packets) without a change between", sort, k, prev.Packets, f.Packets)
+					}
+				}
+				seen[k] = f
+			}
+			if p.Next == "" {
+				break
+			}
+			cursor = p.Next
+			// The flows at the end of the listing so far unseen get the
+			// most bytes and the latest packet: they move to the top.
+			for i := range dp.FlowList {
+				f := &dp.FlowList[i]
+				k := f.Key.Client.String()
+				if _, listed := seen[k]; !listed && !changed[k] && len(changed)%2 == page%2 {
+					f.Bytes += 1_000_000
+					f.Packets += 10
+					f.LastSeen = start.Add(time.Duration(page+1) * time.Second)
+					changed[k] = true
+					break
+				}
+			}
+			// And a new flow comes.
+			dp.FlowList = append(dp.FlowList, xdp.Flow{
+				Key:  xdp.FlowKey{Client: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.99"), uint16(page+1)), Dest: netip.AddrPortFrom(vipA.Addr, vipA.Port), Proto: vipA.Proto},
+				Real: dp.RealMap[r1], VIPNum: dp.VIPMap[vipA].Num, VIPGen: dp.VIPMap[vipA].Gen,
+				Packets: 1, Bytes: 2_000_000, FirstSeen: start.Add(time.Second), LastSeen: start.Add(time.Duration(page+1) * time.Second),
+			})
+		}
+		for k := range original {
+			if _, ok := seen[k]; !ok {
+				t.Errorf("sort %s: flow of %s never listed (changed while paging: %v)", sort, k, changed[k])
+			}
+		}
+		if len(changed) < 5 {
+			t.Errorf("sort %s: test setup: only %d flows changed while paging", sort, len(changed))
+		}
+	}
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }

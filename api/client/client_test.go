@@ -165,7 +165,7 @@ func TestEveryOperation(t *testing.T) {
 	}
 	f.dp.FlowList = append(f.dp.FlowList, xdp.Flow{
 		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1234"), Dest: netip.AddrPortFrom(key.Addr, 80), Proto: xdp.TCP},
-		Real: f.dp.RealMap[netip.MustParseAddr("2001:db8::10")], VIPNum: f.dp.VIPMap[key].Num, Packets: 1, Bytes: 60,
+		Real: f.dp.RealMap[netip.MustParseAddr("2001:db8::10")], VIPNum: f.dp.VIPMap[key].Num, VIPGen: f.dp.VIPMap[key].Gen, Packets: 1, Bytes: 60,
 	})
 	page := must[api.FlowPageJSON](t)(c.Flows(ctx, client.FlowQuery{VIP: name, Client: "198.51.100.0/24", Sort: "last_seen", Limit: 5}))
 	if len(page.Flows) != 1 || page.Flows[0].Client != "198.51.100.1:1234" || page.NextCursor != "" {

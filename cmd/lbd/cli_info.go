@@ -193,11 +193,19 @@ func newFlowsCommand(cfg *clientConfig) *cobra.Command {
 }
 
 // flows reads one page, or with all every page up to maxAllFlows, as one
-// page: NextCursor is set only if flows were left.
+// page: NextCursor is set only if flows were left. A flow that had packets
+// while the pages were read can come again on a later page (see
+// control.Controller.Flows): it is listed once, where it came first, with
+// the newer counters.
 func (s *session) flows(q client.FlowQuery, all bool) (api.FlowPageJSON, error) {
 	page, err := s.api.Flows(s.ctx, q)
 	if err != nil || !all {
 		return page, err
+	}
+	type flowID struct{ proto, client, dest string }
+	at := make(map[flowID]int, len(page.Flows))
+	for i, f := range page.Flows {
+		at[flowID{f.Protocol, f.Client, f.Destination}] = i
 	}
 	seen := map[string]bool{q.Cursor: true}
 	for page.NextCursor != "" && len(page.Flows) < maxAllFlows {
@@ -210,7 +218,15 @@ func (s *session) flows(q client.FlowQuery, all bool) (api.FlowPageJSON, error) 
 		if err != nil {
 			return page, err
 		}
-		page.Flows = append(page.Flows, next.Flows...)
+		for _, f := range next.Flows {
+			id := flowID{f.Protocol, f.Client, f.Destination}
+			if i, again := at[id]; again {
+				page.Flows[i] = f
+				continue
+			}
+			at[id] = len(page.Flows)
+			page.Flows = append(page.Flows, f)
+		}
 		page.Scanned += next.Scanned
 		page.NextCursor = next.NextCursor
 	}

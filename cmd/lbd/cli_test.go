@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
@@ -421,7 +422,7 @@ func addFlows(t *testing.T, d *daemon, n int) {
 		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 4)}), uint16(10000+i))
 		d.dp.FlowList = append(d.dp.FlowList, xdp.Flow{
 			Key:  xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(vip4.Addr, vip4.Port), Proto: vip4.Proto},
-			Real: real, VIPNum: d.dp.VIPMap[vip4].Num, Packets: uint64(i + 1), Bytes: uint64(100 * i),
+			Real: real, VIPNum: d.dp.VIPMap[vip4].Num, VIPGen: d.dp.VIPMap[vip4].Gen, Packets: uint64(i + 1), Bytes: uint64(100 * i),
 			FirstSeen: base, LastSeen: base.Add(time.Duration(i) * time.Second),
 		})
 	}
@@ -475,6 +476,37 @@ func TestFlows(t *testing.T) {
 	out, errOut, err = d.run("flows", "--limit", "7", "--all")
 	if err != nil || strings.Count(out, "198.51.100.") != 25 || errOut != "" {
 		t.Errorf("--all table: err %v, %d rows, stderr %q", err, strings.Count(out, "198.51.100."), errOut)
+	}
+
+	// A flow that gets packets while --all reads the pages comes again on
+	// a later page (among the changed ones); --all lists it once, with
+	// its newer counters.
+	pages := 0
+	d.dp.BeforeFlows = func() {
+		if pages++; pages == 2 {
+			// The smallest (not on the first page) and the largest (on it).
+			for _, f := range []*xdp.Flow{&d.dp.FlowList[0], &d.dp.FlowList[24]} {
+				f.Packets, f.Bytes, f.LastSeen = 1000, f.Bytes+1_000_000, f.LastSeen.Add(time.Hour)
+			}
+		}
+	}
+	var moving api.FlowPageJSON
+	d.okJSON(&moving, "flows", "--limit", "7", "--all")
+	d.dp.BeforeFlows = nil
+	got := map[string]int{}
+	for _, f := range moving.Flows {
+		got[f.Client]++
+		if f.Packets == 1000 && f.Bytes < 1_000_000 || f.Packets != 1000 && f.Bytes >= 1_000_000 {
+			t.Errorf("flow %s listed with mixed counters: %d packets, %d bytes", f.Client, f.Packets, f.Bytes)
+		}
+	}
+	for _, c := range []string{"198.51.100.0:10000", "198.51.100.0:10024"} {
+		if got[c] != 1 {
+			t.Errorf("--all while flows change: %s listed %d times, want once", c, got[c])
+		}
+	}
+	if len(moving.Flows) != 25 || moving.Flows[0].Client != "198.51.100.0:10024" || moving.Flows[0].Packets != 1000 {
+		t.Errorf("--all while flows change: %d flows, first %+v; want 25, the largest first with its newer counters", len(moving.Flows), moving.Flows[0])
 	}
 
 	// Filters are passed on.
@@ -708,4 +740,31 @@ func TestVIPHealthFlags(t *testing.T) {
 	}
 	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.9:80", "--health-fall", "2"), "give --health TYPE too")
 	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.9:80", "--health", "tcp", "--health-interval", "soon"), "want a duration")
+}
+
+// TestRealsTableShowsProbes: with health checks, each real's row shows
+// its state with the probes in a row that count toward a change, and the
+// time and outcome (the error of a failed one) of its latest probe.
+func TestRealsTableShowsProbes(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)
+	w := uint32(1)
+	reals := []api.RealJSON{
+		{Address: "10.0.0.1", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "up", Reason: "not checked yet", LastChange: at}},
+		{Address: "10.0.0.2", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "up", Reason: "no change since the check started", LastChange: at,
+			SuccessesInARow: 3, LastResult: &api.ProbeResultJSON{OK: true, Reason: "connected", At: at.Add(time.Second)}}},
+		{Address: "10.0.0.3", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "up", Reason: "no change since the check started", LastChange: at,
+			FailuresInARow: 2, LastResult: &api.ProbeResultJSON{Reason: "connect: connection refused", At: at.Add(2 * time.Second)}}},
+		{Address: "10.0.0.4", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "down", Reason: "3 failures in a row: connect: connection refused", LastChange: at,
+			SuccessesInARow: 1, LastResult: &api.ProbeResultJSON{OK: true, Reason: "connected", At: at.Add(3 * time.Second)}}},
+	}
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0) // as the CLI's output
+	realsTable(tw, reals)
+	tw.Flush()
+	out := b.String()
+	wantRow(t, out, "REAL", "WEIGHT", "STATE", "HEALTH", "SINCE", "WHY", "LAST PROBE")
+	wantRow(t, out, "10.0.0.1", "1", "active", "up", "03:04:05", "not checked yet", "none yet")
+	wantRow(t, out, "10.0.0.2", "1", "active", "up", "03:04:05", "no change since the check started", "03:04:06 ok")
+	wantRow(t, out, "10.0.0.3", "1", "active", "up (2 failed)", "03:04:05", "no change since the check started", "03:04:07 failed: connect: connection refused")
+	wantRow(t, out, "10.0.0.4", "1", "active", "down (1 ok)", "03:04:05", "3 failures in a row: connect: connection refused", "03:04:08 ok")
 }

@@ -258,14 +258,39 @@ func realsTable(w io.Writer, reals []api.RealJSON) {
 		}
 		return
 	}
-	row(w, "REAL", "WEIGHT", "STATE", "HEALTH", "SINCE", "WHY")
+	row(w, "REAL", "WEIGHT", "STATE", "HEALTH", "SINCE", "WHY", "LAST PROBE")
 	for _, r := range reals {
-		health, since, why := "-", "-", "-"
+		health, since, why, last := "-", "-", "-", "-"
 		if h := r.Health; h != nil {
-			health, since, why = h.State, h.LastChange.Local().Format("15:04:05"), h.Reason
+			health, since, why, last = healthState(h), h.LastChange.Local().Format("15:04:05"), h.Reason, lastProbe(h.LastResult)
 		}
-		row(w, r.Address, weightOf(r), r.State, health, since, why)
+		row(w, r.Address, weightOf(r), r.State, health, since, why, last)
 	}
+}
+
+// healthState is a real's state, with the probes in a row that would
+// change it if there are any: "up (2 failed)", "down (1 ok)".
+func healthState(h *api.RealHealthJSON) string {
+	switch {
+	case h.State == "up" && h.FailuresInARow > 0:
+		return fmt.Sprintf("%s (%d failed)", h.State, h.FailuresInARow)
+	case h.State == "down" && h.SuccessesInARow > 0:
+		return fmt.Sprintf("%s (%d ok)", h.State, h.SuccessesInARow)
+	}
+	return h.State
+}
+
+// lastProbe is the time and outcome of the latest probe: "15:04:05 ok",
+// "15:04:05 failed: connect: connection refused", "none yet".
+func lastProbe(r *api.ProbeResultJSON) string {
+	if r == nil {
+		return "none yet"
+	}
+	at := r.At.Local().Format("15:04:05")
+	if r.OK {
+		return at + " ok"
+	}
+	return at + " failed: " + r.Reason
 }
 
 func weightOf(r api.RealJSON) string {

@@ -12,12 +12,14 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"text/tabwriter"
 	"time"
 
 	"github.com/vishvananda/netlink"
 
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/api/client"
+	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lab"
 )
@@ -563,9 +565,12 @@ func (e *e2e) realHealth(t *testing.T, vip, real, state string, within time.Dura
 // stops leaves the ring within fall x interval (new connections avoid it,
 // no other real's connection moves) and comes back after rise x interval
 // when it is started again; a real whose only fault is its decapsulation
-// is seen as down too.
+// is seen as down too. Every real's health shows its probes from the
+// first one on: the last probe's time and outcome (and error), the
+// successes or failures in a row, and no "not checked yet" once probed.
 func (e *e2e) testHealth(t *testing.T) {
 	const interval, rise, fall = 300 * time.Millisecond, 2, 2
+	started := time.Now()
 	var reals []api.RealJSON
 	for _, n := range []string{"r1", "r2", "r3", "r4"} {
 		reals = append(reals, api.RealJSON{Address: e.realAddr(n, lab.VIP4)})
@@ -593,6 +598,9 @@ func (e *e2e) testHealth(t *testing.T) {
 				t.Fatal(err)
 			}
 			if h := got.Health; h != nil && h.LastResult != nil && h.LastResult.OK && h.State == "up" {
+				if h.Reason == health.NotChecked || h.SuccessesInARow < 1 || h.FailuresInARow != 0 || h.LastResult.At.Before(started) {
+					t.Errorf("real %s answered a probe, yet its health is %+v (last probe %+v)", r.Address, *h, *h.LastResult)
+				}
 				break
 			}
 			if time.Now().After(deadline) {
@@ -611,8 +619,42 @@ func (e *e2e) testHealth(t *testing.T) {
 	if err := e.lab.StopReal(1); err != nil {
 		t.Fatal(err)
 	}
+	stopped := time.Now()
 	took := e.realHealth(t, vip, r2, "down", 10*time.Second)
 	t.Logf("r2's server stopped: marked down after %v (fall %d x interval %v = %v, plus up to one interval)", took, fall, interval, fall*interval)
+	// r2's last probe failed, with its error; the others' succeeded; the
+	// CLI's table (lbd vip show, lbd real list) says the same.
+	shown, err := e.api.GetVIP(e.ctx, vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range shown.Reals {
+		h := r.Health
+		if h == nil || h.LastResult == nil {
+			t.Errorf("real %s: no last probe: %+v", r.Address, h)
+			continue
+		}
+		lr := *h.LastResult
+		switch {
+		case r.Address == r2 && (lr.OK || lr.Reason == "" || lr.At.Before(stopped) || h.FailuresInARow < fall):
+			t.Errorf("down real %s: last probe %+v, %d failures in a row; want a failed probe since the stop, with its error, and at least %d", r.Address, lr, h.FailuresInARow, fall)
+		case r.Address != r2 && (!lr.OK || h.State != "up" || h.Reason != health.Unchanged || h.SuccessesInARow < 1):
+			t.Errorf("real %s: health %+v, last probe %+v; want up, %q, its last probe ok", r.Address, *h, lr, health.Unchanged)
+		}
+	}
+	var table strings.Builder
+	tw := tabwriter.NewWriter(&table, 0, 4, 2, ' ', 0)
+	realsTable(tw, shown.Reals)
+	tw.Flush()
+	t.Logf("lbd vip show's reals with r2 down:\n%s", table.String())
+	for line := range strings.Lines(table.String()) {
+		if strings.Contains(line, health.NotChecked) {
+			t.Errorf("a probed real shows %q: %s", health.NotChecked, line)
+		}
+		if strings.HasPrefix(line, r2+" ") && !strings.Contains(line, " failed: ") {
+			t.Errorf("r2's row shows no failed last probe: %s", line)
+		}
+	}
 	counts, err := e.lab.ShortTCP(lab.VIP4, 50)
 	if err != nil {
 		t.Fatal(err)

@@ -131,16 +131,29 @@ type Result struct {
 	Duration time.Duration
 }
 
-// Status is what is known of one target.
+// Status is what is known of one target. State, LastChange and Reason
+// are the state the datapath has (shown once applied); LastResult and the
+// counts are what the probes saw, shown as soon as they see it.
 type Status struct {
 	State      State
-	LastResult Result
+	LastResult Result // the latest probe's; zero until the first probe
 	LastChange time.Time
-	// Reason of the last change, e.g. "3 failures in a row: connect: connection refused".
-	Reason    string
-	successes int
-	failures  int
+	// Reason of the last change, e.g. "3 failures in a row: connect:
+	// connection refused"; NotChecked before the first probe, and
+	// Unchanged after it while the state is still the one it started in.
+	Reason string
+	// Successes and Failures are the probes in a row that succeeded or
+	// failed (one of them is 0): a state changes when one reaches Rise or
+	// Fall.
+	Successes int
+	Failures  int
 }
+
+// The reasons of a state no probe has changed.
+const (
+	NotChecked = "not checked yet"
+	Unchanged  = "no change since the check started"
+)
 
 // Prober runs one probe.
 type Prober interface {
@@ -210,7 +223,7 @@ func (c *Checker) Set(checks map[Key]struct {
 		if _, running := c.checks[k]; running || want.Spec.Type == None {
 			continue
 		}
-		c.start(k, want.Target, want.Spec, Status{State: Up, LastChange: time.Now(), Reason: "not checked yet"})
+		c.start(k, want.Target, want.Spec, Status{State: Up, LastChange: time.Now(), Reason: NotChecked})
 	}
 }
 
@@ -301,21 +314,24 @@ func (c *Checker) commit(k Key, st Status) {
 // reached; it reports whether the state changed.
 func (s *Status) apply(r Result, spec Spec) bool {
 	s.LastResult = r
+	if s.Reason == NotChecked {
+		s.Reason = Unchanged // the state stays: checked now
+	}
 	if r.OK {
-		s.successes++
-		s.failures = 0
-		if s.State != Up && s.successes >= spec.Rise {
+		s.Successes++
+		s.Failures = 0
+		if s.State != Up && s.Successes >= spec.Rise {
 			s.State, s.LastChange = Up, r.At
-			s.Reason = fmt.Sprintf("%d successes in a row", s.successes)
+			s.Reason = fmt.Sprintf("%d successes in a row", s.Successes)
 			return true
 		}
 		return false
 	}
-	s.failures++
-	s.successes = 0
-	if s.State != Down && s.failures >= spec.Fall {
+	s.Failures++
+	s.Successes = 0
+	if s.State != Down && s.Failures >= spec.Fall {
 		s.State, s.LastChange = Down, r.At
-		s.Reason = fmt.Sprintf("%d failures in a row: %s", s.failures, r.Reason)
+		s.Reason = fmt.Sprintf("%d failures in a row: %s", s.Failures, r.Reason)
 		return true
 	}
 	return false

@@ -272,3 +272,62 @@ func TestNetProber(t *testing.T) {
 		t.Errorf("udp closed port: %+v", r)
 	}
 }
+
+// TestProbesShowFromTheFirstResult: a check's status says what the probes
+// saw from the first result on: the last probe's time and outcome and the
+// successes or failures in a row, for a real that answers and for one that
+// fails but has not failed Fall times yet, and it no longer says "not
+// checked yet". While a change is applied, those show already while the
+// state does not (TestStateShowsOnceApplied).
+func TestProbesShowFromTheFirstResult(t *testing.T) {
+	good, bad := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	p := &scripted{healthy: map[netip.Addr]bool{good: true, bad: false}}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var c *Checker
+	during := make(chan Status, 1)
+	c = NewChecker(ctx, p, 2, func(ch Change) {
+		st, _ := c.Status(ch.Key)
+		select {
+		case during <- st:
+		default:
+		}
+	})
+	spec := Spec{Type: TCP, Interval: 30 * time.Millisecond, Timeout: 10 * time.Millisecond, Rise: 2, Fall: 20}
+	dest := netip.MustParseAddrPort("192.0.2.1:80")
+	kg, kb := Key{"v", good}, Key{"v", bad}
+	started := time.Now()
+	c.Set(map[Key]struct {
+		Target Target
+		Spec   Spec
+	}{kg: {Target{VIP: "v", Dest: dest, Real: good}, spec}, kb: {Target{VIP: "v", Dest: dest, Real: bad}, spec}})
+
+	// Before Fall failures: both up, both checked, each with its last probe.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		g, _ := c.Status(kg)
+		b, _ := c.Status(kb)
+		if g.Successes >= 1 && b.Failures >= 2 {
+			if g.State != Up || g.Reason != Unchanged || !g.LastResult.OK || g.LastResult.At.Before(started) || g.Failures != 0 {
+				t.Errorf("answering real: %+v; want up, %q, its last probe ok", g, Unchanged)
+			}
+			if b.State != Up || b.Reason != Unchanged || b.LastResult.OK || b.LastResult.Reason != "refused" || b.LastResult.At.Before(started) || b.Successes != 0 {
+				t.Errorf("failing real before %d failures: %+v; want up, %q, its last probe failed: refused", spec.Fall, b, Unchanged)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no probe results after 2 s: %+v / %+v", g, b)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// The Fall-th failure: while it is applied, the failures show, the state not yet.
+	select {
+	case st := <-during:
+		if st.State != Up || st.Failures != spec.Fall || st.LastResult.OK {
+			t.Errorf("while down was applied, Status said %+v; want still up, with %d failures and the failed probe", st, spec.Fall)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("the failing real never went down")
+	}
+}

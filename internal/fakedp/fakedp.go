@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 )
@@ -32,6 +33,11 @@ type Datapath struct {
 	// Fail, if set, is asked before every mutation; a non-nil result is
 	// returned instead of doing it.
 	Fail func(op string) error
+	// Now is the clock Tick reads (zero: just after the latest flow).
+	Now time.Time
+	// BeforeFlows, if set, is called at the start of every Flows, e.g. to
+	// change the table between the pages of a listing.
+	BeforeFlows func()
 }
 
 // New returns an empty fake with room for 512 VIPs.
@@ -65,7 +71,7 @@ func (f *Datapath) AddVIP(key xdp.VIPKey, flags xdp.VIPFlags) error {
 		return fmt.Errorf("VIP %s: all VIP slots in use: %w", key, xdp.ErrLimit)
 	}
 	f.nextNum++
-	f.VIPMap[key] = xdp.VIP{Key: key, Num: f.nextNum, Flags: flags}
+	f.VIPMap[key] = xdp.VIP{Key: key, Num: f.nextNum, Flags: flags, Gen: f.nextNum}
 	return nil
 }
 
@@ -167,14 +173,35 @@ func (f *Datapath) VIPStats(key xdp.VIPKey) (xdp.VIPStats, error) {
 
 func (f *Datapath) RealStats(id xdp.RealID) (xdp.RealStats, error) { return f.RealCounters[id], nil }
 
+// Flows yields FlowList. The fake's clock is wall time in milliseconds:
+// a flow's LastTick is its LastSeen's.
 func (f *Datapath) Flows() iter.Seq2[xdp.Flow, error] {
 	return func(yield func(xdp.Flow, error) bool) {
+		if f.BeforeFlows != nil {
+			f.BeforeFlows()
+		}
 		for _, fl := range f.FlowList {
+			fl.LastTick = uint32(fl.LastSeen.UnixMilli())
 			if !yield(fl, nil) {
 				return
 			}
 		}
 	}
+}
+
+// Tick is Now in milliseconds, or if Now is zero a millisecond after the
+// latest LastSeen of FlowList.
+func (f *Datapath) Tick() (uint32, error) {
+	now := f.Now
+	if now.IsZero() {
+		for _, fl := range f.FlowList {
+			if fl.LastSeen.After(now) {
+				now = fl.LastSeen
+			}
+		}
+		now = now.Add(time.Millisecond)
+	}
+	return uint32(now.UnixMilli()), nil
 }
 
 func (f *Datapath) DeleteFlows(match func(xdp.Flow) bool) (int, error) {
