@@ -73,44 +73,32 @@ func (c tickClock) flow(k balancerFlowKey, v balancerFlowState) (Flow, error) {
 	}, nil
 }
 
-// LookupFlow returns the connection table entry of a flow. A flow lives
-// in the table of the CPU its packets come in on; if (for a moment, while
-// it moves) two CPUs' tables have it, the one used last is returned.
+// LookupFlow returns the connection table entry of a flow.
 func (b *Balancer) LookupFlow(key FlowKey) (Flow, error) {
 	raw, err := key.raw()
 	if err != nil {
 		return Flow{}, err
 	}
-	var v, latest balancerFlowState
-	found := false
-	for cpu, t := range b.flowTables {
-		// A lookup from user space does not mark the entry as used, so
-		// reading the table does not keep idle flows from being evicted.
-		err := t.Lookup(&raw, &v)
-		switch {
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			continue
-		case err != nil:
-			return Flow{}, fmt.Errorf("flow %s in the table of CPU %d: %w", key, cpu, err)
-		}
-		if !found || int32(v.LastTick-latest.LastTick) > 0 {
-			latest = v
-		}
-		found = true
-	}
-	if !found {
+	var v balancerFlowState
+	// A lookup from user space does not mark the entry as used, so
+	// reading the table does not keep idle flows from being evicted.
+	err = b.objs.Conns.Lookup(&raw, &v)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
 		return Flow{}, fmt.Errorf("flow %s: %w", key, ErrNotFound)
+	case err != nil:
+		return Flow{}, fmt.Errorf("flow %s in the connection table: %w", key, err)
 	}
 	clock, err := b.clock()
 	if err != nil {
 		return Flow{}, err
 	}
-	return clock.flow(raw, latest)
+	return clock.flow(raw, v)
 }
 
-// Flows iterates over the connection tables, CPU by CPU. The tables
-// change while they are read: an entry may be missed or, rarely, seen
-// twice (e.g. while its flow moves to another CPU).
+// Flows iterates over the connection table. The table changes while it is
+// read: an entry may be missed or, rarely, seen twice (the kernel's hash
+// iteration restarts a bucket that changed).
 func (b *Balancer) Flows() iter.Seq2[Flow, error] {
 	return func(yield func(Flow, error) bool) {
 		clock, err := b.clock()
@@ -118,20 +106,17 @@ func (b *Balancer) Flows() iter.Seq2[Flow, error] {
 			yield(Flow{}, err)
 			return
 		}
-		for cpu, t := range b.flowTables {
-			var k balancerFlowKey
-			var v balancerFlowState
-			it := t.Iterate()
-			for it.Next(&k, &v) {
-				f, err := clock.flow(k, v)
-				if !yield(f, err) {
-					return
-				}
-			}
-			if err := it.Err(); err != nil {
-				yield(Flow{}, fmt.Errorf("iterate the connection table of CPU %d: %w", cpu, err))
+		var k balancerFlowKey
+		var v balancerFlowState
+		it := b.objs.Conns.Iterate()
+		for it.Next(&k, &v) {
+			f, err := clock.flow(k, v)
+			if !yield(f, err) {
 				return
 			}
+		}
+		if err := it.Err(); err != nil {
+			yield(Flow{}, fmt.Errorf("iterate the connection table: %w", err))
 		}
 	}
 }
@@ -143,34 +128,32 @@ func (b *Balancer) DeleteFlows(match func(Flow) bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	var victims []balancerFlowKey
+	var k balancerFlowKey
+	var v balancerFlowState
+	it := b.objs.Conns.Iterate()
+	for it.Next(&k, &v) {
+		f, err := clock.flow(k, v)
+		if err != nil {
+			return 0, err
+		}
+		if match(f) {
+			victims = append(victims, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return 0, fmt.Errorf("iterate the connection table: %w", err)
+	}
 	n := 0
-	for cpu, t := range b.flowTables {
-		var victims []balancerFlowKey
-		var k balancerFlowKey
-		var v balancerFlowState
-		it := t.Iterate()
-		for it.Next(&k, &v) {
-			f, err := clock.flow(k, v)
-			if err != nil {
-				return n, err
+	for _, k := range victims {
+		if err := b.objs.Conns.Delete(&k); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue
 			}
-			if match(f) {
-				victims = append(victims, k)
-			}
+			key, _ := flowKeyFromRaw(k)
+			return n, fmt.Errorf("delete flow %s from the connection table: %w", key, err)
 		}
-		if err := it.Err(); err != nil {
-			return n, fmt.Errorf("iterate the connection table of CPU %d: %w", cpu, err)
-		}
-		for _, k := range victims {
-			if err := t.Delete(&k); err != nil {
-				if errors.Is(err, ebpf.ErrKeyNotExist) {
-					continue
-				}
-				key, _ := flowKeyFromRaw(k)
-				return n, fmt.Errorf("delete flow %s from the table of CPU %d: %w", key, cpu, err)
-			}
-			n++
-		}
+		n++
 	}
 	return n, nil
 }

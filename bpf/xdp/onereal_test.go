@@ -1,0 +1,204 @@
+package xdp
+
+import (
+	"fmt"
+	"net/netip"
+	"runtime"
+	"testing"
+
+	"github.com/lbd-dev/lbd/internal/privtest"
+)
+
+// The invariant of these tests: from its SYN on, a TCP connection goes to
+// exactly one real, and a UDP flow to one real for its life, whichever
+// CPUs its packets come in on, after ring changes and 5-tuple reuse, with
+// or without the VIP's no_flow_search flag and whatever the search
+// allowance has left.
+
+// oneRealVariant is how the VIP and configuration are set up.
+type oneRealVariant struct {
+	name  string
+	flags VIPFlags
+	rate  uint32 // FlowSearchRate; spent is true: used up before the packets that matter
+	spent bool
+}
+
+var oneRealVariants = []oneRealVariant{
+	{name: "default", rate: DefaultConfig().FlowSearchRate},
+	{name: "no_flow_search", flags: VIPNoSearch, rate: DefaultConfig().FlowSearchRate},
+	{name: "allowance exhausted", rate: 1, spent: true},
+	{name: "search off", rate: 0},
+}
+
+// setupOneReal makes a test balancer for a variant: vip gets its flags and
+// the configuration its search rate.
+func setupOneReal(t *testing.T, v oneRealVariant, vip VIPKey) *testLB {
+	t.Helper()
+	if runtime.NumCPU() < 2 {
+		privtest.Unavailable(t, fmt.Sprintf("needs two CPUs, this machine has %d", runtime.NumCPU()))
+	}
+	l := newTestLB(t)
+	if err := l.SetVIPFlags(vip, v.flags); err != nil {
+		t.Fatal(err)
+	}
+	cfg := l.cfg
+	cfg.FlowSearchRate = v.rate
+	if err := l.SetConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	l.cfg = cfg
+	return l
+}
+
+// spendAllowance uses up what is left of the search allowance of cpu, if
+// the variant says so, with packets of flows no table has.
+func spendAllowance(t *testing.T, l *testLB, v oneRealVariant, cpu int) {
+	t.Helper()
+	if !v.spent {
+		return
+	}
+	for i := range 4 {
+		p := pkt{src: "198.51.100.250", dst: "10.10.0.1", sport: uint16(42000 + i), dport: 53, proto: UDP, payload: []byte("x")}
+		if act, _, err := simulateOn(l.Balancer, cpu, p.frame(t)); err != nil || act != ActionTX {
+			t.Fatalf("spend the allowance: %v %v", act, err)
+		}
+	}
+}
+
+// sendOn runs a frame on cpu and returns the real it was sent to.
+func sendOn(t *testing.T, l *testLB, cpu int, vip VIPKey, k FlowKey, in []byte) netip.Addr {
+	t.Helper()
+	act, out, err := simulateOn(l.Balancer, cpu, in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act != ActionTX {
+		t.Fatalf("CPU %d: action %v, want TX", cpu, act)
+	}
+	for _, r := range reals4 {
+		a := netip.MustParseAddr(r)
+		if string(out) == string(l.expectEncap(t, in, vip, k, a)) {
+			return a
+		}
+	}
+	t.Fatalf("CPU %d: output frame goes to none of the reals %v", cpu, reals4)
+	return netip.Addr{}
+}
+
+// ringAway points vip's ring at every real but not, and checks that k's
+// ring choice is then another real.
+func ringAway(t *testing.T, l *testLB, vip VIPKey, k FlowKey, not netip.Addr) netip.Addr {
+	t.Helper()
+	var ids []RealID
+	for _, r := range reals4 {
+		if a := netip.MustParseAddr(r); a != not {
+			ids = append(ids, l.Reals()[a])
+		}
+	}
+	l.setRing(t, vip, ids)
+	next := l.ringReal(t, vip, k)
+	if next == not {
+		t.Fatalf("test setup: the ring still gives %s to %s", k, not)
+	}
+	return next
+}
+
+// TestTCPReuseOneReal is the reproduction: a connection opened on
+// CPU a, the ring moved off its real, then the 5-tuple reused by a new
+// connection whose SYN comes in on CPU b. Every later packet of the new
+// connection, and an ICMP too-big quoting it, must go to the new real on
+// both CPUs (the old code sent CPU a's to the old real: a local hit on
+// the stale entry).
+func TestTCPReuseOneReal(t *testing.T) {
+	for _, v := range oneRealVariants {
+		for _, cpus := range [][2]int{{1, 0}, {0, 1}} {
+			t.Run(fmt.Sprintf("%s/syn on %d then %d", v.name, cpus[0], cpus[1]), func(t *testing.T) {
+				l := setupOneReal(t, v, vipTCP)
+				a, b := cpus[0], cpus[1]
+				syn := pkt{src: "198.51.100.120", dst: "10.10.0.1", sport: 43000, dport: 80, proto: TCP, flags: "S"}
+				ack := syn
+				ack.flags = "A"
+				data := syn
+				data.flags, data.payload = "PA", []byte("req")
+				fin := syn
+				fin.flags = "FA"
+				k := syn.flowKey()
+
+				old := sendOn(t, l, a, vipTCP, k, syn.frame(t))
+				for _, cpu := range []int{a, b, a} {
+					if got := sendOn(t, l, cpu, vipTCP, k, ack.frame(t)); got != old {
+						t.Fatalf("first connection: ACK on CPU %d went to %s, its SYN to %s", cpu, got, old)
+					}
+				}
+				next := ringAway(t, l, vipTCP, k, old)
+				spendAllowance(t, l, v, a)
+				spendAllowance(t, l, v, b)
+
+				// The 5-tuple is reused: a new connection's SYN on CPU b.
+				if got := sendOn(t, l, b, vipTCP, k, syn.frame(t)); got != next {
+					t.Fatalf("SYN of the new connection on CPU %d went to %s, want the ring's %s", b, got, next)
+				}
+				for _, step := range []struct {
+					cpu  int
+					what string
+					in   []byte
+				}{
+					{a, "ACK", ack.frame(t)}, {b, "ACK", ack.frame(t)},
+					{a, "data", data.frame(t)}, {b, "data", data.frame(t)},
+					{a, "ICMP too-big", fragNeeded(t, "10.10.0.1", syn.src, 80, syn.sport, TCP)},
+					{b, "ICMP too-big", fragNeeded(t, "10.10.0.1", syn.src, 80, syn.sport, TCP)},
+					{a, "FIN", fin.frame(t)}, {b, "FIN", fin.frame(t)}, {a, "FIN", fin.frame(t)},
+				} {
+					if got := sendOn(t, l, step.cpu, vipTCP, k, step.in); got != next {
+						t.Errorf("new connection: %s on CPU %d went to %s, its SYN to %s", step.what, step.cpu, got, next)
+					}
+				}
+				f, err := l.LookupFlow(k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got, _ := l.RealAddr(f.Real); got != next {
+					t.Errorf("connection table: %s has real %s, want %s", k, got, next)
+				}
+			})
+		}
+	}
+}
+
+// TestUDPOneReal: a UDP flow that starts on CPU a keeps its real when its
+// packets come in on CPU b after the ring moved off that real, in both
+// CPU orders, whether or not its VIP allows the search and whatever the
+// allowance has left (the old code followed the ring on CPU b without a
+// search, and from then on the flow had two reals).
+func TestUDPOneReal(t *testing.T) {
+	for _, v := range oneRealVariants {
+		for _, cpus := range [][2]int{{1, 0}, {0, 1}} {
+			t.Run(fmt.Sprintf("%s/first on %d then %d", v.name, cpus[0], cpus[1]), func(t *testing.T) {
+				l := setupOneReal(t, v, vipUDP)
+				a, b := cpus[0], cpus[1]
+				q := pkt{src: "198.51.100.121", dst: "10.10.0.1", sport: 43001, dport: 53, proto: UDP, payload: []byte("q")}
+				k := q.flowKey()
+				first := sendOn(t, l, a, vipUDP, k, q.frame(t))
+				ringAway(t, l, vipUDP, k, first)
+				spendAllowance(t, l, v, a)
+				spendAllowance(t, l, v, b)
+				for i, cpu := range []int{b, a, b, b, a} {
+					if got := sendOn(t, l, cpu, vipUDP, k, q.frame(t)); got != first {
+						t.Errorf("datagram %d on CPU %d went to %s, the flow's first to %s", i+2, cpu, got, first)
+					}
+				}
+				in := fragNeeded(t, "10.10.0.1", q.src, 53, q.sport, UDP)
+				if got := sendOn(t, l, b, vipUDP, k, in); got != first {
+					t.Errorf("ICMP too-big on CPU %d went to %s, the flow to %s", b, got, first)
+				}
+				f, err := l.LookupFlow(k)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.Packets != 6 {
+					t.Errorf("connection table: %s has %d packets, want the 6 sent", k, f.Packets)
+				}
+			})
+		}
+	}
+}
