@@ -1,10 +1,16 @@
 package xdp
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"runtime"
 	"testing"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
@@ -200,5 +206,90 @@ func TestUDPOneReal(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestMigrateLegacyFlows: an lbd from before the shared table left its
+// per-CPU tables pinned (flows, an array of LRU hashes); the next start
+// moves their entries into the shared table, the newest entry of a
+// 5-tuple that two CPUs' tables have winning, and removes the old pin.
+func TestMigrateLegacyFlows(t *testing.T) {
+	dir := testPinDir(t)
+	limits := Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64}
+	b := openPinned(t, limits, dir)
+	b.Close()
+	if err := os.Remove(filepath.Join(dir, balancerMapConns)); err != nil {
+		t.Fatal(err)
+	}
+
+	// The old layout: flows[cpu], each an LRU hash of the same key and value.
+	keySize := uint32(binary.Size(balancerFlowKey{}))
+	valueSize := uint32(binary.Size(balancerFlowState{}))
+	inner := &ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: keySize, ValueSize: valueSize, MaxEntries: 32}
+	outer, err := ebpf.NewMapWithOptions(&ebpf.MapSpec{
+		Name: legacyFlowsPin, Type: ebpf.ArrayOfMaps, KeySize: 4, ValueSize: 4, MaxEntries: 2,
+		InnerMap: inner, Pinning: ebpf.PinByName,
+	}, ebpf.MapOptions{PinPath: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outer.Close()
+	reused := FlowKey{netip.MustParseAddrPort("198.51.100.130:44000"), netip.MustParseAddrPort("10.10.0.1:80"), TCP}
+	single := FlowKey{netip.MustParseAddrPort("198.51.100.131:44001"), netip.MustParseAddrPort("10.10.0.1:53"), UDP}
+	put := func(cpu uint32, k FlowKey, v balancerFlowState) {
+		t.Helper()
+		var m *ebpf.Map
+		if err := outer.Lookup(cpu, &m); err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		raw, err := k.raw()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Put(&raw, &v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for cpu := uint32(0); cpu < 2; cpu++ {
+		m, err := ebpf.NewMap(inner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := outer.Put(cpu, m); err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+	}
+	// The stale entry's first packet came before the reused one's, though
+	// its last came after (its CPU kept seeing the connection's packets).
+	put(1, reused, balancerFlowState{Real: 3, FirstTick: 100, LastTick: 900, Packets: 7})
+	put(0, reused, balancerFlowState{Real: 2, FirstTick: 200, LastTick: 300, Packets: 2})
+	put(1, single, balancerFlowState{Real: 1, FirstTick: 150, LastTick: 150, Packets: 1})
+
+	b = openPinned(t, limits, dir)
+	if !b.Recovered() {
+		t.Error("pins not recovered")
+	}
+	for k, want := range map[FlowKey]RealID{reused: 2, single: 1} {
+		f, err := b.LookupFlow(k)
+		if err != nil {
+			t.Errorf("%s after the move: %v", k, err)
+		} else if f.Real != want {
+			t.Errorf("%s after the move: real %d, want %d", k, f.Real, want)
+		}
+	}
+	n := 0
+	for _, err := range b.Flows() {
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+	}
+	if n != 2 {
+		t.Errorf("%d flows in the shared table, want 2", n)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, legacyFlowsPin)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old pin %s still there: %v", legacyFlowsPin, err)
 	}
 }
