@@ -12,8 +12,8 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/maglev"
-	"github.com/lbd-dev/lbd/lab"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lab"
 	"golang.org/x/sys/unix"
 )
 
