@@ -72,10 +72,8 @@ type VIP struct {
 	// NoLRU keeps the VIP's flows out of the connection table: every
 	// packet follows the current ring.
 	NoLRU bool
-	// NoFlowSearch keeps a miss in one CPU's connection table from
-	// searching the other CPUs' tables: a new flow costs less (a UDP
-	// one above all: it has no SYN to mark it new), and a flow whose
-	// packets change CPU follows the current ring, as in Katran.
+	// NoFlowSearch is accepted and changes nothing: the connection
+	// table is shared by all CPUs, there is nothing to search.
 	NoFlowSearch bool
 	Encap        Encap
 	RingSize     uint32 // a prime from maglev.Sizes

@@ -16,8 +16,6 @@
 #define LBD_DEFAULT_MAX_REALS 4096
 #define LBD_DEFAULT_FLOWS (1 << 20)
 #define LBD_DEFAULT_RING_SIZE 65537
-/* Most CPUs whose connection tables the datapath searches. */
-#define LBD_MAX_CPUS 1024
 
 /* VIP -> its number. */
 struct {
@@ -98,75 +96,23 @@ struct {
 } rings SEC(".maps");
 
 /*
- * The connection table: one LRU hash per CPU, flows[cpu] (Katran's
- * layout), each with its own LRU lists and lock, sized max flows / CPUs
- * and allocated by user space on the CPU's NUMA node. A CPU inserts into
- * and evicts from its own table only. A packet whose flow is not in its
- * CPU's table (its packets came in on another CPU before: veth, RSS
- * changes) has the other CPUs' tables searched, within an allowance per
- * second; a flow found there is moved to this CPU's table.
+ * The connection table: one LRU hash shared by all CPUs, so a flow has at
+ * most one entry whichever CPUs its packets come in on (a TCP connection
+ * or UDP flow goes to one real: a SYN's entry replaces the 5-tuple's old
+ * one for every CPU at once). BPF_F_NO_COMMON_LRU gives each CPU its own
+ * LRU lists and share of the entries, as per-CPU tables did: a CPU
+ * inserts and evicts under its own list lock, never a global one, and a
+ * lookup takes no lock at all. Writers to one key contend on its hash
+ * bucket's lock only. The kernel rounds max_entries up to a multiple of
+ * the possible CPUs; the loader does that itself so pins compare equal.
  */
-struct flow_table {
+struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct flow_key);
 	__type(value, struct flow_state);
 	__uint(max_entries, LBD_DEFAULT_FLOWS);
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
-	__type(key, __u32);
-	__uint(max_entries, LBD_MAX_CPUS); /* user space sets the possible CPUs */
-	__array(values, struct flow_table);
-} flows SEC(".maps");
-
-/*
- * The flow table's key and value are named above only through pointers,
- * for which clang writes forward declarations into BTF; this unused global
- * makes it write the whole types (the loader needs their sizes, bpf2go
- * makes the Go types from them).
- */
-struct {
-	struct flow_key key;
-	struct flow_state value;
-} lbd_flow_types;
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, struct search_budget);
-	__uint(max_entries, 1);
-} search_budget SEC(".maps");
-
-/* The flow a packet's search is for, from the balancer to lbd_flow_search and back. */
-struct search_scratch {
-	struct flow_key key;
-	__u32 searched; /* 1: lbd_flow_search found no key (its balancing then does not search again) */
-	__u32 pad;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__type(key, __u32);
-	__type(value, struct search_scratch);
-	__uint(max_entries, 1);
-} search_scratch SEC(".maps");
-
-/*
- * Tail-call targets; user space fills it after loading. It is not pinned:
- * while no lbd runs it is empty, and the attached balancer does not search.
- */
-enum lbd_prog {
-	LBD_PROG_FLOW_SEARCH = 0,
-	LBD_PROG_MAX,
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
-	__type(key, __u32);
-	__type(value, __u32);
-	__uint(max_entries, LBD_PROG_MAX);
-} progs SEC(".maps");
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+} conns SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

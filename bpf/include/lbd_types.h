@@ -29,9 +29,9 @@ enum lbd_vip_flag {
 	/* Encapsulate in GUE (UDP, variant 1 direct IP) instead of IP-in-IP. */
 	LBD_VIP_F_GUE = 1 << 2,
 	/*
-	 * On a miss in this CPU's connection table, do not look in the other
-	 * CPUs' tables: a new flow (above all UDP, which has no SYN) skips the
-	 * search; a flow whose packets change CPU follows the ring.
+	 * Was: on a miss in this CPU's connection table, do not search the
+	 * other CPUs' tables. The table is shared by all CPUs now, there is
+	 * no search, and the flag is accepted but changes nothing.
 	 */
 	LBD_VIP_F_NO_SEARCH = 1 << 3,
 };
@@ -139,16 +139,10 @@ struct lbd_config {
 	__u32 udp_timeout_s; /* UDP table entries idle longer re-follow the ring; 0: never */
 	__u32 hz;            /* clock ticks (jiffies) per second: the loader reads the kernel's tick */
 	/*
-	 * Searches of the other CPUs' connection tables a CPU may make per
-	 * second (for packets its own table misses); 0: none.
+	 * Was: searches of the other CPUs' connection tables per second. The
+	 * table is shared by all CPUs now; kept (unused) for the layout.
 	 */
 	__u32 search_rate;
-};
-
-/* A CPU's use of its search allowance in the current second. */
-struct search_budget {
-	__u32 start; /* jiffies at the start of the second */
-	__u32 used;
 };
 
 struct vip_counters {
@@ -189,8 +183,8 @@ enum lbd_stat {
 	LBD_STAT_LRU_MISS_NON_SYN,   /* miss for a TCP packet that is not a SYN: a moved flow */
 	LBD_STAT_LRU_INSERT_FAIL,    /* connection table update failed */
 	LBD_STAT_ICMP_TOO_BIG,       /* frag-needed / packet-too-big forwarded to a flow's real */
-	LBD_STAT_LRU_REMOTE_HIT,     /* found in another CPU's table (and moved to this CPU's) */
-	LBD_STAT_LRU_SEARCH_SKIPPED, /* other CPUs' tables not searched: this tick's allowance was spent */
+	LBD_STAT_LRU_REMOTE_HIT,     /* unused (0): was a flow found in another CPU's table */
+	LBD_STAT_LRU_SEARCH_SKIPPED, /* unused (0): was a search skipped for want of allowance */
 	LBD_STAT_MAX,
 };
 

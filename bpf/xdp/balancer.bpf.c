@@ -13,6 +13,7 @@
  */
 #include <linux/bpf.h>
 #include <linux/in.h>
+#include <linux/errno.h>
 #include <bpf/bpf_helpers.h>
 
 #include "lbd_types.h"
@@ -181,94 +182,18 @@ struct choice {
 	__u32 real_idx;
 	__u32 hash; /* lbd_hash of the flow: ring slot and outer source */
 	__u32 now;  /* jiffies (32 bits); 0 until read */
-	void *tbl;  /* this CPU's connection table (NULL: none, flows go unrecorded) */
-	int missed; /* tbl has no entry for the flow: the other CPUs' tables may */
+	int stale;  /* the table has an entry for the flow that may not be used */
 };
-
-/* lbd_flow_table returns this CPU's connection table. */
-static __always_inline void *lbd_flow_table(void)
-{
-	__u32 cpu = bpf_get_smp_processor_id();
-
-	return bpf_map_lookup_elem(&flows, &cpu);
-}
-
-/* lbd_may_search spends one of this second's searches, if any are left. */
-static __always_inline int lbd_may_search(const struct lbd_config *cfg, struct global_counters *gs,
-					  struct choice *c)
-{
-	__u32 zero = 0;
-	struct search_budget *b = bpf_map_lookup_elem(&search_budget, &zero);
-
-	if (!b || !cfg->search_rate)
-		return 0;
-	if (!c->now)
-		c->now = lbd_now();
-	if ((__u32)(c->now - b->start) >= cfg->hz) {
-		b->start = c->now;
-		b->used = 0;
-	}
-	if (b->used >= cfg->search_rate) {
-		gs->counters[LBD_STAT_LRU_SEARCH_SKIPPED]++;
-		return 0;
-	}
-	b->used++;
-	return 1;
-}
-
-/*
- * lbd_search_other_cpus hands a packet whose flow this CPU's table does
- * not have to lbd_flow_search (a tail call), which looks in the other
- * CPUs' tables, moves the entry here if it finds it, and balances the
- * packet again. The search is a program of its own so that the verifier
- * walks its loop over the CPUs once, not once per path that can reach it.
- * search_scratch tells that second balancing that the search found nothing
- * (if it found the flow, the second lookup does). It returns if the tail
- * call does not happen (no allowance left, no lbd running, or this is the
- * second balancing): the caller goes on without an entry.
- */
-static __always_inline void lbd_search_other_cpus(struct xdp_md *ctx, const struct flow_key *fk,
-						  const struct lbd_config *cfg,
-						  struct global_counters *gs, struct choice *c)
-{
-	__u32 zero = 0;
-	struct search_scratch *s = bpf_map_lookup_elem(&search_scratch, &zero);
-
-	if (!s)
-		return;
-	if (s->searched && !__builtin_memcmp(&s->key, fk, sizeof(*fk))) {
-		s->searched = 0; /* the second balancing of this packet */
-		return;
-	}
-	if (!lbd_may_search(cfg, gs, c))
-		return;
-	s->key = *fk;
-	s->searched = 0;
-	bpf_tail_call(ctx, &progs, LBD_PROG_FLOW_SEARCH);
-}
-
-/*
- * lbd_maybe_search searches the other CPUs' tables (see
- * lbd_search_other_cpus) for a flow this CPU's table missed, once its VIP
- * (c->vm) is known: only for a VIP that uses the table and allows the
- * search. Packets to no VIP, or to a no-LRU VIP (every one of whose
- * packets misses), never spend the allowance.
- */
-static __always_inline void lbd_maybe_search(struct xdp_md *ctx, const struct flow_key *fk,
-					     const struct lbd_config *cfg,
-					     struct global_counters *gs, struct choice *c)
-{
-	if (c->missed && !(c->vm->flags & (LBD_VIP_F_NO_LRU | LBD_VIP_F_NO_SEARCH)))
-		lbd_search_other_cpus(ctx, fk, cfg, gs, c);
-}
 
 /*
  * lbd_table_lookup returns the connection table entry of fk if it can
  * still be used: its VIP is the one that made it (same generation) and
  * still uses the table, its real is still defined, and (UDP) it is not
  * idle past the timeout. This is the whole lookup of an established flow:
- * one hash lookup, then array lookups. A miss sets c->missed: the caller
- * looks up the VIP, then lbd_maybe_search.
+ * one hash lookup, then array lookups. The table is shared by all CPUs:
+ * whichever CPU a packet comes in on, it finds the flow's one entry. An
+ * entry that exists but may not be used sets c->stale (a new one is to
+ * replace it).
  */
 static __always_inline struct flow_state *lbd_table_lookup(const struct flow_key *fk,
 							   const struct lbd_config *cfg,
@@ -276,13 +201,10 @@ static __always_inline struct flow_state *lbd_table_lookup(const struct flow_key
 {
 	struct flow_state *st;
 
-	if (!c->tbl)
+	st = bpf_map_lookup_elem(&conns, fk);
+	if (!st)
 		return NULL;
-	st = bpf_map_lookup_elem(c->tbl, fk);
-	if (!st) {
-		c->missed = 1;
-		return NULL;
-	}
+	c->stale = 1; /* until it proves usable */
 	c->vip_num = st->vip_num;
 	c->vm = bpf_map_lookup_elem(&vip_info, &c->vip_num);
 	if (!c->vm || c->vm->gen != st->vip_gen || (c->vm->flags & LBD_VIP_F_NO_LRU))
@@ -296,6 +218,7 @@ static __always_inline struct flow_state *lbd_table_lookup(const struct flow_key
 		if ((__u32)(c->now - st->last_tick) > cfg->udp_timeout_s * cfg->hz)
 			return NULL; /* idle UDP flow: follow the ring again */
 	}
+	c->stale = 0;
 	return st;
 }
 
@@ -322,8 +245,35 @@ static __always_inline int lbd_send(struct xdp_md *ctx, struct packet *pkt, cons
 }
 
 /*
+ * lbd_adopt makes a flow whose entry another CPU created a moment ago (its
+ * first packets came in on two CPUs at once) go to that entry's real, as
+ * that CPU's packets do: the ring may have changed in between.
+ */
+static __always_inline void lbd_adopt(struct packet *pkt, const struct flow_key *fk,
+				      struct choice *c)
+{
+	struct flow_state *st = bpf_map_lookup_elem(&conns, fk);
+	struct real_def *real;
+
+	if (!st || st->vip_num != c->vip_num || st->vip_gen != c->vm->gen)
+		return;
+	real = lbd_real(st->real);
+	if (!real)
+		return;
+	c->real_idx = st->real;
+	c->real = real;
+	c->hash = st->hash;
+	st->packets++;
+	st->bytes += pkt->l3_len;
+}
+
+/*
  * lbd_choose_new picks a real from the ring for a flow the table does not
  * (or may not) answer for, and records it in the table unless told not to.
+ * A SYN (a new connection, maybe on a reused 5-tuple) and a flow whose
+ * entry may not be used replace the entry; any other packet only creates
+ * one, so that two CPUs that miss the same new flow at once agree on the
+ * real (the first entry wins, lbd_adopt).
  */
 static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_key *fk,
 					  struct choice *c, struct vip_counters *vs,
@@ -331,6 +281,8 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
 {
 	__u32 vflags = c->vm->flags;
 	int tcp = fk->proto == IPPROTO_TCP;
+	__u64 how;
+	long err;
 
 	c->real_idx = lbd_ring_pick(c->vip_num, c->vm->ring_size, c->hash);
 	c->real = lbd_real(c->real_idx);
@@ -358,7 +310,13 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
 	ns.bytes = pkt->l3_len;
 	ns.first_tick = c->now;
 	ns.last_tick = c->now;
-	if (!c->tbl || bpf_map_update_elem(c->tbl, fk, &ns, BPF_ANY))
+	how = c->stale || (tcp && (pkt->tcp_flags & (LBD_TCP_SYN | LBD_TCP_ACK)) == LBD_TCP_SYN) ?
+		      BPF_ANY :
+		      BPF_NOEXIST;
+	err = bpf_map_update_elem(&conns, fk, &ns, how);
+	if (err == -EEXIST)
+		lbd_adopt(pkt, fk, c);
+	else if (err)
 		gs->counters[LBD_STAT_LRU_INSERT_FAIL]++;
 	return 0;
 }
@@ -370,8 +328,7 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
  * the entry exists and is valid.
  */
 static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
-				       const struct lbd_config *cfg, struct global_counters *gs,
-				       void *tbl)
+				       const struct lbd_config *cfg, struct global_counters *gs)
 {
 	int not_vip = 0;
 	struct flow_key fk = {};
@@ -386,7 +343,6 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	fk.dport = pkt->dport;
 	fk.proto = pkt->proto;
 	fk.family = pkt->family;
-	c.tbl = tbl;
 	syn = pkt->proto == IPPROTO_TCP &&
 	      (pkt->tcp_flags & (LBD_TCP_SYN | LBD_TCP_ACK)) == LBD_TCP_SYN;
 
@@ -400,7 +356,11 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 			vs->lru_hits++;
 			if (!c.now)
 				c.now = lbd_now();
-			/* Plain adds: a flow is handled by one CPU at a time (RSS). */
+			/*
+			 * Plain adds: a flow is handled by one CPU at a time
+			 * (RSS); one whose packets come in on two CPUs at the
+			 * same moment may lose a count, never its real.
+			 */
 			st->packets++;
 			st->bytes += pkt->l3_len;
 			st->last_tick = c.now;
@@ -413,7 +373,6 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	c.vm = lbd_lookup_vip(pkt->dst, pkt->family, pkt->dport, pkt->proto, NULL, &c.vip_num, &not_vip);
 	if (!c.vm)
 		return lbd_count(gs, not_vip ? LBD_STAT_PASS_NON_VIP : LBD_STAT_PASS_NO_VIP_PORT, XDP_PASS);
-	lbd_maybe_search(ctx, &fk, cfg, gs, &c);
 	vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
 	if (!vs)
 		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
@@ -437,7 +396,6 @@ static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
 	struct vip_counters *vs;
 	int err, act;
 
-	c.tbl = lbd_flow_table();
 	if (!lbd_table_lookup(fk, cfg, &c)) {
 		int not_vip = 0;
 
@@ -446,7 +404,6 @@ static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
 		if (!c.vm)
 			return lbd_policy(gs, cfg, LBD_CFG_F_UNBALANCEABLE_PASS,
 					  LBD_STAT_PASS_UNBALANCEABLE, LBD_STAT_DROP_UNBALANCEABLE);
-		lbd_maybe_search(ctx, fk, cfg, gs, &c);
 	}
 	vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
 	if (!vs)
@@ -493,7 +450,6 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 	struct global_counters *gs;
 	struct lbd_config *cfg;
 	__u32 zero = 0, *addr_flags;
-	void *tbl;
 	int r;
 
 	gs = bpf_map_lookup_elem(&stats, &zero);
@@ -510,9 +466,6 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 
 	if (!lbd_maybe_vip(&pkt))
 		return lbd_count(gs, LBD_STAT_PASS_NON_VIP, XDP_PASS);
-	/* Looked up early: its loads are done by the time the table is read. */
-	tbl = lbd_flow_table();
-
 	cfg = bpf_map_lookup_elem(&config, &zero);
 	if (!cfg)
 		return XDP_ABORTED;
@@ -532,80 +485,12 @@ static __always_inline int lbd_process(struct xdp_md *ctx)
 	}
 	if (lbd_parse_ports(data, data_end, &pkt) != PARSE_OK)
 		return lbd_vip_or(gs, &pkt, LBD_STAT_DROP_MALFORMED_L4, XDP_DROP);
-	return lbd_balance(ctx, &pkt, cfg, gs, tbl);
+	return lbd_balance(ctx, &pkt, cfg, gs);
 }
 
 SEC("xdp")
 int lbd_balancer(struct xdp_md *ctx)
 {
-	return lbd_process(ctx);
-}
-
-/*
- * lbd_flow_search is tail-called by the balancer for a packet whose flow
- * is not in this CPU's table (see lbd_search_other_cpus): it looks for the
- * flow in the other CPUs' tables, moves it into this CPU's if it is there
- * (the flow's packets come in here now), and then balances the packet
- * itself (it has the balancer's code too, rather than tail-calling back:
- * when the tail-call table is emptied, while no lbd runs, a packet already
- * in here must not be dropped).
- */
-SEC("xdp")
-int lbd_flow_search(struct xdp_md *ctx)
-{
-	__u32 zero = 0, cpu = bpf_get_smp_processor_id();
-	struct search_scratch *s = bpf_map_lookup_elem(&search_scratch, &zero);
-	struct global_counters *gs = bpf_map_lookup_elem(&stats, &zero);
-	void *tbl = bpf_map_lookup_elem(&flows, &cpu);
-	void *other = NULL;
-	__u32 searched = 1;
-
-	if (!s || !gs || !tbl)
-		goto again;
-	/*
-	 * The counter stays in a register: the verifier tracks a 64-bit
-	 * scalar exactly, not a 32-bit one spilled to the stack (where the
-	 * map key has to be).
-	 */
-	for (__u64 i = 0; i < LBD_MAX_CPUS; i++) {
-		__u32 key = i;
-		void *t;
-
-		if (key == cpu)
-			continue;
-		t = bpf_map_lookup_elem(&flows, &key);
-		if (!t)
-			break; /* past the last CPU */
-		if (bpf_map_lookup_elem(t, &s->key)) {
-			other = t;
-			break;
-		}
-	}
-	if (other) {
-		struct flow_state *st = bpf_map_lookup_elem(other, &s->key);
-		struct flow_state moved;
-
-		if (st) {
-			moved = *st;
-			if (bpf_map_update_elem(tbl, &s->key, &moved, BPF_ANY)) {
-				gs->counters[LBD_STAT_LRU_INSERT_FAIL]++;
-			} else {
-				bpf_map_delete_elem(other, &s->key);
-				gs->counters[LBD_STAT_LRU_REMOTE_HIT]++;
-				searched = 0; /* the balancer finds it here now */
-			}
-		}
-	}
-again:
-	/*
-	 * Only a search that found nothing leaves a mark: the balancing
-	 * below then misses and takes the mark away. One that moved the
-	 * flow leaves none, as the balancing finds the flow and never looks
-	 * at the mark: a mark left behind would stop the next search for
-	 * this flow on this CPU.
-	 */
-	if (s)
-		s->searched = searched;
 	return lbd_process(ctx);
 }
 

@@ -46,7 +46,7 @@ var (
 type Limits struct {
 	MaxVIPs  uint32 // VIPs (each with its own ring and counters)
 	MaxReals uint32 // distinct real addresses across all VIPs, plus the unused index 0
-	MaxFlows uint32 // connection table entries, split evenly over the CPUs' tables
+	MaxFlows uint32 // connection table entries (rounded up to a multiple of the CPUs), an equal share per CPU
 }
 
 // DefaultLimits are Katran's defaults for VIPs and reals, and a 1M-entry table.
@@ -88,9 +88,6 @@ type Balancer struct {
 	links   map[string]*attachment
 	// ringMaps are the open ring buffers by outer slot.
 	ringMaps map[uint32]*ebpf.Map
-	// flowTables are the connection tables, one per possible CPU
-	// (flows[cpu]).
-	flowTables []*ebpf.Map
 }
 
 // Options for Open.
@@ -145,8 +142,7 @@ func Open(opts Options) (*Balancer, error) {
 	} {
 		spec.Maps[name].MaxEntries = size
 	}
-	tables, err := flowTablesSpec(spec, limits)
-	if err != nil {
+	if err := connsSpec(spec, limits); err != nil {
 		return nil, err
 	}
 	b := &Balancer{
@@ -173,6 +169,10 @@ func Open(opts Options) (*Balancer, error) {
 			return nil, err
 		}
 		b.pinDir = dir
+		if err := migrateLegacyFlows(spec, dir); err != nil {
+			releasePinDir(dir)
+			return nil, err
+		}
 		if fresh, err = checkPins(spec, dir, limits); err != nil {
 			releasePinDir(dir)
 			return nil, err
@@ -196,19 +196,11 @@ func Open(opts Options) (*Balancer, error) {
 		}
 		return nil, fmt.Errorf("load balancer program: %w", err)
 	}
-	if err = b.fillProgs(); err == nil {
-		if fresh {
-			err = b.createFlowTables(tables)
-			if err == nil {
-				err = b.SetConfig(DefaultConfig())
-			}
-		} else {
-			b.recovered = true
-			err = b.recoverFlowTables(tables)
-			if err == nil {
-				err = b.recover()
-			}
-		}
+	if fresh {
+		err = b.SetConfig(DefaultConfig())
+	} else {
+		b.recovered = true
+		err = b.recover()
 	}
 	if err != nil {
 		if fresh && b.pinDir != "" {
@@ -248,10 +240,6 @@ func (b *Balancer) Close() error {
 		m.Close()
 		delete(b.ringMaps, slot)
 	}
-	for _, m := range b.flowTables {
-		m.Close()
-	}
-	b.flowTables = nil
 	for ifname, a := range b.links {
 		if err := a.link.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("close XDP link of %s: %w", ifname, err))

@@ -101,19 +101,6 @@ type balancerRealDef struct {
 	Family uint32
 }
 
-type balancerSearchBudget struct {
-	_     structs.HostLayout
-	Start uint32
-	Used  uint32
-}
-
-type balancerSearchScratch struct {
-	_        structs.HostLayout
-	Key      balancerFlowKey
-	Searched uint32
-	Pad      uint32
-}
-
 type balancerVipCounters struct {
 	_         structs.HostLayout
 	Packets   uint64
@@ -142,24 +129,19 @@ type balancerVipMeta struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	balancerMapConfig         = "config"
-	balancerMapFlows          = "flows"
-	balancerMapProgs          = "progs"
-	balancerMapRealStats      = "real_stats"
-	balancerMapReals          = "reals"
-	balancerMapRings          = "rings"
-	balancerMapSearchBudget   = "search_budget"
-	balancerMapSearchScratch  = "search_scratch"
-	balancerMapStats          = "stats"
-	balancerMapVipAddrs       = "vip_addrs"
-	balancerMapVipFilter      = "vip_filter"
-	balancerMapVipInfo        = "vip_info"
-	balancerMapVipStats       = "vip_stats"
-	balancerMapVips           = "vips"
-	balancerProgLbdBalancer   = "lbd_balancer"
-	balancerProgLbdClock      = "lbd_clock"
-	balancerProgLbdFlowSearch = "lbd_flow_search"
-	balancerVarLbdFlowTypes   = "lbd_flow_types"
+	balancerMapConfig       = "config"
+	balancerMapConns        = "conns"
+	balancerMapRealStats    = "real_stats"
+	balancerMapReals        = "reals"
+	balancerMapRings        = "rings"
+	balancerMapStats        = "stats"
+	balancerMapVipAddrs     = "vip_addrs"
+	balancerMapVipFilter    = "vip_filter"
+	balancerMapVipInfo      = "vip_info"
+	balancerMapVipStats     = "vip_stats"
+	balancerMapVips         = "vips"
+	balancerProgLbdBalancer = "lbd_balancer"
+	balancerProgLbdClock    = "lbd_clock"
 )
 
 // loadBalancer returns the embedded CollectionSpec for balancer.
@@ -204,36 +186,31 @@ type balancerSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerProgramSpecs struct {
-	LbdBalancer   *ebpf.ProgramSpec `ebpf:"lbd_balancer"`
-	LbdClock      *ebpf.ProgramSpec `ebpf:"lbd_clock"`
-	LbdFlowSearch *ebpf.ProgramSpec `ebpf:"lbd_flow_search"`
+	LbdBalancer *ebpf.ProgramSpec `ebpf:"lbd_balancer"`
+	LbdClock    *ebpf.ProgramSpec `ebpf:"lbd_clock"`
 }
 
 // balancerMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerMapSpecs struct {
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	Progs         *ebpf.MapSpec `ebpf:"progs"`
-	RealStats     *ebpf.MapSpec `ebpf:"real_stats"`
-	Reals         *ebpf.MapSpec `ebpf:"reals"`
-	Rings         *ebpf.MapSpec `ebpf:"rings"`
-	SearchBudget  *ebpf.MapSpec `ebpf:"search_budget"`
-	SearchScratch *ebpf.MapSpec `ebpf:"search_scratch"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
-	VipAddrs      *ebpf.MapSpec `ebpf:"vip_addrs"`
-	VipFilter     *ebpf.MapSpec `ebpf:"vip_filter"`
-	VipInfo       *ebpf.MapSpec `ebpf:"vip_info"`
-	VipStats      *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips          *ebpf.MapSpec `ebpf:"vips"`
+	Config    *ebpf.MapSpec `ebpf:"config"`
+	Conns     *ebpf.MapSpec `ebpf:"conns"`
+	RealStats *ebpf.MapSpec `ebpf:"real_stats"`
+	Reals     *ebpf.MapSpec `ebpf:"reals"`
+	Rings     *ebpf.MapSpec `ebpf:"rings"`
+	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	VipAddrs  *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipFilter *ebpf.MapSpec `ebpf:"vip_filter"`
+	VipInfo   *ebpf.MapSpec `ebpf:"vip_info"`
+	VipStats  *ebpf.MapSpec `ebpf:"vip_stats"`
+	Vips      *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // balancerVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type balancerVariableSpecs struct {
-	LbdFlowTypes *ebpf.VariableSpec `ebpf:"lbd_flow_types"`
 }
 
 // balancerObjects contains all objects after they have been loaded into the kernel.
@@ -256,32 +233,26 @@ func (o *balancerObjects) Close() error {
 //
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerMaps struct {
-	Config        *ebpf.Map `ebpf:"config"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	Progs         *ebpf.Map `ebpf:"progs"`
-	RealStats     *ebpf.Map `ebpf:"real_stats"`
-	Reals         *ebpf.Map `ebpf:"reals"`
-	Rings         *ebpf.Map `ebpf:"rings"`
-	SearchBudget  *ebpf.Map `ebpf:"search_budget"`
-	SearchScratch *ebpf.Map `ebpf:"search_scratch"`
-	Stats         *ebpf.Map `ebpf:"stats"`
-	VipAddrs      *ebpf.Map `ebpf:"vip_addrs"`
-	VipFilter     *ebpf.Map `ebpf:"vip_filter"`
-	VipInfo       *ebpf.Map `ebpf:"vip_info"`
-	VipStats      *ebpf.Map `ebpf:"vip_stats"`
-	Vips          *ebpf.Map `ebpf:"vips"`
+	Config    *ebpf.Map `ebpf:"config"`
+	Conns     *ebpf.Map `ebpf:"conns"`
+	RealStats *ebpf.Map `ebpf:"real_stats"`
+	Reals     *ebpf.Map `ebpf:"reals"`
+	Rings     *ebpf.Map `ebpf:"rings"`
+	Stats     *ebpf.Map `ebpf:"stats"`
+	VipAddrs  *ebpf.Map `ebpf:"vip_addrs"`
+	VipFilter *ebpf.Map `ebpf:"vip_filter"`
+	VipInfo   *ebpf.Map `ebpf:"vip_info"`
+	VipStats  *ebpf.Map `ebpf:"vip_stats"`
+	Vips      *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *balancerMaps) Close() error {
 	return _BalancerClose(
 		m.Config,
-		m.Flows,
-		m.Progs,
+		m.Conns,
 		m.RealStats,
 		m.Reals,
 		m.Rings,
-		m.SearchBudget,
-		m.SearchScratch,
 		m.Stats,
 		m.VipAddrs,
 		m.VipFilter,
@@ -295,23 +266,20 @@ func (m *balancerMaps) Close() error {
 //
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerVariables struct {
-	LbdFlowTypes *ebpf.Variable `ebpf:"lbd_flow_types"`
 }
 
 // balancerPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadBalancerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type balancerPrograms struct {
-	LbdBalancer   *ebpf.Program `ebpf:"lbd_balancer"`
-	LbdClock      *ebpf.Program `ebpf:"lbd_clock"`
-	LbdFlowSearch *ebpf.Program `ebpf:"lbd_flow_search"`
+	LbdBalancer *ebpf.Program `ebpf:"lbd_balancer"`
+	LbdClock    *ebpf.Program `ebpf:"lbd_clock"`
 }
 
 func (p *balancerPrograms) Close() error {
 	return _BalancerClose(
 		p.LbdBalancer,
 		p.LbdClock,
-		p.LbdFlowSearch,
 	)
 }
 

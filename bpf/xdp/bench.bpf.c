@@ -125,9 +125,7 @@ int bench_lru_insert(struct xdp_md *ctx)
 	ns.packets = 1;
 	ns.bytes = data_end - (void *)iph;
 	ns.first_tick = ns.last_tick = lbd_now();
-	void *tbl = lbd_flow_table();
-
-	if (!tbl || bpf_map_update_elem(tbl, &fk, &ns, BPF_ANY))
+	if (bpf_map_update_elem(&conns, &fk, &ns, BPF_ANY))
 		return XDP_ABORTED;
 	return XDP_DROP;
 }

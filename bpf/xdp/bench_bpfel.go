@@ -19,6 +19,29 @@ type benchAddrKey struct {
 	Family uint32
 }
 
+type benchFlowKey struct {
+	_      structs.HostLayout
+	Src    [4]uint32
+	Dst    [4]uint32
+	Sport  uint16
+	Dport  uint16
+	Proto  uint8
+	Family uint8
+	Pad    uint16
+}
+
+type benchFlowState struct {
+	_         structs.HostLayout
+	Real      uint32
+	VipNum    uint32
+	VipGen    uint32
+	Hash      uint32
+	Packets   uint64
+	Bytes     uint64
+	FirstTick uint32
+	LastTick  uint32
+}
+
 type benchGlobalCounters struct {
 	_        structs.HostLayout
 	Counters [22]uint64
@@ -61,28 +84,6 @@ type benchRealDef struct {
 	Family uint32
 }
 
-type benchSearchBudget struct {
-	_     structs.HostLayout
-	Start uint32
-	Used  uint32
-}
-
-type benchSearchScratch struct {
-	_   structs.HostLayout
-	Key struct {
-		_      structs.HostLayout
-		Src    [4]uint32
-		Dst    [4]uint32
-		Sport  uint16
-		Dport  uint16
-		Proto  uint8
-		Family uint8
-		Pad    uint16
-	}
-	Searched uint32
-	Pad      uint32
-}
-
 type benchVipCounters struct {
 	_         structs.HostLayout
 	Packets   uint64
@@ -112,13 +113,10 @@ type benchVipMeta struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	benchMapConfig             = "config"
-	benchMapFlows              = "flows"
-	benchMapProgs              = "progs"
+	benchMapConns              = "conns"
 	benchMapRealStats          = "real_stats"
 	benchMapReals              = "reals"
 	benchMapRings              = "rings"
-	benchMapSearchBudget       = "search_budget"
-	benchMapSearchScratch      = "search_scratch"
 	benchMapStats              = "stats"
 	benchMapVipAddrs           = "vip_addrs"
 	benchMapVipFilter          = "vip_filter"
@@ -131,8 +129,6 @@ const (
 	benchProgBenchLruInsert    = "bench_lru_insert"
 	benchProgLbdBalancer       = "lbd_balancer"
 	benchProgLbdClock          = "lbd_clock"
-	benchProgLbdFlowSearch     = "lbd_flow_search"
-	benchVarLbdFlowTypes       = "lbd_flow_types"
 )
 
 // loadBench returns the embedded CollectionSpec for bench.
@@ -183,34 +179,29 @@ type benchProgramSpecs struct {
 	BenchLruInsert    *ebpf.ProgramSpec `ebpf:"bench_lru_insert"`
 	LbdBalancer       *ebpf.ProgramSpec `ebpf:"lbd_balancer"`
 	LbdClock          *ebpf.ProgramSpec `ebpf:"lbd_clock"`
-	LbdFlowSearch     *ebpf.ProgramSpec `ebpf:"lbd_flow_search"`
 }
 
 // benchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	Config        *ebpf.MapSpec `ebpf:"config"`
-	Flows         *ebpf.MapSpec `ebpf:"flows"`
-	Progs         *ebpf.MapSpec `ebpf:"progs"`
-	RealStats     *ebpf.MapSpec `ebpf:"real_stats"`
-	Reals         *ebpf.MapSpec `ebpf:"reals"`
-	Rings         *ebpf.MapSpec `ebpf:"rings"`
-	SearchBudget  *ebpf.MapSpec `ebpf:"search_budget"`
-	SearchScratch *ebpf.MapSpec `ebpf:"search_scratch"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
-	VipAddrs      *ebpf.MapSpec `ebpf:"vip_addrs"`
-	VipFilter     *ebpf.MapSpec `ebpf:"vip_filter"`
-	VipInfo       *ebpf.MapSpec `ebpf:"vip_info"`
-	VipStats      *ebpf.MapSpec `ebpf:"vip_stats"`
-	Vips          *ebpf.MapSpec `ebpf:"vips"`
+	Config    *ebpf.MapSpec `ebpf:"config"`
+	Conns     *ebpf.MapSpec `ebpf:"conns"`
+	RealStats *ebpf.MapSpec `ebpf:"real_stats"`
+	Reals     *ebpf.MapSpec `ebpf:"reals"`
+	Rings     *ebpf.MapSpec `ebpf:"rings"`
+	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	VipAddrs  *ebpf.MapSpec `ebpf:"vip_addrs"`
+	VipFilter *ebpf.MapSpec `ebpf:"vip_filter"`
+	VipInfo   *ebpf.MapSpec `ebpf:"vip_info"`
+	VipStats  *ebpf.MapSpec `ebpf:"vip_stats"`
+	Vips      *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchVariableSpecs struct {
-	LbdFlowTypes *ebpf.VariableSpec `ebpf:"lbd_flow_types"`
 }
 
 // benchObjects contains all objects after they have been loaded into the kernel.
@@ -233,32 +224,26 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	Config        *ebpf.Map `ebpf:"config"`
-	Flows         *ebpf.Map `ebpf:"flows"`
-	Progs         *ebpf.Map `ebpf:"progs"`
-	RealStats     *ebpf.Map `ebpf:"real_stats"`
-	Reals         *ebpf.Map `ebpf:"reals"`
-	Rings         *ebpf.Map `ebpf:"rings"`
-	SearchBudget  *ebpf.Map `ebpf:"search_budget"`
-	SearchScratch *ebpf.Map `ebpf:"search_scratch"`
-	Stats         *ebpf.Map `ebpf:"stats"`
-	VipAddrs      *ebpf.Map `ebpf:"vip_addrs"`
-	VipFilter     *ebpf.Map `ebpf:"vip_filter"`
-	VipInfo       *ebpf.Map `ebpf:"vip_info"`
-	VipStats      *ebpf.Map `ebpf:"vip_stats"`
-	Vips          *ebpf.Map `ebpf:"vips"`
+	Config    *ebpf.Map `ebpf:"config"`
+	Conns     *ebpf.Map `ebpf:"conns"`
+	RealStats *ebpf.Map `ebpf:"real_stats"`
+	Reals     *ebpf.Map `ebpf:"reals"`
+	Rings     *ebpf.Map `ebpf:"rings"`
+	Stats     *ebpf.Map `ebpf:"stats"`
+	VipAddrs  *ebpf.Map `ebpf:"vip_addrs"`
+	VipFilter *ebpf.Map `ebpf:"vip_filter"`
+	VipInfo   *ebpf.Map `ebpf:"vip_info"`
+	VipStats  *ebpf.Map `ebpf:"vip_stats"`
+	Vips      *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *benchMaps) Close() error {
 	return _BenchClose(
 		m.Config,
-		m.Flows,
-		m.Progs,
+		m.Conns,
 		m.RealStats,
 		m.Reals,
 		m.Rings,
-		m.SearchBudget,
-		m.SearchScratch,
 		m.Stats,
 		m.VipAddrs,
 		m.VipFilter,
@@ -272,7 +257,6 @@ func (m *benchMaps) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchVariables struct {
-	LbdFlowTypes *ebpf.Variable `ebpf:"lbd_flow_types"`
 }
 
 // benchPrograms contains all programs after they have been loaded into the kernel.
@@ -285,7 +269,6 @@ type benchPrograms struct {
 	BenchLruInsert    *ebpf.Program `ebpf:"bench_lru_insert"`
 	LbdBalancer       *ebpf.Program `ebpf:"lbd_balancer"`
 	LbdClock          *ebpf.Program `ebpf:"lbd_clock"`
-	LbdFlowSearch     *ebpf.Program `ebpf:"lbd_flow_search"`
 }
 
 func (p *benchPrograms) Close() error {
@@ -296,7 +279,6 @@ func (p *benchPrograms) Close() error {
 		p.BenchLruInsert,
 		p.LbdBalancer,
 		p.LbdClock,
-		p.LbdFlowSearch,
 	)
 }
 

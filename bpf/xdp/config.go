@@ -57,12 +57,9 @@ type Config struct {
 	// UDPFlowTimeout: a UDP flow idle for longer chooses its real again
 	// from the current ring (UDP has no SYN to mark a new flow). 0: never.
 	UDPFlowTimeout time.Duration
-	// FlowSearchRate is how many times a second each CPU may search the
-	// other CPUs' connection tables for a packet its own table misses
-	// (the flow's packets came in on another CPU before). A flow found is
-	// moved to the CPU's table; beyond the rate the packet follows the
-	// ring (counted in lru_search_skipped), which bounds what a flood of
-	// packets of unknown flows costs. 0 turns searching off.
+	// FlowSearchRate is kept so that old configurations load; it changes
+	// nothing. It bounded searches of the other CPUs' connection tables,
+	// and the table is shared by all CPUs now.
 	FlowSearchRate uint32
 }
 

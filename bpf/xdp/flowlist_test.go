@@ -14,26 +14,21 @@ import (
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
-// TestFlowListingMissesNoLiveFlow: while new flows fill small tables (so
-// entries are evicted all the time) on two CPUs, and the flows held open
-// move between the CPUs' tables during every listing, every listing has
-// every held flow that was in the tables throughout it.
+// TestFlowListingMissesNoLiveFlow: while new flows fill a small table (so
+// entries are evicted all the time) from two CPUs, and the packets of the
+// flows held open switch CPUs during every listing, every listing has
+// every held flow that was in the table throughout it, exactly once.
 //
 // The load is deterministic in what it does, not in its timing: two
 // threads, one pinned to each CPU, run frames through the program
 // (BPF_PROG_TEST_RUN runs on the caller's CPU). Each held flow has a home
 // CPU whose thread sends its packets; while a listing runs, each held flow
-// is given the other home once, so its next packet (on the new CPU) moves
-// it: inserted into the new CPU's table, then deleted from the old one.
+// is given the other home once, so its next packet comes in on the other
+// CPU (and updates the one shared entry from there).
 func TestFlowListingMissesNoLiveFlow(t *testing.T) {
 	l := newTestLBWithLimits(t, Limits{MaxVIPs: 16, MaxReals: 64, MaxFlows: 512})
-	if len(l.flowTables) < 2 {
-		privtest.Unavailable(t, fmt.Sprintf("needs two CPUs, this machine has %d", len(l.flowTables)))
-	}
-	cfg := l.cfg
-	cfg.FlowSearchRate = 1 << 30 // every miss searches: the churn must not use up the moves' allowance
-	if err := l.SetConfig(cfg); err != nil {
-		t.Fatal(err)
+	if n := runtime.NumCPU(); n < 2 {
+		privtest.Unavailable(t, fmt.Sprintf("needs two CPUs, this machine has %d", n))
 	}
 
 	const held = 48
@@ -111,14 +106,6 @@ func TestFlowListingMissesNoLiveFlow(t *testing.T) {
 		wg.Wait()
 	}()
 
-	stats := func() GlobalStats {
-		s, err := l.GlobalStats()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return s
-	}
-	before := stats()
 	const listings = 40
 	missing, checked, evicted := 0, 0, 0
 	for round := range listings {
@@ -152,8 +139,8 @@ func TestFlowListingMissesNoLiveFlow(t *testing.T) {
 			n++
 		}
 		<-moved
-		// Every held flow moves in every round: wait for the packets that
-		// move them before the next round gives them their old homes back.
+		// Every held flow changes CPU in every round: wait for a packet from
+		// the new CPU before the next round gives them their old homes back.
 		for i := 0; ; i++ {
 			waiting := 0
 			for _, f := range flows {
@@ -173,8 +160,8 @@ func TestFlowListingMissesNoLiveFlow(t *testing.T) {
 		}
 		for i, f := range flows {
 			now, err := l.LookupFlow(f.key)
-			// In the tables throughout: the same entry (moves keep the
-			// first packet's time, read to within a tick) and still counting.
+			// In the table throughout: the same entry (the same first
+			// packet's time, read to within a tick) and still counting.
 			if was[i] == nil || err != nil || now.FirstSeen.Sub(was[i].FirstSeen).Abs() > 5*time.Millisecond || now.Packets < was[i].Packets {
 				evicted++
 				continue
@@ -186,15 +173,10 @@ func TestFlowListingMissesNoLiveFlow(t *testing.T) {
 			}
 		}
 	}
-	after := stats()
-	moves := after[StatLRURemoteHit] - before[StatLRURemoteHit]
-	t.Logf("%d listings, %d held-flow checks, %d missing or repeated, %d held flows evicted and not checked; meanwhile %d moves between CPUs, %d+%d new flows",
-		listings, checked, missing, evicted, moves, churned[0].Load(), churned[1].Load())
+	t.Logf("%d listings, %d held-flow checks, %d missing or repeated, %d held flows evicted and not checked; meanwhile %d+%d new flows",
+		listings, checked, missing, evicted, churned[0].Load(), churned[1].Load())
 	if checked < listings*held*3/4 {
 		t.Errorf("only %d of %d held-flow checks counted: the load evicted the held flows", checked, listings*held)
-	}
-	if moves < uint64(listings*held/2) {
-		t.Errorf("only %d moves between CPUs: the test did not move the held flows during the listings", moves)
 	}
 	if churned[0].Load()+churned[1].Load() < 2*512 {
 		t.Errorf("only %d new flows: the tables did not fill and evict", churned[0].Load()+churned[1].Load())

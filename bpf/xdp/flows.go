@@ -82,39 +82,27 @@ func (c tickClock) flow(k balancerFlowKey, v balancerFlowState) (Flow, error) {
 	}, nil
 }
 
-// LookupFlow returns the connection table entry of a flow. A flow lives
-// in the table of the CPU its packets come in on; if (for a moment, while
-// it moves) two CPUs' tables have it, the one used last is returned.
+// LookupFlow returns the connection table entry of a flow.
 func (b *Balancer) LookupFlow(key FlowKey) (Flow, error) {
 	raw, err := key.raw()
 	if err != nil {
 		return Flow{}, err
 	}
-	var v, latest balancerFlowState
-	found := false
-	for cpu, t := range b.flowTables {
-		// A lookup from user space does not mark the entry as used, so
-		// reading the table does not keep idle flows from being evicted.
-		err := t.Lookup(&raw, &v)
-		switch {
-		case errors.Is(err, ebpf.ErrKeyNotExist):
-			continue
-		case err != nil:
-			return Flow{}, fmt.Errorf("flow %s in the table of CPU %d: %w", key, cpu, err)
-		}
-		if !found || int32(v.LastTick-latest.LastTick) > 0 {
-			latest = v
-		}
-		found = true
-	}
-	if !found {
+	var v balancerFlowState
+	// A lookup from user space does not mark the entry as used, so
+	// reading the table does not keep idle flows from being evicted.
+	err = b.objs.Conns.Lookup(&raw, &v)
+	switch {
+	case errors.Is(err, ebpf.ErrKeyNotExist):
 		return Flow{}, fmt.Errorf("flow %s: %w", key, ErrNotFound)
+	case err != nil:
+		return Flow{}, fmt.Errorf("flow %s in the connection table: %w", key, err)
 	}
 	clock, err := b.clock()
 	if err != nil {
 		return Flow{}, err
 	}
-	return clock.flow(raw, latest)
+	return clock.flow(raw, v)
 }
 
 // Tick reads the datapath's clock now, in the units of Flow.LastTick: a
@@ -128,30 +116,18 @@ func (b *Balancer) Tick() (uint32, error) {
 	return uint32(c.tick), nil
 }
 
-// Flows lists the connection tables, each key once. A flow that is in the
-// tables throughout the listing is never missed, even while other flows
-// are inserted and evicted, unless it moves between CPUs' tables twice or
-// more during the listing:
-//
-//   - Each table is read with batch lookups (BPF_MAP_LOOKUP_BATCH, 5.6+),
-//     which copy a whole hash bucket at a time under its lock, and a key
-//     always lives in the same bucket: no entry that stays is skipped.
-//     Walking the table key by key (get-next-key) can skip entries when
-//     the walk's current node is evicted and reused meanwhile; it is only
-//     the fallback for kernels without batch lookups.
-//   - A flow whose packets change CPU is moved by the datapath: inserted
-//     into the new CPU's table, then deleted from the old one. A pass that
-//     reads table A, then table B, misses a flow that moves from B to A in
-//     between. So after one pass over all the tables, every table but the
-//     last is read again: a flow missed by the first pass was inserted into
-//     a table after that table was read, and the second pass finds it
-//     there unless it has moved away again.
-//
-// A key found more than once (in two tables while it moves, or in both
-// passes) is given once, the first copy found. That takes a set of the
-// keys given, by a 64-bit hash with a random seed: about 50 bytes an entry
-// for the listing (5 MB for 100 000). Should two keys share a hash (odds
-// of about n²/2^65: 3e-8 for a million entries), the second is left out.
+// Flows lists the connection table, each key once. A flow that is in the
+// table throughout the listing is never missed, even while other flows
+// are inserted and evicted: the table is read with batch lookups
+// (BPF_MAP_LOOKUP_BATCH, 5.6+), which copy a whole hash bucket at a time
+// under its lock, and a key always lives in the same bucket, so no entry
+// that stays is skipped. Walking the table key by key (get-next-key) can
+// skip entries when the walk's current node is evicted and reused
+// meanwhile; it is only the fallback for kernels without batch lookups,
+// and the reason a key is still checked against the keys already given
+// (a set of 64-bit hashes with a random seed, about 50 bytes an entry for
+// the listing; should two keys share a hash, odds of about n²/2^65, the
+// second is left out).
 func (b *Balancer) Flows() iter.Seq2[Flow, error] {
 	return func(yield func(Flow, error) bool) {
 		clock, err := b.clock()
@@ -159,32 +135,22 @@ func (b *Balancer) Flows() iter.Seq2[Flow, error] {
 			yield(Flow{}, err)
 			return
 		}
-		order := make([]int, 0, 2*len(b.flowTables))
-		for cpu := range b.flowTables {
-			order = append(order, cpu)
-		}
-		for cpu := range len(b.flowTables) - 1 {
-			order = append(order, cpu)
-		}
 		seed := maphash.MakeSeed()
 		seen := make(map[uint64]struct{})
 		var buf flowBatch
-		for _, cpu := range order {
-			for k, v := range buf.entries(b.flowTables[cpu], &err) {
-				h := maphash.Comparable(seed, k)
-				if _, dup := seen[h]; dup {
-					continue
-				}
-				seen[h] = struct{}{}
-				f, ferr := clock.flow(k, v)
-				if !yield(f, ferr) {
-					return
-				}
+		for k, v := range buf.entries(b.objs.Conns, &err) {
+			h := maphash.Comparable(seed, k)
+			if _, dup := seen[h]; dup {
+				continue
 			}
-			if err != nil {
-				yield(Flow{}, fmt.Errorf("read the connection table of CPU %d: %w", cpu, err))
+			seen[h] = struct{}{}
+			f, ferr := clock.flow(k, v)
+			if !yield(f, ferr) {
 				return
 			}
+		}
+		if err != nil {
+			yield(Flow{}, fmt.Errorf("read the connection table: %w", err))
 		}
 	}
 }
@@ -262,33 +228,31 @@ func (b *Balancer) DeleteFlows(match func(Flow) bool) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := 0
+	var victims []balancerFlowKey
 	var buf flowBatch
-	for cpu, t := range b.flowTables {
-		var victims []balancerFlowKey
-		var ferr error
-		for k, v := range buf.entries(t, &ferr) {
-			f, err := clock.flow(k, v)
-			if err != nil {
-				return n, err
-			}
-			if match(f) {
-				victims = append(victims, k)
-			}
+	var ferr error
+	for k, v := range buf.entries(b.objs.Conns, &ferr) {
+		f, err := clock.flow(k, v)
+		if err != nil {
+			return 0, err
 		}
-		if ferr != nil {
-			return n, fmt.Errorf("read the connection table of CPU %d: %w", cpu, ferr)
+		if match(f) {
+			victims = append(victims, k)
 		}
-		for _, k := range victims {
-			if err := t.Delete(&k); err != nil {
-				if errors.Is(err, ebpf.ErrKeyNotExist) {
-					continue
-				}
-				key, _ := flowKeyFromRaw(k)
-				return n, fmt.Errorf("delete flow %s from the table of CPU %d: %w", key, cpu, err)
+	}
+	if ferr != nil {
+		return 0, fmt.Errorf("read the connection table: %w", ferr)
+	}
+	n := 0
+	for _, k := range victims {
+		if err := b.objs.Conns.Delete(&k); err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				continue
 			}
-			n++
+			key, _ := flowKeyFromRaw(k)
+			return n, fmt.Errorf("delete flow %s from the connection table: %w", key, err)
 		}
+		n++
 	}
 	return n, nil
 }

@@ -3,144 +3,120 @@ package xdp
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
-// The connection table is one LRU hash per possible CPU, in the outer
-// array flows[cpu] (Katran's layout): each CPU inserts into and evicts
-// from its own table, with its own lock and LRU lists, in memory of its
-// NUMA node. The datapath searches the other CPUs' tables for a packet
-// its own table misses (FlowSearchRate bounds how often), so a flow whose
-// packets change CPU keeps its real.
+// The connection table is one LRU hash shared by all CPUs (conns), with
+// BPF_F_NO_COMMON_LRU: each CPU has its own LRU lists and an equal share
+// of the entries, and inserts and evicts under its own lock, as per-CPU
+// tables did, but a flow has one entry that every CPU sees. Per-CPU
+// tables (the layout before, Katran's) let a 5-tuple have an entry in
+// several CPUs' tables at once, and a stale one won on its CPU: a reused
+// 5-tuple's connection went to two reals.
 
-// progFlowSearch is lbd_flow_search's slot in progs (enum lbd_prog in
-// lbd_maps.h).
-const progFlowSearch = 0
+// legacyFlowsPin is the pinned array of per-CPU connection tables of lbd
+// before the shared table. Open moves its entries into conns.
+const legacyFlowsPin = "flows"
 
-// fillProgs puts the flow search into progs, the balancer's tail-call
-// table. progs is not pinned: while no lbd runs, the attached program
-// finds it empty and a packet its CPU's table misses follows the ring.
-func (b *Balancer) fillProgs() error {
-	if err := b.objs.Progs.Put(uint32(progFlowSearch), b.objs.LbdFlowSearch); err != nil {
-		return fmt.Errorf("install the flow search as tail-call target: %w", err)
-	}
-	return nil
-}
-
-// flowTablesSpec sizes the outer map (one slot per possible CPU) and the
-// table template, and returns the template for the tables.
-func flowTablesSpec(spec *ebpf.CollectionSpec, limits Limits) (*ebpf.MapSpec, error) {
+// connsSpec sizes the shared table: MaxFlows rounded up to a multiple of
+// the possible CPUs, as the kernel does for BPF_F_NO_COMMON_LRU (it
+// gives each CPU the same share), so that a pinned table compares equal
+// to the spec on the next start.
+func connsSpec(spec *ebpf.CollectionSpec, limits Limits) error {
 	ncpu, err := ebpf.PossibleCPU()
 	if err != nil {
-		return nil, fmt.Errorf("count possible CPUs: %w", err)
+		return fmt.Errorf("count possible CPUs: %w", err)
 	}
-	outer := spec.Maps[balancerMapFlows]
-	outer.MaxEntries = uint32(ncpu)
-	inner := outer.InnerMap
-	inner.MaxEntries = (limits.MaxFlows + uint32(ncpu) - 1) / uint32(ncpu)
-	// Every table is placed on a NUMA node; the flag is part of what
-	// the outer map requires of its inner maps, so the template has it
-	// too.
-	inner.Flags |= unix.BPF_F_NUMA_NODE
-	return inner, nil
-}
-
-// createFlowTables makes a table for every possible CPU and puts it in
-// flows. The outer map holds the tables; the handles kept here are for
-// reading them.
-func (b *Balancer) createFlowTables(template *ebpf.MapSpec) error {
-	n := int(b.objs.Flows.MaxEntries())
-	for cpu := 0; cpu < n; cpu++ {
-		m, err := b.newFlowTable(template, cpu)
-		if err != nil {
-			return err
-		}
-		if err := b.objs.Flows.Put(uint32(cpu), m); err != nil {
-			m.Close()
-			return fmt.Errorf("install connection table of CPU %d: %w", cpu, err)
-		}
-		b.flowTables = append(b.flowTables, m)
-	}
+	n := uint32(ncpu)
+	spec.Maps[balancerMapConns].MaxEntries = (limits.MaxFlows + n - 1) / n * n
 	return nil
 }
 
-func (b *Balancer) newFlowTable(template *ebpf.MapSpec, cpu int) (*ebpf.Map, error) {
-	spec := template.Copy()
-	spec.Name = "lbd_flows_" + strconv.Itoa(cpu)
-	spec.NumaNode = cpuNode(cpu)
-	m, err := ebpf.NewMap(spec)
+// migrateLegacyFlows moves the entries of an older lbd's per-CPU tables,
+// pinned as flows in dir, into the shared table, pinned as conns, and
+// removes the old pin: a restart into this version keeps every flow on
+// its real. Where several CPUs' tables have a 5-tuple, the entry made
+// last (the latest first packet: a reused 5-tuple's newest connection)
+// wins. It does nothing if there is no old pin or conns is pinned
+// already. The old tables stay in use by the attached program until the
+// new one replaces it: flows made in between follow the ring.
+func migrateLegacyFlows(spec *ebpf.CollectionSpec, dir string) error {
+	oldPath := filepath.Join(dir, legacyFlowsPin)
+	if _, err := os.Lstat(oldPath); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if _, err := os.Lstat(filepath.Join(dir, balancerMapConns)); err == nil {
+		return nil
+	}
+	outer, err := ebpf.LoadPinnedMap(oldPath, nil)
 	if err != nil {
-		return nil, fmt.Errorf("create connection table of CPU %d (%d entries): %w", cpu, spec.MaxEntries, err)
+		return fmt.Errorf("open the old per-CPU connection tables %s: %w (%s)", oldPath, err, cleanupHint)
 	}
-	return m, nil
-}
-
-// recoverFlowTables opens the tables a previous run left in the pinned
-// flows map, checking that they are the size these limits ask for. A
-// slot left empty (a run that stopped while creating them) gets a table.
-func (b *Balancer) recoverFlowTables(template *ebpf.MapSpec) error {
-	n := int(b.objs.Flows.MaxEntries())
-	for cpu := 0; cpu < n; cpu++ {
-		var m *ebpf.Map
-		err := b.objs.Flows.Lookup(uint32(cpu), &m)
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			if m, err = b.newFlowTable(template, cpu); err != nil {
-				return err
-			}
-			if err := b.objs.Flows.Put(uint32(cpu), m); err != nil {
-				m.Close()
-				return fmt.Errorf("install connection table of CPU %d: %w", cpu, err)
-			}
-		} else if err != nil {
-			return fmt.Errorf("recover: connection table of CPU %d: %w", cpu, err)
-		}
-		b.flowTables = append(b.flowTables, m)
-		if m.Type() != template.Type || m.KeySize() != template.KeySize || m.ValueSize() != template.ValueSize ||
-			m.MaxEntries() != template.MaxEntries {
-			return fmt.Errorf("recover: connection table of CPU %d is a %s of %d entries (key %d, value %d bytes), want %s of %d (%d flows over %d CPUs): %w; %s",
-				cpu, m.Type(), m.MaxEntries(), m.KeySize(), m.ValueSize(), template.Type, template.MaxEntries,
-				b.limits.MaxFlows, n, ebpf.ErrMapIncompatible, cleanupHint)
-		}
+	defer outer.Close()
+	if outer.Type() != ebpf.ArrayOfMaps {
+		return fmt.Errorf("old connection tables %s: a %s, want an array of per-CPU tables: %w; %s",
+			oldPath, outer.Type(), ebpf.ErrMapIncompatible, cleanupHint)
 	}
-	return nil
-}
-
-// flowTablesCompatible checks the first pinned table against the template
-// (the others were made alike), in Compatible's words.
-func flowTablesCompatible(template *ebpf.MapSpec, outer *ebpf.Map) error {
-	var m *ebpf.Map
-	if err := outer.Lookup(uint32(0), &m); err != nil {
-		return nil // no table yet: recovery makes it
+	cs := spec.Maps[balancerMapConns].Copy()
+	cs.Pinning = ebpf.PinByName
+	var newest map[balancerFlowKey]balancerFlowState
+	newest, err = readLegacyTables(outer)
+	if err != nil {
+		return err
+	}
+	if uint32(len(newest)) > cs.MaxEntries {
+		return fmt.Errorf("old connection tables hold %d flows, more than the %d of the shared table: %w; %s",
+			len(newest), cs.MaxEntries, ebpf.ErrMapIncompatible, cleanupHint)
+	}
+	m, err := ebpf.NewMapWithOptions(cs, ebpf.MapOptions{PinPath: dir})
+	if err != nil {
+		return fmt.Errorf("create the shared connection table %s: %w", filepath.Join(dir, balancerMapConns), err)
 	}
 	defer m.Close()
-	if m.MaxEntries() != template.MaxEntries {
-		return fmt.Errorf("per-CPU tables' MaxEntries: %d changed to %d: %w", m.MaxEntries(), template.MaxEntries, ebpf.ErrMapIncompatible)
+	for k, v := range newest {
+		if err := m.Put(&k, &v); err != nil {
+			m.Unpin()
+			return fmt.Errorf("move flows into the shared connection table: %w", err)
+		}
 	}
-	if m.Type() != template.Type || m.KeySize() != template.KeySize || m.ValueSize() != template.ValueSize {
-		return fmt.Errorf("per-CPU tables: %s with key %d, value %d bytes changed to %s with %d, %d: %w",
-			m.Type(), m.KeySize(), m.ValueSize(), template.Type, template.KeySize, template.ValueSize, ebpf.ErrMapIncompatible)
+	if err := os.Remove(oldPath); err != nil {
+		m.Unpin()
+		return fmt.Errorf("remove the old connection tables' pin: %w", err)
 	}
+	slog.Info("moved the per-CPU connection tables into the shared one", "flows", len(newest), "pin", filepath.Join(dir, balancerMapConns))
 	return nil
 }
 
-// cpuNode is the NUMA node of a CPU (0 if sysfs does not say).
-func cpuNode(cpu int) uint32 {
-	entries, err := os.ReadDir(filepath.Join("/sys/devices/system/cpu", "cpu"+strconv.Itoa(cpu)))
-	if err != nil {
-		return 0
-	}
-	for _, e := range entries {
-		if n, ok := strings.CutPrefix(e.Name(), "node"); ok {
-			if v, err := strconv.ParseUint(n, 10, 32); err == nil {
-				return uint32(v)
+// readLegacyTables reads every per-CPU table of outer, the newest entry
+// of each 5-tuple.
+func readLegacyTables(outer *ebpf.Map) (map[balancerFlowKey]balancerFlowState, error) {
+	newest := map[balancerFlowKey]balancerFlowState{}
+	for cpu := uint32(0); cpu < outer.MaxEntries(); cpu++ {
+		var t *ebpf.Map
+		err := outer.Lookup(cpu, &t)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("old connection table of CPU %d: %w", cpu, err)
+		}
+		var k balancerFlowKey
+		var v balancerFlowState
+		it := t.Iterate()
+		for it.Next(&k, &v) {
+			if have, ok := newest[k]; !ok || int32(v.FirstTick-have.FirstTick) > 0 {
+				newest[k] = v
 			}
 		}
+		err = it.Err()
+		t.Close()
+		if err != nil {
+			return nil, fmt.Errorf("read the old connection table of CPU %d: %w", cpu, err)
+		}
 	}
-	return 0
+	return newest, nil
 }

@@ -502,7 +502,7 @@ func TestKatranSideBySide(t *testing.T) {
 		}
 	}
 
-	lbdName := fmt.Sprintf("lbd per-CPU tables %d x %d", len(l.flowTables), l.flowTables[0].MaxEntries())
+	lbdName := fmt.Sprintf("lbd shared table %d", l.objs.Conns.MaxEntries())
 	lruDesc := func(total int) string {
 		return fmt.Sprintf("per-CPU LRU %d x %d", k.ncpu, total/k.ncpu)
 	}

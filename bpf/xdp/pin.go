@@ -21,7 +21,7 @@ import (
 // data) is made anew by each run.
 var pinnedMaps = []string{
 	balancerMapVips, balancerMapVipInfo, balancerMapVipAddrs,
-	balancerMapReals, balancerMapRings, balancerMapFlows,
+	balancerMapReals, balancerMapRings, balancerMapConns,
 	balancerMapConfig, balancerMapVipStats, balancerMapRealStats, balancerMapStats,
 }
 
@@ -140,9 +140,6 @@ func checkPins(spec *ebpf.CollectionSpec, dir string, limits Limits) (fresh bool
 			return false, fmt.Errorf("open pinned map %s: %w (%s)", path, err, cleanupHint)
 		}
 		err = spec.Maps[name].Compatible(m)
-		if err == nil && name == balancerMapFlows {
-			err = flowTablesCompatible(spec.Maps[name].InnerMap, m)
-		}
 		m.Close()
 		if err != nil {
 			// Compatible says e.g. "MaxEntries: 1024 changed to 2048": pinned, then wanted.
@@ -167,7 +164,7 @@ func checkPins(spec *ebpf.CollectionSpec, dir string, limits Limits) (fresh bool
 func removeMapPins(dir string) ([]string, error) {
 	var removed []string
 	var errs []error
-	for _, name := range pinnedMaps {
+	for _, name := range append(slices.Clip(pinnedMaps), legacyFlowsPin) {
 		path := filepath.Join(dir, name)
 		err := os.Remove(path)
 		switch {

@@ -285,14 +285,15 @@ func TestReopenIncompatible(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	perCPU := func(flows int) int { return (flows + ncpu - 1) / ncpu }
+	// The shared table holds MaxFlows rounded up to a multiple of the CPUs.
+	shared := func(flows int) int { return (flows + ncpu - 1) / ncpu * ncpu }
 
 	for _, c := range []struct {
 		limits Limits
 		want   []string
 	}{
-		{Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64 * uint32(ncpu)}, []string{
-			fmt.Sprintf("map flows: per-CPU tables' MaxEntries: %d changed to %d", perCPU(64), 64)}},
+		{Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64*uint32(ncpu) + 1}, []string{
+			fmt.Sprintf("map conns: MaxEntries: %d changed to %d", shared(64), shared(64*ncpu+1))}},
 		{Limits{MaxVIPs: 8, MaxReals: 8, MaxFlows: 64}, []string{"map vips: MaxEntries: 4 changed to 8", "map vip_stats"}},
 		{Limits{MaxVIPs: 4, MaxReals: 16, MaxFlows: 64}, []string{"map reals: MaxEntries: 8 changed to 16"}},
 	} {

@@ -79,9 +79,9 @@ const (
 	VIPNoLRU VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_NO_LRU)
 	// VIPGUE encapsulates in GUE (UDP) instead of IP-in-IP.
 	VIPGUE VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_GUE)
-	// VIPNoSearch keeps a miss in this CPU's connection table from
-	// searching the other CPUs' tables: new flows (UDP above all) are
-	// cheaper, and a flow whose packets change CPU follows the ring.
+	// VIPNoSearch is accepted and changes nothing: it kept a miss in one
+	// CPU's connection table from searching the other CPUs' tables, and
+	// the table is shared by all CPUs now.
 	VIPNoSearch VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_NO_SEARCH)
 
 	allVIPFlags = VIPSticky | VIPNoLRU | VIPGUE | VIPNoSearch

@@ -104,7 +104,7 @@ func (f *vipSettingFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.BoolVar(&f.sticky, "sticky", false, "hash the client address only: all of a client's flows go to one real")
 	fl.BoolVar(&f.noLRU, "no-lru", false, "keep the VIP's flows out of the connection table: every packet follows the current ring")
-	fl.BoolVar(&f.noSearch, "no-flow-search", false, "when this CPU's connection table misses, do not search the other CPUs' tables: new (UDP) flows cost less, a flow that changes CPU follows the ring")
+	fl.BoolVar(&f.noSearch, "no-flow-search", false, "accepted, changes nothing (the connection table is shared by all CPUs)")
 	fl.StringVar(&f.encap, "encap", "", "how packets reach the reals: ipip (default) or gue")
 	fl.Uint32Var(&f.ringSize, "ring-size", 0, "Maglev ring size, a prime: 1021, 4099, 16381, 65537 (default), 131071, 262139 or 655373")
 	fl.StringVar(&f.health.Type, "health", "", "health check of the reals: none (default), tcp, http, https or udp")

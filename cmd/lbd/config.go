@@ -103,7 +103,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FragmentPolicy, "fragment-policy", c.FragmentPolicy, "IP fragments to a VIP: drop or pass")
 	fs.StringVar(&c.UnbalanceablePolicy, "unbalanceable-policy", c.UnbalanceablePolicy, "other traffic to a VIP address that cannot be balanced: drop or pass")
 	fs.DurationVar(&c.UDPFlowTimeout, "udp-flow-timeout", c.UDPFlowTimeout, "idle time after which a UDP flow follows the ring again")
-	fs.Uint32Var(&c.FlowSearchRate, "flow-search-rate", c.FlowSearchRate, "searches per second and CPU of the other CPUs' connection tables for a flow the CPU's own table misses (0: never)")
+	fs.Uint32Var(&c.FlowSearchRate, "flow-search-rate", c.FlowSearchRate, "accepted, changes nothing (the connection table is shared by all CPUs)")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "how often to check the datapath against the desired state (0: never)")
 	fs.BoolVar(&c.HealthChecks, "health-checks", c.HealthChecks, "run the VIPs' health checks (through the tunnel to each real when the health-check encapsulation can be attached)")
 	fs.IntVar(&c.HealthMaxConcurrent, "health-max-concurrent", c.HealthMaxConcurrent, "most health probes in flight at once")
