@@ -40,6 +40,9 @@ type Controller struct {
 	gue4     bool         // the node can send GUE to IPv4 reals
 	gue6     bool         // ... and to IPv6 reals
 	checkGUE bool
+	// dpConfig is the datapath configuration Reconcile keeps in the
+	// config map (nil: not checked).
+	dpConfig *xdp.Config
 	vips     map[xdp.VIPKey]*VIP
 	builder  maglev.Builder
 }
@@ -261,11 +264,19 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	} else {
 		all[key] = next
 	}
-	if _, err := c.converge(key, next, false); err != nil {
-		return nil, c.rollback(op, key, cur, err)
-	}
+	// Save first: a change that cannot be made durable (a full disk)
+	// is refused before anything in the datapath moves.
 	if err := c.store.Save(all); err != nil {
-		return nil, c.rollback(op, key, cur, err)
+		c.log.Warn("change refused: the state could not be saved; nothing was changed", "op", op, "err", err)
+		return nil, &ApplyError{Op: op, Err: err, RolledBack: true}
+	}
+	// What the datapath had: a rollback reinstalls a removed VIP under
+	// this number and generation, so its counters and connection table
+	// entries stay its own.
+	before, lerr := c.dp.LookupVIP(key)
+	had := lerr == nil
+	if _, err := c.converge(key, next, false); err != nil {
+		return nil, c.rollback(op, key, cur, before, had, err)
 	}
 	c.vips = all
 	c.syncHealth()
@@ -292,9 +303,22 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	return next.Clone(), nil
 }
 
-func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, cause error) error {
-	_, rbErr := c.converge(key, prev, true)
+// rollback puts the datapath and the state file back as they were before
+// a change whose new state was saved but could not be applied: the VIP
+// (as before, had: the datapath's view then) under its old number and
+// generation, and the old state saved again.
+func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, before xdp.VIP, had bool, cause error) error {
+	var rbErr error
+	if _, err := c.dp.LookupVIP(key); had && errors.Is(err, xdp.ErrNotFound) {
+		rbErr = c.dp.RestoreVIP(before)
+	}
+	if rbErr == nil {
+		_, rbErr = c.converge(key, prev, true)
+	}
 	c.collectReals(c.vips) // reals the failed change defined
+	if err := c.store.Save(c.vips); err != nil {
+		rbErr = errors.Join(rbErr, fmt.Errorf("the state file keeps the change the datapath does not have: %w", err))
+	}
 	if rbErr != nil {
 		c.log.Error("change failed and rollback failed", "op", op, "err", cause, "rollback_err", rbErr)
 		return &ApplyError{Op: op, Err: cause, RollbackErr: rbErr}
@@ -361,11 +385,11 @@ func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string,
 	}
 	same := false
 	if verify {
+		// A live ring that cannot be read (its buffer removed, or of
+		// another size than vip_info says) is replaced like one that
+		// differs.
 		current, err := c.dp.Ring(key)
-		if err != nil {
-			return changes, err
-		}
-		same = slices.Equal(current, ring)
+		same = err == nil && slices.Equal(current, ring)
 	}
 	if !same {
 		if err := c.dp.SetRing(key, ring); err != nil {
@@ -436,23 +460,34 @@ func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP) []string {
 	return changes
 }
 
-// Drift is one VIP whose datapath state differed from the desired state,
-// with what was done about it.
+// Drift is one difference between the kernel maps and the desired state,
+// by VIP ("" for what belongs to no one VIP) and map, with what was done
+// about it.
 type Drift struct {
-	VIP     string   `json:"vip"`
+	VIP string `json:"vip"`
+	// Map is the kernel map that differed: vips, vip_info, vip_addrs,
+	// vip_filter, reals, rings or config.
+	Map     string   `json:"map,omitempty"`
 	Changes []string `json:"changes"`
 	Error   string   `json:"error,omitempty"`
 }
 
-// Reconcile converges the whole datapath to the desired state: desired
-// VIPs are installed or repaired, VIPs the state does not name are
-// removed, unused reals undefined. It returns what differed; on a fresh
-// datapath that is everything, on a healthy one nothing.
+// Reconcile converges the whole datapath to the desired state, reading
+// what the kernel maps really hold: entries of vips, vip_info, vip_addrs,
+// vip_filter, reals and config that were removed, added or altered
+// behind lbd's back are rewritten (a VIP keeps its number and
+// generation), desired VIPs are installed, their live rings read back and
+// rewritten where they differ, VIPs the state does not name removed and
+// unused reals undefined. It returns what differed, by VIP and map; on a
+// fresh datapath that is everything, on a healthy one nothing.
 func (c *Controller) Reconcile() ([]Drift, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var drifts []Drift
 	var errs []error
+	drifts, err := c.repairMaps()
+	if err != nil {
+		errs = append(errs, err)
+	}
 	keys := make(map[xdp.VIPKey]bool)
 	for _, v := range c.dp.VIPs() {
 		keys[v.Key] = true
@@ -466,21 +501,31 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("VIP %s: %w", VIPName(k), err))
 		}
-		if len(changes) > 0 || err != nil {
-			d := Drift{VIP: VIPName(k), Changes: changes}
-			if err != nil {
-				d.Error = err.Error()
+		var byMap []Drift
+		for _, ch := range changes {
+			m := changeMap(ch)
+			i := slices.IndexFunc(byMap, func(d Drift) bool { return d.Map == m })
+			if i < 0 {
+				byMap = append(byMap, Drift{VIP: VIPName(k), Map: m})
+				i = len(byMap) - 1
 			}
-			drifts = append(drifts, d)
+			byMap[i].Changes = append(byMap[i].Changes, ch)
 		}
+		if err != nil {
+			if len(byMap) == 0 {
+				byMap = append(byMap, Drift{VIP: VIPName(k), Map: xdp.MapVIPs})
+			}
+			byMap[len(byMap)-1].Error = err.Error()
+		}
+		drifts = append(drifts, byMap...)
 	}
 	if changes := c.collectReals(c.vips); len(changes) > 0 {
-		drifts = append(drifts, Drift{VIP: "", Changes: changes})
+		drifts = append(drifts, Drift{VIP: "", Map: xdp.MapReals, Changes: changes})
 	}
 	c.syncHealth()
 	c.drifts.Add(uint64(len(drifts)))
 	for _, d := range drifts {
-		c.log.Warn("datapath differed from desired state", "vip", d.VIP, "changes", d.Changes, "error", d.Error)
+		c.log.Warn("datapath differed from desired state", "vip", d.VIP, "map", d.Map, "changes", d.Changes, "error", d.Error)
 	}
 	return drifts, errors.Join(errs...)
 }

@@ -102,6 +102,10 @@ type VIP struct {
 	Num      uint32 // index of its ring and counters
 	Flags    VIPFlags
 	RingSize uint32 // 0 until SetRing
+	Buf      uint32 // the live ring buffer, 0 or 1
+	// Gen is the generation the number was given with: connection table
+	// entries of this VIP carry it (see RestoreVIP).
+	Gen uint32
 }
 
 // AddVIP installs a VIP with no ring: until SetRing gives it one, its
@@ -210,7 +214,7 @@ func (b *Balancer) VIPs() []VIP {
 	defer b.mu.Unlock()
 	out := make([]VIP, 0, len(b.vips))
 	for k, e := range b.vips {
-		out = append(out, VIP{Key: k, Num: e.num, Flags: e.flags, RingSize: e.ringSize})
+		out = append(out, VIP{Key: k, Num: e.num, Flags: e.flags, RingSize: e.ringSize, Buf: e.buf, Gen: e.gen})
 	}
 	return out
 }
@@ -223,7 +227,7 @@ func (b *Balancer) LookupVIP(key VIPKey) (VIP, error) {
 	if !ok {
 		return VIP{}, fmt.Errorf("VIP %s: %w", key, ErrNotFound)
 	}
-	return VIP{Key: key, Num: e.num, Flags: e.flags, RingSize: e.ringSize}, nil
+	return VIP{Key: key, Num: e.num, Flags: e.flags, RingSize: e.ringSize, Buf: e.buf, Gen: e.gen}, nil
 }
 
 func (b *Balancer) writeMeta(key VIPKey, e vipEntry) error {
