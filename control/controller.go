@@ -265,8 +265,22 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 		all[key] = next
 	}
 	// Save first: a change that cannot be made durable (a full disk)
-	// is refused before anything in the datapath moves.
-	if err := c.store.Save(all); err != nil {
+	// is refused before anything in the datapath moves. The new ring is
+	// built meanwhile (it needs no map), so the fsync and the build
+	// overlap.
+	var plan *ringPlan
+	built := make(chan struct{})
+	if next != nil {
+		go func() {
+			defer close(built)
+			plan, _ = c.planRing(next) // on an error converge builds again and reports it
+		}()
+	} else {
+		close(built)
+	}
+	err = c.store.Save(all)
+	<-built
+	if err != nil {
 		c.log.Warn("change refused: the state could not be saved; nothing was changed", "op", op, "err", err)
 		return nil, &ApplyError{Op: op, Err: err, RolledBack: true}
 	}
@@ -275,7 +289,7 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	// entries stay its own.
 	before, lerr := c.dp.LookupVIP(key)
 	had := lerr == nil
-	if _, err := c.converge(key, next, false); err != nil {
+	if _, err := c.convergePlanned(key, next, false, plan); err != nil {
 		return nil, c.rollback(op, key, cur, before, had, err)
 	}
 	c.vips = all
@@ -336,6 +350,12 @@ func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, before xdp.V
 // built ring is installed as it is, which costs less than reading a ring
 // back when a change has just altered it.
 func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string, error) {
+	return c.convergePlanned(key, want, verify, nil)
+}
+
+// convergePlanned is converge with want's ring already planned (nil:
+// build it here).
+func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, plan *ringPlan) ([]string, error) {
 	var changes []string
 	have, err := c.dp.LookupVIP(key)
 	exists := err == nil
@@ -379,10 +399,12 @@ func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string,
 		ids[r.Addr] = id
 	}
 
-	ring, err := c.buildRing(want, ids)
-	if err != nil {
-		return changes, err
+	if plan == nil {
+		if plan, err = c.planRing(want); err != nil {
+			return changes, err
+		}
 	}
+	ring := plan.ring(ids)
 	same := false
 	if verify {
 		// A live ring that cannot be read (its buffer removed, or of
@@ -400,19 +422,43 @@ func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string,
 	return changes, nil
 }
 
-// buildRing builds a VIP's Maglev ring from its eligible reals that are not
-// down (all eligible ones if every one is down and the VIP serves all
+// ringPlan is a VIP's Maglev ring built before its reals have datapath
+// IDs: a slot holds 1 + the index of its real in reals, 0 none. A ring
+// depends on the reals' names and weights only, so a change can build it
+// while its state is being saved, before any real is defined.
+type ringPlan struct {
+	reals []netip.Addr
+	table []uint32
+}
+
+// ring is the plan with the reals' IDs.
+func (p *ringPlan) ring(ids map[netip.Addr]xdp.RealID) []xdp.RealID {
+	byIndex := make([]xdp.RealID, len(p.reals)+1)
+	for i, a := range p.reals {
+		byIndex[i+1] = ids[a]
+	}
+	ring := make([]xdp.RealID, len(p.table))
+	for i, x := range p.table {
+		ring[i] = byIndex[x]
+	}
+	return ring
+}
+
+// planRing builds a VIP's Maglev ring from its eligible reals that are
+// not down (all eligible ones if every one is down and the VIP serves all
 // then). With none, the ring is one empty slot: new flows are dropped
 // (counted as no-real) while flows in the connection table keep their
-// (draining) reals.
-func (c *Controller) buildRing(v *VIP, ids map[netip.Addr]xdp.RealID) ([]xdp.RealID, error) {
+// (draining) reals. The caller holds c.mu (health state, c.builder).
+func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
+	p := &ringPlan{}
 	backends := make([]maglev.Backend, 0, len(v.Reals))
 	var downs []maglev.Backend // eligible but failing their health checks
 	for _, r := range v.Reals {
 		if !r.Eligible() {
 			continue
 		}
-		b := maglev.Backend{Name: r.Addr.String(), ID: uint32(ids[r.Addr]), Weight: r.Weight}
+		p.reals = append(p.reals, r.Addr)
+		b := maglev.Backend{Name: r.Addr.String(), ID: uint32(len(p.reals)), Weight: r.Weight}
 		if v.Health.Type != health.None && c.isDown(v.Key, r.Addr) {
 			downs = append(downs, b)
 			continue
@@ -423,17 +469,14 @@ func (c *Controller) buildRing(v *VIP, ids map[netip.Addr]xdp.RealID) ([]xdp.Rea
 		backends = downs // fail open: a broken health check does not take the VIP down
 	}
 	if len(backends) == 0 {
-		return []xdp.RealID{0}, nil
+		p.table = []uint32{0}
+		return p, nil
 	}
-	table := make([]uint32, v.RingSize)
-	if err := c.builder.BuildInto(table, backends); err != nil {
+	p.table = make([]uint32, v.RingSize)
+	if err := c.builder.BuildInto(p.table, backends); err != nil {
 		return nil, fmt.Errorf("build Maglev ring: %w", err)
 	}
-	ring := make([]xdp.RealID, len(table))
-	for i, id := range table {
-		ring[i] = xdp.RealID(id)
-	}
-	return ring, nil
+	return p, nil
 }
 
 // collectReals undefines the datapath's reals that no desired VIP names.
