@@ -1,12 +1,15 @@
 package control
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -45,6 +48,9 @@ type Controller struct {
 	dpConfig *xdp.Config
 	vips     map[xdp.VIPKey]*VIP
 	builder  maglev.Builder
+	// ringSums: see ringSum.
+	ringSums map[xdp.VIPKey]ringSum
+	ringSeed maphash.Seed
 }
 
 // New returns a controller for dp with the given desired state (usually
@@ -57,7 +63,8 @@ func New(dp Datapath, store Saver, desired map[xdp.VIPKey]*VIP, log *slog.Logger
 	for k, v := range desired {
 		vips[k] = v.Clone()
 	}
-	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{}}
+	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{},
+		ringSums: map[xdp.VIPKey]ringSum{}, ringSeed: maphash.MakeSeed()}
 }
 
 // SetGUESources tells the controller for which real address families the
@@ -363,6 +370,7 @@ func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, pla
 		return nil, err
 	}
 	if want == nil {
+		delete(c.ringSums, key)
 		if exists {
 			if err := c.dp.RemoveVIP(key); err != nil {
 				return changes, err
@@ -399,26 +407,41 @@ func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, pla
 		ids[r.Addr] = id
 	}
 
+	reals, backends := c.ringInputs(want)
+	sig := ringSig(want, reals, backends, ids)
+	if verify {
+		// A live ring that cannot be read (its buffer removed, or of
+		// another size than vip_info says) is replaced like one that
+		// differs.
+		current, err := c.dp.Ring(key)
+		if err == nil {
+			sum := c.sumRing(current)
+			if s, ok := c.ringSums[key]; ok && s.sig == sig && s.sum == sum {
+				return changes, nil
+			}
+			if plan == nil {
+				if plan, err = c.planRing(want); err != nil {
+					return changes, err
+				}
+			}
+			if slices.Equal(current, plan.ring(ids)) {
+				c.ringSums[key] = ringSum{sig: sig, sum: sum}
+				return changes, nil
+			}
+		}
+	}
 	if plan == nil {
 		if plan, err = c.planRing(want); err != nil {
 			return changes, err
 		}
 	}
 	ring := plan.ring(ids)
-	same := false
-	if verify {
-		// A live ring that cannot be read (its buffer removed, or of
-		// another size than vip_info says) is replaced like one that
-		// differs.
-		current, err := c.dp.Ring(key)
-		same = err == nil && slices.Equal(current, ring)
+	delete(c.ringSums, key)
+	if err := c.dp.SetRing(key, ring); err != nil {
+		return changes, err
 	}
-	if !same {
-		if err := c.dp.SetRing(key, ring); err != nil {
-			return changes, err
-		}
-		changes = append(changes, fmt.Sprintf("replaced ring (%d slots)", len(ring)))
-	}
+	c.ringSums[key] = ringSum{sig: sig, sum: c.sumRing(ring)}
+	changes = append(changes, fmt.Sprintf("replaced ring (%d slots)", len(ring)))
 	return changes, nil
 }
 
@@ -444,21 +467,19 @@ func (p *ringPlan) ring(ids map[netip.Addr]xdp.RealID) []xdp.RealID {
 	return ring
 }
 
-// planRing builds a VIP's Maglev ring from its eligible reals that are
+// ringInputs are what a VIP's ring is built from: its eligible reals
+// (backend i+1 of the plan is reals[i]) and the Maglev backends that are
 // not down (all eligible ones if every one is down and the VIP serves all
-// then). With none, the ring is one empty slot: new flows are dropped
-// (counted as no-real) while flows in the connection table keep their
-// (draining) reals. The caller holds c.mu (health state, c.builder).
-func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
-	p := &ringPlan{}
-	backends := make([]maglev.Backend, 0, len(v.Reals))
+// then). The caller holds c.mu (health state).
+func (c *Controller) ringInputs(v *VIP) (reals []netip.Addr, backends []maglev.Backend) {
+	backends = make([]maglev.Backend, 0, len(v.Reals))
 	var downs []maglev.Backend // eligible but failing their health checks
 	for _, r := range v.Reals {
 		if !r.Eligible() {
 			continue
 		}
-		p.reals = append(p.reals, r.Addr)
-		b := maglev.Backend{Name: r.Addr.String(), ID: uint32(len(p.reals)), Weight: r.Weight}
+		reals = append(reals, r.Addr)
+		b := maglev.Backend{Name: r.Addr.String(), ID: uint32(len(reals)), Weight: r.Weight}
 		if v.Health.Type != health.None && c.isDown(v.Key, r.Addr) {
 			downs = append(downs, b)
 			continue
@@ -468,6 +489,16 @@ func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
 	if len(backends) == 0 && v.AllDown == ServeAll {
 		backends = downs // fail open: a broken health check does not take the VIP down
 	}
+	return reals, backends
+}
+
+// planRing builds a VIP's Maglev ring from its ringInputs. With no
+// backend, the ring is one empty slot: new flows are dropped (counted as
+// no-real) while flows in the connection table keep their (draining)
+// reals. The caller holds c.mu (health state, c.builder).
+func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
+	reals, backends := c.ringInputs(v)
+	p := &ringPlan{reals: reals}
 	if len(backends) == 0 {
 		p.table = []uint32{0}
 		return p, nil
@@ -477,6 +508,51 @@ func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
 		return nil, fmt.Errorf("build Maglev ring: %w", err)
 	}
 	return p, nil
+}
+
+// ringSig names a ring by what it is built from, with the reals' IDs:
+// rings with the same signature are the same.
+func ringSig(v *VIP, reals []netip.Addr, backends []maglev.Backend, ids map[netip.Addr]xdp.RealID) string {
+	if len(backends) == 0 {
+		return "empty"
+	}
+	b := make([]byte, 0, 16+24*len(backends))
+	b = strconv.AppendUint(b, uint64(v.RingSize), 10)
+	for _, be := range backends {
+		b = append(b, ' ')
+		b = append(b, be.Name...)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, uint64(be.Weight), 10)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, uint64(ids[reals[be.ID-1]]), 10)
+	}
+	return string(b)
+}
+
+// ringSum remembers the ring last installed in (or found in sync with)
+// a VIP's live buffer: its signature and a hash of its slots. A
+// reconcile that reads back a ring with that hash, for a VIP whose ring
+// would have that signature, need not build it again: the Maglev build
+// is most of what a reconcile costs.
+type ringSum struct {
+	sig string
+	sum uint64
+}
+
+func (c *Controller) sumRing(ring []xdp.RealID) uint64 {
+	var h maphash.Hash
+	h.SetSeed(c.ringSeed)
+	var buf [4096]byte
+	b := buf[:0]
+	for _, id := range ring {
+		b = binary.NativeEndian.AppendUint32(b, uint32(id))
+		if len(b) == len(buf) {
+			h.Write(b)
+			b = buf[:0]
+		}
+	}
+	h.Write(b)
+	return h.Sum64()
 }
 
 // collectReals undefines the datapath's reals that no desired VIP names.
