@@ -303,8 +303,8 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	c.syncHealth()
 	c.publish(Event{Type: "vip_changed", VIP: VIPName(key), Reason: op})
 	// Only now may reals that left the state be undefined: before the
-	// save a rollback would have to define them again under new indices,
-	// and their connection table entries would be lost.
+	// change is applied a rollback would have to define them again under
+	// new indices, and their connection table entries would be lost.
 	c.collectReals(all)
 	// A real that left this VIP but stays defined (another VIP uses it)
 	// would keep this VIP's flows through the connection table: drop them,
