@@ -47,3 +47,37 @@ func BenchmarkRingRebuildSwap65537(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkReconcile100VIPs65537 is the periodic reconcile of a datapath
+// in sync: 100 VIPs with 65537-slot rings and 10 reals each (1000 reals in
+// all), every kernel map read back and compared, every live ring read and
+// compared with the one the desired state builds.
+func BenchmarkReconcile100VIPs65537(b *testing.B) {
+	privtest.Require(b)
+	bal, err := xdp.Load(xdp.Limits{MaxVIPs: 128, MaxReals: 2048, MaxFlows: 1024})
+	privtest.CheckNotSupported(b, "load balancer", err)
+	defer bal.Close()
+	cfg, err := bal.Config()
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := New(bal, &memStore{}, nil, nil)
+	c.SetDatapathConfig(cfg)
+	for v := range 100 {
+		reals := make([]Real, 10)
+		for i := range reals {
+			reals[i] = Real{Addr: netip.AddrFrom4([4]byte{10, 2, byte(v), byte(i + 1)}), Weight: 1}
+		}
+		key := xdp.VIPKey{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(v + 1)}), Port: 80, Proto: xdp.TCP}
+		if _, err := c.CreateVIP(VIP{Key: key, RingSize: maglev.DefaultSize, Reals: reals}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		drifts, err := c.Reconcile()
+		if err != nil || len(drifts) != 0 {
+			b.Fatalf("%+v %v", drifts, err)
+		}
+	}
+}

@@ -1,12 +1,15 @@
 package control
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -40,8 +43,14 @@ type Controller struct {
 	gue4     bool         // the node can send GUE to IPv4 reals
 	gue6     bool         // ... and to IPv6 reals
 	checkGUE bool
+	// dpConfig is the datapath configuration Reconcile keeps in the
+	// config map (nil: not checked).
+	dpConfig *xdp.Config
 	vips     map[xdp.VIPKey]*VIP
 	builder  maglev.Builder
+	// ringSums: see ringSum.
+	ringSums map[xdp.VIPKey]ringSum
+	ringSeed maphash.Seed
 }
 
 // New returns a controller for dp with the given desired state (usually
@@ -54,7 +63,8 @@ func New(dp Datapath, store Saver, desired map[xdp.VIPKey]*VIP, log *slog.Logger
 	for k, v := range desired {
 		vips[k] = v.Clone()
 	}
-	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{}}
+	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{},
+		ringSums: map[xdp.VIPKey]ringSum{}, ringSeed: maphash.MakeSeed()}
 }
 
 // SetGUESources tells the controller for which real address families the
@@ -270,18 +280,40 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	} else {
 		all[key] = next
 	}
-	if _, err := c.converge(key, next, false); err != nil {
-		return nil, c.rollback(op, key, cur, err)
+	// Save first: a change that cannot be made durable (a full disk)
+	// is refused before anything in the datapath moves. The new ring is
+	// built meanwhile (it needs no map), so the fsync and the build
+	// overlap.
+	var plan *ringPlan
+	built := make(chan struct{})
+	if next != nil {
+		go func() {
+			defer close(built)
+			plan, _ = c.planRing(next) // on an error converge builds again and reports it
+		}()
+	} else {
+		close(built)
 	}
-	if err := c.store.Save(all); err != nil {
-		return nil, c.rollback(op, key, cur, err)
+	err = c.store.Save(all)
+	<-built
+	if err != nil {
+		c.log.Warn("change refused: the state could not be saved; nothing was changed", "op", op, "err", err)
+		return nil, &ApplyError{Op: op, Err: err, RolledBack: true}
+	}
+	// What the datapath had: a rollback reinstalls a removed VIP under
+	// this number and generation, so its counters and connection table
+	// entries stay its own.
+	before, lerr := c.dp.LookupVIP(key)
+	had := lerr == nil
+	if _, err := c.convergePlanned(key, next, false, plan); err != nil {
+		return nil, c.rollback(op, key, cur, before, had, err)
 	}
 	c.vips = all
 	c.syncHealth()
 	c.publish(Event{Type: "vip_changed", VIP: VIPName(key), Reason: op})
 	// Only now may reals that left the state be undefined: before the
-	// save a rollback would have to define them again under new indices,
-	// and their connection table entries would be lost.
+	// change is applied a rollback would have to define them again under
+	// new indices, and their connection table entries would be lost.
 	c.collectReals(all)
 	// A real that left this VIP but stays defined (another VIP uses it)
 	// would keep this VIP's flows through the connection table: drop them,
@@ -301,9 +333,22 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	return next.Clone(), nil
 }
 
-func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, cause error) error {
-	_, rbErr := c.converge(key, prev, true)
+// rollback puts the datapath and the state file back as they were before
+// a change whose new state was saved but could not be applied: the VIP
+// (as before, had: the datapath's view then) under its old number and
+// generation, and the old state saved again.
+func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, before xdp.VIP, had bool, cause error) error {
+	var rbErr error
+	if _, err := c.dp.LookupVIP(key); had && errors.Is(err, xdp.ErrNotFound) {
+		rbErr = c.dp.RestoreVIP(before)
+	}
+	if rbErr == nil {
+		_, rbErr = c.converge(key, prev, true)
+	}
 	c.collectReals(c.vips) // reals the failed change defined
+	if err := c.store.Save(c.vips); err != nil {
+		rbErr = errors.Join(rbErr, fmt.Errorf("the state file keeps the change the datapath does not have: %w", err))
+	}
 	if rbErr != nil {
 		c.log.Error("change failed and rollback failed", "op", op, "err", cause, "rollback_err", rbErr)
 		return &ApplyError{Op: op, Err: cause, RollbackErr: rbErr}
@@ -321,6 +366,12 @@ func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, cause error)
 // built ring is installed as it is, which costs less than reading a ring
 // back when a change has just altered it.
 func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string, error) {
+	return c.convergePlanned(key, want, verify, nil)
+}
+
+// convergePlanned is converge with want's ring already planned (nil:
+// build it here).
+func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, plan *ringPlan) ([]string, error) {
 	var changes []string
 	have, err := c.dp.LookupVIP(key)
 	exists := err == nil
@@ -328,6 +379,7 @@ func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string,
 		return nil, err
 	}
 	if want == nil {
+		delete(c.ringSums, key)
 		if exists {
 			if err := c.dp.RemoveVIP(key); err != nil {
 				return changes, err
@@ -364,40 +416,79 @@ func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string,
 		ids[r.Addr] = id
 	}
 
-	ring, err := c.buildRing(want, ids)
-	if err != nil {
+	reals, backends := c.ringInputs(want)
+	sig := ringSig(want, reals, backends, ids)
+	if verify {
+		// A live ring that cannot be read (its buffer removed, or of
+		// another size than vip_info says) is replaced like one that
+		// differs.
+		current, err := c.dp.Ring(key)
+		if err == nil {
+			sum := c.sumRing(current)
+			if s, ok := c.ringSums[key]; ok && s.sig == sig && s.sum == sum {
+				return changes, nil
+			}
+			if plan == nil {
+				if plan, err = c.planRing(want); err != nil {
+					return changes, err
+				}
+			}
+			if slices.Equal(current, plan.ring(ids)) {
+				c.ringSums[key] = ringSum{sig: sig, sum: sum}
+				return changes, nil
+			}
+		}
+	}
+	if plan == nil {
+		if plan, err = c.planRing(want); err != nil {
+			return changes, err
+		}
+	}
+	ring := plan.ring(ids)
+	delete(c.ringSums, key)
+	if err := c.dp.SetRing(key, ring); err != nil {
 		return changes, err
 	}
-	same := false
-	if verify {
-		current, err := c.dp.Ring(key)
-		if err != nil {
-			return changes, err
-		}
-		same = slices.Equal(current, ring)
-	}
-	if !same {
-		if err := c.dp.SetRing(key, ring); err != nil {
-			return changes, err
-		}
-		changes = append(changes, fmt.Sprintf("replaced ring (%d slots)", len(ring)))
-	}
+	c.ringSums[key] = ringSum{sig: sig, sum: c.sumRing(ring)}
+	changes = append(changes, fmt.Sprintf("replaced ring (%d slots)", len(ring)))
 	return changes, nil
 }
 
-// buildRing builds a VIP's Maglev ring from its eligible reals that are not
-// down (all eligible ones if every one is down and the VIP serves all
-// then). With none, the ring is one empty slot: new flows are dropped
-// (counted as no-real) while flows in the connection table keep their
-// (draining) reals.
-func (c *Controller) buildRing(v *VIP, ids map[netip.Addr]xdp.RealID) ([]xdp.RealID, error) {
-	backends := make([]maglev.Backend, 0, len(v.Reals))
+// ringPlan is a VIP's Maglev ring built before its reals have datapath
+// IDs: a slot holds 1 + the index of its real in reals, 0 none. A ring
+// depends on the reals' names and weights only, so a change can build it
+// while its state is being saved, before any real is defined.
+type ringPlan struct {
+	reals []netip.Addr
+	table []uint32
+}
+
+// ring is the plan with the reals' IDs.
+func (p *ringPlan) ring(ids map[netip.Addr]xdp.RealID) []xdp.RealID {
+	byIndex := make([]xdp.RealID, len(p.reals)+1)
+	for i, a := range p.reals {
+		byIndex[i+1] = ids[a]
+	}
+	ring := make([]xdp.RealID, len(p.table))
+	for i, x := range p.table {
+		ring[i] = byIndex[x]
+	}
+	return ring
+}
+
+// ringInputs are what a VIP's ring is built from: its eligible reals
+// (backend i+1 of the plan is reals[i]) and the Maglev backends that are
+// not down (all eligible ones if every one is down and the VIP serves all
+// then). The caller holds c.mu (health state).
+func (c *Controller) ringInputs(v *VIP) (reals []netip.Addr, backends []maglev.Backend) {
+	backends = make([]maglev.Backend, 0, len(v.Reals))
 	var downs []maglev.Backend // eligible but failing their health checks
 	for _, r := range v.Reals {
 		if !r.Eligible() {
 			continue
 		}
-		b := maglev.Backend{Name: r.Addr.String(), ID: uint32(ids[r.Addr]), Weight: r.Weight}
+		reals = append(reals, r.Addr)
+		b := maglev.Backend{Name: r.Addr.String(), ID: uint32(len(reals)), Weight: r.Weight}
 		if v.Health.Type != health.None && c.isDown(v.Key, r.Addr) {
 			downs = append(downs, b)
 			continue
@@ -407,18 +498,70 @@ func (c *Controller) buildRing(v *VIP, ids map[netip.Addr]xdp.RealID) ([]xdp.Rea
 	if len(backends) == 0 && v.AllDown == ServeAll {
 		backends = downs // fail open: a broken health check does not take the VIP down
 	}
+	return reals, backends
+}
+
+// planRing builds a VIP's Maglev ring from its ringInputs. With no
+// backend, the ring is one empty slot: new flows are dropped (counted as
+// no-real) while flows in the connection table keep their (draining)
+// reals. The caller holds c.mu (health state, c.builder).
+func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
+	reals, backends := c.ringInputs(v)
+	p := &ringPlan{reals: reals}
 	if len(backends) == 0 {
-		return []xdp.RealID{0}, nil
+		p.table = []uint32{0}
+		return p, nil
 	}
-	table := make([]uint32, v.RingSize)
-	if err := c.builder.BuildInto(table, backends); err != nil {
+	p.table = make([]uint32, v.RingSize)
+	if err := c.builder.BuildInto(p.table, backends); err != nil {
 		return nil, fmt.Errorf("build Maglev ring: %w", err)
 	}
-	ring := make([]xdp.RealID, len(table))
-	for i, id := range table {
-		ring[i] = xdp.RealID(id)
+	return p, nil
+}
+
+// ringSig names a ring by what it is built from, with the reals' IDs:
+// rings with the same signature are the same.
+func ringSig(v *VIP, reals []netip.Addr, backends []maglev.Backend, ids map[netip.Addr]xdp.RealID) string {
+	if len(backends) == 0 {
+		return "empty"
 	}
-	return ring, nil
+	b := make([]byte, 0, 16+24*len(backends))
+	b = strconv.AppendUint(b, uint64(v.RingSize), 10)
+	for _, be := range backends {
+		b = append(b, ' ')
+		b = append(b, be.Name...)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, uint64(be.Weight), 10)
+		b = append(b, '/')
+		b = strconv.AppendUint(b, uint64(ids[reals[be.ID-1]]), 10)
+	}
+	return string(b)
+}
+
+// ringSum remembers the ring last installed in (or found in sync with)
+// a VIP's live buffer: its signature and a hash of its slots. A
+// reconcile that reads back a ring with that hash, for a VIP whose ring
+// would have that signature, need not build it again: the Maglev build
+// is most of what a reconcile costs.
+type ringSum struct {
+	sig string
+	sum uint64
+}
+
+func (c *Controller) sumRing(ring []xdp.RealID) uint64 {
+	var h maphash.Hash
+	h.SetSeed(c.ringSeed)
+	var buf [4096]byte
+	b := buf[:0]
+	for _, id := range ring {
+		b = binary.NativeEndian.AppendUint32(b, uint32(id))
+		if len(b) == len(buf) {
+			h.Write(b)
+			b = buf[:0]
+		}
+	}
+	h.Write(b)
+	return h.Sum64()
 }
 
 // collectReals undefines the datapath's reals that no desired VIP names.
@@ -445,23 +588,34 @@ func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP) []string {
 	return changes
 }
 
-// Drift is one VIP whose datapath state differed from the desired state,
-// with what was done about it.
+// Drift is one difference between the kernel maps and the desired state,
+// by VIP ("" for what belongs to no one VIP) and map, with what was done
+// about it.
 type Drift struct {
-	VIP     string   `json:"vip"`
+	VIP string `json:"vip"`
+	// Map is the kernel map that differed: vips, vip_info, vip_addrs,
+	// vip_filter, reals, rings or config.
+	Map     string   `json:"map,omitempty"`
 	Changes []string `json:"changes"`
 	Error   string   `json:"error,omitempty"`
 }
 
-// Reconcile converges the whole datapath to the desired state: desired
-// VIPs are installed or repaired, VIPs the state does not name are
-// removed, unused reals undefined. It returns what differed; on a fresh
-// datapath that is everything, on a healthy one nothing.
+// Reconcile converges the whole datapath to the desired state, reading
+// what the kernel maps really hold: entries of vips, vip_info, vip_addrs,
+// vip_filter, reals and config that were removed, added or altered
+// behind lbd's back are rewritten (a VIP keeps its number and
+// generation), desired VIPs are installed, their live rings read back and
+// rewritten where they differ, VIPs the state does not name removed and
+// unused reals undefined. It returns what differed, by VIP and map; on a
+// fresh datapath that is everything, on a healthy one nothing.
 func (c *Controller) Reconcile() ([]Drift, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var drifts []Drift
 	var errs []error
+	drifts, err := c.repairMaps()
+	if err != nil {
+		errs = append(errs, err)
+	}
 	keys := make(map[xdp.VIPKey]bool)
 	for _, v := range c.dp.VIPs() {
 		keys[v.Key] = true
@@ -475,21 +629,31 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("VIP %s: %w", VIPName(k), err))
 		}
-		if len(changes) > 0 || err != nil {
-			d := Drift{VIP: VIPName(k), Changes: changes}
-			if err != nil {
-				d.Error = err.Error()
+		var byMap []Drift
+		for _, ch := range changes {
+			m := changeMap(ch)
+			i := slices.IndexFunc(byMap, func(d Drift) bool { return d.Map == m })
+			if i < 0 {
+				byMap = append(byMap, Drift{VIP: VIPName(k), Map: m})
+				i = len(byMap) - 1
 			}
-			drifts = append(drifts, d)
+			byMap[i].Changes = append(byMap[i].Changes, ch)
 		}
+		if err != nil {
+			if len(byMap) == 0 {
+				byMap = append(byMap, Drift{VIP: VIPName(k), Map: xdp.MapVIPs})
+			}
+			byMap[len(byMap)-1].Error = err.Error()
+		}
+		drifts = append(drifts, byMap...)
 	}
 	if changes := c.collectReals(c.vips); len(changes) > 0 {
-		drifts = append(drifts, Drift{VIP: "", Changes: changes})
+		drifts = append(drifts, Drift{VIP: "", Map: xdp.MapReals, Changes: changes})
 	}
 	c.syncHealth()
 	c.drifts.Add(uint64(len(drifts)))
 	for _, d := range drifts {
-		c.log.Warn("datapath differed from desired state", "vip", d.VIP, "changes", d.Changes, "error", d.Error)
+		c.log.Warn("datapath differed from desired state", "vip", d.VIP, "map", d.Map, "changes", d.Changes, "error", d.Error)
 	}
 	return drifts, errors.Join(errs...)
 }

@@ -2,7 +2,10 @@ package control
 
 import (
 	"errors"
+	"fmt"
+	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -251,7 +254,7 @@ func sameSnap(t *testing.T, a, b snapshot) {
 		t.Fatalf("datapath changed: %d→%d VIPs, %d→%d reals", len(a.vips), len(b.vips), len(a.reals), len(b.reals))
 	}
 	for k, v := range a.vips {
-		if b.vips[k].Flags != v.Flags || !slices.Equal(a.rings[k], b.rings[k]) {
+		if b.vips[k].Flags != v.Flags || b.vips[k].Num != v.Num || b.vips[k].Gen != v.Gen || !slices.Equal(a.rings[k], b.rings[k]) {
 			t.Errorf("VIP %s changed", VIPName(k))
 		}
 	}
@@ -297,7 +300,7 @@ func TestFailedChangesRollBack(t *testing.T) {
 		t.Run(s.name, func(t *testing.T) {
 			c, dp, st := newTestController(t)
 			mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
-			before, stateBefore, saves := snap(dp), c.VIPs(), st.saves
+			before, stateBefore, savedBefore := snap(dp), c.VIPs(), maps.Clone(st.saved)
 			armed := true
 			dp.Fail = func(op string) error {
 				if armed && strings.HasPrefix(op, s.fail) {
@@ -312,8 +315,8 @@ func TestFailedChangesRollBack(t *testing.T) {
 				t.Fatalf("got %v, want a rolled-back ApplyError wrapping the failure", err)
 			}
 			sameSnap(t, before, snap(dp))
-			if st.saves != saves {
-				t.Error("a failed change was saved")
+			if !maps.EqualFunc(st.saved, savedBefore, func(a, b *VIP) bool { return reflect.DeepEqual(a, b) }) {
+				t.Errorf("the saved state kept the failed change: %+v", st.saved)
 			}
 			if got := c.VIPs(); len(got) != len(stateBefore) || len(got[0].Reals) != len(stateBefore[0].Reals) {
 				t.Error("desired state changed")
@@ -377,8 +380,16 @@ func TestReconcileInstallsAndRepairsDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkInSync(t, c, dp)
-	if len(drifts) != 4 { // A, B, the stray VIP, and the unused real
-		t.Errorf("drifts %+v", drifts)
+	// A and B added (vips), their reals defined (reals) and rings
+	// written (rings), the stray VIP removed, the unused real undefined.
+	var got []string
+	for _, d := range drifts {
+		got = append(got, d.VIP+" "+d.Map)
+	}
+	want := []string{"tcp-192.0.2.1-80 vips", "tcp-192.0.2.1-80 reals", "tcp-192.0.2.1-80 rings", "tcp-192.0.2.99-443 vips",
+		"udp-2001:db8::1-53 vips", "udp-2001:db8::1-53 reals", "udp-2001:db8::1-53 rings", " reals"}
+	if !slices.Equal(got, want) {
+		t.Errorf("drifts %q, want %q", got, want)
 	}
 
 	// In sync: nothing to do, no mutation.
@@ -441,5 +452,50 @@ func TestRemovedSharedRealLosesOnlyThisVIPsFlows(t *testing.T) {
 	}
 	if !slices.Equal(left, []uint16{2, 3}) {
 		t.Errorf("flows left %v, want VIP A's flow to r2 and VIP B's flow to r1", left)
+	}
+}
+
+// A change whose state cannot be saved is refused before the datapath is
+// touched: save first.
+func TestUnsavableChangeTouchesNothing(t *testing.T) {
+	c, dp, st := newTestController(t)
+	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1)}})
+	st.err = fmt.Errorf("%w: injected", ErrNoSpace)
+	dp.Calls = nil
+	err := c.DeleteVIP(vipA)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || !ae.RolledBack || !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("got %v, want a rolled-back ApplyError wrapping ErrNoSpace", err)
+	}
+	if len(dp.Calls) != 0 {
+		t.Errorf("the datapath was changed before the save: %v", dp.Calls)
+	}
+}
+
+// partialRemove is a datapath whose RemoveVIP fails after the VIP is gone
+// (as the real one can, between its map writes).
+type partialRemove struct{ *fakedp.Datapath }
+
+func (p partialRemove) RemoveVIP(key xdp.VIPKey) error {
+	_ = p.Datapath.RemoveVIP(key)
+	return fakedp.ErrInjected
+}
+
+// A rollback of a removal that went half-way reinstalls the VIP under its
+// number and generation: its counters and flows stay its own.
+func TestRollbackKeepsVIPNumberAndGeneration(t *testing.T) {
+	dp, st := fakedp.New(), &memStore{}
+	c := New(partialRemove{dp}, st, nil, nil)
+	mustCreate(t, c, VIP{Key: vipB})
+	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
+	before, savedBefore := snap(dp), maps.Clone(st.saved)
+	err := c.DeleteVIP(vipA)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || !ae.RolledBack {
+		t.Fatalf("got %v, want a rolled-back ApplyError", err)
+	}
+	sameSnap(t, before, snap(dp))
+	if !maps.EqualFunc(st.saved, savedBefore, func(a, b *VIP) bool { return reflect.DeepEqual(a, b) }) {
+		t.Errorf("the saved state kept the failed change: %+v", st.saved)
 	}
 }

@@ -26,6 +26,19 @@ type Datapath interface {
 	VIPStats(key xdp.VIPKey) (xdp.VIPStats, error)
 	RealStats(id xdp.RealID) (xdp.RealStats, error)
 
+	// Readers of the kernel maps and repairs from the datapath's
+	// bookkeeping, for drift repair (see Reconcile).
+	ReadMaps() (*xdp.MapState, error)
+	FilterOf(addrs []netip.Addr) []uint64
+	RepairVIP(key xdp.VIPKey) error
+	RestoreVIP(v xdp.VIP) error
+	ClearVIPEntry(key xdp.VIPKey) error
+	ClearVIPInfo(num uint32) error
+	SyncAddrs() error
+	RepairReal(addr netip.Addr) error
+	ClearReal(id xdp.RealID) error
+	SetConfig(cfg xdp.Config) error
+
 	Flows() iter.Seq2[xdp.Flow, error]
 	Tick() (uint32, error) // the datapath's clock, in the units of xdp.Flow.LastTick
 	DeleteFlows(match func(xdp.Flow) bool) (int, error)

@@ -2,9 +2,13 @@
 // (VIPs, their reals, weights and flags), its validation, its persistence,
 // and the reconciliation that makes the datapath's maps match it.
 //
-// Every change is a transaction: it is validated, applied to the datapath,
-// then written to the state file; if any step fails the datapath is put
-// back as it was and the caller learns which (ApplyError). A restart reads
+// Every change is a transaction: it is validated, written to the state
+// file (durably: fsync), and only then applied to the datapath, so a
+// change that cannot be saved (a full disk: ErrNoSpace) is refused before
+// anything moves. If applying fails, the datapath is put back as it was
+// (a removed VIP under its old number and generation, so its counters and
+// flows stay), the old state is saved again, and the caller learns which
+// (ApplyError). A restart reads
 // the state file and converges the (possibly pinned, still forwarding)
 // datapath to it; the same convergence, run periodically, detects and
 // repairs drift.
@@ -391,6 +395,9 @@ func compareKeys(a, b xdp.VIPKey) int {
 var (
 	ErrNotFound = errors.New("not found")
 	ErrConflict = errors.New("conflict")
+	// ErrNoSpace: the state file could not be saved for want of space
+	// (ENOSPC, EDQUOT); the change was refused and nothing moved.
+	ErrNoSpace = errors.New("the state directory is full")
 )
 
 // InvalidError is input that cannot be accepted, with the field at fault

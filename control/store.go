@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
@@ -147,7 +148,11 @@ func (s *Store) Save(vips map[xdp.VIPKey]*VIP) error {
 		return fmt.Errorf("encode state: %w", err)
 	}
 	data = append(data, '\n')
-	return writeFileAtomic(s.path, data)
+	err = writeFileAtomic(s.path, data)
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w: free space on the file system of %s (or raise its quota) and retry", ErrNoSpace, err, filepath.Dir(s.path))
+	}
+	return err
 }
 
 func writeFileAtomic(path string, data []byte) error {

@@ -95,14 +95,26 @@ func (b *Balancer) writeRing(slot uint32, ring []RealID) error {
 }
 
 // ringMap returns the inner map at an outer slot, opened once and kept
-// (with its memory mapping) until the VIP goes.
+// (with its memory mapping) until the VIP goes. The outer slot is read
+// each time: a map put there (or a slot emptied) by anyone else is what
+// the datapath uses, so it is what is read and written.
 func (b *Balancer) ringMap(slot uint32) (*ebpf.Map, error) {
-	if m := b.ringMaps[slot]; m != nil {
-		return m, nil
-	}
 	var id ebpf.MapID
 	if err := b.objs.Rings.Lookup(slot, &id); err != nil {
+		if m := b.ringMaps[slot]; m != nil {
+			m.Close()
+			delete(b.ringMaps, slot)
+		}
 		return nil, fmt.Errorf("look up ring buffer %d: %w", slot, err)
+	}
+	if m := b.ringMaps[slot]; m != nil {
+		if info, err := m.Info(); err == nil {
+			if have, ok := info.ID(); ok && have == id {
+				return m, nil
+			}
+		}
+		m.Close()
+		delete(b.ringMaps, slot)
 	}
 	m, err := ebpf.NewMapFromID(id)
 	if err != nil {

@@ -102,8 +102,10 @@ type VIP struct {
 	Num      uint32 // index of its ring and counters
 	Flags    VIPFlags
 	RingSize uint32 // 0 until SetRing
-	// Gen tells this VIP from earlier ones that had its number: a
-	// connection table entry is the VIP's only if its VIPGen is Gen.
+	Buf      uint32 // the live ring buffer, 0 or 1
+	// Gen is the generation the number was given with: it tells this VIP
+	// from earlier ones that had its number, as a connection table entry
+	// is the VIP's only if its VIPGen is Gen (see RestoreVIP).
 	Gen uint32
 }
 
@@ -213,7 +215,7 @@ func (b *Balancer) VIPs() []VIP {
 	defer b.mu.Unlock()
 	out := make([]VIP, 0, len(b.vips))
 	for k, e := range b.vips {
-		out = append(out, VIP{Key: k, Num: e.num, Flags: e.flags, RingSize: e.ringSize, Gen: e.gen})
+		out = append(out, VIP{Key: k, Num: e.num, Flags: e.flags, RingSize: e.ringSize, Buf: e.buf, Gen: e.gen})
 	}
 	return out
 }
@@ -226,7 +228,7 @@ func (b *Balancer) LookupVIP(key VIPKey) (VIP, error) {
 	if !ok {
 		return VIP{}, fmt.Errorf("VIP %s: %w", key, ErrNotFound)
 	}
-	return VIP{Key: key, Num: e.num, Flags: e.flags, RingSize: e.ringSize, Gen: e.gen}, nil
+	return VIP{Key: key, Num: e.num, Flags: e.flags, RingSize: e.ringSize, Buf: e.buf, Gen: e.gen}, nil
 }
 
 func (b *Balancer) writeMeta(key VIPKey, e vipEntry) error {

@@ -299,21 +299,25 @@ func newReconcileCommand(cfg *clientConfig) *cobra.Command {
 				return nil
 			}
 			return s.emit(api.DriftsJSON{Drifts: drifts}, func(w io.Writer) {
-				row(w, "VIP", "REPAIRED", "ERROR")
+				row(w, "VIP", "MAP", "REPAIRED", "ERROR")
 				for _, d := range drifts {
 					vip := keyDisplay(d.VIP)
 					if d.VIP == "" {
-						vip = "(reals)"
+						vip = "-"
+					}
+					m := d.Map
+					if m == "" {
+						m = "-"
 					}
 					errText := d.Error
 					if errText == "" {
 						errText = "-"
 					}
 					if len(d.Changes) == 0 {
-						row(w, vip, "-", errText)
+						row(w, vip, m, "-", errText)
 					}
 					for _, c := range d.Changes {
-						row(w, vip, c, errText)
+						row(w, vip, m, c, errText)
 					}
 				}
 			})

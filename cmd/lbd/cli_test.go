@@ -636,7 +636,7 @@ func TestStatusAndReconcile(t *testing.T) {
 		t.Fatal(err)
 	}
 	out = d.ok("reconcile")
-	wantRow(t, out, "VIP", "REPAIRED", "ERROR")
+	wantRow(t, out, "VIP", "MAP", "REPAIRED", "ERROR")
 	if !strings.Contains(out, "tcp/192.0.2.1:80") || !strings.Contains(out, "tcp/192.0.2.99:443") {
 		t.Errorf("reconcile does not name both drifted VIPs:\n%s", out)
 	}

@@ -160,6 +160,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	}
 
 	ctl := control.New(b, store, desired, log)
+	ctl.SetDatapathConfig(dpConfig)
 	ctl.SetGUESources(dpConfig.GUESourceV4.IsValid(), dpConfig.GUESourceV6.IsValid())
 	var notReady atomic.Pointer[error]
 	setReady := func(e error) {

@@ -29,6 +29,7 @@ type Datapath struct {
 	VIPCounters  map[xdp.VIPKey]xdp.VIPStats
 	RealCounters map[xdp.RealID]xdp.RealStats
 	Global       xdp.GlobalStats
+	Config       xdp.Config
 	Calls        []string
 	// Fail, if set, is asked before every mutation; a non-nil result is
 	// returned instead of doing it.
@@ -72,6 +73,57 @@ func (f *Datapath) AddVIP(key xdp.VIPKey, flags xdp.VIPFlags) error {
 	}
 	f.nextNum++
 	f.VIPMap[key] = xdp.VIP{Key: key, Num: f.nextNum, Flags: flags, Gen: f.nextNum}
+	return nil
+}
+
+// RestoreVIP installs a removed VIP again with its number and generation.
+func (f *Datapath) RestoreVIP(v xdp.VIP) error {
+	if err := f.mutate("RestoreVIP " + v.Key.String()); err != nil {
+		return err
+	}
+	if _, ok := f.VIPMap[v.Key]; ok {
+		return fmt.Errorf("VIP %s: %w", v.Key, xdp.ErrExists)
+	}
+	v.RingSize = 0
+	f.VIPMap[v.Key] = v
+	return nil
+}
+
+// ReadMaps returns the fake's state as the kernel maps would hold it: the
+// fake has no drift below its own bookkeeping.
+func (f *Datapath) ReadMaps() (*xdp.MapState, error) {
+	s := &xdp.MapState{VIPs: map[xdp.VIPKey]uint32{}, VIPInfo: map[uint32]xdp.VIPInfo{},
+		VIPAddrs: map[netip.Addr]xdp.AddrFlags{}, Reals: map[xdp.RealID]netip.Addr{}, Config: f.Config}
+	keys := slices.Collect(maps.Keys(f.VIPMap))
+	for k, v := range f.VIPMap {
+		s.VIPs[k] = v.Num
+		s.VIPInfo[v.Num] = xdp.VIPInfo{Flags: v.Flags, RingSize: v.RingSize, Buf: v.Buf, Gen: v.Gen}
+		s.VIPAddrs[k.Addr] = xdp.AddrFlagsOf(k.Addr, keys)
+	}
+	for a, id := range f.RealMap {
+		s.Reals[id] = a
+	}
+	return s, nil
+}
+
+// FilterOf: the fake has no filter.
+func (f *Datapath) FilterOf([]netip.Addr) []uint64 { return nil }
+
+func (f *Datapath) RepairVIP(key xdp.VIPKey) error { return f.mutate("RepairVIP " + key.String()) }
+func (f *Datapath) ClearVIPEntry(key xdp.VIPKey) error {
+	return f.mutate("ClearVIPEntry " + key.String())
+}
+func (f *Datapath) ClearVIPInfo(num uint32) error { return f.mutate(fmt.Sprint("ClearVIPInfo ", num)) }
+func (f *Datapath) SyncAddrs() error              { return f.mutate("SyncAddrs") }
+func (f *Datapath) RepairReal(addr netip.Addr) error {
+	return f.mutate("RepairReal " + addr.String())
+}
+func (f *Datapath) ClearReal(id xdp.RealID) error { return f.mutate(fmt.Sprint("ClearReal ", id)) }
+func (f *Datapath) SetConfig(c xdp.Config) error {
+	if err := f.mutate("SetConfig"); err != nil {
+		return err
+	}
+	f.Config = c
 	return nil
 }
 
