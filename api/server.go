@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -62,6 +63,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	spec    []byte
+	// eventRun tells this run's event ids from an earlier run's.
+	eventRun string
 }
 
 // New builds the server.
@@ -85,7 +88,8 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: o, ctl: o.Controller, log: o.Logger, spec: spec}
+	s := &Server{opts: o, ctl: o.Controller, log: o.Logger, spec: spec,
+		eventRun: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	if s.metrics, err = newMetrics(o.Registry, o.Controller); err != nil {
 		return nil, err
 	}
