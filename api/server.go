@@ -93,6 +93,9 @@ func New(o Options) (*Server, error) {
 	if s.metrics, err = newMetrics(o.Registry, o.Controller); err != nil {
 		return nil, err
 	}
+	if err := o.Registry.Register(nodeCollector{s}); err != nil {
+		return nil, err
+	}
 
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
