@@ -53,6 +53,9 @@ type Options struct {
 	// Tracer serves /api/v1/connections, /tracer and /events; nil: they
 	// answer 503 "tracer not running".
 	Tracer TracerSource
+	// UI, if not nil, serves the web console under /ui/ (without the
+	// token: the page logs in to the API itself); / redirects to it.
+	UI http.Handler
 }
 
 // Server is the API's HTTP handler.
@@ -105,6 +108,12 @@ func New(o Options) (*Server, error) {
 	e.Use(s.bodyLimit)
 	e.Use(s.authenticate)
 
+	if o.UI != nil {
+		e.GET("/ui/*", echo.WrapHandler(o.UI))
+		toUI := func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }
+		e.GET("/", toUI)
+		e.GET("/ui", toUI)
+	}
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
@@ -145,9 +154,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.Serv
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	want := sha256.Sum256([]byte(s.opts.Token))
 	return func(c echo.Context) error {
-		switch c.Request().URL.Path {
-		case "/healthz", "/readyz":
+		switch p := c.Request().URL.Path; {
+		case p == "/healthz", p == "/readyz":
 			return next(c)
+		case s.opts.UI != nil && (p == "/" || p == "/ui" || strings.HasPrefix(p, "/ui/")):
+			return next(c) // static files; the page sends the token to the API
 		}
 		h := c.Request().Header.Get(echo.HeaderAuthorization)
 		scheme, token, ok := strings.Cut(h, " ")

@@ -25,6 +25,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/ui"
 )
 
 // addServeCommands adds the daemon's commands: serve and cleanup.
@@ -218,6 +219,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 			}
 		},
 		BGP: bgpNode.apiBGP(),
+		UI:  ui.Handler(),
 		Ready: func() error {
 			if p := notReady.Load(); p != nil {
 				return *p

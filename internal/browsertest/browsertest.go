@@ -1,0 +1,143 @@
+// Package browsertest runs Debian's chromium headless for tests of the
+// web console, driven with chromedp, and collects what the page reports
+// as errors: uncaught exceptions, console.error, and the browser's own
+// error log (CSP violations, failed loads).
+package browsertest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+
+	"github.com/lbd-dev/lbd/internal/privtest"
+)
+
+// Browser is one headless chromium with one tab.
+type Browser struct {
+	Ctx    context.Context
+	mu     sync.Mutex
+	errors []string
+}
+
+// New starts chromium (fresh profile, 1280×800), or skips the test when
+// it is not installed (fails under CI=true). It is stopped when the test
+// ends, failed or not.
+func New(t *testing.T) *Browser {
+	t.Helper()
+	path := ""
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			path = p
+			break
+		}
+	}
+	if path == "" {
+		privtest.Unavailable(t, "chromium not installed (Debian package chromium; scripts/install-deps.sh installs it)")
+	}
+	// A fresh profile, removed after chromium's processes are gone (they
+	// may still write to it for a moment after the kill).
+	profile, err := os.MkdirTemp("", "lbd-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(path),
+		chromedp.UserDataDir(profile),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true), // as root
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.Flag("mute-audio", true),
+		chromedp.WindowSize(1280, 800),
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancel := chromedp.NewContext(actx)
+	t.Cleanup(func() {
+		cancel()
+		cancelAlloc() // kills chromium
+		for i := 0; ; i++ {
+			if err := os.RemoveAll(profile); err == nil || i == 50 {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
+	b := &Browser{Ctx: ctx}
+	chromedp.ListenTarget(ctx, func(ev any) {
+		switch ev := ev.(type) {
+		case *runtime.EventExceptionThrown:
+			d := ev.ExceptionDetails
+			msg := d.Text
+			if d.Exception != nil {
+				msg += " " + d.Exception.Description
+			}
+			b.add("exception: %s (%s:%d)", msg, d.URL, d.LineNumber)
+		case *runtime.EventConsoleAPICalled:
+			if ev.Type == runtime.APITypeError || ev.Type == runtime.APITypeAssert {
+				var parts []string
+				for _, a := range ev.Args {
+					parts = append(parts, string(a.Value)+a.Description)
+				}
+				b.add("console.%s: %s", ev.Type, strings.Join(parts, " "))
+			}
+		case *log.EventEntryAdded:
+			// An HTTP error answer (401, 503, a refused change) is the
+			// API speaking, which the page handles; a load that failed
+			// (connection refused, CSP) is an error.
+			if ev.Entry.Level == log.LevelError && !(ev.Entry.Source == log.SourceNetwork && strings.Contains(ev.Entry.Text, "the server responded with a status of")) {
+				b.add("log %s: %s %s", ev.Entry.Source, ev.Entry.Text, ev.Entry.URL)
+			}
+		}
+	})
+	// The first Run starts chromium and ties it to its context: that must
+	// be ctx itself (a derived context with a timeout would stop chromium
+	// with it), so the timeout is a timer here.
+	stop := time.AfterFunc(time.Minute, cancel)
+	err = chromedp.Run(ctx, log.Enable(), runtime.Enable(), chromedp.EmulateViewport(1280, 800))
+	if !stop.Stop() {
+		t.Fatalf("chromium %s did not start within a minute", path)
+	}
+	if err != nil {
+		t.Fatalf("start chromium %s: %v", path, err)
+	}
+	return b
+}
+
+func (b *Browser) add(format string, args ...any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.errors = append(b.errors, fmt.Sprintf(format, args...))
+}
+
+// Errors returns the errors the page reported and forgets them.
+func (b *Browser) Errors() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	e := b.errors
+	b.errors = nil
+	return e
+}
+
+// Run runs actions with a timeout.
+func (b *Browser) Run(timeout time.Duration, actions ...chromedp.Action) error {
+	ctx, cancel := context.WithTimeout(b.Ctx, timeout)
+	defer cancel()
+	return chromedp.Run(ctx, actions...)
+}
