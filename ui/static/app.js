@@ -99,8 +99,13 @@ async function poll() {
     const rings = await Promise.all(state.vips.map((v) => optional("/api/v1/vips/" + encodeURIComponent(v.name) + "/ring")));
     state.rings = {};
     state.vips.forEach((v, i) => (state.rings[v.name] = rings[i].data));
-    if (state.view === "vips" || state.view === "flows") {
+    if (state.view === "flows") {
       state.flows = (await api("/api/v1/flows?limit=1000&sort=bytes")).data;
+    }
+    if (state.view === "vips") {
+      const pages = await Promise.all(state.vips.map((v) => api("/api/v1/flows?limit=1000&vip=" + encodeURIComponent(v.name))));
+      state.vipFlows = {};
+      state.vips.forEach((v, i) => (state.vipFlows[v.name] = pages[i].data));
     }
     if (state.view === "connections") await pollConns();
     for (const v of state.stats.vips) hist.push("vip " + v.vip, v.packets_per_second);
@@ -236,15 +241,19 @@ function renderOverview() {
 
 // ---- VIPs ------------------------------------------------------------------
 
+// flowCounts counts each VIP's flows (and per real) in the connection
+// table, from one page of up to 1000 per VIP ("1,000+": more exist).
 function flowCounts() {
-  const byVIP = new Map(), byReal = new Map();
-  if (!state.flows) return { byVIP, byReal, partial: false };
-  for (const f of state.flows.flows) {
-    byVIP.set(f.vip, (byVIP.get(f.vip) || 0) + 1);
-    const k = f.vip + " " + f.real;
-    byReal.set(k, (byReal.get(k) || 0) + 1);
+  const byVIP = new Map(), byReal = new Map(), partial = new Set();
+  for (const [name, page] of Object.entries(state.vipFlows || {})) {
+    byVIP.set(name, page.flows.length);
+    if (page.next_cursor) partial.add(name);
+    for (const f of page.flows) {
+      const k = name + " " + f.real;
+      byReal.set(k, (byReal.get(k) || 0) + 1);
+    }
   }
-  return { byVIP, byReal, partial: !!state.flows.next_cursor };
+  return { byVIP, byReal, partial };
 }
 
 function renderVIPs() {
@@ -256,7 +265,7 @@ function renderVIPs() {
   const stats = new Map(state.stats.vips.map((v) => [v.vip, v]));
   const realStats = new Map(state.stats.reals.map((r) => [r.address, r]));
   const fc = flowCounts();
-  const flows = (n) => (state.flows ? num(n || 0) + (fc.partial ? "+" : "") : "…");
+  const flows = (vip, n) => (state.vipFlows ? num(n || 0) + (fc.partial.has(vip) ? "+" : "") : "…");
   for (const v of state.vips) {
     const st = stats.get(v.name) || {};
     const rg = state.rings[v.name];
@@ -285,7 +294,7 @@ function renderVIPs() {
           h ? h.state + " since " + ago(h.last_change) : "not checked",
           h && h.last_result && !h.last_result.ok ? el("div", { class: "muted small" }, "last probe: " + h.last_result.reason) : null),
         el("td", {}, bar, " ", el("span", { dataset: { field: "share" } }, (share * 100).toFixed(1) + "%")),
-        el("td", { class: "num", dataset: { field: "flows" } }, flows(fc.byReal.get(v.name + " " + r.address))),
+        el("td", { class: "num", dataset: { field: "flows" } }, flows(v.name, fc.byReal.get(v.name + " " + r.address))),
         el("td", { class: "num", dataset: { field: "pps" } }, rate(rs.packets_per_second, "pkt/s")),
         el("td", {}, spark),
         el("td", { class: "actions" },
@@ -300,7 +309,7 @@ function renderVIPs() {
         el("div", {}, el("h3", {}, v.name), el("div", { class: "chips" }, flags.map((f) => el("span", { class: "chip" }, f)))),
         el("div", { class: "figures" },
           fig("pkt/s", rate(st.packets_per_second, ""), "pps"), fig("bytes/s", bytes(st.bytes_per_second) + "/s", "bps"),
-          fig("packets", num(st.packets), "packets"), fig("bytes", bytes(st.bytes), "bytes"), fig("flows", flows(fc.byVIP.get(v.name)), "flows")),
+          fig("packets", num(st.packets), "packets"), fig("bytes", bytes(st.bytes), "bytes"), fig("flows", flows(v.name, fc.byVIP.get(v.name)), "flows")),
         chart, donut),
       el("table", { class: "grid reals" },
         el("thead", {}, el("tr", {}, ["Real", "Weight", "State", "Health", "Ring share", "Flows", "pkt/s (all VIPs)", "last 5 min", ""].map((h) => el("th", {}, h)))),
