@@ -133,8 +133,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		chromedp.WaitVisible("#token", chromedp.ByQuery),
 		chromedp.SendKeys("#token", token, chromedp.ByQuery),
 		chromedp.Click(`#login-form button[type=submit]`, chromedp.ByQuery),
-		chromedp.WaitVisible(`#view-overview .card`, chromedp.ByQuery),
 	)
+	if err == nil {
+		err = b.WaitFor(20*time.Second, browsertest.Visible(`#view-overview .card`))
+	}
 	if err != nil {
 		t.Fatalf("log in: %v (page errors: %v)", err, b.Errors())
 	}
@@ -145,7 +147,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		if view == "vips" {
 			// wait for the down real's probe error, which carries the markup
-			if err := b.Run(20*time.Second, chromedp.WaitVisible(`tr[data-real="10.0.0.2"] .muted`, chromedp.ByQuery)); err != nil {
+			if err := b.WaitFor(20*time.Second, browsertest.Visible(`tr[data-real="10.0.0.2"] .muted`)); err != nil {
 				t.Fatalf("probe error not shown: %v", err)
 			}
 		}
@@ -153,10 +155,15 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	var xss bool
 	var shown string
-	if err := b.Run(20*time.Second, chromedp.Navigate(ts.URL+"/ui/#vips"),
-		chromedp.WaitVisible(`tr[data-real="10.0.0.2"] .muted`, chromedp.ByQuery),
+	if err := b.Run(20*time.Second, chromedp.Navigate(ts.URL+"/ui/#vips")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitFor(20*time.Second, browsertest.Visible(`tr[data-real="10.0.0.2"] .muted`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Run(20*time.Second,
 		chromedp.Evaluate(`window.__xss === 1 || document.querySelectorAll("img").length > 0`, &xss),
-		chromedp.Text(`tr[data-real="10.0.0.2"] .muted`, &shown, chromedp.ByQuery)); err != nil {
+		browsertest.Text(`tr[data-real="10.0.0.2"] .muted`, &shown)); err != nil {
 		t.Fatal(err)
 	}
 	if xss || !strings.Contains(shown, xssPath) {
@@ -165,7 +172,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// an action the API refuses shows its problem
 	var problem string
 	if err := b.Run(20*time.Second,
-		chromedp.Click(`tr[data-real="10.0.0.1"] button.weight`, chromedp.ByQuery),
+		browsertest.Click(`tr[data-real="10.0.0.1"] button.weight`),
 		chromedp.WaitVisible("#weight-input", chromedp.ByQuery),
 		chromedp.SetValue("#weight-input", "-3", chromedp.ByQuery),
 		chromedp.Click("#confirm-ok", chromedp.ByQuery),

@@ -59,9 +59,17 @@ func (p *page) waitText(sel string, within time.Duration, ok func(string) bool) 
 	return s
 }
 
+func (p *page) wait(cond string) {
+	p.t.Helper()
+	if err := p.b.WaitFor(30*time.Second, cond); err != nil {
+		p.t.Fatalf("%v (page errors: %v)", err, p.b.Errors())
+	}
+}
+
 func (p *page) view(name string) {
 	p.t.Helper()
-	p.run("view "+name, chromedp.Navigate(p.url+"#"+name), chromedp.WaitVisible("#view-"+name, chromedp.ByQuery))
+	p.run("view "+name, chromedp.Navigate(p.url+"#"+name))
+	p.wait(browsertest.Visible("#view-" + name))
 }
 
 func (p *page) screenshot(dir, name string) {
@@ -92,8 +100,8 @@ func digits(s string) string {
 // time, and saves a screenshot of each view (in $LBD_CONSOLE_SHOTS if
 // set, e.g. docs/img).
 func TestConsoleLab(t *testing.T) {
+	b := browsertest.New(t) // first: without chromium, no lab for nothing
 	e := newE2E(t)
-	b := browsertest.New(t) // stopped before the lab goes down
 	shots := os.Getenv("LBD_CONSOLE_SHOTS")
 	if shots == "" {
 		shots = t.TempDir()
@@ -145,8 +153,8 @@ func TestConsoleLab(t *testing.T) {
 	p.screenshot(shots, "login")
 	start = time.Now()
 	p.run("log in", chromedp.SendKeys("#token", strings.TrimSpace(string(tok)), chromedp.ByQuery),
-		chromedp.Click(`#login-form button[type=submit]`, chromedp.ByQuery),
-		chromedp.WaitVisible("#view-overview .card", chromedp.ByQuery))
+		chromedp.Click(`#login-form button[type=submit]`, chromedp.ByQuery))
+	p.wait(browsertest.Visible("#view-overview .card"))
 	t.Logf("log in to the overview with data: %v", time.Since(start).Round(time.Millisecond))
 	var inStorage, inURL bool
 	p.run("token storage", chromedp.Evaluate(`sessionStorage.getItem("lbd-token") !== null && localStorage.length === 0`, &inStorage),
@@ -237,7 +245,7 @@ func TestConsoleLab(t *testing.T) {
 	<-trafficDone
 
 	// Drain r1 in the page.
-	p.run("drain r1", chromedp.Click(card+fmt.Sprintf(`tr[data-real=%q] button.drain`, r1), chromedp.ByQuery),
+	p.run("drain r1", browsertest.Click(card+fmt.Sprintf(`tr[data-real=%q] button.drain`, r1)),
 		chromedp.WaitVisible("#confirm-ok", chromedp.ByQuery))
 	p.screenshot(shots, "confirm")
 	p.run("confirm", chromedp.Click("#confirm-ok", chromedp.ByQuery), chromedp.WaitNotVisible("#confirm", chromedp.ByQuery))
@@ -288,7 +296,7 @@ func TestConsoleLab(t *testing.T) {
 	}
 	// undrain in the page, against the restarted daemon
 	p.waitText(card+fmt.Sprintf(`tr[data-real=%q] [data-field=state]`, r1), 5*time.Second, func(s string) bool { return s == "draining" })
-	p.run("undrain r1", chromedp.Click(card+fmt.Sprintf(`tr[data-real=%q] button.drain`, r1), chromedp.ByQuery),
+	p.run("undrain r1", browsertest.Click(card+fmt.Sprintf(`tr[data-real=%q] button.drain`, r1)),
 		chromedp.WaitVisible("#confirm-ok", chromedp.ByQuery), chromedp.Click("#confirm-ok", chromedp.ByQuery),
 		chromedp.WaitNotVisible("#confirm", chromedp.ByQuery))
 	if real, err := e.api.GetReal(e.ctx, vip, r1); err != nil || real.State != "active" {
