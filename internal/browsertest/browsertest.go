@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -79,11 +81,23 @@ func New(t *testing.T) *Browser {
 	t.Cleanup(func() {
 		cancel()
 		cancelAlloc() // kills chromium
-		for i := 0; ; i++ {
-			if err := os.RemoveAll(profile); err == nil || i == 50 {
+		// Its helper processes (network service, GPU, zygote) can outlive
+		// it for a moment and write to the profile: wait for those of
+		// this profile to go (killing them after 5 s), then remove it.
+		for i := 0; i < 100; i++ {
+			pids := profileProcesses(profile)
+			if len(pids) == 0 {
 				break
 			}
+			if i == 50 {
+				for _, pid := range pids {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
 			time.Sleep(100 * time.Millisecond)
+		}
+		if err := os.RemoveAll(profile); err != nil {
+			t.Errorf("remove chromium profile: %v", err)
 		}
 	})
 	b := &Browser{Ctx: ctx}
@@ -186,4 +200,22 @@ func (b *Browser) WaitFor(timeout time.Duration, cond string) error {
 func Visible(sel string) string {
 	q, _ := json.Marshal(sel)
 	return fmt.Sprintf(`(() => { const e = document.querySelector(%s); return !!e && e.getClientRects().length > 0; })()`, q)
+}
+
+// profileProcesses lists the processes whose command line names the
+// profile directory: the chromium of one Browser and its helpers.
+func profileProcesses(profile string) []int {
+	ents, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(cmdline), profile) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
