@@ -153,6 +153,22 @@ func TestConsoleInBrowser(t *testing.T) {
 		}
 		shot(view)
 	}
+	// Swagger UI, with the tab's token
+	if err := b.Run(20*time.Second, chromedp.Navigate(ts.URL+"/ui/swagger/")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.WaitFor(30*time.Second, browsertest.Visible(".swagger-ui .opblock")); err != nil {
+		t.Fatalf("Swagger UI: %v (page errors: %v)", err, b.Errors())
+	}
+	var ops int
+	if err := b.Run(10*time.Second, chromedp.Evaluate(`document.querySelectorAll(".swagger-ui .opblock").length`, &ops)); err != nil {
+		t.Fatal(err)
+	}
+	if ops < 20 {
+		t.Errorf("Swagger UI shows %d operations", ops)
+	}
+	shot("swagger")
+
 	var xss bool
 	var shown string
 	if err := b.Run(20*time.Second, chromedp.Navigate(ts.URL+"/ui/#vips")); err != nil {

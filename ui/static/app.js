@@ -552,7 +552,8 @@ async function renderAPI() {
   clear(root).append(el("div", { class: "card" },
     el("h2", {}, doc.info.title + " " + doc.info.version),
     el("p", { class: "desc" }, doc.info.description || ""),
-    el("p", { class: "muted" }, "Every request but /healthz and /readyz needs Authorization: Bearer <token>. The document itself: GET /api/v1/openapi.json."),
+    el("p", { class: "muted" }, "Every request but /healthz and /readyz needs Authorization: Bearer <token>. The document itself: GET /api/v1/openapi.json. ",
+      el("a", { href: "swagger/", id: "swagger-link" }, "Open it in Swagger UI"), " (with “Try it out”, using this tab's token; 1.9 MB)."),
     el("h3", {}, "Operations"), ...ops, el("h3", {}, "Schemas"), ...schemas));
 }
 
