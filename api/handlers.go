@@ -123,7 +123,8 @@ func (s *Server) status(c echo.Context) error {
 	if s.opts.Datapath != nil {
 		dp = s.opts.Datapath()
 	}
-	return reply(c, http.StatusOK, StatusJSON{Version: s.opts.Version, VIPs: len(s.ctl.VIPs()), StateFile: s.opts.StateFile, Datapath: dp})
+	return reply(c, http.StatusOK, StatusJSON{Version: s.opts.Version, VIPs: len(s.ctl.VIPs()), StateFile: s.opts.StateFile, Datapath: dp,
+		ReconcileDrifts: s.ctl.Drifts()})
 }
 
 func (s *Server) reconcile(c echo.Context) error {

@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,9 @@ type Options struct {
 	// (default DefaultMaxEventStreams); beyond it a new stream gets 503
 	// with Retry-After.
 	MaxEventStreams int
+	// UI, if not nil, serves the web console under /ui/ (without the
+	// token: the page logs in to the API itself); / redirects to it.
+	UI http.Handler
 }
 
 // DefaultMaxEventStreams is the default cap of open event streams.
@@ -77,6 +81,8 @@ type Server struct {
 	log     *slog.Logger
 	metrics *metrics
 	spec    []byte
+	// eventRun tells this run's event ids from an earlier run's.
+	eventRun string
 }
 
 // New builds the server.
@@ -106,8 +112,12 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: o, ctl: o.Controller, log: o.Logger, spec: spec}
+	s := &Server{opts: o, ctl: o.Controller, log: o.Logger, spec: spec,
+		eventRun: strconv.FormatInt(time.Now().UnixNano(), 36)}
 	if s.metrics, err = newMetrics(o.Registry, o.Controller); err != nil {
+		return nil, err
+	}
+	if err := o.Registry.Register(nodeCollector{s}); err != nil {
 		return nil, err
 	}
 
@@ -120,6 +130,12 @@ func New(o Options) (*Server, error) {
 	e.Use(s.bodyLimit)
 	e.Use(s.authenticate)
 
+	if o.UI != nil {
+		e.GET("/ui/*", echo.WrapHandler(o.UI))
+		toUI := func(c echo.Context) error { return c.Redirect(http.StatusFound, "/ui/") }
+		e.GET("/", toUI)
+		e.GET("/ui", toUI)
+	}
 	e.GET("/healthz", s.healthz)
 	e.GET("/readyz", s.readyz)
 	e.GET("/metrics", echo.WrapHandler(s.metrics.handler()))
@@ -175,9 +191,11 @@ func peerExtractor(trusted []netip.Prefix) echo.IPExtractor {
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	want := sha256.Sum256([]byte(s.opts.Token))
 	return func(c echo.Context) error {
-		switch c.Request().URL.Path {
-		case "/healthz", "/readyz":
+		switch p := c.Request().URL.Path; {
+		case p == "/healthz", p == "/readyz":
 			return next(c)
+		case s.opts.UI != nil && (p == "/" || p == "/ui" || strings.HasPrefix(p, "/ui/")):
+			return next(c) // static files; the page sends the token to the API
 		}
 		h := c.Request().Header.Get(echo.HeaderAuthorization)
 		scheme, token, ok := strings.Cut(h, " ")

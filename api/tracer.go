@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -240,6 +242,10 @@ const (
 // falls behind on the tracer's events gets a "dropped" event with the
 // count; when the tracer stops, "end". Without a tracer, ?source=tracer
 // answers 503 and the default stream carries lbd's events only.
+//
+// lbd's events carry an SSE id, "<run>-<seq>": a client that reconnects
+// with Last-Event-ID gets the events it missed first (see subscribeLBD).
+// The tracer's events carry none: they are too many to keep.
 func (s *Server) events(c echo.Context) error {
 	source := c.QueryParam("source")
 	switch source {
@@ -281,8 +287,12 @@ func (s *Server) events(c echo.Context) error {
 		}
 	}
 	var lbdEvents <-chan control.Event
+	var replay []control.Event
+	var resumed *ResumeJSON
 	if wantLBD {
-		ch, stop := s.ctl.Subscribe(eventsLBDBuffer)
+		var ch <-chan control.Event
+		var stop func()
+		replay, resumed, ch, stop = s.subscribeLBD(c.Request().Header.Get("Last-Event-ID"))
 		defer stop()
 		lbdEvents = ch
 	}
@@ -297,6 +307,15 @@ func (s *Server) events(c echo.Context) error {
 	if wantTracer && tracerEvents == nil {
 		fmt.Fprint(w, ": tracer not running: only lbd's events\n\n")
 	}
+	if resumed != nil {
+		b, _ := json.Marshal(resumed)
+		fmt.Fprintf(w, "event: resumed\ndata: %s\n\n", b)
+	}
+	for _, ev := range replay {
+		if err := s.writeLBDEvent(w, ev); err != nil {
+			return err
+		}
+	}
 	w.Flush()
 	tick := time.NewTicker(eventsKeepalive)
 	defer tick.Stop()
@@ -309,11 +328,9 @@ func (s *Server) events(c echo.Context) error {
 			fmt.Fprint(w, ": keepalive\n\n")
 			w.Flush()
 		case ev := <-lbdEvents:
-			b, err := json.Marshal(ev)
-			if err != nil {
+			if err := s.writeLBDEvent(w, ev); err != nil {
 				return err
 			}
-			fmt.Fprintf(w, "event: %s\ndata: %s\n\n", ev.Type, b)
 			w.Flush()
 		case ev, ok := <-tracerEvents:
 			if !ok {
@@ -336,4 +353,56 @@ func (s *Server) events(c echo.Context) error {
 			w.Flush()
 		}
 	}
+}
+
+// ResumeJSON is the data of the "resumed" event that opens a stream
+// asked for with Last-Event-ID: how many events are replayed, and
+// whether some are missing (Complete false, Reason why).
+type ResumeJSON struct {
+	Replayed int    `json:"replayed"`
+	Complete bool   `json:"complete"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// subscribeLBD subscribes to lbd's events. With lastID, the SSE id of the
+// last event a client saw, it also returns the kept events after it and
+// the "resumed" notice; an id of an earlier run of the daemon (it
+// restarted) replays all that this run kept.
+func (s *Server) subscribeLBD(lastID string) ([]control.Event, *ResumeJSON, <-chan control.Event, func()) {
+	const buf = eventsLBDBuffer
+	lastID = strings.TrimSpace(lastID)
+	if lastID == "" {
+		ch, stop := s.ctl.Subscribe(buf)
+		return nil, nil, ch, stop
+	}
+	run, seqText, _ := strings.Cut(lastID, "-")
+	seq, err := strconv.ParseUint(seqText, 10, 64)
+	var reason string
+	switch {
+	case err != nil:
+		reason = fmt.Sprintf("Last-Event-ID %q is not an id of lbd's events: sending the kept ones", lastID)
+		seq = 0
+	case run != s.eventRun:
+		reason = "the daemon restarted since that event: sending the events of this run that it kept"
+		seq = 0
+	}
+	replay, complete, ch, stop := s.ctl.SubscribeAfter(buf, seq)
+	r := &ResumeJSON{Replayed: len(replay), Complete: complete && reason == ""}
+	switch {
+	case reason != "":
+		r.Reason = reason
+	case !complete:
+		r.Reason = fmt.Sprintf("events after %s are no longer kept (the last %d are): some are missing", lastID, control.EventHistory)
+	}
+	return replay, r, ch, stop
+}
+
+// writeLBDEvent writes one of lbd's events with its SSE id.
+func (s *Server) writeLBDEvent(w io.Writer, ev control.Event) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "id: %s-%d\nevent: %s\ndata: %s\n\n", s.eventRun, ev.Seq, ev.Type, b)
+	return err
 }

@@ -200,6 +200,9 @@ type StatusJSON struct {
 	VIPs      int            `json:"vips"`
 	StateFile string         `json:"state_file"`
 	Datapath  map[string]any `json:"datapath"`
+	// ReconcileDrifts counts the VIPs reconciles found differing from the
+	// desired state (and repaired) since the daemon started.
+	ReconcileDrifts uint64 `json:"reconcile_drifts"`
 }
 
 // HealthJSON answers /healthz and /readyz.

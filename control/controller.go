@@ -36,6 +36,8 @@ type Controller struct {
 
 	subMu         sync.Mutex
 	subs          map[chan Event]struct{}
+	seq           uint64  // the latest event's Seq (under subMu)
+	hist          []Event // the latest EventHistory events (under subMu)
 	eventsDropped atomic.Uint64
 
 	mu       sync.Mutex

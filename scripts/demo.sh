@@ -63,5 +63,8 @@ Explore it:
   ip netns exec lbdlab-$NAME-c1 curl http://$VIP/        # answered by a real, directly (DSR)
   $LBD real drain tcp/$VIP:80 10.113.0.13                 # then curl again: r3 gets no new connections
   $LBD lab status --name $NAME
+Web console:   http://127.0.0.1:8080/ui/   (log in with the token: cat $TOKEN_FILE)
+  from another machine: ssh -L 8080:127.0.0.1:8080 <this machine>, then open the same URL
+  lbd events (LBD_TOKEN_FILE as above) follows the same event stream in the terminal
 Tear it down:  make demo-down
 MSG

@@ -8,7 +8,9 @@ if command -v dpkg-query >/dev/null; then
   # curl and iproute2 (ip netns exec) drive the demo lab; iperf3 its throughput benchmark;
   # qemu-system-x86 busybox-static xz-utils zstd: the kernel matrix (make test-kernels);
   # bird2: the router of the multi-node lab (BGP, ECMP; cmd/lbd edge test).
-  for p in clang-19 llvm-19 libbpf-dev iproute2 make git curl iperf3 qemu-system-x86 busybox-static xz-utils zstd bird2; do
+  # chromium: the web console's browser test (cmd/lbd, chromedp);
+  # prometheus: its promtool checks and unit-tests deploy/prometheus's alert rules.
+  for p in clang-19 llvm-19 libbpf-dev iproute2 make git curl iperf3 qemu-system-x86 busybox-static xz-utils zstd bird2 chromium prometheus; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -18,7 +20,8 @@ if command -v dpkg-query >/dev/null; then
     # BGP on the machine's interfaces). policy-rc.d keeps the package's
     # postinst from starting it (systemd or sysv alike); it is then
     # disabled and masked.
-    if [[ " ${need[*]} " == *" bird2 "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    # The same holds for prometheus (only its promtool is wanted).
+    if [[ " ${need[*]} " == *" bird2 "* || " ${need[*]} " == *" prometheus "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
       chmod 755 /usr/sbin/policy-rc.d
       trap 'rm -f /usr/sbin/policy-rc.d' EXIT
@@ -26,14 +29,16 @@ if command -v dpkg-query >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     # Installed here for the lab (a BIRD someone runs on purpose is left alone).
-    if [[ " ${need[*]} " == *" bird2 "* ]]; then
+    for svc in bird prometheus; do
+      pkg=$svc; [ "$svc" = bird ] && pkg=bird2
+      [[ " ${need[*]} " == *" $pkg "* ]] || continue
       if [ -d /run/systemd/system ]; then
-        systemctl disable --now bird.service >/dev/null 2>&1 || true
-        systemctl mask bird.service >/dev/null 2>&1 || true
+        systemctl disable --now "$svc.service" >/dev/null 2>&1 || true
+        systemctl mask "$svc.service" >/dev/null 2>&1 || true
       else
-        update-rc.d bird disable >/dev/null 2>&1 || true
+        update-rc.d "$svc" disable >/dev/null 2>&1 || true
       fi
-    fi
+    done
   fi
 elif command -v dnf >/dev/null; then
   # RPM distributions (the Vagrantfile's centos8 machine): building lbd

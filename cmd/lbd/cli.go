@@ -57,6 +57,7 @@ func addClientCommands(root *cobra.Command) {
 		newDrainCommand(cfg),
 		newConnsCommand(cfg),
 		newTopCommand(cfg),
+		newEventsCommand(cfg),
 	)
 }
 

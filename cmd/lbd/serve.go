@@ -23,6 +23,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/ui"
 )
 
 // addServeCommands adds the daemon's commands: serve and cleanup.
@@ -225,6 +226,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 			}
 		},
 		BGP: bgpNode.apiBGP(), MaxEventStreams: cfg.MaxEventStreams, TrustedProxies: cfg.mustTrustedProxies(),
+		UI: ui.Handler(),
 		Ready: func() error {
 			if p := notReady.Load(); p != nil {
 				return *p
