@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 )
 
 // DefaultBodyLimit caps request bodies: the largest sane body, a VIP with
@@ -32,8 +33,9 @@ type Options struct {
 	// Token is the bearer token every request but /healthz and /readyz
 	// must carry. It must not be empty.
 	Token string
-	// Version is reported by /api/v1/status.
-	Version string
+	// Build is lbd's version, commit and build date, reported by
+	// /api/v1/status and the lbd_build_info metric.
+	Build buildinfo.Info
 	// StateFile is reported by /api/v1/status.
 	StateFile string
 	// Datapath describes the datapath for /api/v1/status (interface,
@@ -86,7 +88,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: o, ctl: o.Controller, log: o.Logger, spec: spec}
-	if s.metrics, err = newMetrics(o.Registry, o.Controller); err != nil {
+	if s.metrics, err = newMetrics(o.Registry, o.Controller, o.Build); err != nil {
 		return nil, err
 	}
 

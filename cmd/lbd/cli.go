@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lbd-dev/lbd/api/client"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 )
 
 // Defaults of the client flags; LBD_SERVER and LBD_TOKEN_FILE override
@@ -116,7 +117,7 @@ func (cfg *clientConfig) run(fn func(s *session, args []string) error) func(*cob
 		if timeout <= 0 {
 			timeout = -1 // no limit
 		}
-		c, err := client.New(cfg.server, client.Options{Token: token, Timeout: timeout, UserAgent: "lbd/" + version})
+		c, err := client.New(cfg.server, client.Options{Token: token, Timeout: timeout, UserAgent: "lbd/" + buildinfo.Get().Version})
 		if err != nil {
 			return fmt.Errorf("--server: %w", err)
 		}

@@ -25,6 +25,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 )
 
 // addServeCommands adds the daemon's commands: serve and cleanup.
@@ -208,7 +209,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	}
 	defer stopTracer()
 	srv, err := api.New(api.Options{
-		Controller: ctl, Token: token, Version: version, StateFile: store.Path(), Logger: log, Tracer: tracer,
+		Controller: ctl, Token: token, Build: buildinfo.Get(), StateFile: store.Path(), Logger: log, Tracer: tracer,
 		Datapath: func() map[string]any {
 			return map[string]any{
 				"interface": att.Interface, "xdp_mode": att.Mode.String(), "fallback": att.Fallback,
