@@ -19,7 +19,7 @@ LDFLAGS   := -s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(C
 export BPF2GO_CC    := $(CLANG)
 export BPF2GO_STRIP := $(STRIP)
 
-.PHONY: all demo demo-down generate build test test-kernels kernels-doc bench lint check-generated clean
+.PHONY: all demo demo-down generate build release test test-kernels kernels-doc bench lint check-generated clean
 
 all: build
 
@@ -41,6 +41,12 @@ generate:
 ## generated code is committed)
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/lbd
+
+## release: dist/ with the tarball lbd-VERSION-linux-ARCH.tar.gz and the .deb
+## (binary, systemd unit, /etc/lbd/lbd.yaml, completions, man pages); nfpm
+## is a Go tool pinned in go.mod
+release:
+	VERSION='$(VERSION)' DATE='$(DATE)' LDFLAGS='$(LDFLAGS)' bash scripts/release.sh
 
 ## test: every test, privileged ones included (run as root)
 test:
@@ -74,4 +80,4 @@ check-generated: generate
 	@git diff --exit-code --stat -- bpf || { echo "generated BPF code is stale: run make generate and commit"; exit 1; }
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -39,5 +39,6 @@ func newRootCommand() *cobra.Command {
 	addServeCommands(root)
 	addClientCommands(root)
 	addLabCommands(root) // lab.go: hidden, for make demo and the e2e tests
+	addGenManCommand(root)
 	return root
 }

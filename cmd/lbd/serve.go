@@ -233,6 +233,8 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	log.Info("API listening", "address", ln.Addr().String(), "token_file", cfg.TokenFile)
+	// The watchdog is fed while the controller answers (its lock is free).
+	notifyReady(bg, func() error { ctl.VIPs(); return nil }, log)
 
 	go ctl.RunRates(bg, 5*time.Second)
 	if cfg.ReconcileInterval > 0 {
@@ -244,6 +246,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 		return fmt.Errorf("API server: %w", err)
 	case <-ctx.Done():
 	}
+	notifyStopping()
 	bgpNode.close() // withdraw first: the routers move traffic away while we still forward
 	log.Info("shutting down: draining API requests")
 	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
