@@ -21,8 +21,8 @@ import (
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/bpf/xdp"
-	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 )
 
