@@ -48,6 +48,8 @@ type daemonLab struct {
 	pinDir   string
 	listen   string
 	token    string
+	// wrap runs the daemon (start) under a command, e.g. setpriv.
+	wrap []string
 }
 
 // lbd returns a command running lbd with args.
@@ -129,6 +131,10 @@ func (l *daemonLab) start(extra ...string) *exec.Cmd {
 		"--listen", l.listen, "--state-dir", l.stateDir, "--token-file", filepath.Join(l.stateDir, "token"),
 		"--pin-dir", l.pinDir, "--max-flows", "4096", "--max-vips", "16", "--max-reals", "64", "--log-format", "json"}, extra...)
 	cmd := l.lbd(args...)
+	if len(l.wrap) > 0 {
+		cmd.Args = append(append([]string{}, l.wrap...), cmd.Args...)
+		cmd.Path = l.wrap[0]
+	}
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
