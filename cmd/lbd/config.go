@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -209,6 +210,10 @@ func (c serveConfig) validate() error {
 	}
 	if c.HealthMaxConcurrent < 1 {
 		return fmt.Errorf("health max concurrent %d: must be at least 1", c.HealthMaxConcurrent)
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("log level %q: use debug, info, warn or error", c.LogLevel)
 	}
 	switch c.LogFormat {
 	case "text", "json":

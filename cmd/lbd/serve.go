@@ -43,13 +43,16 @@ intact; the next lbd serve takes them over. --detach (or lbd cleanup)
 removes everything instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadServeConfig(configPath, cmd.Flags(), &flagged)
+			ignoreSIGHUP() // reload.go: SIGHUP reloads, never kills
+			load := func() (serveConfig, error) { return loadServeConfig(configPath, cmd.Flags(), &flagged) }
+			cfg, err := load()
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return runServe(ctx, cfg, newLogger(cfg))
+			lv := &live{level: new(slog.LevelVar), reconcile: make(chan time.Duration, 1)}
+			return runServe(ctx, cfg, newLogger(cfg, lv.level), lv, load)
 		},
 	}
 	serve.Flags().StringVar(&configPath, "config", "", "YAML configuration file (flags given on the command line win)")
@@ -78,20 +81,40 @@ removes everything instead.`,
 	root.AddCommand(cleanup)
 }
 
-func newLogger(cfg serveConfig) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		level = slog.LevelInfo
+// newLogger makes the daemon's logger at cfg's level, held in level so
+// that a reload can change it.
+func newLogger(cfg serveConfig, level *slog.LevelVar) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		l = slog.LevelInfo
 	}
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		opts.ReplaceAttr = jsonSeconds
+		log = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	} else {
+		log = slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	// Packages that log through slog's default (bpffs mount, cleanup)
+	// write in the same format from the first line.
+	slog.SetDefault(log)
+	return log
+}
+
+// jsonSeconds writes durations as seconds (a float), as log readers
+// expect, instead of slog's integer nanoseconds.
+func jsonSeconds(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.Float64(a.Key, a.Value.Duration().Seconds())
+	}
+	return a
 }
 
 // runServe runs the daemon until ctx ends.
-func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error) {
+// lv and load are for SIGHUP reloads (reload.go); load may be nil.
+func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, load func() (serveConfig, error)) (err error) {
 	locks, err := lockDaemon(cfg)
 	if err != nil {
 		return err
@@ -155,6 +178,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	}
 
 	ctl := control.New(b, store, desired, log)
+	lv.ctl = ctl
 	ctl.SetGUESources(dpConfig.GUESourceV4.IsValid(), dpConfig.GUESourceV6.IsValid())
 	var notReady atomic.Pointer[error]
 	setReady := func(e error) {
@@ -215,7 +239,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 				"interface": att.Interface, "xdp_mode": att.Mode.String(), "fallback": att.Fallback,
 				"pin_dir": cfg.PinDir, "recovered": b.Recovered(), "took_over_link": att.Reused,
 				"limits":        map[string]uint32{"max_vips": cfg.MaxVIPs, "max_reals": cfg.MaxReals, "max_flows": cfg.MaxFlows},
-				"health_checks": healthMode,
+				"health_checks": healthMode, "health_max_concurrent": ctl.HealthMaxConcurrent(),
 			}
 		},
 		BGP: bgpNode.apiBGP(),
@@ -237,9 +261,8 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	notifyReady(bg, func() error { ctl.VIPs(); return nil }, log)
 
 	go ctl.RunRates(bg, 5*time.Second)
-	if cfg.ReconcileInterval > 0 {
-		go reconcileLoop(bg, ctl, cfg.ReconcileInterval, setReady, log)
-	}
+	go reconcileLoop(bg, ctl, cfg.ReconcileInterval, lv.reconcile, setReady, log)
+	watchReload(bg, cfg, load, lv, log)
 
 	select {
 	case err := <-served:
@@ -257,14 +280,24 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	return nil
 }
 
-// reconcileLoop repairs drift between the datapath and the desired state.
-func reconcileLoop(ctx context.Context, ctl *control.Controller, every time.Duration, setReady func(error), log *slog.Logger) {
-	t := time.NewTicker(every)
+// reconcileLoop repairs drift between the datapath and the desired state
+// every interval (0: never), which a reload may change.
+func reconcileLoop(ctx context.Context, ctl *control.Controller, every time.Duration, changes <-chan time.Duration, setReady func(error), log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
 	defer t.Stop()
+	reset := func() {
+		t.Stop()
+		if every > 0 {
+			t.Reset(every)
+		}
+	}
+	reset()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case every = <-changes:
+			reset()
 		case <-t.C:
 			drifts, err := ctl.Reconcile()
 			if len(drifts) > 0 {

@@ -50,6 +50,8 @@ type daemonLab struct {
 	token    string
 	// wrap runs the daemon (start) under a command, e.g. setpriv.
 	wrap []string
+	// logs is the last started daemon's stderr.
+	logs *syncBuffer
 }
 
 // lbd returns a command running lbd with args.
@@ -135,8 +137,9 @@ func (l *daemonLab) start(extra ...string) *exec.Cmd {
 		cmd.Args = append(append([]string{}, l.wrap...), cmd.Args...)
 		cmd.Path = l.wrap[0]
 	}
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	logs := &syncBuffer{}
+	l.logs = logs
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}
