@@ -23,6 +23,8 @@ for f in /usr/bin/lbd /etc/lbd/lbd.yaml /lib/systemd/system/lbd.service /usr/sha
 	grep -qx "$f" <<<"$files" || fail "$f not in the package"
 	[ -e "$f" ] || fail "$f not installed"
 done
+# The shipped config passes lbd serve --check once it names an interface.
+/usr/bin/lbd serve --check --config /etc/lbd/lbd.yaml --interface lo
 dpkg-query -W -f='${Conffiles}\n' lbd | grep -q /etc/lbd/lbd.yaml || fail "/etc/lbd/lbd.yaml is not a conffile"
 
 DEBIAN_FRONTEND=noninteractive apt-get remove --purge -y -qq lbd >/dev/null

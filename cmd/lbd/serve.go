@@ -32,6 +32,7 @@ import (
 func addServeCommands(root *cobra.Command) {
 	flagged := defaultServeConfig()
 	var configPath string
+	var check bool
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: attach the XDP balancer, reconcile the saved state, serve the REST API",
@@ -46,6 +47,13 @@ removes everything instead.`,
 			ignoreSIGHUP() // reload.go: SIGHUP reloads, never kills
 			load := func() (serveConfig, error) { return loadServeConfig(configPath, cmd.Flags(), &flagged) }
 			cfg, err := load()
+			if check {
+				if err != nil {
+					fmt.Fprintln(cmd.OutOrStdout(), "config: FAILED")
+					return err
+				}
+				return runCheck(cfg, cmd.OutOrStdout())
+			}
 			if err != nil {
 				return err
 			}
@@ -56,6 +64,7 @@ removes everything instead.`,
 		},
 	}
 	serve.Flags().StringVar(&configPath, "config", "", "YAML configuration file (flags given on the command line win)")
+	serve.Flags().BoolVar(&check, "check", false, "check the configuration, the state file and the interface, print what lbd serve would do, and exit (non-zero on any problem); changes nothing")
 	flagged.bindFlags(serve.Flags())
 	root.AddCommand(serve)
 
