@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -109,9 +110,19 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	c.tracerConfig.bindFlags(fs)
 }
 
-// loadServeConfig builds the configuration: defaults, then the YAML file
-// if given, then the flags the user set.
+// loadServeConfig builds the configuration, in one place and in this
+// order, each layer over the one before: defaults, the YAML file if
+// given, LBD_* environment variables (LBD_LOG_LEVEL for --log-level: the
+// flag's name in upper case with _ for -), then the flags set on the
+// command line. It is a two-pass parse: fs was parsed into flagged; a
+// second flag set with the same flags is bound to the result and given
+// the environment's and then fs's values, so the list of settings lives
+// only in bindFlags.
 func loadServeConfig(path string, fs *pflag.FlagSet, flagged *serveConfig) (serveConfig, error) {
+	return loadServeConfigEnv(path, fs, os.LookupEnv)
+}
+
+func loadServeConfigEnv(path string, fs *pflag.FlagSet, env func(string) (string, bool)) (serveConfig, error) {
 	cfg := defaultServeConfig()
 	if path != "" {
 		data, err := os.ReadFile(path)
@@ -124,72 +135,44 @@ func loadServeConfig(path string, fs *pflag.FlagSet, flagged *serveConfig) (serv
 			return cfg, fmt.Errorf("config file %s: %w", path, err)
 		}
 	}
-	// Flags win, but only those set on the command line.
-	fs.Visit(func(f *pflag.Flag) {
-		copyFlag(&cfg, flagged, f.Name)
+	over := pflag.NewFlagSet("layers", pflag.ContinueOnError)
+	cfg.bindFlags(over)
+	var err error
+	over.VisitAll(func(f *pflag.Flag) {
+		name := "LBD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := env(name); ok && err == nil && !fs.Changed(f.Name) {
+			if serr := setFlag(f, []string{v}); serr != nil {
+				err = fmt.Errorf("environment %s=%q: %w", name, v, serr)
+			}
+		}
 	})
+	if err != nil {
+		return cfg, err
+	}
+	fs.Visit(func(src *pflag.Flag) {
+		if dst := over.Lookup(src.Name); dst != nil && err == nil {
+			vals := []string{src.Value.String()}
+			if sv, ok := src.Value.(pflag.SliceValue); ok {
+				vals = sv.GetSlice()
+			}
+			if serr := setFlag(dst, vals); serr != nil {
+				err = fmt.Errorf("--%s: %w", src.Name, serr)
+			}
+		}
+	})
+	if err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validate()
 }
 
-// copyFlag copies the field a flag sets from src to dst.
-func copyFlag(dst, src *serveConfig, name string) {
-	switch name {
-	case "interface":
-		dst.Interface = src.Interface
-	case "xdp-mode":
-		dst.XDPMode = src.XDPMode
-	case "gateway-mac":
-		dst.GatewayMAC = src.GatewayMAC
-	case "listen":
-		dst.Listen = src.Listen
-	case "token-file":
-		dst.TokenFile = src.TokenFile
-	case "state-dir":
-		dst.StateDir = src.StateDir
-	case "pin-dir":
-		dst.PinDir = src.PinDir
-	case "max-vips":
-		dst.MaxVIPs = src.MaxVIPs
-	case "max-reals":
-		dst.MaxReals = src.MaxReals
-	case "max-flows":
-		dst.MaxFlows = src.MaxFlows
-	case "mtu":
-		dst.MTU = src.MTU
-	case "encap-source-v4":
-		dst.EncapSourceV4 = src.EncapSourceV4
-	case "encap-source-v6":
-		dst.EncapSourceV6 = src.EncapSourceV6
-	case "gue-source-v4":
-		dst.GUESourceV4 = src.GUESourceV4
-	case "gue-source-v6":
-		dst.GUESourceV6 = src.GUESourceV6
-	case "gue-port":
-		dst.GUEPort = src.GUEPort
-	case "fragment-policy":
-		dst.FragmentPolicy = src.FragmentPolicy
-	case "unbalanceable-policy":
-		dst.UnbalanceablePolicy = src.UnbalanceablePolicy
-	case "udp-flow-timeout":
-		dst.UDPFlowTimeout = src.UDPFlowTimeout
-	case "flow-search-rate":
-		dst.FlowSearchRate = src.FlowSearchRate
-	case "reconcile-interval":
-		dst.ReconcileInterval = src.ReconcileInterval
-	case "health-checks":
-		dst.HealthChecks = src.HealthChecks
-	case "health-max-concurrent":
-		dst.HealthMaxConcurrent = src.HealthMaxConcurrent
-	case "log-level":
-		dst.LogLevel = src.LogLevel
-	case "log-format":
-		dst.LogFormat = src.LogFormat
-	case "detach":
-		dst.Detach = src.Detach
-	default:
-		dst.BGP.copyFlag(&src.BGP, name)
-		copyTracerFlag(&dst.tracerConfig, &src.tracerConfig, name)
+// setFlag gives a flag its values: a list flag (--bgp-peer) is replaced
+// whole (an environment variable holds one value), others take one.
+func setFlag(f *pflag.Flag, vals []string) error {
+	if sv, ok := f.Value.(pflag.SliceValue); ok {
+		return sv.Replace(vals)
 	}
+	return f.Value.Set(vals[0])
 }
 
 func (c serveConfig) validate() error {
