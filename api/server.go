@@ -132,6 +132,15 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
+// MetricsHandler serves the Prometheus metrics alone, with no token: for
+// a separate read-only listener (lbd serve --metrics-listen). The API's
+// own /metrics keeps requiring the token.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.handler())
+	return mux
+}
+
 // ServeHTTP makes Server an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
 

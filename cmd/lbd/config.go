@@ -27,6 +27,9 @@ type serveConfig struct {
 	// default route's gateway, from the neighbour table.
 	GatewayMAC string `yaml:"gateway_mac"`
 	Listen     string `yaml:"listen"`
+	// MetricsListen is an optional read-only listener for /metrics
+	// alone, without the token; it may bind a non-loopback address.
+	MetricsListen string `yaml:"metrics_listen"`
 	TokenFile  string `yaml:"token_file"`
 	StateDir   string `yaml:"state_dir"`
 	PinDir     string `yaml:"pin_dir"`
@@ -84,6 +87,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.XDPMode, "xdp-mode", c.XDPMode, "XDP mode: auto (native, else generic with a warning), native or generic")
 	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC address encapsulated packets are sent to (default: the default route's gateway, from the neighbour table)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address of the REST API")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "also serve /metrics (read-only, no token) on this ip:port, e.g. 0.0.0.0:9100 for a remote Prometheus (default: off)")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "bearer token file of the API (created with a random token if missing)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of the desired state file")
 	fs.StringVar(&c.PinDir, "pin-dir", c.PinDir, "bpffs directory for the maps and the XDP link")
@@ -184,6 +188,11 @@ func (c serveConfig) validate() error {
 	}
 	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
 		return fmt.Errorf("listen address %q: want ip:port, e.g. 127.0.0.1:8080", c.Listen)
+	}
+	if c.MetricsListen != "" {
+		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics listen address %q: want ip:port, e.g. 0.0.0.0:9100", c.MetricsListen)
+		}
 	}
 	if c.TokenFile == "" || c.StateDir == "" || c.PinDir == "" {
 		return errors.New("token file, state directory and pin directory must be set")

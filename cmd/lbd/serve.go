@@ -158,6 +158,11 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 		return fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
+	metricsLn, err := listenMetrics(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeListener(metricsLn)
 
 	if err := xdp.EnsureBPFFS(cfg.PinDir); err != nil {
 		return err
@@ -266,6 +271,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
 	log.Info("API listening", "address", ln.Addr().String(), "token_file", cfg.TokenFile)
+	metricsSrv := serveMetrics(metricsLn, srv, log)
 	// The watchdog is fed while the controller answers (its lock is free).
 	notifyReady(bg, func() error { ctl.VIPs(); return nil }, log)
 
@@ -283,6 +289,9 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 	log.Info("shutting down: draining API requests")
 	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	defer done()
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(shutdownCtx)
+	}
 	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("API shutdown", "err", err)
 	}

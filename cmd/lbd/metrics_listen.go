@@ -1,0 +1,46 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/lbd-dev/lbd/api"
+)
+
+// listenMetrics opens the --metrics-listen socket (nil when off), before
+// the datapath is touched, like the API's.
+func listenMetrics(cfg serveConfig) (net.Listener, error) {
+	if cfg.MetricsListen == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", cfg.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("listen for metrics on %s: %w", cfg.MetricsListen, err)
+	}
+	return ln, nil
+}
+
+func closeListener(ln net.Listener) {
+	if ln != nil {
+		ln.Close()
+	}
+}
+
+// serveMetrics serves /metrics alone, read-only and without the token, on
+// ln (nothing when ln is nil).
+func serveMetrics(ln net.Listener, srv *api.Server, log *slog.Logger) *http.Server {
+	if ln == nil {
+		return nil
+	}
+	hs := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 10 * time.Second, WriteTimeout: 30 * time.Second}
+	go func() {
+		if err := hs.Serve(ln); err != nil && err != http.ErrServerClosed {
+			log.Error("metrics listener stopped", "err", err)
+		}
+	}()
+	log.Info("metrics listening (read-only, no token)", "address", ln.Addr().String())
+	return hs
+}
