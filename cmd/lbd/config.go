@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -186,8 +187,12 @@ func (c serveConfig) validate() error {
 	if _, err := xdp.ParseAttachMode(c.XDPMode); err != nil {
 		return err
 	}
-	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
-		return fmt.Errorf("listen address %q: want ip:port, e.g. 127.0.0.1:8080", c.Listen)
+	if path, ok := strings.CutPrefix(c.Listen, "unix:"); ok {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("listen address %q: a unix socket needs an absolute path, e.g. unix:/run/lbd/api.sock", c.Listen)
+		}
+	} else if _, err := netip.ParseAddrPort(c.Listen); err != nil {
+		return fmt.Errorf("listen address %q: want ip:port, e.g. 127.0.0.1:8080, or unix:/run/lbd/api.sock", c.Listen)
 	}
 	if c.MetricsListen != "" {
 		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {

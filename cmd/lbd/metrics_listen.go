@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"log/slog"
 	"net"
 	"net/http"
@@ -9,6 +12,32 @@ import (
 
 	"github.com/lbd-dev/lbd/api"
 )
+
+// listenAPI opens the API's socket: ip:port, or unix:PATH for a unix
+// socket (mode 0600: only root reaches it, and no token crosses a
+// network). A stale socket file from a killed daemon is replaced; the
+// daemon locks already guarantee no other lbd serves it.
+func listenAPI(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, "unix:")
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(path)
+	}
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
 
 // listenMetrics opens the --metrics-listen socket (nil when off), before
 // the datapath is touched, like the API's.

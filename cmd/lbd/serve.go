@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -153,7 +152,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 	mode, _ := xdp.ParseAttachMode(cfg.XDPMode)
 	// Listen before touching the datapath: a busy port is the likeliest
 	// mistake and should change nothing.
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listenAPI(cfg.Listen) // metrics_listen.go: ip:port or unix:PATH
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
 	}
