@@ -9,6 +9,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +48,9 @@ type Options struct {
 	HTTPClient *http.Client
 	// UserAgent is sent with every request; default "lbd-client".
 	UserAgent string
+	// CAFile is a PEM file of certificates to trust for an https
+	// server (a self-signed API certificate); default the system's.
+	CAFile string
 }
 
 // Client talks to one lbd daemon. It is safe for concurrent use.
@@ -95,6 +101,17 @@ func New(server string, o Options) (*Client, error) {
 	u.RawQuery, u.Fragment = "", ""
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.HTTPClient == nil && o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", o.CAFile)
+		}
+		o.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
 	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{}

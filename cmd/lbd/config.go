@@ -32,6 +32,10 @@ type serveConfig struct {
 	// alone, without the token; it may bind a non-loopback address.
 	MetricsListen string `yaml:"metrics_listen"`
 	TokenFile  string `yaml:"token_file"`
+	// TLSCertFile and TLSKeyFile serve the API over HTTPS (re-read on
+	// SIGHUP); both or neither.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
 	StateDir   string `yaml:"state_dir"`
 	PinDir     string `yaml:"pin_dir"`
 
@@ -89,6 +93,8 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC address encapsulated packets are sent to (default: the default route's gateway, from the neighbour table)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address of the REST API")
 	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "also serve /metrics (read-only, no token) on this ip:port, e.g. 0.0.0.0:9100 for a remote Prometheus (default: off)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "serve the API over HTTPS with this PEM certificate (chain) file; re-read on SIGHUP")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of --tls-cert-file")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "bearer token file of the API (created with a random token if missing)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of the desired state file")
 	fs.StringVar(&c.PinDir, "pin-dir", c.PinDir, "bpffs directory for the maps and the XDP link")
@@ -198,6 +204,9 @@ func (c serveConfig) validate() error {
 		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
 			return fmt.Errorf("metrics listen address %q: want ip:port, e.g. 0.0.0.0:9100", c.MetricsListen)
 		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("tls_cert_file and tls_key_file (--tls-cert-file, --tls-key-file): set both or neither")
 	}
 	if c.TokenFile == "" || c.StateDir == "" || c.PinDir == "" {
 		return errors.New("token file, state directory and pin directory must be set")

@@ -19,11 +19,25 @@ type live struct {
 	level     *slog.LevelVar
 	reconcile chan time.Duration // new reconcile interval for reconcileLoop
 	ctl       *control.Controller
+	tls       *certReloader // nil without TLS
 }
 
 // liveKeys are the settings a reload applies; every other difference
 // needs a restart.
 var liveKeys = map[string]bool{"log_level": true, "reconcile_interval": true, "health_max_concurrent": true}
+
+// reloadTLS re-reads the API's certificate (same files; a renewed
+// certificate in place). A bad pair keeps the running one.
+func reloadTLS(lv *live, log *slog.Logger) {
+	if lv.tls == nil {
+		return
+	}
+	if err := lv.tls.load(); err != nil {
+		log.Error("reload (SIGHUP): keeping the running TLS certificate", "err", err)
+		return
+	}
+	log.Info("reloaded the API's TLS certificate", "cert_file", lv.tls.certFile)
+}
 
 // watchReload re-reads the configuration on every SIGHUP until ctx ends
 // and applies what can change live. It never exits the daemon: a file
@@ -39,6 +53,7 @@ func watchReload(ctx context.Context, cur serveConfig, load func() (serveConfig,
 			case <-ctx.Done():
 				return
 			case <-hup:
+				reloadTLS(lv, log)
 				cur = reload(cur, load, lv, log)
 			}
 		}

@@ -157,6 +157,9 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 		return fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
+	if ln, lv.tls, err = listenTLS(ln, cfg); err != nil { // tls.go
+		return err
+	}
 	metricsLn, err := listenMetrics(cfg)
 	if err != nil {
 		return err
@@ -269,7 +272,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
-	log.Info("API listening", "address", ln.Addr().String(), "token_file", cfg.TokenFile)
+	log.Info("API listening", "address", ln.Addr().String(), "tls", lv.tls != nil, "token_file", cfg.TokenFile)
 	metricsSrv := serveMetrics(metricsLn, srv, log)
 	// The watchdog is fed while the controller answers (its lock is free).
 	notifyReady(bg, func() error { ctl.VIPs(); return nil }, log)
