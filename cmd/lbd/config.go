@@ -31,13 +31,13 @@ type serveConfig struct {
 	// MetricsListen is an optional read-only listener for /metrics
 	// alone, without the token; it may bind a non-loopback address.
 	MetricsListen string `yaml:"metrics_listen"`
-	TokenFile  string `yaml:"token_file"`
+	TokenFile     string `yaml:"token_file"`
 	// TLSCertFile and TLSKeyFile serve the API over HTTPS (re-read on
 	// SIGHUP); both or neither.
 	TLSCertFile string `yaml:"tls_cert_file"`
 	TLSKeyFile  string `yaml:"tls_key_file"`
-	StateDir   string `yaml:"state_dir"`
-	PinDir     string `yaml:"pin_dir"`
+	StateDir    string `yaml:"state_dir"`
+	PinDir      string `yaml:"pin_dir"`
 
 	MaxVIPs  uint32 `yaml:"max_vips"`
 	MaxReals uint32 `yaml:"max_reals"`
