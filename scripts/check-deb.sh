@@ -10,6 +10,11 @@ if dpkg -s lbd >/dev/null 2>&1; then
 	exit 1
 fi
 fail() { echo "check-deb: $*" >&2; exit 1; }
+# The purge removes /etc/lbd and /var/lib/lbd: never on a machine that has
+# them already (someone's configuration or state).
+for d in /etc/lbd /var/lib/lbd /usr/bin/lbd; do
+	[ -e "$d" ] && fail "$d exists already; not installing over it"
+done
 DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "./$deb" >/dev/null
 trap 'DEBIAN_FRONTEND=noninteractive apt-get remove --purge -y -qq lbd >/dev/null 2>&1 || true' EXIT
 
