@@ -21,3 +21,16 @@ func TestJSONLogValues(t *testing.T) {
 		}
 	}
 }
+
+// TestLoggerIsDefault: packages that log through slog's default (the
+// bpffs mount, lbd's very first line) use the daemon's format too.
+func TestLoggerIsDefault(t *testing.T) {
+	old := slog.Default()
+	t.Cleanup(func() { slog.SetDefault(old) })
+	cfg := defaultServeConfig()
+	cfg.LogFormat = "json"
+	newLogger(cfg, new(slog.LevelVar))
+	if _, ok := slog.Default().Handler().(*slog.JSONHandler); !ok {
+		t.Errorf("slog's default handler is %T, want the daemon's JSON handler", slog.Default().Handler())
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -112,4 +113,10 @@ func TestSIGHUPReload(t *testing.T) {
 		t.Fatal("the daemon exited")
 	}
 	stop(t, d)
+	// --log-format json: every line is JSON, the first one included.
+	for i, line := range strings.Split(strings.TrimSpace(l.logs.String()), "\n") {
+		if !json.Valid([]byte(line)) {
+			t.Errorf("log line %d is not JSON: %s", i+1, line)
+		}
+	}
 }
