@@ -7,10 +7,19 @@ STRIP     ?= llvm-strip-19
 BIN       := bin/lbd
 PKGS      := ./...
 
+# Version stamping (internal/buildinfo): the tag or `git describe`, the
+# commit and the build date (the commit's date, so a rebuild of the same
+# commit is byte-identical). Static: CGO_ENABLED=0, no libc needed.
+VERSION   ?= $(shell git describe --tags --match 'v[0-9]*' --dirty 2>/dev/null || echo v0.0.0-$$(git rev-parse --short HEAD 2>/dev/null || echo dev))
+COMMIT    ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
+DATE      ?= $(shell git log -1 --format=%cI 2>/dev/null || date -u +%Y-%m-%dT%H:%M:%SZ)
+BUILDINFO := github.com/lbd-dev/lbd/internal/buildinfo
+LDFLAGS   := -s -w -X $(BUILDINFO).version=$(VERSION) -X $(BUILDINFO).commit=$(COMMIT) -X $(BUILDINFO).date=$(DATE)
+
 export BPF2GO_CC    := $(CLANG)
 export BPF2GO_STRIP := $(STRIP)
 
-.PHONY: all demo demo-down generate build test test-kernels kernels-doc bench lint check-generated clean
+.PHONY: all demo demo-down generate build release test test-kernels kernels-doc bench lint check-generated clean
 
 all: build
 
@@ -28,9 +37,16 @@ demo-down: build
 generate:
 	$(GO) generate ./bpf/...
 
-## build: build the lbd binary (no clang needed: generated code is committed)
+## build: build the static, version-stamped lbd binary (no clang needed:
+## generated code is committed)
 build:
-	@if [ -d cmd/lbd ]; then $(GO) build -o $(BIN) ./cmd/lbd; else $(GO) build $(PKGS); fi
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/lbd
+
+## release: dist/ with the tarball lbd-VERSION-linux-ARCH.tar.gz and the .deb
+## (binary, systemd unit, /etc/lbd/lbd.yaml, completions, man pages); nfpm
+## is a Go tool pinned in go.mod
+release:
+	VERSION='$(VERSION)' DATE='$(DATE)' LDFLAGS='$(LDFLAGS)' bash scripts/release.sh
 
 ## test: every test, privileged ones included (run as root)
 test:
@@ -64,4 +80,4 @@ check-generated: generate
 	@git diff --exit-code --stat -- bpf || { echo "generated BPF code is stale: run make generate and commit"; exit 1; }
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

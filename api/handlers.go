@@ -123,7 +123,7 @@ func (s *Server) status(c echo.Context) error {
 	if s.opts.Datapath != nil {
 		dp = s.opts.Datapath()
 	}
-	return reply(c, http.StatusOK, StatusJSON{Version: s.opts.Version, VIPs: len(s.ctl.VIPs()), StateFile: s.opts.StateFile, Datapath: dp,
+	return reply(c, http.StatusOK, StatusJSON{Version: s.opts.Build.Version, Commit: s.opts.Build.Commit, BuildDate: s.opts.Build.Date, VIPs: len(s.ctl.VIPs()), StateFile: s.opts.StateFile, Datapath: dp,
 		ReconcileDrifts: s.ctl.Drifts()})
 }
 

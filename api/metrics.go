@@ -11,6 +11,7 @@ import (
 
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 )
 
 // metrics are the daemon's Prometheus metrics: datapath counters read
@@ -22,7 +23,12 @@ type metrics struct {
 	latency  *prometheus.HistogramVec
 }
 
-func newMetrics(reg *prometheus.Registry, ctl *control.Controller) (*metrics, error) {
+func newMetrics(reg *prometheus.Registry, ctl *control.Controller, build buildinfo.Info) (*metrics, error) {
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "lbd_build_info", Help: "Always 1; the labels say which lbd is running.",
+		ConstLabels: prometheus.Labels{"version": build.Version, "commit": build.Commit, "build_date": build.Date, "goversion": build.GoVersion},
+	})
+	buildInfo.Set(1)
 	m := &metrics{
 		reg: reg,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -34,7 +40,7 @@ func newMetrics(reg *prometheus.Registry, ctl *control.Controller) (*metrics, er
 		}, []string{"method", "route"}),
 	}
 	for _, c := range []prometheus.Collector{
-		m.requests, m.latency, &datapathCollector{ctl: ctl},
+		m.requests, m.latency, buildInfo, &datapathCollector{ctl: ctl},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := reg.Register(c); err != nil {

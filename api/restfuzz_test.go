@@ -22,6 +22,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 )
 
@@ -55,7 +56,7 @@ func TestRESTFuzz(t *testing.T) {
 	}
 	dp := fakedp.New()
 	ctl := control.New(dp, nopSaver{}, nil, nil)
-	srv, err := New(Options{Controller: ctl, Token: testToken, Version: "fuzz", StateFile: "/tmp/state.json", Tracer: &bufTracer{}, MaxEventStreams: 4,
+	srv, err := New(Options{Controller: ctl, Token: testToken, Build: buildinfo.Info{Version: "fuzz"}, StateFile: "/tmp/state.json", Tracer: &bufTracer{}, MaxEventStreams: 4,
 		Datapath: func() map[string]any { return map[string]any{"interface": "eth0"} }})
 	if err != nil {
 		t.Fatal(err)

@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 )
 
 // DefaultBodyLimit caps request bodies: the largest sane body, a VIP with
@@ -36,8 +37,9 @@ type Options struct {
 	// Token is the bearer token every request but /healthz and /readyz
 	// must carry. It must not be empty.
 	Token string
-	// Version is reported by /api/v1/status.
-	Version string
+	// Build is lbd's version, commit and build date, reported by
+	// /api/v1/status and the lbd_build_info metric.
+	Build buildinfo.Info
 	// StateFile is reported by /api/v1/status.
 	StateFile string
 	// Datapath describes the datapath for /api/v1/status (interface,
@@ -114,7 +116,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{opts: o, ctl: o.Controller, log: o.Logger, spec: spec,
 		eventRun: strconv.FormatInt(time.Now().UnixNano(), 36)}
-	if s.metrics, err = newMetrics(o.Registry, o.Controller); err != nil {
+	if s.metrics, err = newMetrics(o.Registry, o.Controller, o.Build); err != nil {
 		return nil, err
 	}
 	if err := o.Registry.Register(nodeCollector{s}); err != nil {
@@ -166,6 +168,15 @@ func New(o Options) (*Server, error) {
 	s.registerTracer(v1)
 	s.echo = e
 	return s, nil
+}
+
+// MetricsHandler serves the Prometheus metrics alone, with no token: for
+// a separate read-only listener (lbd serve --metrics-listen). The API's
+// own /metrics keeps requiring the token.
+func (s *Server) MetricsHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", s.metrics.handler())
+	return mux
 }
 
 // ServeHTTP makes Server an http.Handler.

@@ -20,6 +20,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 )
 
@@ -55,7 +56,7 @@ func newHarness(t testing.TB) *harness {
 	h := &harness{t: t, dp: fakedp.New(), doc: doc, router: router, called: map[string]bool{}}
 	h.ctl = control.New(h.dp, nopSaver{}, nil, nil)
 	h.srv, err = New(Options{
-		Controller: h.ctl, Token: testToken, Version: "test", StateFile: "/tmp/state.json",
+		Controller: h.ctl, Token: testToken, Build: buildinfo.Info{Version: "test", Commit: "c0ffee"}, StateFile: "/tmp/state.json",
 		Datapath: func() map[string]any { return map[string]any{"interface": "eth0", "mode": "native"} },
 		Ready:    func() error { return h.ready },
 	})
@@ -245,7 +246,7 @@ func TestEveryOperation(t *testing.T) {
 
 	var status StatusJSON
 	h.expect(req{method: "GET", path: "/api/v1/status"}, http.StatusOK, &status)
-	if status.VIPs != 2 || status.Datapath["mode"] != "native" {
+	if status.VIPs != 2 || status.Datapath["mode"] != "native" || status.Version != "test" || status.Commit != "c0ffee" {
 		t.Errorf("status %+v", status)
 	}
 	var drifts DriftsJSON
@@ -273,6 +274,7 @@ func TestEveryOperation(t *testing.T) {
 		`lbd_datapath_packets_total{counter="tx"} 10`,
 		`lbd_api_requests_total{code="201",method="POST",route="/api/v1/vips"} 1`,
 		`lbd_api_request_duration_seconds_count{method="GET",route="/api/v1/vips/:vip"} 1`,
+		`lbd_build_info{build_date="",commit="c0ffee",goversion="",version="test"} 1`,
 	} {
 		if code != 200 || !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %s", want)

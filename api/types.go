@@ -197,6 +197,8 @@ type DriftsJSON struct {
 // StatusJSON is the answer of GET /status.
 type StatusJSON struct {
 	Version   string         `json:"version"`
+	Commit    string         `json:"commit"`
+	BuildDate string         `json:"build_date"`
 	VIPs      int            `json:"vips"`
 	StateFile string         `json:"state_file"`
 	Datapath  map[string]any `json:"datapath"`

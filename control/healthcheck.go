@@ -46,6 +46,31 @@ func (c *Controller) StartHealth(ctx context.Context, prober health.Prober, maxC
 	c.syncHealth()
 }
 
+// SetHealthMaxConcurrent changes the bound on health probes in flight
+// (a live reload); false when health checks are not running.
+func (c *Controller) SetHealthMaxConcurrent(n int) bool {
+	c.mu.Lock()
+	h := c.health
+	c.mu.Unlock()
+	if h == nil {
+		return false
+	}
+	h.checker.SetMaxConcurrent(n)
+	return true
+}
+
+// HealthMaxConcurrent is the bound on health probes in flight (0: health
+// checks are not running).
+func (c *Controller) HealthMaxConcurrent() int {
+	c.mu.Lock()
+	h := c.health
+	c.mu.Unlock()
+	if h == nil {
+		return 0
+	}
+	return h.checker.MaxConcurrent()
+}
+
 // isDown reports whether a real of a VIP failed its checks.
 func (c *Controller) isDown(key xdp.VIPKey, addr netip.Addr) bool {
 	return c.health != nil && c.health.down[key][addr]

@@ -17,6 +17,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/browsertest"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/ui"
@@ -47,7 +48,7 @@ func (p failProber) Probe(_ context.Context, t health.Target, s health.Spec) hea
 func fakeLBD(t *testing.T) (*httptest.Server, *control.Controller, *fakedp.Datapath) {
 	dp := fakedp.New()
 	ctl := control.New(dp, nopSaver{}, nil, nil)
-	srv, err := api.New(api.Options{Controller: ctl, Token: token, Version: "test", UI: ui.Handler(),
+	srv, err := api.New(api.Options{Controller: ctl, Token: token, Build: buildinfo.Info{Version: "test"}, UI: ui.Handler(),
 		Datapath: func() map[string]any {
 			return map[string]any{"interface": "eth0", "xdp_mode": "native", "limits": map[string]uint32{"max_vips": 512, "max_reals": 4096, "max_flows": 1 << 20}}
 		}})

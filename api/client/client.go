@@ -9,6 +9,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +19,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -45,20 +48,41 @@ type Options struct {
 	HTTPClient *http.Client
 	// UserAgent is sent with every request; default "lbd-client".
 	UserAgent string
+	// CAFile is a PEM file of certificates to trust for an https
+	// server (a self-signed API certificate); default the system's.
+	CAFile string
 }
 
 // Client talks to one lbd daemon. It is safe for concurrent use.
 type Client struct {
 	base *url.URL
 	opts Options
+	// server names a unix socket in messages (base is then http://lbd).
+	server string
 }
 
 // New returns a client of the daemon at server, e.g.
-// "http://127.0.0.1:8080" ("127.0.0.1:8080" means http).
+// "http://127.0.0.1:8080" ("127.0.0.1:8080" means http), or
+// "unix:/run/lbd/api.sock" for the API on a unix socket.
 func New(server string, o Options) (*Client, error) {
 	s := strings.TrimSpace(server)
 	if s == "" {
 		return nil, errors.New("no server address: want a URL such as http://127.0.0.1:8080")
+	}
+	if path, ok := strings.CutPrefix(s, "unix:"); ok {
+		path = "/" + strings.TrimLeft(path, "/") // unix:/p and unix:///p alike
+		if o.HTTPClient == nil {
+			var d net.Dialer
+			o.HTTPClient = &http.Client{Transport: &http.Transport{
+				DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) { return d.DialContext(ctx, "unix", path) },
+			}}
+		}
+		c, err := New("http://lbd", o)
+		if err != nil {
+			return nil, err
+		}
+		c.server = "unix:" + path
+		return c, nil
 	}
 	if !strings.Contains(s, "://") {
 		s = "http://" + s
@@ -78,6 +102,17 @@ func New(server string, o Options) (*Client, error) {
 	if o.Timeout == 0 {
 		o.Timeout = DefaultTimeout
 	}
+	if o.HTTPClient == nil && o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", o.CAFile)
+		}
+		o.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
 	if o.HTTPClient == nil {
 		o.HTTPClient = &http.Client{}
 	}
@@ -88,7 +123,12 @@ func New(server string, o Options) (*Client, error) {
 }
 
 // Server is the base URL the client talks to.
-func (c *Client) Server() string { return c.base.String() }
+func (c *Client) Server() string {
+	if c.server != "" {
+		return c.server
+	}
+	return c.base.String()
+}
 
 // Error is an answer of the server that is not a success: its problem
 // details (RFC 9457). Error() is the server's detail, which says what to

@@ -17,6 +17,7 @@ import (
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 )
 
@@ -40,7 +41,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	f := &fixture{dp: fakedp.New(), called: map[string]bool{}}
 	srv, err := api.New(api.Options{
-		Controller: control.New(f.dp, nopSaver{}, nil, nil), Token: token, Version: "test",
+		Controller: control.New(f.dp, nopSaver{}, nil, nil), Token: token, Build: buildinfo.Info{Version: "test", Commit: "c0ffee"},
 		Ready: func() error { return f.ready },
 	})
 	if err != nil {

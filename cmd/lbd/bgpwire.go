@@ -62,26 +62,6 @@ func (c *bgpConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringArrayVar(&c.nextHopFlags, "bgp-next-hop", nil, "next hop of announced VIPs, one per address family (default: the interface's address)")
 }
 
-// copyFlag copies the BGP field a flag sets; it reports whether the flag
-// was a BGP flag.
-func (c *bgpConfig) copyFlag(src *bgpConfig, name string) bool {
-	switch name {
-	case "bgp-as":
-		c.ASN = src.ASN
-	case "bgp-router-id":
-		c.RouterID = src.RouterID
-	case "bgp-peer":
-		c.peerFlags = src.peerFlags
-	case "bgp-listen-port":
-		c.ListenPort = src.ListenPort
-	case "bgp-next-hop":
-		c.nextHopFlags = src.nextHopFlags
-	default:
-		return false
-	}
-	return true
-}
-
 func (c *bgpConfig) enabled() bool {
 	return c.ASN != 0 || len(c.Peers) > 0 || len(c.peerFlags) > 0
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lbd-dev/lbd/api/client"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 )
 
 // Defaults of the client flags; LBD_SERVER and LBD_TOKEN_FILE override
@@ -33,6 +34,7 @@ type clientConfig struct {
 	tokenFile string
 	timeout   time.Duration
 	output    string
+	caFile    string
 }
 
 // addClientCommands adds the API client commands: vip, real, stats,
@@ -42,6 +44,7 @@ func addClientCommands(root *cobra.Command) {
 	pf := root.PersistentFlags()
 	pf.StringVar(&cfg.server, "server", envOr("LBD_SERVER", defaultServer), "URL of the lbd daemon's API (env LBD_SERVER)")
 	pf.StringVar(&cfg.tokenFile, "token-file", envOr("LBD_TOKEN_FILE", defaultTokenFile), "file holding the API token (env LBD_TOKEN_FILE; env LBD_TOKEN, the token itself, wins)")
+	pf.StringVar(&cfg.caFile, "ca-file", os.Getenv("LBD_CA_FILE"), "PEM certificates to trust for an https --server, e.g. the daemon's self-signed tls_cert_file (env LBD_CA_FILE)")
 	pf.DurationVar(&cfg.timeout, "timeout", client.DefaultTimeout, "how long to wait for each answer of the daemon")
 	pf.StringVarP(&cfg.output, "output", "o", "table", "output format: table or json (the server's JSON)")
 
@@ -117,7 +120,7 @@ func (cfg *clientConfig) run(fn func(s *session, args []string) error) func(*cob
 		if timeout <= 0 {
 			timeout = -1 // no limit
 		}
-		c, err := client.New(cfg.server, client.Options{Token: token, Timeout: timeout, UserAgent: "lbd/" + version})
+		c, err := client.New(cfg.server, client.Options{Token: token, Timeout: timeout, CAFile: cfg.caFile, UserAgent: "lbd/" + buildinfo.Get().Version})
 		if err != nil {
 			return fmt.Errorf("--server: %w", err)
 		}

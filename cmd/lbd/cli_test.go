@@ -23,6 +23,7 @@ import (
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 )
 
@@ -52,7 +53,7 @@ func newDaemon(t *testing.T) *daemon {
 	d := &daemon{t: t, dp: fakedp.New()}
 	d.ctl = control.New(d.dp, nopSaver{}, nil, nil)
 	srv, err := api.New(api.Options{
-		Controller: d.ctl, Token: testToken, Version: "test", StateFile: "/var/lib/lbd/state.json",
+		Controller: d.ctl, Token: testToken, Build: buildinfo.Info{Version: "test", Commit: "c0ffee"}, StateFile: "/var/lib/lbd/state.json",
 		Datapath: func() map[string]any {
 			return map[string]any{"interface": "eth0", "mode": "native", "limits": map[string]any{"vips": 512}}
 		},

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -25,9 +28,16 @@ type serveConfig struct {
 	// default route's gateway, from the neighbour table.
 	GatewayMAC string `yaml:"gateway_mac"`
 	Listen     string `yaml:"listen"`
-	TokenFile  string `yaml:"token_file"`
-	StateDir   string `yaml:"state_dir"`
-	PinDir     string `yaml:"pin_dir"`
+	// MetricsListen is an optional read-only listener for /metrics
+	// alone, without the token; it may bind a non-loopback address.
+	MetricsListen string `yaml:"metrics_listen"`
+	TokenFile     string `yaml:"token_file"`
+	// TLSCertFile and TLSKeyFile serve the API over HTTPS (re-read on
+	// SIGHUP); both or neither.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	StateDir    string `yaml:"state_dir"`
+	PinDir      string `yaml:"pin_dir"`
 
 	MaxVIPs  uint32 `yaml:"max_vips"`
 	MaxReals uint32 `yaml:"max_reals"`
@@ -88,6 +98,9 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.XDPMode, "xdp-mode", c.XDPMode, "XDP mode: auto (native, else generic with a warning), native or generic")
 	fs.StringVar(&c.GatewayMAC, "gateway-mac", c.GatewayMAC, "MAC address encapsulated packets are sent to (default: the default route's gateway, from the neighbour table)")
 	fs.StringVar(&c.Listen, "listen", c.Listen, "address of the REST API")
+	fs.StringVar(&c.MetricsListen, "metrics-listen", c.MetricsListen, "also serve /metrics (read-only, no token) on this ip:port, e.g. 0.0.0.0:9100 for a remote Prometheus (default: off)")
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", c.TLSCertFile, "serve the API over HTTPS with this PEM certificate (chain) file; re-read on SIGHUP")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", c.TLSKeyFile, "PEM private key of --tls-cert-file")
 	fs.StringVar(&c.TokenFile, "token-file", c.TokenFile, "bearer token file of the API (created with a random token if missing)")
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of the desired state file")
 	fs.StringVar(&c.PinDir, "pin-dir", c.PinDir, "bpffs directory for the maps and the XDP link")
@@ -116,9 +129,19 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	c.apiConfig.bindFlags(fs)
 }
 
-// loadServeConfig builds the configuration: defaults, then the YAML file
-// if given, then the flags the user set.
+// loadServeConfig builds the configuration, in one place and in this
+// order, each layer over the one before: defaults, the YAML file if
+// given, LBD_* environment variables (LBD_LOG_LEVEL for --log-level: the
+// flag's name in upper case with _ for -), then the flags set on the
+// command line. It is a two-pass parse: fs was parsed into flagged; a
+// second flag set with the same flags is bound to the result and given
+// the environment's and then fs's values, so the list of settings lives
+// only in bindFlags.
 func loadServeConfig(path string, fs *pflag.FlagSet, flagged *serveConfig) (serveConfig, error) {
+	return loadServeConfigEnv(path, fs, os.LookupEnv)
+}
+
+func loadServeConfigEnv(path string, fs *pflag.FlagSet, env func(string) (string, bool)) (serveConfig, error) {
 	cfg := defaultServeConfig()
 	if path != "" {
 		data, err := os.ReadFile(path)
@@ -131,76 +154,44 @@ func loadServeConfig(path string, fs *pflag.FlagSet, flagged *serveConfig) (serv
 			return cfg, fmt.Errorf("config file %s: %w", path, err)
 		}
 	}
-	// Flags win, but only those set on the command line.
-	fs.Visit(func(f *pflag.Flag) {
-		copyFlag(&cfg, flagged, f.Name)
+	over := pflag.NewFlagSet("layers", pflag.ContinueOnError)
+	cfg.bindFlags(over)
+	var err error
+	over.VisitAll(func(f *pflag.Flag) {
+		name := "LBD_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := env(name); ok && err == nil && !fs.Changed(f.Name) {
+			if serr := setFlag(f, []string{v}); serr != nil {
+				err = fmt.Errorf("environment %s=%q: %w", name, v, serr)
+			}
+		}
 	})
+	if err != nil {
+		return cfg, err
+	}
+	fs.Visit(func(src *pflag.Flag) {
+		if dst := over.Lookup(src.Name); dst != nil && err == nil {
+			vals := []string{src.Value.String()}
+			if sv, ok := src.Value.(pflag.SliceValue); ok {
+				vals = sv.GetSlice()
+			}
+			if serr := setFlag(dst, vals); serr != nil {
+				err = fmt.Errorf("--%s: %w", src.Name, serr)
+			}
+		}
+	})
+	if err != nil {
+		return cfg, err
+	}
 	return cfg, cfg.validate()
 }
 
-// copyFlag copies the field a flag sets from src to dst.
-func copyFlag(dst, src *serveConfig, name string) {
-	switch name {
-	case "interface":
-		dst.Interface = src.Interface
-	case "xdp-mode":
-		dst.XDPMode = src.XDPMode
-	case "gateway-mac":
-		dst.GatewayMAC = src.GatewayMAC
-	case "listen":
-		dst.Listen = src.Listen
-	case "token-file":
-		dst.TokenFile = src.TokenFile
-	case "state-dir":
-		dst.StateDir = src.StateDir
-	case "pin-dir":
-		dst.PinDir = src.PinDir
-	case "max-vips":
-		dst.MaxVIPs = src.MaxVIPs
-	case "max-reals":
-		dst.MaxReals = src.MaxReals
-	case "max-flows":
-		dst.MaxFlows = src.MaxFlows
-	case "mtu":
-		dst.MTU = src.MTU
-	case "encap-source-v4":
-		dst.EncapSourceV4 = src.EncapSourceV4
-	case "encap-source-v6":
-		dst.EncapSourceV6 = src.EncapSourceV6
-	case "gue-source-v4":
-		dst.GUESourceV4 = src.GUESourceV4
-	case "gue-source-v6":
-		dst.GUESourceV6 = src.GUESourceV6
-	case "gue-port":
-		dst.GUEPort = src.GUEPort
-	case "fragment-policy":
-		dst.FragmentPolicy = src.FragmentPolicy
-	case "unbalanceable-policy":
-		dst.UnbalanceablePolicy = src.UnbalanceablePolicy
-	case "udp-flow-timeout":
-		dst.UDPFlowTimeout = src.UDPFlowTimeout
-	case "flow-search-rate":
-		dst.FlowSearchRate = src.FlowSearchRate
-	case "reconcile-interval":
-		dst.ReconcileInterval = src.ReconcileInterval
-	case "health-checks":
-		dst.HealthChecks = src.HealthChecks
-	case "health-max-concurrent":
-		dst.HealthMaxConcurrent = src.HealthMaxConcurrent
-	case "log-level":
-		dst.LogLevel = src.LogLevel
-	case "log-format":
-		dst.LogFormat = src.LogFormat
-	case "detach":
-		dst.Detach = src.Detach
-	case "allow-private-pins":
-		dst.AllowPrivatePins = src.AllowPrivatePins
-	default:
-		dst.BGP.copyFlag(&src.BGP, name)
-		if !copyTracerFlag(&dst.tracerConfig, &src.tracerConfig, name) {
-			copyAPIFlag(&dst.apiConfig, &src.apiConfig, name)
-		}
+// setFlag gives a flag its values: a list flag (--bgp-peer) is replaced
+// whole (an environment variable holds one value), others take one.
+func setFlag(f *pflag.Flag, vals []string) error {
+	if sv, ok := f.Value.(pflag.SliceValue); ok {
+		return sv.Replace(vals)
 	}
+	return f.Value.Set(vals[0])
 }
 
 func (c serveConfig) validate() error {
@@ -210,8 +201,20 @@ func (c serveConfig) validate() error {
 	if _, err := xdp.ParseAttachMode(c.XDPMode); err != nil {
 		return err
 	}
-	if _, err := netip.ParseAddrPort(c.Listen); err != nil {
-		return fmt.Errorf("listen address %q: want ip:port, e.g. 127.0.0.1:8080", c.Listen)
+	if path, ok := strings.CutPrefix(c.Listen, "unix:"); ok {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("listen address %q: a unix socket needs an absolute path, e.g. unix:/run/lbd/api.sock", c.Listen)
+		}
+	} else if _, err := netip.ParseAddrPort(c.Listen); err != nil {
+		return fmt.Errorf("listen address %q: want ip:port, e.g. 127.0.0.1:8080, or unix:/run/lbd/api.sock", c.Listen)
+	}
+	if c.MetricsListen != "" {
+		if _, err := netip.ParseAddrPort(c.MetricsListen); err != nil {
+			return fmt.Errorf("metrics listen address %q: want ip:port, e.g. 0.0.0.0:9100", c.MetricsListen)
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		return errors.New("tls_cert_file and tls_key_file (--tls-cert-file, --tls-key-file): set both or neither")
 	}
 	if c.TokenFile == "" || c.StateDir == "" || c.PinDir == "" {
 		return errors.New("token file, state directory and pin directory must be set")
@@ -222,6 +225,10 @@ func (c serveConfig) validate() error {
 	if c.HealthMaxConcurrent < 1 {
 		return fmt.Errorf("health max concurrent %d: must be at least 1", c.HealthMaxConcurrent)
 	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return fmt.Errorf("log level %q: use debug, info, warn or error", c.LogLevel)
+	}
 	switch c.LogFormat {
 	case "text", "json":
 	default:
@@ -230,7 +237,7 @@ func (c serveConfig) validate() error {
 	if err := c.BGP.validate(); err != nil {
 		return err
 	}
-	if err := c.apiConfig.validate(c.Listen); err != nil {
+	if err := c.apiConfig.validate(c.Listen, c.TLSCertFile != ""); err != nil {
 		return err
 	}
 	return c.tracerConfig.validate()

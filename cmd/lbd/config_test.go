@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/pflag"
 )
@@ -71,5 +72,38 @@ func TestGatewayMACFlag(t *testing.T) {
 	}
 	if _, err := gatewayMAC(serveConfig{GatewayMAC: "02:00"}); err == nil || !strings.Contains(err.Error(), "want an Ethernet address") {
 		t.Errorf("bad MAC: %v", err)
+	}
+}
+
+// TestConfigPrecedence: flags > LBD_* environment > file > defaults, for
+// scalars and list flags alike.
+func TestConfigPrecedence(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lbd.yaml")
+	if err := os.WriteFile(path, []byte("interface: eth1\nlog_level: warn\nmtu: 1400\nlisten: 127.0.0.1:9000\nreconcile_interval: 10s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	env := map[string]string{"LBD_LOG_LEVEL": "error", "LBD_MTU": "1300", "LBD_RECONCILE_INTERVAL": "5s",
+		"LBD_BGP_PEER": "192.0.2.9,65009", "LBD_HEALTH_CHECKS": "false"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	flagged := defaultServeConfig()
+	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	flagged.bindFlags(fs)
+	if err := fs.Parse([]string{"--mtu", "1200", "--bgp-as", "65001", "--bgp-router-id", "10.0.0.1"}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadServeConfigEnv(path, fs, lookup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MTU != 1200 || cfg.LogLevel != "error" || cfg.ReconcileInterval != 5*time.Second || cfg.HealthChecks ||
+		cfg.Listen != "127.0.0.1:9000" || cfg.Interface != "eth1" || cfg.MaxVIPs != defaultServeConfig().MaxVIPs ||
+		cfg.BGP.ASN != 65001 || len(cfg.BGP.peerFlags) != 1 || cfg.BGP.peerFlags[0] != "192.0.2.9,65009" {
+		t.Errorf("precedence: %+v", cfg)
+	}
+	env["LBD_MTU"] = "big"
+	fs = pflag.NewFlagSet("serve", pflag.ContinueOnError)
+	flagged.bindFlags(fs)
+	if _, err := loadServeConfigEnv(path, fs, lookup); err == nil || !strings.Contains(err.Error(), `LBD_MTU="big"`) {
+		t.Errorf("bad environment value: %v", err)
 	}
 }

@@ -7,10 +7,9 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-)
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
+)
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
@@ -25,10 +24,21 @@ func newRootCommand() *cobra.Command {
 		Short:         "lbd: an XDP L4 load balancer (Maglev, IP-in-IP/GUE, DSR)",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Version:       version,
+		Version:       buildinfo.Get().String(),
 	}
+	root.SetVersionTemplate("lbd {{.Version}}\n")
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print lbd's version, commit and build date",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintf(cmd.OutOrStdout(), "lbd %s\n", buildinfo.Get())
+			return err
+		},
+	})
 	addServeCommands(root)
 	addClientCommands(root)
 	addLabCommands(root) // lab.go: hidden, for make demo and the e2e tests
+	addGenManCommand(root)
 	return root
 }

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -23,6 +22,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/ui"
 )
 
@@ -30,6 +30,7 @@ import (
 func addServeCommands(root *cobra.Command) {
 	flagged := defaultServeConfig()
 	var configPath string
+	var check bool
 	serve := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the daemon: attach the XDP balancer, reconcile the saved state, serve the REST API",
@@ -41,16 +42,27 @@ intact; the next lbd serve takes them over. --detach (or lbd cleanup)
 removes everything instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadServeConfig(configPath, cmd.Flags(), &flagged)
+			ignoreSIGHUP() // reload.go: SIGHUP reloads, never kills
+			load := func() (serveConfig, error) { return loadServeConfig(configPath, cmd.Flags(), &flagged) }
+			cfg, err := load()
+			if check {
+				if err != nil {
+					fmt.Fprintln(cmd.OutOrStdout(), "config: FAILED")
+					return err
+				}
+				return runCheck(cfg, cmd.OutOrStdout())
+			}
 			if err != nil {
 				return err
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
-			return runServe(ctx, cfg, newLogger(cfg))
+			lv := &live{level: new(slog.LevelVar), reconcile: make(chan time.Duration, 1)}
+			return runServe(ctx, cfg, newLogger(cfg, lv.level), lv, load)
 		},
 	}
 	serve.Flags().StringVar(&configPath, "config", "", "YAML configuration file (flags given on the command line win)")
+	serve.Flags().BoolVar(&check, "check", false, "check the configuration, the state file and the interface, print what lbd serve would do, and exit (non-zero on any problem); changes nothing")
 	flagged.bindFlags(serve.Flags())
 	root.AddCommand(serve)
 
@@ -76,20 +88,40 @@ removes everything instead.`,
 	root.AddCommand(cleanup)
 }
 
-func newLogger(cfg serveConfig) *slog.Logger {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		level = slog.LevelInfo
+// newLogger makes the daemon's logger at cfg's level, held in level so
+// that a reload can change it.
+func newLogger(cfg serveConfig, level *slog.LevelVar) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		l = slog.LevelInfo
 	}
+	level.Set(l)
 	opts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+		opts.ReplaceAttr = jsonSeconds
+		log = slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	} else {
+		log = slog.New(slog.NewTextHandler(os.Stderr, opts))
 	}
-	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	// Packages that log through slog's default (bpffs mount, cleanup)
+	// write in the same format from the first line.
+	slog.SetDefault(log)
+	return log
+}
+
+// jsonSeconds writes durations as seconds (a float), as log readers
+// expect, instead of slog's integer nanoseconds.
+func jsonSeconds(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.Float64(a.Key, a.Value.Duration().Seconds())
+	}
+	return a
 }
 
 // runServe runs the daemon until ctx ends.
-func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error) {
+// lv and load are for SIGHUP reloads (reload.go); load may be nil.
+func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, load func() (serveConfig, error)) (err error) {
 	// The interface first: a typo must fail before anything is created.
 	ifc, err := xdp.LookupInterface(cfg.Interface)
 	if err != nil {
@@ -124,12 +156,20 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	mode, _ := xdp.ParseAttachMode(cfg.XDPMode)
 	// Listen before touching the datapath: a busy port is the likeliest
 	// mistake and should change nothing.
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := listenAPI(cfg.Listen) // metrics_listen.go: ip:port or unix:PATH
 	if err != nil {
 		return fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
 	}
 	defer ln.Close()
-	cfg.warnInsecureListen(cfg.Listen, log)
+	cfg.warnInsecureListen(cfg.Listen, cfg.TLSCertFile != "", log)
+	if ln, lv.tls, err = listenTLS(ln, cfg); err != nil { // tls.go
+		return err
+	}
+	metricsLn, err := listenMetrics(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeListener(metricsLn)
 
 	pins, err := preparePinDir(cfg, locks, log)
 	if err != nil {
@@ -162,6 +202,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 
 	ctl := control.New(b, store, desired, log)
 	ctl.SetDatapathConfig(dpConfig)
+	lv.ctl = ctl
 	ctl.SetGUESources(dpConfig.GUESourceV4.IsValid(), dpConfig.GUESourceV6.IsValid())
 	var notReady atomic.Pointer[error]
 	setReady := func(e error) {
@@ -216,13 +257,13 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	}
 	defer stopTracer()
 	srv, err := api.New(api.Options{
-		Controller: ctl, Token: token, Version: version, StateFile: store.Path(), Logger: log, Tracer: tracer,
+		Controller: ctl, Token: token, Build: buildinfo.Get(), StateFile: store.Path(), Logger: log, Tracer: tracer,
 		Datapath: func() map[string]any {
 			return map[string]any{
 				"interface": att.Interface, "xdp_mode": att.Mode.String(), "fallback": att.Fallback,
 				"pin_dir": cfg.PinDir, "recovered": b.Recovered(), "took_over_link": att.Reused,
 				"limits":        map[string]uint32{"max_vips": cfg.MaxVIPs, "max_reals": cfg.MaxReals, "max_flows": cfg.MaxFlows},
-				"health_checks": healthMode,
+				"health_checks": healthMode, "health_max_concurrent": ctl.HealthMaxConcurrent(),
 			}
 		},
 		BGP: bgpNode.apiBGP(), MaxEventStreams: cfg.MaxEventStreams, TrustedProxies: cfg.mustTrustedProxies(),
@@ -240,36 +281,52 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger) (err error
 	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}
 	served := make(chan error, 1)
 	go func() { served <- httpSrv.Serve(ln) }()
-	log.Info("API listening", "address", ln.Addr().String(), "token_file", cfg.TokenFile)
+	log.Info("API listening", "address", ln.Addr().String(), "tls", lv.tls != nil, "token_file", cfg.TokenFile)
+	metricsSrv := serveMetrics(metricsLn, srv, log)
+	// The watchdog is fed while the controller answers (its lock is free).
+	notifyReady(bg, func() error { ctl.VIPs(); return nil }, log)
 
 	go ctl.RunRates(bg, 5*time.Second)
-	if cfg.ReconcileInterval > 0 {
-		go reconcileLoop(bg, ctl, cfg.ReconcileInterval, setReady, log)
-	}
+	go reconcileLoop(bg, ctl, cfg.ReconcileInterval, lv.reconcile, setReady, log)
+	watchReload(bg, cfg, load, lv, log)
 
 	select {
 	case err := <-served:
 		return fmt.Errorf("API server: %w", err)
 	case <-ctx.Done():
 	}
+	notifyStopping()
 	bgpNode.close() // withdraw first: the routers move traffic away while we still forward
 	log.Info("shutting down: draining API requests")
 	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
 	defer done()
+	if metricsSrv != nil {
+		_ = metricsSrv.Shutdown(shutdownCtx)
+	}
 	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
 		log.Warn("API shutdown", "err", err)
 	}
 	return nil
 }
 
-// reconcileLoop repairs drift between the datapath and the desired state.
-func reconcileLoop(ctx context.Context, ctl *control.Controller, every time.Duration, setReady func(error), log *slog.Logger) {
-	t := time.NewTicker(every)
+// reconcileLoop repairs drift between the datapath and the desired state
+// every interval (0: never), which a reload may change.
+func reconcileLoop(ctx context.Context, ctl *control.Controller, every time.Duration, changes <-chan time.Duration, setReady func(error), log *slog.Logger) {
+	t := time.NewTicker(time.Hour)
 	defer t.Stop()
+	reset := func() {
+		t.Stop()
+		if every > 0 {
+			t.Reset(every)
+		}
+	}
+	reset()
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case every = <-changes:
+			reset()
 		case <-t.C:
 			drifts, err := ctl.Reconcile()
 			if len(drifts) > 0 {

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 
 	"github.com/spf13/pflag"
 
@@ -32,29 +33,18 @@ func (c *apiConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&c.MaxEventStreams, "max-event-streams", c.MaxEventStreams, "most /api/v1/events streams open at once (more get 503 with Retry-After)")
 }
 
-// copyAPIFlag copies the field an API flag sets; false if name is not an
-// API flag.
-func copyAPIFlag(dst, src *apiConfig, name string) bool {
-	switch name {
-	case "insecure-listen":
-		dst.InsecureListen = src.InsecureListen
-	case "trusted-proxy":
-		dst.TrustedProxies = src.TrustedProxies
-	case "max-event-streams":
-		dst.MaxEventStreams = src.MaxEventStreams
-	default:
-		return false
-	}
-	return true
-}
-
-func (c apiConfig) validate(listen string) error {
-	addr, err := netip.ParseAddrPort(listen)
-	if err != nil {
-		return fmt.Errorf("listen address %q: want ip:port, e.g. 127.0.0.1:8080", listen)
-	}
-	if err := checkPlainListen(addr, c.InsecureListen); err != nil {
-		return err
+// validate checks the API settings; listen is the API's address (a unix
+// socket, "unix:/path", is never refused), tls whether it speaks TLS (then
+// any address will do).
+func (c apiConfig) validate(listen string, tls bool) error {
+	if !strings.HasPrefix(listen, "unix:") && !tls {
+		addr, err := netip.ParseAddrPort(listen)
+		if err != nil {
+			return fmt.Errorf("listen address %q: want ip:port, e.g. 127.0.0.1:8080, or unix:/run/lbd/api.sock", listen)
+		}
+		if err := checkPlainListen(addr, c.InsecureListen); err != nil {
+			return err
+		}
 	}
 	if _, err := c.trustedProxies(); err != nil {
 		return err
@@ -73,11 +63,15 @@ func checkPlainListen(addr netip.AddrPort, insecure bool) error {
 		return nil
 	}
 	return fmt.Errorf("listen address %s is not a loopback address: the API speaks plain HTTP, so its bearer token would cross the network in clear; "+
-		"listen on 127.0.0.1 and reach it through an SSH tunnel or a TLS reverse proxy, or pass --insecure-listen (insecure_listen: true) to accept the risk", addr)
+		"give the API a certificate (--tls-cert-file and --tls-key-file), listen on a unix socket (unix:/run/lbd/api.sock) or on 127.0.0.1 behind an SSH tunnel or a TLS reverse proxy, or pass --insecure-listen (insecure_listen: true) to accept the risk", addr)
 }
 
-// warnInsecureListen says loudly that the API is exposed in clear.
-func (c apiConfig) warnInsecureListen(listen string, log *slog.Logger) {
+// warnInsecureListen says loudly that the API is exposed in clear (tls:
+// it is not).
+func (c apiConfig) warnInsecureListen(listen string, tls bool, log *slog.Logger) {
+	if tls {
+		return
+	}
 	if addr, err := netip.ParseAddrPort(listen); err == nil && !addr.Addr().Unmap().IsLoopback() {
 		log.Warn("INSECURE: the API listens in plain HTTP on a non-loopback address: its bearer token crosses the network in clear", "address", listen)
 	}

@@ -48,6 +48,10 @@ type daemonLab struct {
 	pinDir   string
 	listen   string
 	token    string
+	// wrap runs the daemon (start) under a command, e.g. setpriv.
+	wrap []string
+	// logs is the last started daemon's stderr.
+	logs *syncBuffer
 }
 
 // lbd returns a command running lbd with args.
@@ -129,8 +133,13 @@ func (l *daemonLab) start(extra ...string) *exec.Cmd {
 		"--listen", l.listen, "--state-dir", l.stateDir, "--token-file", filepath.Join(l.stateDir, "token"),
 		"--pin-dir", l.pinDir, "--max-flows", "4096", "--max-vips", "16", "--max-reals", "64", "--log-format", "json"}, extra...)
 	cmd := l.lbd(args...)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
+	if len(l.wrap) > 0 {
+		cmd.Args = append(append([]string{}, l.wrap...), cmd.Args...)
+		cmd.Path = l.wrap[0]
+	}
+	logs := &syncBuffer{}
+	l.logs = logs
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		l.t.Fatal(err)
 	}

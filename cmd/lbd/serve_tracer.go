@@ -31,20 +31,6 @@ func (c *tracerConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.TracerGuess, "tracer-guess", c.TracerGuess, "guess the kernel's socket field offsets even when it has BTF")
 }
 
-// copyTracerFlag copies the field a tracer flag sets; false if name is
-// not a tracer flag.
-func copyTracerFlag(dst, src *tracerConfig, name string) bool {
-	switch name {
-	case "tracer":
-		dst.Tracer = src.Tracer
-	case "tracer-guess":
-		dst.TracerGuess = src.TracerGuess
-	default:
-		return false
-	}
-	return true
-}
-
 func (c tracerConfig) validate() error {
 	switch c.Tracer {
 	case "auto", "off", "kprobe", "tracepoint":

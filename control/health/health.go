@@ -200,6 +200,26 @@ func NewChecker(ctx context.Context, prober Prober, maxConcurrent int, onChange 
 	return &Checker{prober: prober, onChange: onChange, sem: make(chan struct{}, maxConcurrent), checks: map[Key]*check{}, ctx: ctx}
 }
 
+// SetMaxConcurrent changes how many probes may run at once (at least 1).
+// Probes in flight finish under the old bound; new ones take the new.
+func (c *Checker) SetMaxConcurrent(n int) {
+	if n < 1 {
+		n = 1
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cap(c.sem) != n {
+		c.sem = make(chan struct{}, n)
+	}
+}
+
+// MaxConcurrent is the current bound on probes in flight.
+func (c *Checker) MaxConcurrent() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cap(c.sem)
+}
+
 // Set makes the running checks exactly these: new ones start (in state
 // up), removed ones stop, changed ones restart with their state kept.
 func (c *Checker) Set(checks map[Key]struct {
@@ -257,15 +277,18 @@ func (c *Checker) loop(ctx context.Context, k Key, ch *check) {
 			return
 		case <-time.After(wait):
 		}
+		c.mu.Lock()
+		sem := c.sem // SetMaxConcurrent may swap it; release where we took
+		c.mu.Unlock()
 		select {
-		case c.sem <- struct{}{}:
+		case sem <- struct{}{}:
 		case <-ctx.Done():
 			return
 		}
 		pctx, cancel := context.WithTimeout(ctx, ch.spec.Timeout)
 		r := c.prober.Probe(pctx, ch.target, ch.spec)
 		cancel()
-		<-c.sem
+		<-sem
 		if ctx.Err() != nil {
 			return
 		}
