@@ -17,8 +17,8 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
-	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/browsertest"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/ui"
 )
