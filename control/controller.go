@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strconv"
 	"sync"
@@ -158,6 +159,7 @@ type VIPUpdate struct {
 	Health       *health.Spec
 	DownFlows    *DownFlows
 	AllDown      *AllDown
+	Description  *string
 }
 
 // UpdateVIP changes a VIP's settings, keeping its reals.
@@ -189,6 +191,9 @@ func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
 		}
 		if u.AllDown != nil {
 			cur.AllDown = *u.AllDown
+		}
+		if u.Description != nil {
+			cur.Description = *u.Description
 		}
 		return cur, nil
 	})
@@ -282,6 +287,18 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	} else {
 		all[key] = next
 	}
+	if onlyDescriptionChanged(cur, next) {
+		// Metadata only: nothing in the datapath depends on it, so the
+		// change is saved and the ring left as it is.
+		if err := c.store.Save(all); err != nil {
+			c.log.Warn("change refused: the state could not be saved; nothing was changed", "op", op, "err", err)
+			return nil, &ApplyError{Op: op, Err: err, RolledBack: true}
+		}
+		c.vips = all
+		c.publish(Event{Type: "vip_changed", VIP: VIPName(key), Reason: op})
+		c.log.Info("applied", "op", op)
+		return next.Clone(), nil
+	}
 	// Save first: a change that cannot be made durable (a full disk)
 	// is refused before anything in the datapath moves. The new ring is
 	// built meanwhile (it needs no map), so the fsync and the build
@@ -333,6 +350,21 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	}
 	c.log.Info("applied", "op", op)
 	return next.Clone(), nil
+}
+
+// onlyDescriptionChanged reports whether next differs from cur (both
+// normalized) in its description and in nothing else.
+func onlyDescriptionChanged(cur, next *VIP) bool {
+	if cur == nil || next == nil || cur.Description == next.Description {
+		return false
+	}
+	a, b := *cur, *next
+	if !slices.Equal(a.Reals, b.Reals) {
+		return false
+	}
+	a.Reals, b.Reals = nil, nil
+	a.Description, b.Description = "", ""
+	return reflect.DeepEqual(a, b)
 }
 
 // rollback puts the datapath and the state file back as they were before

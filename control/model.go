@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
@@ -91,6 +92,11 @@ type VIP struct {
 	// AllDown is what the VIP does when every real that should take
 	// traffic is down.
 	AllDown AllDown
+	// Description is free text for the operators (what the VIP serves,
+	// who owns it): plain text, at most MaxDescriptionLen bytes of UTF-8
+	// without control characters. It is metadata only: it never reaches
+	// the datapath, and changing it alone leaves the ring as it is.
+	Description string
 }
 
 // DownFlows is a VIP's policy for the established flows of a real that
@@ -199,6 +205,9 @@ func (v *VIP) validate(usable bool) error {
 	if err := v.Key.Validate(); err != nil {
 		return invalid("vip", "%v", err)
 	}
+	if err := validDescription(v.Description); err != nil {
+		return err
+	}
 	if usable {
 		if err := validHealthPath(v.Health.Path); err != nil {
 			return err
@@ -289,6 +298,28 @@ func realAddrProblem(a netip.Addr) string {
 		return "0.0.0.0/8 means \"this network\" and is never a destination: use a unicast address"
 	}
 	return ""
+}
+
+// MaxDescriptionLen bounds a VIP's description, in bytes.
+const MaxDescriptionLen = 256
+
+// validDescription checks a VIP's description: valid UTF-8, at most
+// MaxDescriptionLen bytes, no control characters (bytes below 0x20, and
+// DEL). Markup characters are allowed: it is plain text, and whoever
+// shows it must show it as text.
+func validDescription(d string) error {
+	if len(d) > MaxDescriptionLen {
+		return invalid("description", "description of %d bytes: at most %d", len(d), MaxDescriptionLen)
+	}
+	if !utf8.ValidString(d) {
+		return invalid("description", "description %q is not valid UTF-8", d)
+	}
+	for i := 0; i < len(d); i++ {
+		if c := d[i]; c < 0x20 || c == 0x7f {
+			return invalid("description", "description %q: byte %d (%q) is a control character: use plain text on one line", d, i, c)
+		}
+	}
+	return nil
 }
 
 // MaxHealthPathLen bounds a health check path.

@@ -25,16 +25,17 @@ import (
 
 const token = "console-test-token"
 
-// xssPath is a health-check path (text the user controls that the page
-// shows) carrying markup that would run script if rendered as HTML.
-const xssPath = `/<img src=x onerror="window.__xss=1">`
+// xssDescription is a VIP's description (text the user controls that
+// the page shows) carrying markup that would run script if rendered as
+// HTML.
+const xssDescription = `shop front <img src=x onerror="window.__xss=1">`
 
 type nopSaver struct{}
 
 func (nopSaver) Save(map[xdp.VIPKey]*control.VIP) error { return nil }
 
 // failProber fails every probe of one real, with a reason that carries
-// the check's path, as an HTTP check's error would.
+// the check's path and markup, as an HTTP check's error could.
 type failProber struct{ down netip.Addr }
 
 func (p failProber) Probe(_ context.Context, t health.Target, s health.Spec) health.Result {
@@ -107,9 +108,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	ts, ctl, dp := fakeLBD(t)
 	b := browsertest.New(t) // stopped first: its event stream ends before the server
 	vip := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.10"), Port: 80, Proto: xdp.TCP}
-	if _, err := ctl.CreateVIP(control.VIP{Key: vip, RingSize: 1021,
+	if _, err := ctl.CreateVIP(control.VIP{Key: vip, RingSize: 1021, Description: xssDescription,
 		Reals:  []control.Real{{Addr: netip.MustParseAddr("10.0.0.1"), Weight: 1}, {Addr: netip.MustParseAddr("10.0.0.2"), Weight: 2}},
-		Health: health.Spec{Type: health.HTTP, Path: xssPath, ExpectStatus: 200, Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 1, Fall: 1}}); err != nil {
+		Health: health.Spec{Type: health.HTTP, Path: "/healthz?probe=lbd", ExpectStatus: 200, Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 1, Fall: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	dp.VIPCounters[vip] = xdp.VIPStats{Packets: 123456, Bytes: 9876543}
@@ -147,7 +148,7 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Fatalf("view %s: %v", view, err)
 		}
 		if view == "vips" {
-			// wait for the down real's probe error, which carries the markup
+			// wait for the down real's probe error
 			if err := b.WaitFor(20*time.Second, browsertest.Visible(`tr[data-real="10.0.0.2"] .muted`)); err != nil {
 				t.Fatalf("probe error not shown: %v", err)
 			}
@@ -170,21 +171,30 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	shot("swagger")
 
+	// the description's markup is shown as text: nothing runs, no <img>
 	var xss bool
-	var shown string
+	var shown, page, probe string
 	if err := b.Run(20*time.Second, chromedp.Navigate(ts.URL+"/ui/#vips")); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.WaitFor(20*time.Second, browsertest.Visible(`tr[data-real="10.0.0.2"] .muted`)); err != nil {
 		t.Fatal(err)
 	}
+	if err := b.WaitFor(20*time.Second, browsertest.Visible(`.card.vip [data-field="description"]`)); err != nil {
+		t.Fatalf("description not shown: %v (page errors: %v)", err, b.Errors())
+	}
 	if err := b.Run(20*time.Second,
 		chromedp.Evaluate(`window.__xss === 1 || document.querySelectorAll("img").length > 0`, &xss),
-		browsertest.Text(`tr[data-real="10.0.0.2"] .muted`, &shown)); err != nil {
+		browsertest.Text(`.card.vip [data-field="description"]`, &shown),
+		chromedp.Evaluate(`document.body.textContent`, &page),
+		browsertest.Text(`tr[data-real="10.0.0.2"] .muted`, &probe)); err != nil {
 		t.Fatal(err)
 	}
-	if xss || !strings.Contains(shown, xssPath) {
-		t.Errorf("markup ran or vanished: xss %v, shown %q", xss, shown)
+	if xss || shown != xssDescription || !strings.Contains(page, xssDescription) {
+		t.Errorf("markup ran or vanished: xss %v, description shown %q, page has it: %v", xss, shown, strings.Contains(page, xssDescription))
+	}
+	if !strings.Contains(probe, "<b>503</b>") {
+		t.Errorf("probe error shown %q, want its markup as text", probe)
 	}
 	// an action the API refuses shows its problem
 	var problem string

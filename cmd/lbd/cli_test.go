@@ -245,6 +245,23 @@ func TestVIPCommands(t *testing.T) {
 		t.Errorf("datapath flags %v, want sticky only", f)
 	}
 	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.1:80"), "nothing to change")
+
+	// the description: set, shown, kept by other changes, removed
+	wantRow(t, d.ok("vip", "show", "tcp/192.0.2.1:80"), "DESCRIPTION", "-")
+	desc := `shop front <img src=x onerror="alert(1)">`
+	out = d.ok("vip", "set", "tcp/192.0.2.1:80", "--description", desc)
+	wantRow(t, out, "DESCRIPTION", desc)
+	d.ok("vip", "set", "tcp/192.0.2.1:80", "--sticky")
+	wantRow(t, d.ok("vip", "show", "tcp/192.0.2.1:80"), "DESCRIPTION", desc)
+	if v, _ := d.ctl.VIP(vip4); v.Description != desc {
+		t.Errorf("desired description %q, want %q", v.Description, desc)
+	}
+	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.1:80", "--description", strings.Repeat("x", 257)), "description of 257 bytes")
+	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.1:80", "--description", "a\nb"), "control character")
+	wantRow(t, d.ok("vip", "set", "tcp/192.0.2.1:80", "--description", ""), "DESCRIPTION", "-")
+	out = d.ok("vip", "add", "tcp/192.0.2.5:80", "--ring-size", "1021", "--description", "added with one")
+	wantRow(t, out, "DESCRIPTION", "added with one")
+	d.ok("vip", "delete", "tcp/192.0.2.5:80")
 	d.ok("vip", "set", "udp/[2001:db8::1]:53", "--no-flow-search=false")
 	if f := d.dp.VIPMap[vip6].Flags; f != xdp.VIPGUE|xdp.VIPSticky {
 		t.Errorf("after set --no-flow-search=false: flags %v, want GUE|sticky", f)

@@ -42,6 +42,7 @@ func newVIPCommand(cfg *clientConfig) *cobra.Command {
 		newVIPAddCommand(cfg),
 		&cobra.Command{
 			Use:     "get VIP",
+			Aliases: []string{"show"},
 			Short:   "Show a VIP and its reals",
 			Args:    cobra.ExactArgs(1),
 			Example: "  lbd vip get tcp/192.0.2.1:80",
@@ -88,6 +89,7 @@ type vipSettingFlags struct {
 	health                  api.HealthCheckJSON
 	downFlows               string
 	allDown                 string
+	description             string
 }
 
 // healthChanged reports whether any health-check flag was given.
@@ -117,6 +119,7 @@ func (f *vipSettingFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.health.Fall, "health-fall", 0, "failures in a row for a real to go down (default 3)")
 	fl.StringVar(&f.downFlows, "down-flows", "", "flows of a real that goes down: keep (default) or reset")
 	fl.StringVar(&f.allDown, "all-down", "", "when every real is down: serve-all (default, fail open) or drop")
+	fl.StringVar(&f.description, "description", "", "free `TEXT` about the VIP (what it serves, who owns it), shown as plain text: at most 256 bytes, one line; \"\" removes it")
 }
 
 func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
@@ -138,7 +141,7 @@ func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
 		}
 		in := api.VIPCreateJSON{Protocol: key.Proto.String(), Address: key.Addr.String(), Port: new(int(key.Port))}
 		in.Sticky, in.NoLRU, in.NoFlowSearch, in.Encap, in.RingSize = f.sticky, f.noLRU, f.noSearch, f.encap, f.ringSize
-		in.DownFlows, in.AllDown = f.downFlows, f.allDown
+		in.DownFlows, in.AllDown, in.Description = f.downFlows, f.allDown, f.description
 		if healthChanged(cmd) {
 			if f.health.Type == "" {
 				f.health.Type = "tcp"
@@ -172,7 +175,8 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 		Short: "Change some settings of a VIP (only the flags given); its reals stay",
 		Args:  cobra.ExactArgs(1),
 		Example: "  lbd vip set tcp/192.0.2.1:80 --sticky\n" +
-			"  lbd vip set tcp/192.0.2.1:80 --sticky=false --ring-size 131071",
+			"  lbd vip set tcp/192.0.2.1:80 --sticky=false --ring-size 131071\n" +
+			"  lbd vip set tcp/192.0.2.1:80 --description 'shop front, team web'",
 	}
 	f.register(cmd)
 	cmd.RunE = cfg.run(func(s *session, args []string) error {
@@ -209,8 +213,11 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 		if changed("all-down") {
 			p.AllDown = &f.allDown
 		}
+		if changed("description") {
+			p.Description = &f.description
+		}
 		if p == (api.VIPPatchJSON{}) {
-			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --no-flow-search, --encap, --ring-size, --health..., --down-flows or --all-down")
+			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --no-flow-search, --encap, --ring-size, --health..., --down-flows, --all-down or --description")
 		}
 		v, err := s.api.PatchVIP(s.ctx, name, p)
 		if err != nil {
@@ -226,6 +233,11 @@ func (s *session) emitVIP(v api.VIPJSON) error {
 	return s.emit(v, func(w io.Writer) {
 		row(w, "VIP", vipDisplay(v))
 		row(w, "NAME", v.Name)
+		desc := v.Description
+		if desc == "" {
+			desc = "-"
+		}
+		row(w, "DESCRIPTION", desc)
 		row(w, "ENCAP", v.Encap)
 		row(w, "RING SIZE", v.RingSize)
 		row(w, "STICKY", v.Sticky)

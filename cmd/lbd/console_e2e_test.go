@@ -19,9 +19,9 @@ import (
 	"github.com/lbd-dev/lbd/lab"
 )
 
-// consoleXSS is a health-check path: text the user controls that the
+// consoleXSS is a VIP's description: text the user controls that the
 // console shows. Rendered as HTML it would run script.
-const consoleXSS = "/<img/src=x/onerror=window.__xss=1>"
+const consoleXSS = "lab web <img/src=x/onerror=window.__xss=1>"
 
 // page drives the console in chromium.
 type page struct {
@@ -116,11 +116,11 @@ func TestConsoleLab(t *testing.T) {
 
 	vip := e.setVIP(t, "tcp", lab.VIP4, "r1", "r2", "r3")
 	r1 := e.realAddr("r1", lab.VIP4)
-	// a second VIP whose health check path carries markup
+	// a second VIP whose description carries markup
 	one := uint32(1)
 	xssVIP := fmt.Sprintf("tcp-%s-8080", lab.VIP4)
 	if _, _, err := e.api.PutVIP(e.ctx, xssVIP, api.VIPSettingsJSON{Reals: []api.RealJSON{{Address: e.realAddr("r4", lab.VIP4), Weight: &one}},
-		HealthCheck: &api.HealthCheckJSON{Type: "http", Port: lab.HTTPPort, Path: consoleXSS, Interval: "1s"}}); err != nil {
+		HealthCheck: &api.HealthCheckJSON{Type: "http", Port: lab.HTTPPort, Path: "/", Interval: "1s"}, Description: consoleXSS}); err != nil {
 		t.Fatalf("VIP with the markup: %v", err)
 	}
 	if _, err := e.lab.ShortTCP(lab.VIP4, 50); err != nil {
@@ -234,11 +234,16 @@ func TestConsoleLab(t *testing.T) {
 	}()
 	p.view("vips")
 	time.Sleep(12 * time.Second) // a few refreshes of the charts
-	p.waitText(fmt.Sprintf(`[data-vip=%q] .chips`, xssVIP), 10*time.Second, func(s string) bool { return strings.Contains(s, consoleXSS) })
+	p.waitText(fmt.Sprintf(`[data-vip=%q] [data-field="description"]`, xssVIP), 10*time.Second, func(s string) bool { return s == consoleXSS })
 	var xss bool
-	p.run("xss", chromedp.Evaluate(`window.__xss === 1 || document.querySelectorAll("img").length > 0`, &xss))
+	var pageText string
+	p.run("xss", chromedp.Evaluate(`window.__xss === 1 || document.querySelectorAll("img").length > 0`, &xss),
+		chromedp.Evaluate(`document.body.textContent`, &pageText))
 	if xss {
-		t.Error("the health-check path's markup ran")
+		t.Error("the description's markup ran")
+	}
+	if !strings.Contains(pageText, consoleXSS) {
+		t.Errorf("the page's text does not show the description %q literally", consoleXSS)
 	}
 	p.screenshot(shots, "vips")
 	close(stopTraffic)

@@ -306,7 +306,8 @@ function renderVIPs() {
     });
     const c = el("div", { class: "card vip", dataset: { vip: v.name } },
       el("div", { class: "vip-head" },
-        el("div", {}, el("h3", {}, v.name), el("div", { class: "chips" }, flags.map((f) => el("span", { class: "chip" }, f)))),
+        el("div", {}, el("h3", {}, v.name, v.description ? el("span", { class: "vip-desc", dataset: { field: "description" }, text: v.description }) : null),
+          el("div", { class: "chips" }, flags.map((f) => el("span", { class: "chip" }, f)))),
         el("div", { class: "figures" },
           fig("pkt/s", rate(st.packets_per_second, ""), "pps"), fig("bytes/s", bytes(st.bytes_per_second) + "/s", "bps"),
           fig("packets", num(st.packets), "packets"), fig("bytes", bytes(st.bytes), "bytes"), fig("flows", flows(v.name, fc.byVIP.get(v.name)), "flows")),
