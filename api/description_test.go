@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 )
 
@@ -22,7 +23,7 @@ func TestVIPDescription(t *testing.T) {
 	}
 	h := newHarness(t)
 	h.ctl = control.New(h.dp, store, nil, nil)
-	if h.srv, err = New(Options{Controller: h.ctl, Token: testToken, Version: "test"}); err != nil {
+	if h.srv, err = New(Options{Controller: h.ctl, Token: testToken, Build: buildinfo.Info{Version: "test"}}); err != nil {
 		t.Fatal(err)
 	}
 	const path = "/api/v1/vips/tcp-192.0.2.1-80"
@@ -73,7 +74,7 @@ func TestVIPDescription(t *testing.T) {
 	}
 	h2 := newHarness(t)
 	h2.ctl = control.New(h2.dp, store, loaded, nil)
-	if h2.srv, err = New(Options{Controller: h2.ctl, Token: testToken, Version: "test"}); err != nil {
+	if h2.srv, err = New(Options{Controller: h2.ctl, Token: testToken, Build: buildinfo.Info{Version: "test"}}); err != nil {
 		t.Fatal(err)
 	}
 	h2.expect(req{method: "GET", path: path}, http.StatusOK, &vip)
