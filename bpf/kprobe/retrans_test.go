@@ -3,10 +3,12 @@ package kprobe
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"github.com/lbd-dev/lbd/internal/nsexec"
+	"fmt"
 	"io"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/internal/nsexec"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
@@ -116,11 +119,23 @@ func TestRetransmitsCounted(t *testing.T) {
 					}
 				}
 			}()
+			// The kernel's tcpi_total_retrans also counts SYN
+			// retransmissions (before the connection is established, so
+			// not the tracer's) and retransmissions the local stack
+			// failed to send (no tracepoint): under load a SYN may wait
+			// past its 1 s timer, and a full backlog fails a send. Both
+			// are counted in the namespace's own TcpExt counters, which
+			// only this test's sockets touch: read them around the dial
+			// that succeeded and subtract them.
 			var c net.Conn
 			var dialErr error
+			var before tcpExt
 			for i := 0; i < 50; i++ { // the veth may take a moment to carry traffic
 				if err := inNetns(a, func() (err error) {
-					c, err = net.DialTimeout("tcp4", ln.Addr().String(), time.Second)
+					if before, err = readTCPExt(); err != nil {
+						return err
+					}
+					c, err = net.DialTimeout("tcp4", ln.Addr().String(), 5*time.Second)
 					return err
 				}); err == nil {
 					dialErr = nil
@@ -156,35 +171,123 @@ func TestRetransmitsCounted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// The kernel's count is final once nothing is left unacked
+			// (no retransmission timer can fire again).
 			var info *unix.TCPInfo
-			raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
-			if err != nil {
-				t.Fatal(err)
+			for deadline := time.Now().Add(20 * time.Second); ; {
+				raw.Control(func(fd uintptr) { info, err = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+				if err != nil {
+					t.Fatal(err)
+				}
+				if info.Unacked == 0 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d segments still unacked 20 s after the server read everything", info.Unacked)
+				}
+				time.Sleep(20 * time.Millisecond)
 			}
 			if info.Total_retrans == 0 {
 				t.Fatalf("the kernel retransmitted nothing: test did not lose packets")
 			}
+			var after tcpExt
+			if err := inNetns(a, func() (err error) { after, err = readTCPExt(); return err }); err != nil {
+				t.Fatal(err)
+			}
+			synRetrans, failed := after.synRetrans-before.synRetrans, after.retransFail-before.retransFail
+			want := info.Total_retrans - uint32(synRetrans) - uint32(failed)
 			local := c.LocalAddr().(*net.TCPAddr)
-			conns, err := tr.Connections(Filter{PID: uint32(os.Getpid()), Port: uint16(local.Port), State: StateOpen})
+			// Only this namespace's connection from this port: the
+			// tracer sees the whole machine, and the same port may be
+			// in use in other namespaces at the same moment.
+			conns, err := tr.Connections(Filter{Netns: nsInode(t, a), Port: uint16(local.Port), Proto: TCP, State: StateOpen})
 			if err != nil {
 				t.Fatal(err)
 			}
 			var found *Connection
 			for i := range conns {
 				if conns[i].Src.Port() == uint16(local.Port) {
+					if found != nil {
+						t.Fatalf("two traced connections from %s in the test's namespace: %+v", local, conns)
+					}
 					found = &conns[i]
 				}
 			}
 			if found == nil {
 				t.Fatalf("client connection %s not traced: %+v", local, conns)
 			}
-			t.Logf("kernel total_retrans %d, tracer %d, netns %d", info.Total_retrans, found.Retransmits, found.Netns)
-			if found.Retransmits != info.Total_retrans {
-				t.Errorf("tracer counted %d retransmits, the kernel %d", found.Retransmits, info.Total_retrans)
+			t.Logf("kernel total_retrans %d (of which SYN %d, failed to send %d), tracer %d, netns %d", info.Total_retrans, synRetrans, failed, found.Retransmits, found.Netns)
+			if found.PID != uint32(os.Getpid()) {
+				t.Errorf("connection owned by pid %d, want %d", found.PID, os.Getpid())
+			}
+			if found.Retransmits != want {
+				t.Errorf("tracer counted %d retransmits, the kernel %d sent (total_retrans %d - SYN %d - failed %d)", found.Retransmits, want, info.Total_retrans, synRetrans, failed)
 			}
 			if found.BytesSent != 2000 {
 				t.Errorf("bytes sent %d, want 2000", found.BytesSent)
 			}
 		})
 	}
+}
+
+// nsInode is the inode of a network namespace (what the tracer reports).
+func nsInode(t *testing.T, ns netns.NsHandle) uint32 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Fstat(int(ns), &st); err != nil {
+		t.Fatalf("stat netns: %v", err)
+	}
+	return uint32(st.Ino)
+}
+
+// tcpExt holds the TcpExt counters of the calling thread's network
+// namespace that tcpi_total_retrans counts but tcp:tcp_retransmit_skb
+// does not see.
+type tcpExt struct{ synRetrans, retransFail uint64 }
+
+// readTCPExt reads them from /proc/thread-self/net/netstat (the thread's
+// namespace; /proc/self/net is the main thread's).
+func readTCPExt() (tcpExt, error) {
+	data, err := os.ReadFile("/proc/thread-self/net/netstat")
+	if err != nil {
+		return tcpExt{}, err
+	}
+	var names, values []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "TcpExt:" {
+			continue
+		}
+		if names == nil {
+			names = f
+		} else {
+			values = f
+		}
+	}
+	if len(names) == 0 || len(names) != len(values) {
+		return tcpExt{}, fmt.Errorf("netstat: no TcpExt counters in %q", data)
+	}
+	var e tcpExt
+	found := 0
+	for i, n := range names {
+		var dst *uint64
+		switch n {
+		case "TCPSynRetrans":
+			dst = &e.synRetrans
+		case "TCPRetransFail":
+			dst = &e.retransFail
+		default:
+			continue
+		}
+		v, err := strconv.ParseUint(values[i], 10, 64)
+		if err != nil {
+			return tcpExt{}, fmt.Errorf("netstat %s: %w", n, err)
+		}
+		*dst = v
+		found++
+	}
+	if found != 2 {
+		return tcpExt{}, fmt.Errorf("netstat: TcpExt lacks TCPSynRetrans or TCPRetransFail")
+	}
+	return e, nil
 }
