@@ -151,3 +151,41 @@ func TestRates(t *testing.T) {
 		t.Errorf("all stats: %+v %v", all, err)
 	}
 }
+
+// TestRatesAfterZeroSample: a counter that was zero at the previous
+// sample (a global counter absent from the non-zero map, a real with no
+// traffic yet) has a rate from zero, not 0 as for a new series.
+func TestRatesAfterZeroSample(t *testing.T) {
+	c, dp := flowsFixture(t)
+	t0 := time.Unix(100, 0)
+	if err := c.SampleRates(t0); err != nil { // everything zero
+		t.Fatal(err)
+	}
+	dp.Global[xdp.StatTX] = 44733
+	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 400, Bytes: 4000}
+	dp.RealCounters[dp.RealMap[r1]] = xdp.RealStats{Packets: 400, Bytes: 4000}
+	if err := c.SampleRates(t0.Add(2 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	g, err := c.GlobalStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := g.Rates[xdp.StatTX.String()]; r != 44733.0/2 {
+		t.Errorf("global tx rate %v after a zero sample, want %v", r, 44733.0/2)
+	}
+	s, err := c.RealStats(vipA, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.PacketsPerSec != 200 || s.BytesPerSec != 2000 {
+		t.Errorf("real %s rates %v pkt/s %v B/s after a zero sample, want 200 and 2000", r1, s.PacketsPerSec, s.BytesPerSec)
+	}
+	v, err := c.VIPStats(vipA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.PacketsPerSec != 200 {
+		t.Errorf("VIP rate %v, want 200", v.PacketsPerSec)
+	}
+}

@@ -135,8 +135,8 @@ func (c *Controller) SampleRates(now time.Time) error {
 		return err
 	}
 	values := make(map[string]uint64)
-	for name, v := range g.Map() {
-		values["global/"+name] = v
+	for s := xdp.StatTX; s < xdp.NumStats; s++ { // zeros too: a rate needs its baseline
+		values["global/"+s.String()] = g[s]
 	}
 	for _, v := range c.VIPs() {
 		s, err := c.dp.VIPStats(v.Key)
@@ -176,7 +176,9 @@ func (c *Controller) RunRates(ctx context.Context, interval time.Duration) {
 }
 
 // rateTracker keeps the last two samples of each counter; a rate is the
-// difference between them over their time apart.
+// difference between them over their time apart. A counter absent from
+// the earlier sample started from zero since (every series lbd counts
+// starts at zero: counters are cleared when a VIP or real is defined).
 type rateTracker struct {
 	mu          sync.Mutex
 	prev, cur   map[string]uint64
@@ -199,9 +201,9 @@ func (r *rateTracker) rate(key string) float64 {
 		return 0
 	}
 	dt := r.curT.Sub(r.prevT).Seconds()
-	a, okA := r.prev[key]
-	b, okB := r.cur[key]
-	if dt <= 0 || !okA || !okB || b < a { // new series, or counters reset
+	a := r.prev[key] // absent: the series began since, from zero
+	b, ok := r.cur[key]
+	if dt <= 0 || !ok || b < a { // gone, or counters reset
 		return 0
 	}
 	return float64(b-a) / dt
