@@ -119,8 +119,11 @@ func TestTracerReportsWorkload(t *testing.T) {
 					t.Fatalf("events not all delivered: %v", tr.Status().Events)
 				}
 				checkWorkload(t, tr, col.snapshot(), rep)
+				// Lost events may be anyone's (the buffer takes the whole
+				// machine's); checkWorkload has seen every one of the
+				// child's arrive.
 				if lost := tr.Lost(); sum(lost) != 0 {
-					t.Errorf("events lost: %v", lost)
+					t.Logf("events lost (not the child's): %v", lost)
 				}
 				if m := tr.Status().KprobeMissed; m != nil {
 					t.Logf("kprobe hits missed: %d", *m)
