@@ -253,7 +253,7 @@ func (s *Server) vipStats(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return reply(c, http.StatusOK, VIPStatsJSON{TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses})
+	return reply(c, http.StatusOK, vipStatsJSON("", st))
 }
 
 func (s *Server) ring(c echo.Context) error {
@@ -372,6 +372,46 @@ func (s *Server) realStats(c echo.Context) error {
 	return reply(c, http.StatusOK, trafficJSON(st.Traffic))
 }
 
+func vipStatsJSON(name string, st control.VIPStats) VIPStatsJSON {
+	out := VIPStatsJSON{VIP: name, TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses, Reals: []RealStatsJSON{}}
+	for _, r := range st.Reals {
+		out.Reals = append(out.Reals, RealStatsJSON{Address: r.Addr.String(), TrafficJSON: trafficJSON(r.Traffic), Removed: r.Removed})
+	}
+	return out
+}
+
+// resetStats zeroes a VIP's counters and its reals', and forgets its
+// removed reals.
+func (s *Server) resetStats(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	if err := s.ctl.ResetStats(key); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// flowTables is the connection tables' fill, per CPU.
+func (s *Server) flowTables(c echo.Context) error {
+	u, err := s.ctl.FlowTableUsage()
+	if err != nil {
+		return err
+	}
+	return reply(c, http.StatusOK, flowTablesJSON(u))
+}
+
+func flowTablesJSON(u control.TableUsage) FlowTablesJSON {
+	out := FlowTablesJSON{CPUs: []TableUsageJSON{}, ReadAt: u.ReadAt}
+	for _, t := range u.CPUs {
+		out.Entries += t.Entries
+		out.Capacity += t.Capacity
+		out.CPUs = append(out.CPUs, TableUsageJSON{CPU: t.CPU, Entries: t.Entries, Capacity: t.Capacity})
+	}
+	return out
+}
+
 func (s *Server) stats(c echo.Context) error {
 	all, err := s.ctl.AllStats()
 	if err != nil {
@@ -383,7 +423,7 @@ func (s *Server) stats(c echo.Context) error {
 		if !ok {
 			continue
 		}
-		out.VIPs = append(out.VIPs, VIPStatsJSON{VIP: control.VIPName(v.Key), TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses})
+		out.VIPs = append(out.VIPs, vipStatsJSON(control.VIPName(v.Key), st))
 	}
 	addrs := make([]netip.Addr, 0, len(all.Reals))
 	for a := range all.Reals {
@@ -391,7 +431,7 @@ func (s *Server) stats(c echo.Context) error {
 	}
 	sortAddrs(addrs)
 	for _, a := range addrs {
-		out.Reals = append(out.Reals, RealStatsJSON{Address: a.String(), TrafficJSON: trafficJSON(all.Reals[a].Traffic)})
+		out.Reals = append(out.Reals, RealStatsJSON{Address: a.String(), TrafficJSON: trafficJSON(all.Reals[a].Traffic), Removed: all.Reals[a].Removed})
 	}
 	return reply(c, http.StatusOK, out)
 }

@@ -145,12 +145,37 @@ type VIPStatsJSON struct {
 	TrafficJSON
 	LRUHits   uint64 `json:"lru_hits"`
 	LRUMisses uint64 `json:"lru_misses"`
+	// Reals are the VIP's reals' counters, removed reals included (until
+	// the VIP's counters are reset): their packets and bytes add up to
+	// the VIP's.
+	Reals []RealStatsJSON `json:"reals,omitempty"`
 }
 
-// RealStatsJSON are a real's counters in the overview.
+// RealStatsJSON are a real's counters: of one VIP in a VIP's stats, summed
+// over the VIPs in the overview.
 type RealStatsJSON struct {
 	Address string `json:"address"`
 	TrafficJSON
+	// Removed: no longer a real of the VIP (of any VIP, in the overview);
+	// the counters are its final ones.
+	Removed bool `json:"removed,omitempty"`
+}
+
+// TableUsageJSON is one CPU's connection table.
+type TableUsageJSON struct {
+	CPU      int `json:"cpu"`
+	Entries  int `json:"entries"`
+	Capacity int `json:"capacity"`
+}
+
+// FlowTablesJSON is the answer of GET /flow-tables.
+type FlowTablesJSON struct {
+	Entries  int              `json:"entries"`
+	Capacity int              `json:"capacity"`
+	CPUs     []TableUsageJSON `json:"cpus"`
+	// ReadAt is when the tables were counted (answers are cached for a
+	// few seconds: counting reads every entry).
+	ReadAt time.Time `json:"read_at"`
 }
 
 // GlobalStatsJSON are the datapath's global counters.

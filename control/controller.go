@@ -31,6 +31,9 @@ type Controller struct {
 	// controller's life.
 	drifts atomic.Uint64
 
+	usageMu sync.Mutex
+	usage   TableUsage // the last count of the connection tables
+
 	subMu         sync.Mutex
 	subs          map[chan Event]struct{}
 	eventsDropped atomic.Uint64
@@ -42,6 +45,20 @@ type Controller struct {
 	checkGUE bool
 	vips     map[xdp.VIPKey]*VIP
 	builder  maglev.Builder
+	// slots is the datapath's real index of each (VIP, real) pair: each
+	// pair has its own, so that the datapath counts per pair.
+	slots map[RealKey]xdp.RealID
+	// removed holds the final counters of pairs that left their VIP (summed
+	// if a pair left more than once), until the VIP's counters are reset
+	// or the VIP is deleted: with them a VIP's total stays the sum of its
+	// reals.
+	removed map[RealKey]xdp.RealStats
+}
+
+// RealKey names one real of one VIP.
+type RealKey struct {
+	VIP  xdp.VIPKey
+	Addr netip.Addr
 }
 
 // New returns a controller for dp with the given desired state (usually
@@ -54,7 +71,8 @@ func New(dp Datapath, store Saver, desired map[xdp.VIPKey]*VIP, log *slog.Logger
 	for k, v := range desired {
 		vips[k] = v.Clone()
 	}
-	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{}}
+	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{},
+		slots: map[RealKey]xdp.RealID{}, removed: map[RealKey]xdp.RealStats{}}
 }
 
 // SetGUESources tells the controller for which real address families the
@@ -272,22 +290,10 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	c.publish(Event{Type: "vip_changed", VIP: VIPName(key), Reason: op})
 	// Only now may reals that left the state be undefined: before the
 	// save a rollback would have to define them again under new indices,
-	// and their connection table entries would be lost.
+	// and their connection table entries would be lost. Undefining a
+	// pair's index deletes its connection table entries: its flows follow
+	// the ring again.
 	c.collectReals(all)
-	// A real that left this VIP but stays defined (another VIP uses it)
-	// would keep this VIP's flows through the connection table: drop them,
-	// so that they follow the ring like the flows of an undefined real.
-	if cur != nil && next != nil {
-		var gone []netip.Addr
-		for _, r := range cur.Reals {
-			if _, still := next.Real(r.Addr); !still {
-				gone = append(gone, r.Addr)
-			}
-		}
-		if n := c.resetFlows(key, gone...); n > 0 {
-			c.log.Info("moved the flows of removed reals", "vip", VIPName(key), "reals", gone, "flows", n)
-		}
-	}
 	c.log.Info("applied", "op", op)
 	return next.Clone(), nil
 }
@@ -342,16 +348,33 @@ func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string,
 		changes = append(changes, fmt.Sprintf("set flags %#x (were %#x)", flags, have.Flags))
 	}
 
-	defined := c.dp.Reals()
+	live := c.dp.RealSlots()
 	ids := make(map[netip.Addr]xdp.RealID, len(want.Reals))
+	var liveRing []xdp.RealID // read only to adopt indices
+	ringRead := false
 	for _, r := range want.Reals {
-		id, err := c.dp.AddReal(r.Addr)
+		pk := RealKey{key, r.Addr}
+		if id, ok := c.slots[pk]; ok && live[id] == r.Addr {
+			ids[r.Addr] = id
+			continue
+		}
+		delete(c.slots, pk) // none, or the datapath lost it
+		if !ringRead && exists {
+			liveRing, _ = c.dp.Ring(key)
+			ringRead = true
+		}
+		if id, ok := c.adoptSlot(r.Addr, live, liveRing); ok {
+			c.slots[pk] = id
+			ids[r.Addr] = id
+			continue
+		}
+		id, err := c.dp.AddRealSlot(r.Addr)
 		if err != nil {
 			return changes, err
 		}
-		if _, ok := defined[r.Addr]; !ok {
-			changes = append(changes, "defined real "+r.Addr.String())
-		}
+		live[id] = r.Addr
+		c.slots[pk] = id
+		changes = append(changes, "defined real "+r.Addr.String())
 		ids[r.Addr] = id
 	}
 
@@ -412,26 +435,85 @@ func (c *Controller) buildRing(v *VIP, ids map[netip.Addr]xdp.RealID) ([]xdp.Rea
 	return ring, nil
 }
 
-// collectReals undefines the datapath's reals that no desired VIP names.
-// A failure here is harmless (an unused real costs one slot) and left to
-// the next reconcile.
-func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP) []string {
-	used := make(map[netip.Addr]bool)
-	for _, v := range all {
-		for _, r := range v.Reals {
-			used[r.Addr] = true
+// adoptSlot finds a datapath index of addr that no pair owns: after a
+// restart the datapath (pinned) kept its indices while the controller
+// forgot whose they were. An index in the VIP's live ring is preferred;
+// any such index sends to the same address, so forwarding is right
+// whichever is taken (only counters of a real shared by VIPs could be
+// attributed to the other VIP, if neither ring holds it).
+func (c *Controller) adoptSlot(addr netip.Addr, live map[xdp.RealID]netip.Addr, ring []xdp.RealID) (xdp.RealID, bool) {
+	owned := make(map[xdp.RealID]bool, len(c.slots))
+	for _, id := range c.slots {
+		owned[id] = true
+	}
+	for _, id := range ring {
+		if id != 0 && live[id] == addr && !owned[id] {
+			return id, true
 		}
 	}
+	var best xdp.RealID
+	for id, a := range live {
+		if a == addr && !owned[id] && (best == 0 || id < best) {
+			best = id
+		}
+	}
+	return best, best != 0
+}
+
+// collectReals undefines the datapath's real indices of pairs that no
+// desired VIP has, keeping their final counters (for a VIP that still
+// exists) in c.removed. A failure here is harmless (an unused index costs
+// one slot) and left to the next reconcile.
+func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP) []string {
+	live := c.dp.RealSlots()
+	owner := make(map[xdp.RealID]RealKey, len(c.slots))
+	for pk, id := range c.slots {
+		if live[id] != pk.Addr {
+			delete(c.slots, pk)
+			continue
+		}
+		owner[id] = pk
+	}
+	var gone []xdp.RealID
+	for id := range live {
+		if pk, ok := owner[id]; ok {
+			if v := all[pk.VIP]; v != nil {
+				if _, still := v.Real(pk.Addr); still {
+					continue
+				}
+			}
+		}
+		gone = append(gone, id)
+	}
+	for pk := range c.removed {
+		if all[pk.VIP] == nil {
+			delete(c.removed, pk) // the VIP's counters went with it
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	slices.Sort(gone)
+	final, err := c.dp.RemoveRealSlots(gone)
+	if err != nil {
+		c.log.Warn("could not undefine unused reals; the next reconcile retries", "indices", gone, "err", err)
+		return nil
+	}
 	var changes []string
-	for addr := range c.dp.Reals() {
-		if used[addr] {
+	for _, id := range gone {
+		pk, ok := owner[id]
+		if !ok {
+			changes = append(changes, fmt.Sprintf("undefined real %s (index %d, of no VIP)", live[id], id))
 			continue
 		}
-		if err := c.dp.RemoveReal(addr); err != nil {
-			c.log.Warn("could not undefine unused real; the next reconcile retries", "real", addr, "err", err)
-			continue
+		delete(c.slots, pk)
+		if all[pk.VIP] != nil {
+			r := c.removed[pk]
+			r.Packets += final[id].Packets
+			r.Bytes += final[id].Bytes
+			c.removed[pk] = r
 		}
-		changes = append(changes, "undefined real "+addr.String())
+		changes = append(changes, "undefined real "+pk.Addr.String()+" of VIP "+VIPName(pk.VIP))
 	}
 	return changes
 }
@@ -510,7 +592,12 @@ func (c *Controller) Ring(key xdp.VIPKey) (size int, shares []RingShare, empty i
 	for _, id := range ring {
 		counts[id]++
 	}
-	reals := c.dp.Reals()
+	c.mu.Lock()
+	reals := make(map[netip.Addr]xdp.RealID, len(v.Reals))
+	for _, r := range v.Reals {
+		reals[r.Addr] = c.slots[RealKey{key, r.Addr}]
+	}
+	c.mu.Unlock()
 	for _, r := range v.Reals {
 		id := reals[r.Addr]
 		n := 0

@@ -94,15 +94,14 @@ func (c *Controller) Flows(q FlowQuery) (FlowPage, error) {
 		}
 		return FlowPage{}, nil // desired but not installed: no flows
 	}
-	realAddrs := make(map[xdp.RealID]netip.Addr)
-	var wantReal xdp.RealID
-	for a, id := range c.dp.Reals() {
-		realAddrs[id] = a
+	realAddrs := c.dp.RealSlots()
+	wantReal := map[xdp.RealID]bool{} // the real's indices (one per VIP that has it)
+	for id, a := range realAddrs {
 		if a == q.Real {
-			wantReal = id
+			wantReal[id] = true
 		}
 	}
-	if q.Real.IsValid() && wantReal == 0 {
+	if q.Real.IsValid() && len(wantReal) == 0 {
 		return FlowPage{}, nil
 	}
 
@@ -113,7 +112,7 @@ func (c *Controller) Flows(q FlowQuery) (FlowPage, error) {
 			return FlowPage{}, fmt.Errorf("read connection table: %w", err)
 		}
 		page.Scanned++
-		if haveWant && f.VIPNum != wantNum || wantReal != 0 && f.Real != wantReal ||
+		if haveWant && f.VIPNum != wantNum || q.Real.IsValid() && !wantReal[f.Real] ||
 			q.Client.IsValid() && !q.Client.Contains(f.Key.Client.Addr()) {
 			continue
 		}

@@ -68,7 +68,6 @@ func (c *Controller) syncHealth() {
 	if h == nil {
 		return
 	}
-	ids := c.dp.Reals()
 	want := map[health.Key]struct {
 		Target health.Target
 		Spec   health.Spec
@@ -86,7 +85,7 @@ func (c *Controller) syncHealth() {
 		for _, r := range v.Reals {
 			t := health.Target{VIP: VIPName(key), Dest: netip.AddrPortFrom(key.Addr, port), Real: r.Addr}
 			if h.tunnel != nil {
-				if id, ok := ids[r.Addr]; ok {
+				if id, ok := c.slots[RealKey{key, r.Addr}]; ok {
 					t.Mark = ProbeMarkBase + uint32(id)
 					marks[t.Mark] = r.Addr
 				}
@@ -181,10 +180,9 @@ func (c *Controller) resetFlows(key xdp.VIPKey, addrs ...netip.Addr) int {
 	if err != nil {
 		return 0
 	}
-	defined := c.dp.Reals()
 	ids := map[xdp.RealID]bool{}
 	for _, a := range addrs {
-		if id, ok := defined[a]; ok {
+		if id, ok := c.slots[RealKey{key, a}]; ok {
 			ids[id] = true
 		}
 	}

@@ -144,3 +144,38 @@ func cpuNode(cpu int) uint32 {
 	}
 	return 0
 }
+
+// TableUsage is one CPU's connection table: entries in it and room.
+type TableUsage struct {
+	CPU      int
+	Entries  int
+	Capacity int
+}
+
+// FlowTableUsage counts the entries of every CPU's connection table. The
+// kernel keeps no count an LRU hash can be asked for, so this reads every
+// key, in batches (a few syscalls per table): it costs time in
+// proportion to the entries (see docs/benchmarks.md), and callers that
+// poll it should cache the answer.
+func (b *Balancer) FlowTableUsage() ([]TableUsage, error) {
+	out := make([]TableUsage, 0, len(b.flowTables))
+	const chunk = 4096
+	keys := make([]balancerFlowKey, chunk)
+	vals := make([]balancerFlowState, chunk)
+	for cpu, t := range b.flowTables {
+		u := TableUsage{CPU: cpu, Capacity: int(t.MaxEntries())}
+		var cursor ebpf.MapBatchCursor
+		for {
+			n, err := t.BatchLookup(&cursor, keys, vals, nil)
+			u.Entries += n
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				break
+			}
+			if err != nil {
+				return nil, fmt.Errorf("count the connection table of CPU %d: %w", cpu, err)
+			}
+		}
+		out = append(out, u)
+	}
+	return out, nil
+}
