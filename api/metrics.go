@@ -62,7 +62,7 @@ var (
 	descRealBytes   = prometheus.NewDesc("lbd_real_bytes_total", "Bytes sent to a real (all VIPs).", []string{"real"}, nil)
 	descPairPackets = prometheus.NewDesc("lbd_vip_real_packets_total", "Packets of a VIP sent to one of its reals (removed reals too, until the VIP's counters are reset): they add up to lbd_vip_packets_total.", []string{"vip", "real"}, nil)
 	descPairBytes   = prometheus.NewDesc("lbd_vip_real_bytes_total", "Bytes of a VIP sent to one of its reals (as lbd_vip_real_packets_total).", []string{"vip", "real"}, nil)
-	descFlowEntries = prometheus.NewDesc("lbd_flow_table_entries", "Entries in a CPU's connection table (counted at most every 5 s).", []string{"cpu"}, nil)
+	descFlowEntries = prometheus.NewDesc("lbd_flow_table_entries", "Entries in a CPU's connection table (counted at most every 30 s).", []string{"cpu"}, nil)
 	descFlowCap     = prometheus.NewDesc("lbd_flow_table_capacity", "Entries a CPU's connection table can hold.", []string{"cpu"}, nil)
 	descDatapath    = prometheus.NewDesc("lbd_datapath_packets_total", "Datapath outcomes and events by counter: tx, pass_*, drop_* (drops by reason), lru_*.", []string{"counter"}, nil)
 	descDrifts      = prometheus.NewDesc("lbd_reconcile_drifts_total", "Differences between the datapath and the desired state found (and repaired) by reconciles.", nil, nil)

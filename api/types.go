@@ -173,8 +173,8 @@ type FlowTablesJSON struct {
 	Entries  int              `json:"entries"`
 	Capacity int              `json:"capacity"`
 	CPUs     []TableUsageJSON `json:"cpus"`
-	// ReadAt is when the tables were counted (answers are cached for a
-	// few seconds: counting reads every entry).
+	// ReadAt is when the tables were counted (answers are cached for 30
+	// s: counting reads every entry).
 	ReadAt time.Time `json:"read_at"`
 }
 

@@ -307,9 +307,10 @@ type TableUsage struct {
 }
 
 // usageMaxAge is how long a count of the connection tables is reused:
-// counting reads every entry (about 0.1 s for a full 1M-entry table, see
-// docs/benchmarks.md), which a scrape every few seconds must not repeat.
-const usageMaxAge = 5 * time.Second
+// counting reads every entry (0.74 s for full tables of 1M entries in all
+// on the 2-CPU test host: BenchmarkFlowTableUsage), which a scrape every
+// few seconds must not repeat. Once per 30 s is at most 2.5% of a CPU.
+const usageMaxAge = 30 * time.Second
 
 // FlowTableUsage counts the entries of each CPU's connection table, or
 // returns the count made less than usageMaxAge ago.
