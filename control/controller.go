@@ -53,6 +53,9 @@ type Controller struct {
 	// or the VIP is deleted: with them a VIP's total stays the sum of its
 	// reals.
 	removed map[RealKey]xdp.RealStats
+	// lastCounters is what the counters file was last written with.
+	lastCounters  Counters
+	countersSaved bool
 }
 
 // RealKey names one real of one VIP.
@@ -294,6 +297,7 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	// pair's index deletes its connection table entries: its flows follow
 	// the ring again.
 	c.collectReals(all)
+	c.saveCounters()
 	c.log.Info("applied", "op", op)
 	return next.Clone(), nil
 }
@@ -507,7 +511,7 @@ func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP) []string {
 			continue
 		}
 		delete(c.slots, pk)
-		if all[pk.VIP] != nil {
+		if f := final[id]; all[pk.VIP] != nil && (f.Packets != 0 || c.removed[pk] != (xdp.RealStats{})) {
 			r := c.removed[pk]
 			r.Packets += final[id].Packets
 			r.Bytes += final[id].Bytes
@@ -559,6 +563,7 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 	if changes := c.collectReals(c.vips); len(changes) > 0 {
 		drifts = append(drifts, Drift{VIP: "", Changes: changes})
 	}
+	c.saveCounters()
 	c.syncHealth()
 	c.drifts.Add(uint64(len(drifts)))
 	for _, d := range drifts {

@@ -189,3 +189,62 @@ func TestRatesAfterZeroSample(t *testing.T) {
 		t.Errorf("VIP rate %v, want 200", v.PacketsPerSec)
 	}
 }
+
+// TestCountersSurviveRestart: after a restart over the same (pinned)
+// datapath, each pair gets back its own index, even for a real that two
+// VIPs share and neither ring holds (draining in both), and the removed
+// reals' totals come back from the counters file: the VIP's total still
+// equals the sum of its reals.
+func TestCountersSurviveRestart(t *testing.T) {
+	dp := fakedp.New()
+	store, err := NewStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain := func(a netip.Addr) Real { return Real{Addr: a, Weight: 1, State: RealDraining} }
+	c := New(dp, store, nil, nil)
+	// B first: its index of r1 is the lower one, which A would adopt by
+	// mistake if the pairs' indices were not restored
+	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{drain(r1), active(r3, 1)}})
+	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{drain(r1), active(r2, 1), active(r3, 1)}})
+	idA, idB := c.slots[RealKey{vipA, r1}], c.slots[RealKey{vipB, r1}]
+	if idA == idB || idA == 0 || idB == 0 {
+		t.Fatalf("shared real has indices %d (A) and %d (B), want two", idA, idB)
+	}
+	dp.RealCounters[idA] = xdp.RealStats{Packets: 10, Bytes: 1000}
+	dp.RealCounters[idB] = xdp.RealStats{Packets: 1, Bytes: 100}
+	dp.RealCounters[c.slots[RealKey{vipA, r3}]] = xdp.RealStats{Packets: 5, Bytes: 500}
+	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 15, Bytes: 1500}
+	if _, err := c.DeleteReal(vipA, r3); err != nil {
+		t.Fatal(err)
+	}
+
+	// restart: a new controller over the same datapath, state from disk
+	desired, err := store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := store.LoadCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := New(dp, store, desired, nil)
+	c2.RestoreCounters(saved)
+	if drifts, err := c2.Reconcile(); err != nil || len(drifts) != 0 {
+		t.Fatalf("reconcile after restart: %+v %v", drifts, err)
+	}
+	if got := c2.slots[RealKey{vipA, r1}]; got != idA {
+		t.Errorf("A's r1 has index %d after restart, had %d", got, idA)
+	}
+	st, err := c2.VIPStats(vipA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum uint64
+	for _, r := range st.Reals {
+		sum += r.Packets
+	}
+	if sum != st.Packets || len(st.Reals) != 3 || !st.Reals[2].Removed || st.Reals[2].Packets != 5 || st.Reals[0].Packets != 10 {
+		t.Errorf("after restart: VIP %d packets, reals %d: %+v", st.Packets, sum, st.Reals)
+	}
+}

@@ -1,10 +1,12 @@
 package control
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -176,6 +178,7 @@ func (c *Controller) ResetStats(key xdp.VIPKey) error {
 			delete(c.removed, pk)
 		}
 	}
+	c.saveCounters()
 	c.log.Info("reset counters", "vip", VIPName(key))
 	return nil
 }
@@ -326,4 +329,71 @@ func (c *Controller) FlowTableUsage() (TableUsage, error) {
 	}
 	c.usage = TableUsage{CPUs: u, ReadAt: time.Now()}
 	return TableUsage{CPUs: slices.Clone(u), ReadAt: c.usage.ReadAt}, nil
+}
+
+// countersSaver is a Saver that also keeps the counters file (*Store).
+type countersSaver interface {
+	SaveCounters(Counters) error
+}
+
+// counters is what the counters file holds now. c.mu is held.
+func (c *Controller) counters() Counters {
+	out := Counters{Version: stateVersion, Pairs: []PairRecord{}, Removed: []RemovedRecord{}}
+	for pk, id := range c.slots {
+		out.Pairs = append(out.Pairs, PairRecord{VIP: VIPName(pk.VIP), Real: pk.Addr, Index: uint32(id)})
+	}
+	for pk, st := range c.removed {
+		out.Removed = append(out.Removed, RemovedRecord{VIP: VIPName(pk.VIP), Real: pk.Addr, Packets: st.Packets, Bytes: st.Bytes})
+	}
+	slices.SortFunc(out.Pairs, func(a, b PairRecord) int { return cmp.Or(strings.Compare(a.VIP, b.VIP), a.Real.Compare(b.Real)) })
+	slices.SortFunc(out.Removed, func(a, b RemovedRecord) int { return cmp.Or(strings.Compare(a.VIP, b.VIP), a.Real.Compare(b.Real)) })
+	return out
+}
+
+// saveCounters writes the counters file if the store keeps one. A failure
+// is logged: forwarding does not depend on it, only the attribution of
+// counters after a restart. c.mu is held.
+func (c *Controller) saveCounters() {
+	cs, ok := c.store.(countersSaver)
+	if !ok {
+		return
+	}
+	now := c.counters()
+	if c.countersSaved && slices.Equal(now.Pairs, c.lastCounters.Pairs) && slices.Equal(now.Removed, c.lastCounters.Removed) {
+		return // a reconcile that changed nothing writes nothing
+	}
+	if err := cs.SaveCounters(now); err != nil {
+		c.log.Error("save counters file; removed reals' totals would be lost on restart", "err", err)
+		return
+	}
+	c.lastCounters, c.countersSaved = now, true
+}
+
+// RestoreCounters takes back, after a restart, which real index each
+// (VIP, real) pair had and the final counters of removed reals. Call it
+// before the first Reconcile, and only when the datapath was recovered
+// from pins (its counters went on): with a fresh datapath the VIPs'
+// counters start at zero, and old removed totals would no longer add up.
+// Pairs whose index no longer holds their address are dropped.
+func (c *Controller) RestoreCounters(saved Counters) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	live := c.dp.RealSlots()
+	for _, p := range saved.Pairs {
+		key, err := ParseVIPName(p.VIP)
+		if err != nil || live[xdp.RealID(p.Index)] != p.Real {
+			continue
+		}
+		c.slots[RealKey{key, p.Real}] = xdp.RealID(p.Index)
+	}
+	for _, r := range saved.Removed {
+		key, err := ParseVIPName(r.VIP)
+		if err != nil {
+			continue
+		}
+		if _, ok := c.vips[key]; !ok {
+			continue
+		}
+		c.removed[RealKey{key, r.Real}] = xdp.RealStats{Packets: r.Packets, Bytes: r.Bytes}
+	}
 }
