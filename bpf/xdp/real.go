@@ -181,10 +181,6 @@ func (b *Balancer) Reals() map[netip.Addr]RealID {
 func (b *Balancer) RealAddr(id RealID) (netip.Addr, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for a, i := range b.reals {
-		if i == id {
-			return a, true
-		}
-	}
-	return netip.Addr{}, false
+	a, ok := b.slots[id]
+	return a, ok
 }
