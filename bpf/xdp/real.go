@@ -80,7 +80,7 @@ func (b *Balancer) AddRealSlot(addr netip.Addr) (RealID, error) {
 		idx, ok = takeFree(b.realIDs, 1)
 	}
 	if !ok {
-		return 0, fmt.Errorf("real %s: all %d real slots are in use (each real of each VIP takes one; raise the max reals limit): %w", addr, b.limits.MaxReals-1, ErrLimit)
+		return 0, fmt.Errorf("real %s: all %d real slots are in use (each real of each VIP takes one): raise --max-reals (max_reals; a new limit needs lbd cleanup of the old pins): %w", addr, b.limits.MaxReals-1, ErrLimit)
 	}
 	b.nextReal = idx + 1
 	if err := b.clearRealStats(idx); err != nil {
