@@ -296,7 +296,7 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	// and their connection table entries would be lost. Undefining a
 	// pair's index deletes its connection table entries: its flows follow
 	// the ring again.
-	c.collectReals(all)
+	c.collectReals(all, true)
 	c.saveCounters()
 	c.log.Info("applied", "op", op)
 	return next.Clone(), nil
@@ -304,7 +304,7 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 
 func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, cause error) error {
 	_, rbErr := c.converge(key, prev, true)
-	c.collectReals(c.vips) // reals the failed change defined
+	c.collectReals(c.vips, false) // reals the failed change defined: never part of the state
 	if rbErr != nil {
 		c.log.Error("change failed and rollback failed", "op", op, "err", cause, "rollback_err", rbErr)
 		return &ApplyError{Op: op, Err: cause, RollbackErr: rbErr}
@@ -466,9 +466,9 @@ func (c *Controller) adoptSlot(addr netip.Addr, live map[xdp.RealID]netip.Addr, 
 
 // collectReals undefines the datapath's real indices of pairs that no
 // desired VIP has, keeping their final counters (for a VIP that still
-// exists) in c.removed. A failure here is harmless (an unused index costs
-// one slot) and left to the next reconcile.
-func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP) []string {
+// exists, if keep) in c.removed. A failure here is harmless (an unused
+// index costs one slot) and left to the next reconcile.
+func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP, keep bool) []string {
 	live := c.dp.RealSlots()
 	owner := make(map[xdp.RealID]RealKey, len(c.slots))
 	for pk, id := range c.slots {
@@ -511,7 +511,7 @@ func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP) []string {
 			continue
 		}
 		delete(c.slots, pk)
-		if f := final[id]; all[pk.VIP] != nil && (f.Packets != 0 || c.removed[pk] != (xdp.RealStats{})) {
+		if keep && all[pk.VIP] != nil {
 			r := c.removed[pk]
 			r.Packets += final[id].Packets
 			r.Bytes += final[id].Bytes
@@ -560,7 +560,7 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 			drifts = append(drifts, d)
 		}
 	}
-	if changes := c.collectReals(c.vips); len(changes) > 0 {
+	if changes := c.collectReals(c.vips, true); len(changes) > 0 {
 		drifts = append(drifts, Drift{VIP: "", Changes: changes})
 	}
 	c.saveCounters()
