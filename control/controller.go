@@ -53,6 +53,12 @@ type Controller struct {
 	// or the VIP is deleted: with them a VIP's total stays the sum of its
 	// reals.
 	removed map[RealKey]xdp.RealStats
+	// adopt: until the first Reconcile ends, a pair without an index may
+	// take a defined index of its address that no pair owns (the pinned
+	// datapath of an earlier run). Later such an index is a leftover
+	// whose connection table entries may belong to another VIP: it is
+	// collected, never adopted.
+	adopt bool
 	// lastCounters is what the counters file was last written with.
 	lastCounters  Counters
 	countersSaved bool
@@ -75,7 +81,7 @@ func New(dp Datapath, store Saver, desired map[xdp.VIPKey]*VIP, log *slog.Logger
 		vips[k] = v.Clone()
 	}
 	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{},
-		slots: map[RealKey]xdp.RealID{}, removed: map[RealKey]xdp.RealStats{}}
+		slots: map[RealKey]xdp.RealID{}, removed: map[RealKey]xdp.RealStats{}, adopt: true}
 }
 
 // SetGUESources tells the controller for which real address families the
@@ -363,14 +369,16 @@ func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string,
 			continue
 		}
 		delete(c.slots, pk) // none, or the datapath lost it
-		if !ringRead && exists {
-			liveRing, _ = c.dp.Ring(key)
-			ringRead = true
-		}
-		if id, ok := c.adoptSlot(r.Addr, live, liveRing); ok {
-			c.slots[pk] = id
-			ids[r.Addr] = id
-			continue
+		if c.adopt {
+			if !ringRead && exists {
+				liveRing, _ = c.dp.Ring(key)
+				ringRead = true
+			}
+			if id, ok := c.adoptSlot(r.Addr, live, liveRing); ok {
+				c.slots[pk] = id
+				ids[r.Addr] = id
+				continue
+			}
 		}
 		id, err := c.dp.AddRealSlot(r.Addr)
 		if err != nil {
@@ -563,6 +571,7 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 	if changes := c.collectReals(c.vips, true); len(changes) > 0 {
 		drifts = append(drifts, Drift{VIP: "", Changes: changes})
 	}
+	c.adopt = false
 	c.saveCounters()
 	c.syncHealth()
 	c.drifts.Add(uint64(len(drifts)))
