@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -256,19 +257,25 @@ func TestReconcileRepairsKernelMaps(t *testing.T) {
 		}, 0},
 		{"reals: entry altered", xdp.MapReals, func(t *testing.T, l *driftLab) {
 			m := l.pinned(t, xdp.MapReals)
-			reals := l.b.Reals()
 			var other []byte
-			must(t, m.Lookup(uint32(reals[l.otherReal()]), &other))
-			must(t, m.Update(uint32(reals[l.real]), other, ebpf.UpdateExist))
+			must(t, m.Lookup(l.pair(l.vipA, l.otherReal()), &other))
+			must(t, m.Update(l.pair(l.vipA, l.real), other, ebpf.UpdateExist))
 		}, 0},
 		{"reals: entry cleared", xdp.MapReals, func(t *testing.T, l *driftLab) {
 			m := l.pinned(t, xdp.MapReals)
-			must(t, m.Update(uint32(l.b.Reals()[l.real]), make([]byte, 20), ebpf.UpdateExist))
+			must(t, m.Update(l.pair(l.vipA, l.real), make([]byte, 20), ebpf.UpdateExist))
+		}, 0},
+		{"reals: the other VIP's entry of a shared real cleared", xdp.MapReals, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, xdp.MapReals)
+			if l.pair(l.portles, driftR2) == l.pair(l.vipA, driftR2) {
+				t.Fatal("the real of two VIPs has one index")
+			}
+			must(t, m.Update(l.pair(l.portles, driftR2), make([]byte, 20), ebpf.UpdateExist))
 		}, 0},
 		{"reals: stray entry added", xdp.MapReals, func(t *testing.T, l *driftLab) {
 			m := l.pinned(t, xdp.MapReals)
 			var def []byte
-			must(t, m.Lookup(uint32(l.b.Reals()[l.real]), &def))
+			must(t, m.Lookup(l.pair(l.vipA, l.real), &def))
 			def = slices.Clone(def)
 			def[3] ^= 0x40
 			must(t, m.Update(uint32(12), def, ebpf.UpdateExist))
@@ -338,6 +345,50 @@ func TestReconcileRepairsKernelMaps(t *testing.T) {
 			}
 			t.Logf("drifts: %+v", drifts)
 		})
+	}
+}
+
+// pair is the real index of a (VIP, real) pair.
+func (l *driftLab) pair(vip xdp.VIPKey, a netip.Addr) uint32 {
+	return uint32(l.c.slots[RealKey{vip, a}])
+}
+
+// TestReconcileAfterRestartKeepsPairIndices: a new controller over the
+// pinned maps (a restart, here without the counters file) finds every
+// index defined and owned by no pair yet; the reals check does not clear
+// them, the first reconcile gives each pair back its own (the one in its
+// VIP's ring, also for the real two VIPs share) and reports nothing, and
+// the established flow keeps its real.
+func TestReconcileAfterRestartKeepsPairIndices(t *testing.T) {
+	l := newDriftLab(t)
+	slots := maps.Clone(l.c.slots)
+	desired := map[xdp.VIPKey]*VIP{}
+	for _, v := range l.c.VIPs() {
+		desired[v.Key] = v
+	}
+	cfg, err := l.b.Config()
+	must(t, err)
+	limits := l.b.Limits()
+	must(t, l.b.Close())
+	b, err := xdp.Open(xdp.Options{Limits: limits, PinDir: l.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	l.b = b
+	l.c = New(b, &memStore{}, desired, nil)
+	l.c.SetDatapathConfig(cfg)
+	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 {
+		t.Fatalf("first reconcile after the restart: %+v %v", d, err)
+	}
+	if !maps.Equal(l.c.slots, slots) {
+		t.Errorf("pair indices after the restart %v, before %v", l.c.slots, slots)
+	}
+	if act, real := l.send(t, l.client, false); act != xdp.ActionTX || real != l.real {
+		t.Errorf("established flow after the restart: %v to %s, want TX to %s", act, real, l.real)
+	}
+	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 {
+		t.Fatalf("second reconcile: %+v %v", d, err)
 	}
 }
 

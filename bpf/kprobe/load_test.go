@@ -2,6 +2,7 @@ package kprobe
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -14,12 +15,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
+
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
-// ourCounter counts the events of connections to port made by this process.
+// ourCounter counts the events of connections to port made by this
+// process in its namespace netns (the tracer sees the whole machine).
 type ourCounter struct {
 	port     uint16
+	netns    atomic.Uint32
 	pid      uint32
 	ours     atomic.Uint64
 	all      atomic.Uint64
@@ -28,7 +33,7 @@ type ourCounter struct {
 
 func (c *ourCounter) add(ev Event) {
 	c.all.Add(1)
-	if ev.PID == c.pid && (ev.Src.Port() == c.port || ev.Dst.Port() == c.port) {
+	if ev.Netns == c.netns.Load() && ev.PID == c.pid && (ev.Src.Port() == c.port || ev.Dst.Port() == c.port) {
 		c.ours.Add(1)
 	}
 	if c.slowdown > 0 {
@@ -60,6 +65,8 @@ func loadAccounting(t *testing.T, mode Mode) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cnt := &ourCounter{pid: uint32(os.Getpid()), slowdown: c.slowdown}
+			ns, ino := ownNetns(t)
+			cnt.netns.Store(ino)
 			tr, err := New(Options{Mode: mode, RingBufferSize: c.ring, OnEvent: cnt.add})
 			if err != nil {
 				t.Fatal(err)
@@ -67,13 +74,13 @@ func loadAccounting(t *testing.T, mode Mode) {
 			startOrSkip(t, tr)
 			// the port is only known once the listener exists: count by
 			// pid first, filter by port afterwards via a second counter
-			port, made := shortConnectionsCounted(t, cnt, 3000, 10*time.Second)
+			port, made := shortConnectionsCounted(t, ns, cnt, 3000, 10*time.Second)
 			generated := uint64(made) * 4 // connect, accept, close, close
 			// the last closes complete in softirq after close() returns:
 			// wait until no connection to the port is left open (or a
 			// skipped hook run explains one that stays)
 			for deadline := time.Now().Add(10 * time.Second); ; {
-				open, err := tr.Connections(Filter{Port: port, State: StateOpen})
+				open, err := tr.Connections(Filter{Netns: ino, Port: port, State: StateOpen})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -81,10 +88,11 @@ func loadAccounting(t *testing.T, mode Mode) {
 					break
 				}
 				if time.Now().After(deadline) {
-					if tr.Status().HookMisses == 0 {
-						t.Fatalf("%d connections to port %d still open 10s after the last close, no hook run missed: %+v", len(open), port, open)
+					st := tr.Status()
+					if st.HookMisses == 0 {
+						t.Fatalf("%d connections to port %d still open 10s after the last close, no hook run missed (socket map full %d, stats map full %d): %+v", len(open), port, st.SocksMapFull, st.StatsMapFull, open)
 					}
-					t.Logf("%d connections to port %d left open by missed hook runs: %+v", len(open), port, open)
+					t.Logf("%d connections to port %d left open by missed hook runs (%d): %+v", len(open), port, st.HookMisses, open)
 					break
 				}
 				time.Sleep(20 * time.Millisecond)
@@ -121,47 +129,55 @@ func loadAccounting(t *testing.T, mode Mode) {
 	}
 }
 
-func shortConnectionsCounted(t *testing.T, cnt *ourCounter, n int, maxTime time.Duration) (uint16, int) {
+func shortConnectionsCounted(t *testing.T, ns netns.NsHandle, cnt *ourCounter, n int, maxTime time.Duration) (uint16, int) {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := uint16(ln.Addr().(*net.TCPAddr).Port)
+	var port uint16
+	inOwn(t, ns, func() error {
+		ln, err := net.Listen("tcp4", "127.0.0.1:0")
+		if err != nil {
+			return err
+		}
+		port = uint16(ln.Addr().(*net.TCPAddr).Port)
+		return ln.Close()
+	})
 	cnt.port = port
-	ln.Close()
 	// reuse the port number for the real listener (SO_REUSEADDR is Go's default)
-	return shortConnectionsOn(t, port, n, maxTime)
+	return shortConnectionsOn(t, ns, port, n, maxTime)
 }
 
-func shortConnectionsOn(t *testing.T, port uint16, n int, maxTime time.Duration) (uint16, int) {
+// shortConnectionsOn makes up to n connections (for at most maxTime) to
+// port on the loopback of ns, each closed at once by both ends.
+func shortConnectionsOn(t *testing.T, ns netns.NsHandle, port uint16, n int, maxTime time.Duration) (uint16, int) {
 	t.Helper()
-	ln, err := net.Listen("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	made := 0
+	inOwn(t, ns, func() error {
+		ln, err := net.Listen("tcp4", netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String())
+		if err != nil {
+			return err
+		}
+		defer ln.Close()
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
 			}
+		}()
+		deadline := time.Now().Add(maxTime)
+		for ; made < n && time.Now().Before(deadline); made++ {
+			c, err := net.Dial("tcp4", ln.Addr().String())
+			if err != nil {
+				return err
+			}
+			_, _ = io.Copy(io.Discard, c)
 			c.Close()
 		}
-	}()
-	deadline := time.Now().Add(maxTime)
-	made := 0
-	for ; made < n && time.Now().Before(deadline); made++ {
-		c, err := net.Dial("tcp4", ln.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, c)
-		c.Close()
-	}
-	// the last closes complete on loopback within milliseconds
-	time.Sleep(200 * time.Millisecond)
+		// the last closes complete on loopback within milliseconds
+		time.Sleep(200 * time.Millisecond)
+		return nil
+	})
 	return port, made
 }
 
@@ -188,10 +204,10 @@ func TestTracerMatchesSS(t *testing.T) {
 		privtest.Unavailable(t, "no ss (iproute2) to cross-check with")
 	}
 	tr, _ := startTracer(t, Options{})
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The test's own namespace: the tracer sees the whole machine.
+	ns, ino := ownNetns(t)
+	var ln net.Listener
+	inOwn(t, ns, func() (err error) { ln, err = net.Listen("tcp4", "127.0.0.1:0"); return err })
 	defer ln.Close()
 	srvc := make(chan net.Conn, 1)
 	go func() {
@@ -200,10 +216,8 @@ func TestTracerMatchesSS(t *testing.T) {
 			srvc <- c
 		}
 	}()
-	c, err := net.Dial("tcp4", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	var c net.Conn
+	inOwn(t, ns, func() (err error) { c, err = net.Dial("tcp4", ln.Addr().String()); return err })
 	defer c.Close()
 	s := <-srvc
 	defer s.Close()
@@ -220,10 +234,14 @@ func TestTracerMatchesSS(t *testing.T) {
 	}
 	time.Sleep(100 * time.Millisecond) // let the last ACK land
 	src := c.LocalAddr().(*net.TCPAddr)
-	out, err := exec.Command("ss", "-tniH", "src", src.String()).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ss: %v: %s", err, out)
-	}
+	var out []byte
+	// ss forked from a thread in ns runs in ns
+	inOwn(t, ns, func() (err error) {
+		if out, err = exec.Command("ss", "-tniH", "src", src.String()).CombinedOutput(); err != nil {
+			return fmt.Errorf("ss: %v: %s", err, out)
+		}
+		return nil
+	})
 	field := func(name string) uint64 {
 		m := regexp.MustCompile(`\b` + name + `:(\d+)`).FindStringSubmatch(string(out))
 		if m == nil {
@@ -233,7 +251,7 @@ func TestTracerMatchesSS(t *testing.T) {
 		return v
 	}
 	acked, received := field("bytes_acked"), field("bytes_received")
-	conns, err := tr.Connections(Filter{Port: uint16(src.Port), PID: uint32(os.Getpid()), State: StateOpen})
+	conns, err := tr.Connections(Filter{Netns: ino, Port: uint16(src.Port), PID: uint32(os.Getpid()), State: StateOpen})
 	if err != nil {
 		t.Fatal(err)
 	}

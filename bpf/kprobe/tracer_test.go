@@ -9,8 +9,30 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
+
+	"github.com/lbd-dev/lbd/internal/nsexec"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
+
+// ownNetns makes a network namespace for one test (lo up) and returns it
+// with its inode. The tracer sees the whole machine, and in softirq
+// context it may even see another namespace's packets under this
+// process's pid: a test makes its traffic in a namespace of its own and
+// looks only at what the tracer saw there (Filter.Netns, Event.Netns).
+func ownNetns(t *testing.T) (netns.NsHandle, uint32) {
+	t.Helper()
+	h := newNetns(t)
+	return h, nsInode(t, h)
+}
+
+// inOwn runs f on a thread inside ns and fails the test on its error.
+func inOwn(t *testing.T, ns netns.NsHandle, f func() error) {
+	t.Helper()
+	if err := nsexec.Do(ns, f); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // modesHere lists the attach modes the running kernel supports.
 func modesHere(t *testing.T) []Mode {
@@ -97,8 +119,11 @@ func TestTracerReportsWorkload(t *testing.T) {
 					t.Fatalf("events not all delivered: %v", tr.Status().Events)
 				}
 				checkWorkload(t, tr, col.snapshot(), rep)
+				// Lost events may be anyone's (the buffer takes the whole
+				// machine's); checkWorkload has seen every one of the
+				// child's arrive.
 				if lost := tr.Lost(); sum(lost) != 0 {
-					t.Errorf("events lost: %v", lost)
+					t.Logf("events lost (not the child's): %v", lost)
 				}
 				if m := tr.Status().KprobeMissed; m != nil {
 					t.Logf("kprobe hits missed: %d", *m)
@@ -204,8 +229,28 @@ func checkWorkload(t *testing.T, tr *Tracer, events []Event, rep workloadReport)
 			}
 		}
 	}
+	// In the namespace the child starts in (this process's, shared with
+	// the rest of the machine), a softirq
+	// may handle another process's packets while the child is current
+	// and so carry its pid: there only the child's own flows count. In
+	// the namespace the child made, every event with its pid is its.
+	expected := map[end]bool{}
+	for _, f := range rep.Flows {
+		cli, srv := mustAddrPort(t, f.Client), mustAddrPort(t, f.Server)
+		cli = netip.AddrPortFrom(cli.Addr().Unmap(), cli.Port())
+		srv = netip.AddrPortFrom(srv.Addr().Unmap(), srv.Port())
+		expected[end{cli, srv, f.Netns}], expected[end{srv, cli, f.Netns}] = true, true
+	}
+	shared, err := netnsInode("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var total int
-	for _, evs := range byEnd {
+	for k, evs := range byEnd {
+		if k.netns == shared && !expected[k] {
+			t.Logf("ignored: events %v of %v->%v in the shared namespace under the child's pid", types(evs), k.src, k.dst)
+			continue
+		}
 		total += len(evs)
 	}
 	if total != seen {

@@ -16,19 +16,23 @@ func TestUDPUnconnectedPeers(t *testing.T) {
 	for _, mode := range modesHere(t) {
 		t.Run(string(mode), func(t *testing.T) {
 			tr, _ := startTracer(t, Options{Mode: mode})
-			srv, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-			if err != nil {
-				t.Fatal(err)
-			}
+			// The test's own namespace: the tracer sees the whole machine.
+			ns, ino := ownNetns(t)
+			var srv *net.UDPConn
+			inOwn(t, ns, func() (err error) {
+				srv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+				return err
+			})
 			defer srv.Close()
 			sp := srv.LocalAddr().(*net.UDPAddr).AddrPort()
 			var peers []netip.AddrPort
 			buf := make([]byte, 100)
 			for i, size := range []int{11, 22} {
-				c, err := net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
-				if err != nil {
-					t.Fatal(err)
-				}
+				var c *net.UDPConn
+				inOwn(t, ns, func() (err error) {
+					c, err = net.DialUDP("udp4", nil, srv.LocalAddr().(*net.UDPAddr))
+					return err
+				})
 				defer c.Close()
 				c.Write(make([]byte, size))
 				n, from, err := srv.ReadFromUDPAddrPort(buf)
@@ -42,7 +46,7 @@ func TestUDPUnconnectedPeers(t *testing.T) {
 				}
 				peers = append(peers, from)
 			}
-			conns, err := tr.Connections(Filter{PID: uint32(os.Getpid()), Port: sp.Port(), Proto: UDP})
+			conns, err := tr.Connections(Filter{Netns: ino, PID: uint32(os.Getpid()), Port: sp.Port(), Proto: UDP})
 			if err != nil {
 				t.Fatal(err)
 			}
