@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"maps"
 	"net/netip"
 	"os"
@@ -411,4 +412,38 @@ func (l *driftLab) liveRing(t *testing.T) *ebpf.Map {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// TestRemovedSharedRealFlowsFollowTheRing: through the real datapath, a
+// real removed from VIP A that VIP B (the port-less VIP) keeps loses A's
+// connection table entries with A's index of it, so A's established flow
+// to it follows the ring to the other real, while B's index of the real
+// stays defined and holds its address.
+func TestRemovedSharedRealFlowsFollowTheRing(t *testing.T) {
+	l := newDriftLab(t)
+	client := l.client
+	for port := uint16(40001); l.real != driftR2; port++ {
+		if port > 40100 {
+			t.Fatal("no client port lands on the shared real")
+		}
+		client = netip.AddrPortFrom(l.client.Addr(), port)
+		_, l.real = l.send(t, client, true)
+	}
+	bIndex := l.pair(l.portles, driftR2)
+	if _, err := l.c.DeleteReal(l.vipA, driftR2); err != nil {
+		t.Fatal(err)
+	}
+	key := xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(l.vipA.Addr, l.vipA.Port), Proto: xdp.TCP}
+	if f, err := l.b.LookupFlow(key); !errors.Is(err, xdp.ErrNotFound) {
+		t.Errorf("A's entry to the removed real is still there: %+v %v", f, err)
+	}
+	if act, real := l.send(t, client, false); act != xdp.ActionTX || real != driftR1 {
+		t.Errorf("A's flow to the removed real: %v to %s, want TX to %s (the ring's choice)", act, real, driftR1)
+	}
+	if a, ok := l.b.RealSlots()[xdp.RealID(bIndex)]; !ok || a != driftR2 {
+		t.Errorf("B's index %d of %s: %s %v", bIndex, driftR2, a, ok)
+	}
+	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 {
+		t.Fatalf("reconcile after the removal: %+v %v", d, err)
+	}
 }
