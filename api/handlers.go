@@ -266,7 +266,7 @@ func (s *Server) vipStats(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return reply(c, http.StatusOK, VIPStatsJSON{TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses})
+	return reply(c, http.StatusOK, vipStatsJSON("", st))
 }
 
 func (s *Server) ring(c echo.Context) error {
@@ -385,6 +385,44 @@ func (s *Server) realStats(c echo.Context) error {
 	return reply(c, http.StatusOK, trafficJSON(st.Traffic))
 }
 
+func vipStatsJSON(name string, st control.VIPStats) VIPStatsJSON {
+	out := VIPStatsJSON{VIP: name, TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses, Reals: []RealStatsJSON{}}
+	for _, r := range st.Reals {
+		out.Reals = append(out.Reals, RealStatsJSON{Address: r.Addr.String(), TrafficJSON: trafficJSON(r.Traffic), Removed: r.Removed})
+	}
+	return out
+}
+
+// resetStats zeroes a VIP's counters and its reals', and forgets its
+// removed reals.
+func (s *Server) resetStats(c echo.Context) error {
+	key, err := vipParam(c)
+	if err != nil {
+		return err
+	}
+	if err := s.ctl.ResetStats(key); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+// flowTables is the connection table's fill.
+func (s *Server) flowTables(c echo.Context) error {
+	u, err := s.ctl.FlowTableUsage()
+	if err != nil {
+		return err
+	}
+	return reply(c, http.StatusOK, flowTablesJSON(u))
+}
+
+func flowTablesJSON(u control.TableUsage) FlowTablesJSON {
+	out := FlowTablesJSON{Entries: u.Entries, Capacity: u.Capacity, CPUs: u.CPUs, ReadAt: u.ReadAt}
+	if u.CPUs > 0 {
+		out.PerCPUCapacity = u.Capacity / u.CPUs
+	}
+	return out
+}
+
 func (s *Server) stats(c echo.Context) error {
 	all, err := s.ctl.AllStats()
 	if err != nil {
@@ -396,7 +434,7 @@ func (s *Server) stats(c echo.Context) error {
 		if !ok {
 			continue
 		}
-		out.VIPs = append(out.VIPs, VIPStatsJSON{VIP: control.VIPName(v.Key), TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses})
+		out.VIPs = append(out.VIPs, vipStatsJSON(control.VIPName(v.Key), st))
 	}
 	addrs := make([]netip.Addr, 0, len(all.Reals))
 	for a := range all.Reals {
@@ -404,7 +442,7 @@ func (s *Server) stats(c echo.Context) error {
 	}
 	sortAddrs(addrs)
 	for _, a := range addrs {
-		out.Reals = append(out.Reals, RealStatsJSON{Address: a.String(), TrafficJSON: trafficJSON(all.Reals[a].Traffic)})
+		out.Reals = append(out.Reals, RealStatsJSON{Address: a.String(), TrafficJSON: trafficJSON(all.Reals[a].Traffic), Removed: all.Reals[a].Removed})
 	}
 	return reply(c, http.StatusOK, out)
 }

@@ -66,6 +66,10 @@ var (
 	descVIPMisses   = prometheus.NewDesc("lbd_vip_lru_misses_total", "Packets of a VIP that chose a real from the ring.", []string{"vip"}, nil)
 	descRealPackets = prometheus.NewDesc("lbd_real_packets_total", "Packets sent to a real (all VIPs).", []string{"real"}, nil)
 	descRealBytes   = prometheus.NewDesc("lbd_real_bytes_total", "Bytes sent to a real (all VIPs).", []string{"real"}, nil)
+	descPairPackets = prometheus.NewDesc("lbd_vip_real_packets_total", "Packets of a VIP sent to one of its reals (removed reals too, until the VIP's counters are reset): they add up to lbd_vip_packets_total.", []string{"vip", "real"}, nil)
+	descPairBytes   = prometheus.NewDesc("lbd_vip_real_bytes_total", "Bytes of a VIP sent to one of its reals (as lbd_vip_real_packets_total).", []string{"vip", "real"}, nil)
+	descFlowEntries = prometheus.NewDesc("lbd_flow_table_entries", "Entries in the connection table, shared by all CPUs (counted at most every 30 s).", nil, nil)
+	descFlowCap     = prometheus.NewDesc("lbd_flow_table_capacity", "Entries the connection table can hold (each CPU's LRU lists an equal share of them).", nil, nil)
 	descDatapath    = prometheus.NewDesc("lbd_datapath_packets_total", "Datapath outcomes and events by counter: tx, pass_*, drop_* (drops by reason), lru_*.", []string{"counter"}, nil)
 	descDrifts      = prometheus.NewDesc("lbd_reconcile_drifts_total", "Differences between the datapath and the desired state found (and repaired) by reconciles.", nil, nil)
 	descRealUp      = prometheus.NewDesc("lbd_real_up", "Health of a real of a VIP that checks its reals: 1 up, 0 down.", []string{"vip", "real"}, nil)
@@ -78,7 +82,7 @@ type datapathCollector struct {
 }
 
 func (d *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, x := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPHits, descVIPMisses, descRealPackets, descRealBytes, descDatapath, descDrifts, descRealUp, descScrapeError} {
+	for _, x := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPHits, descVIPMisses, descRealPackets, descRealBytes, descPairPackets, descPairBytes, descFlowEntries, descFlowCap, descDatapath, descDrifts, descRealUp, descScrapeError} {
 		ch <- x
 	}
 }
@@ -99,6 +103,16 @@ func (d *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descVIPBytes, prometheus.CounterValue, float64(s.Bytes), name)
 		ch <- prometheus.MustNewConstMetric(descVIPHits, prometheus.CounterValue, float64(s.LRUHits), name)
 		ch <- prometheus.MustNewConstMetric(descVIPMisses, prometheus.CounterValue, float64(s.LRUMisses), name)
+		for _, r := range s.Reals {
+			ch <- prometheus.MustNewConstMetric(descPairPackets, prometheus.CounterValue, float64(r.Packets), name, r.Addr.String())
+			ch <- prometheus.MustNewConstMetric(descPairBytes, prometheus.CounterValue, float64(r.Bytes), name, r.Addr.String())
+		}
+	}
+	if u, err := d.ctl.FlowTableUsage(); err != nil {
+		ch <- prometheus.NewInvalidMetric(descScrapeError, err)
+	} else {
+		ch <- prometheus.MustNewConstMetric(descFlowEntries, prometheus.GaugeValue, float64(u.Entries))
+		ch <- prometheus.MustNewConstMetric(descFlowCap, prometheus.GaugeValue, float64(u.Capacity))
 	}
 	for _, v := range d.ctl.VIPs() {
 		for _, r := range v.Reals {

@@ -1,15 +1,13 @@
 package api
 
 import (
-	"net/netip"
-
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 // The capacity of the datapath's tables and the tracer's counters, for
 // dashboards and alerts (deploy/grafana, deploy/prometheus).
 var (
-	descMapEntries  = prometheus.NewDesc("lbd_map_entries", "Entries in use in a datapath table with a fixed capacity: vips, reals.", []string{"map"}, nil)
+	descMapEntries  = prometheus.NewDesc("lbd_map_entries", "Entries in use in a datapath table with a fixed capacity: vips, reals (one per real of each VIP).", []string{"map"}, nil)
 	descMapCapacity = prometheus.NewDesc("lbd_map_capacity", "Capacity of a datapath table (lbd serve --max-vips, --max-reals, --max-flows): vips, reals, flows.", []string{"map"}, nil)
 	descTracerUp    = prometheus.NewDesc("lbd_tracer_running", "1 when the connection tracer runs.", nil, nil)
 	descTracerEv    = prometheus.NewDesc("lbd_tracer_events_total", "Events the connection tracer's kernel side output, by type.", []string{"type"}, nil)
@@ -27,14 +25,14 @@ func (n nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (n nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	vips := n.s.ctl.VIPs()
-	reals := map[netip.Addr]bool{}
+	// Each (VIP, real) pair has a real index of its own: a real in two
+	// VIPs takes two entries of the reals table.
+	pairs := 0
 	for _, v := range vips {
-		for _, r := range v.Reals {
-			reals[r.Addr] = true
-		}
+		pairs += len(v.Reals)
 	}
 	ch <- prometheus.MustNewConstMetric(descMapEntries, prometheus.GaugeValue, float64(len(vips)), "vips")
-	ch <- prometheus.MustNewConstMetric(descMapEntries, prometheus.GaugeValue, float64(len(reals)), "reals")
+	ch <- prometheus.MustNewConstMetric(descMapEntries, prometheus.GaugeValue, float64(pairs), "reals")
 	if n.s.opts.Datapath != nil {
 		if limits, ok := n.s.opts.Datapath()["limits"].(map[string]uint32); ok {
 			for key, name := range map[string]string{"max_vips": "vips", "max_reals": "reals", "max_flows": "flows"} {

@@ -155,6 +155,8 @@ func New(o Options) (*Server, error) {
 	v1.PATCH("/vips/:vip", s.patchVIP)
 	v1.DELETE("/vips/:vip", s.deleteVIP)
 	v1.GET("/vips/:vip/stats", s.vipStats)
+	v1.POST("/vips/:vip/stats/reset", s.resetStats)
+	v1.GET("/flow-tables", s.flowTables)
 	v1.GET("/vips/:vip/ring", s.ring)
 	v1.GET("/vips/:vip/reals", s.listReals)
 	v1.PUT("/vips/:vip/reals", s.replaceReals)

@@ -229,8 +229,26 @@ func TestEveryOperation(t *testing.T) {
 	}
 	var st StatsJSON
 	h.expect(req{method: "GET", path: "/api/v1/stats"}, http.StatusOK, &st)
-	if st.Global.Counters["tx"] != 10 || len(st.VIPs) != 2 || len(st.Reals) != 3 {
+	// 10.0.0.2 and 2001:db8:1::1 were removed above: listed as removed
+	if st.Global.Counters["tx"] != 10 || len(st.VIPs) != 2 || len(st.Reals) != 5 || !st.Reals[1].Removed || st.Reals[0].Removed {
 		t.Errorf("stats %+v", st)
+	}
+	if r := st.VIPs[0].Reals; len(r) != 4 || r[0].Packets != 4 || !r[1].Removed {
+		t.Errorf("reals of VIP %s: %+v", st.VIPs[0].VIP, r)
+	}
+	h.expect(req{method: "POST", path: "/api/v1/vips/tcp-192.0.2.1-80/stats/reset"}, http.StatusNoContent, nil)
+	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/stats"}, http.StatusOK, &vs)
+	if vs.Packets != 0 || len(vs.Reals) != 3 || vs.Reals[0].Packets != 0 {
+		t.Errorf("VIP stats after reset %+v", vs)
+	}
+	h.expect(req{method: "POST", path: "/api/v1/vips/tcp-192.0.2.9-80/stats/reset"}, http.StatusNotFound, nil)
+	h.dp.VIPCounters[key] = xdp.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1} // for the metrics below
+	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = xdp.RealStats{Packets: 4, Bytes: 600}
+	h.dp.Usage = xdp.TableUsage{Entries: 7, Capacity: 200, CPUs: 2}
+	var ft FlowTablesJSON
+	h.expect(req{method: "GET", path: "/api/v1/flow-tables"}, http.StatusOK, &ft)
+	if ft.Entries != 7 || ft.Capacity != 200 || ft.CPUs != 2 || ft.PerCPUCapacity != 100 {
+		t.Errorf("flow tables %+v", ft)
 	}
 
 	now := time.Now()
@@ -271,6 +289,10 @@ func TestEveryOperation(t *testing.T) {
 	for _, want := range []string{
 		`lbd_vip_packets_total{vip="tcp-192.0.2.1-80"} 10`,
 		`lbd_real_bytes_total{real="10.0.0.1"} 600`,
+		`lbd_vip_real_packets_total{real="10.0.0.1",vip="tcp-192.0.2.1-80"} 4`,
+		`lbd_vip_real_packets_total{real="10.0.0.3",vip="tcp-192.0.2.1-80"} 0`,
+		"lbd_flow_table_entries 7\n",
+		"lbd_flow_table_capacity 200\n",
 		`lbd_datapath_packets_total{counter="tx"} 10`,
 		`lbd_api_requests_total{code="201",method="POST",route="/api/v1/vips"} 1`,
 		`lbd_api_request_duration_seconds_count{method="GET",route="/api/v1/vips/:vip"} 1`,

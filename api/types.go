@@ -151,12 +151,36 @@ type VIPStatsJSON struct {
 	TrafficJSON
 	LRUHits   uint64 `json:"lru_hits"`
 	LRUMisses uint64 `json:"lru_misses"`
+	// Reals are the VIP's reals' counters, removed reals included (until
+	// the VIP's counters are reset): their packets and bytes add up to
+	// the VIP's.
+	Reals []RealStatsJSON `json:"reals,omitempty"`
 }
 
-// RealStatsJSON are a real's counters in the overview.
+// RealStatsJSON are a real's counters: of one VIP in a VIP's stats, summed
+// over the VIPs in the overview.
 type RealStatsJSON struct {
 	Address string `json:"address"`
 	TrafficJSON
+	// Removed: no longer a real of the VIP (of any VIP, in the overview);
+	// the counters are its final ones.
+	Removed bool `json:"removed,omitempty"`
+}
+
+// FlowTablesJSON is the answer of GET /flow-tables: the fill of the
+// connection table, one table shared by all CPUs.
+type FlowTablesJSON struct {
+	Entries  int `json:"entries"`
+	Capacity int `json:"capacity"`
+	// CPUs share the table. Each CPU's LRU lists have PerCPUCapacity
+	// entries (capacity / cpus): a CPU that has made that many evicts its
+	// least recently used entry for a new flow even while the table has
+	// room. Entries cannot be counted per CPU.
+	CPUs           int `json:"cpus"`
+	PerCPUCapacity int `json:"per_cpu_capacity"`
+	// ReadAt is when the table was counted (answers are cached for 30
+	// s: counting reads every entry).
+	ReadAt time.Time `json:"read_at"`
 }
 
 // GlobalStatsJSON are the datapath's global counters.

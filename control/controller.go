@@ -35,6 +35,9 @@ type Controller struct {
 	// controller's life.
 	drifts atomic.Uint64
 
+	usageMu sync.Mutex
+	usage   TableUsage // the last count of the connection tables
+
 	subMu         sync.Mutex
 	subs          map[chan Event]struct{}
 	seq           uint64  // the latest event's Seq (under subMu)
@@ -54,6 +57,29 @@ type Controller struct {
 	// ringSums: see ringSum.
 	ringSums map[xdp.VIPKey]ringSum
 	ringSeed maphash.Seed
+	// slots is the datapath's real index of each (VIP, real) pair: each
+	// pair has its own, so that the datapath counts per pair.
+	slots map[RealKey]xdp.RealID
+	// removed holds the final counters of pairs that left their VIP (summed
+	// if a pair left more than once), until the VIP's counters are reset
+	// or the VIP is deleted: with them a VIP's total stays the sum of its
+	// reals.
+	removed map[RealKey]xdp.RealStats
+	// adopt: until the first Reconcile ends, a pair without an index may
+	// take a defined index of its address that no pair owns (the pinned
+	// datapath of an earlier run). Later such an index is a leftover
+	// whose connection table entries may belong to another VIP: it is
+	// collected, never adopted.
+	adopt bool
+	// lastCounters is what the counters file was last written with.
+	lastCounters  Counters
+	countersSaved bool
+}
+
+// RealKey names one real of one VIP.
+type RealKey struct {
+	VIP  xdp.VIPKey
+	Addr netip.Addr
 }
 
 // New returns a controller for dp with the given desired state (usually
@@ -67,7 +93,8 @@ func New(dp Datapath, store Saver, desired map[xdp.VIPKey]*VIP, log *slog.Logger
 		vips[k] = v.Clone()
 	}
 	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{},
-		ringSums: map[xdp.VIPKey]ringSum{}, ringSeed: maphash.MakeSeed()}
+		ringSums: map[xdp.VIPKey]ringSum{}, ringSeed: maphash.MakeSeed(),
+		slots: map[RealKey]xdp.RealID{}, removed: map[RealKey]xdp.RealStats{}, adopt: true}
 }
 
 // SetGUESources tells the controller for which real address families the
@@ -333,21 +360,12 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	// Only now may reals that left the state be undefined: before the
 	// change is applied a rollback would have to define them again under
 	// new indices, and their connection table entries would be lost.
-	c.collectReals(all)
-	// A real that left this VIP but stays defined (another VIP uses it)
-	// would keep this VIP's flows through the connection table: drop them,
-	// so that they follow the ring like the flows of an undefined real.
-	if cur != nil && next != nil {
-		var gone []netip.Addr
-		for _, r := range cur.Reals {
-			if _, still := next.Real(r.Addr); !still {
-				gone = append(gone, r.Addr)
-			}
-		}
-		if n := c.resetFlows(key, gone...); n > 0 {
-			c.log.Info("moved the flows of removed reals", "vip", VIPName(key), "reals", gone, "flows", n)
-		}
-	}
+	// Undefining a pair's index deletes its connection table entries, so
+	// the flows of a real that left this VIP follow the ring again, even
+	// if the real stays in another VIP (whose pair has an index of its
+	// own).
+	c.collectReals(all, true)
+	c.saveCounters()
 	c.log.Info("applied", "op", op)
 	return next.Clone(), nil
 }
@@ -379,7 +397,10 @@ func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, before xdp.V
 	if rbErr == nil {
 		_, rbErr = c.converge(key, prev, true)
 	}
-	c.collectReals(c.vips) // reals the failed change defined
+	// Pairs the failed change defined were never part of the state:
+	// their indices go, without keeping counters as removed reals.
+	c.collectReals(c.vips, false)
+	c.saveCounters()
 	if err := c.store.Save(c.vips); err != nil {
 		rbErr = errors.Join(rbErr, fmt.Errorf("the state file keeps the change the datapath does not have: %w", err))
 	}
@@ -437,16 +458,35 @@ func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, pla
 		changes = append(changes, fmt.Sprintf("set flags %#x (were %#x)", flags, have.Flags))
 	}
 
-	defined := c.dp.Reals()
+	live := c.dp.RealSlots()
 	ids := make(map[netip.Addr]xdp.RealID, len(want.Reals))
+	var liveRing []xdp.RealID // read only to adopt indices
+	ringRead := false
 	for _, r := range want.Reals {
-		id, err := c.dp.AddReal(r.Addr)
+		pk := RealKey{key, r.Addr}
+		if id, ok := c.slots[pk]; ok && live[id] == r.Addr {
+			ids[r.Addr] = id
+			continue
+		}
+		delete(c.slots, pk) // none, or the datapath lost it
+		if c.adopt {
+			if !ringRead && exists {
+				liveRing, _ = c.dp.Ring(key)
+				ringRead = true
+			}
+			if id, ok := c.adoptSlot(r.Addr, live, liveRing); ok {
+				c.slots[pk] = id
+				ids[r.Addr] = id
+				continue
+			}
+		}
+		id, err := c.dp.AddRealSlot(r.Addr)
 		if err != nil {
 			return changes, err
 		}
-		if _, ok := defined[r.Addr]; !ok {
-			changes = append(changes, "defined real "+r.Addr.String())
-		}
+		live[id] = r.Addr
+		c.slots[pk] = id
+		changes = append(changes, "defined real "+r.Addr.String())
 		ids[r.Addr] = id
 	}
 
@@ -553,8 +593,9 @@ func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
 	return p, nil
 }
 
-// ringSig names a ring by what it is built from, with the reals' IDs:
-// rings with the same signature are the same.
+// ringSig names a ring by what it is built from, with the IDs of the
+// VIP's own (VIP, real) pairs (ids, as converge has them): rings with the
+// same signature are the same.
 func ringSig(v *VIP, reals []netip.Addr, backends []maglev.Backend, ids map[netip.Addr]xdp.RealID) string {
 	if len(backends) == 0 {
 		return "empty"
@@ -598,26 +639,85 @@ func (c *Controller) sumRing(ring []xdp.RealID) uint64 {
 	return h.Sum64()
 }
 
-// collectReals undefines the datapath's reals that no desired VIP names.
-// A failure here is harmless (an unused real costs one slot) and left to
-// the next reconcile.
-func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP) []string {
-	used := make(map[netip.Addr]bool)
-	for _, v := range all {
-		for _, r := range v.Reals {
-			used[r.Addr] = true
+// adoptSlot finds a datapath index of addr that no pair owns: after a
+// restart the datapath (pinned) kept its indices while the controller
+// forgot whose they were. An index in the VIP's live ring is preferred;
+// any such index sends to the same address, so forwarding is right
+// whichever is taken (only counters of a real shared by VIPs could be
+// attributed to the other VIP, if neither ring holds it).
+func (c *Controller) adoptSlot(addr netip.Addr, live map[xdp.RealID]netip.Addr, ring []xdp.RealID) (xdp.RealID, bool) {
+	owned := make(map[xdp.RealID]bool, len(c.slots))
+	for _, id := range c.slots {
+		owned[id] = true
+	}
+	for _, id := range ring {
+		if id != 0 && live[id] == addr && !owned[id] {
+			return id, true
 		}
 	}
+	var best xdp.RealID
+	for id, a := range live {
+		if a == addr && !owned[id] && (best == 0 || id < best) {
+			best = id
+		}
+	}
+	return best, best != 0
+}
+
+// collectReals undefines the datapath's real indices of pairs that no
+// desired VIP has, keeping their final counters (for a VIP that still
+// exists, if keep) in c.removed. A failure here is harmless (an unused
+// index costs one slot) and left to the next reconcile.
+func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP, keep bool) []string {
+	live := c.dp.RealSlots()
+	owner := make(map[xdp.RealID]RealKey, len(c.slots))
+	for pk, id := range c.slots {
+		if live[id] != pk.Addr {
+			delete(c.slots, pk)
+			continue
+		}
+		owner[id] = pk
+	}
+	var gone []xdp.RealID
+	for id := range live {
+		if pk, ok := owner[id]; ok {
+			if v := all[pk.VIP]; v != nil {
+				if _, still := v.Real(pk.Addr); still {
+					continue
+				}
+			}
+		}
+		gone = append(gone, id)
+	}
+	for pk := range c.removed {
+		if all[pk.VIP] == nil {
+			delete(c.removed, pk) // the VIP's counters went with it
+		}
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	slices.Sort(gone)
+	final, err := c.dp.RemoveRealSlots(gone)
+	if err != nil {
+		c.log.Warn("could not undefine unused reals; the next reconcile retries", "indices", gone, "err", err)
+		return nil
+	}
 	var changes []string
-	for addr := range c.dp.Reals() {
-		if used[addr] {
+	for _, id := range gone {
+		pk, ok := owner[id]
+		if !ok {
+			changes = append(changes, fmt.Sprintf("undefined real %s (index %d, of no VIP)", live[id], id))
 			continue
 		}
-		if err := c.dp.RemoveReal(addr); err != nil {
-			c.log.Warn("could not undefine unused real; the next reconcile retries", "real", addr, "err", err)
-			continue
+		delete(c.slots, pk)
+		if keep && all[pk.VIP] != nil {
+			r := c.removed[pk]
+			r.Packets += final[id].Packets
+			r.Bytes += final[id].Bytes
+			c.removed[pk] = r
 		}
-		changes = append(changes, "undefined real "+addr.String())
+		changes = append(changes, "undefined real "+pk.Addr.String()+" of VIP "+VIPName(pk.VIP))
 	}
 	return changes
 }
@@ -681,9 +781,11 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 		}
 		drifts = append(drifts, byMap...)
 	}
-	if changes := c.collectReals(c.vips); len(changes) > 0 {
+	if changes := c.collectReals(c.vips, true); len(changes) > 0 {
 		drifts = append(drifts, Drift{VIP: "", Map: xdp.MapReals, Changes: changes})
 	}
+	c.adopt = false
+	c.saveCounters()
 	c.syncHealth()
 	c.drifts.Add(uint64(len(drifts)))
 	for _, d := range drifts {
@@ -717,7 +819,12 @@ func (c *Controller) Ring(key xdp.VIPKey) (size int, shares []RingShare, empty i
 	for _, id := range ring {
 		counts[id]++
 	}
-	reals := c.dp.Reals()
+	c.mu.Lock()
+	reals := make(map[netip.Addr]xdp.RealID, len(v.Reals))
+	for _, r := range v.Reals {
+		reals[r.Addr] = c.slots[RealKey{key, r.Addr}]
+	}
+	c.mu.Unlock()
 	for _, r := range v.Reals {
 		id := reals[r.Addr]
 		n := 0

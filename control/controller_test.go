@@ -428,16 +428,16 @@ func TestVIPNames(t *testing.T) {
 	}
 }
 
-// A real removed from one VIP but used by another stays defined; the
-// removed VIP's flows to it must still leave the connection table (the
-// other VIP's stay).
+// A real removed from one VIP but used by another stays defined (for the
+// other VIP: each pair has its own index); the removed VIP's flows to it
+// must still leave the connection table (the other VIP's stay).
 func TestRemovedSharedRealLosesOnlyThisVIPsFlows(t *testing.T) {
 	c, dp, _ := newTestController(t)
 	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
 	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{active(r1, 1)}})
 	flow := func(key xdp.VIPKey, port uint16, real netip.Addr) xdp.Flow {
 		return xdp.Flow{Key: xdp.FlowKey{Client: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.1"), port)},
-			VIPNum: dp.VIPMap[key].Num, Real: dp.RealMap[real]}
+			VIPNum: dp.VIPMap[key].Num, Real: c.slots[RealKey{key, real}]}
 	}
 	dp.FlowList = []xdp.Flow{flow(vipA, 1, r1), flow(vipA, 2, r2), flow(vipB, 3, r1)}
 	if _, err := c.DeleteReal(vipA, r1); err != nil {

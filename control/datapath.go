@@ -18,13 +18,18 @@ type Datapath interface {
 	SetRing(key xdp.VIPKey, ring []xdp.RealID) error
 	Ring(key xdp.VIPKey) ([]xdp.RealID, error)
 
-	AddReal(addr netip.Addr) (xdp.RealID, error)
-	RemoveReal(addr netip.Addr) error
-	Reals() map[netip.Addr]xdp.RealID
+	// Each (VIP, real) pair has its own real index (slot), so that the
+	// datapath's per-index counters are per pair.
+	AddRealSlot(addr netip.Addr) (xdp.RealID, error)
+	RemoveRealSlots(ids []xdp.RealID) (map[xdp.RealID]xdp.RealStats, error)
+	RealSlots() map[xdp.RealID]netip.Addr
 
 	GlobalStats() (xdp.GlobalStats, error)
 	VIPStats(key xdp.VIPKey) (xdp.VIPStats, error)
 	RealStats(id xdp.RealID) (xdp.RealStats, error)
+	ResetVIPStats(key xdp.VIPKey) error
+	ResetRealStats(id xdp.RealID) error
+	FlowTableUsage() (xdp.TableUsage, error)
 
 	// Readers of the kernel maps and repairs from the datapath's
 	// bookkeeping, for drift repair (see Reconcile).
@@ -35,7 +40,7 @@ type Datapath interface {
 	ClearVIPEntry(key xdp.VIPKey) error
 	ClearVIPInfo(num uint32) error
 	SyncAddrs() error
-	RepairReal(addr netip.Addr) error
+	RepairRealSlot(id xdp.RealID) error
 	ClearReal(id xdp.RealID) error
 	SetConfig(cfg xdp.Config) error
 

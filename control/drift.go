@@ -162,27 +162,42 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 		d.fail(xdp.MapVIPAddrs, "", err)
 	}
 
-	// reals: the defined reals at their indices, nothing else.
-	defined := c.dp.Reals()
-	byID := map[xdp.RealID]netip.Addr{}
-	for _, a := range slices.SortedFunc(maps.Keys(defined), netip.Addr.Compare) {
-		id := defined[a]
-		byID[id] = a
+	// reals: every defined index holds its address, nothing else is
+	// defined. Each (VIP, real) pair has an index of its own (c.slots),
+	// so an address may be at several indices: the check is per index.
+	// The indices are the datapath's bookkeeping, a superset of the
+	// pairs' (after a restart it has every index recovered from the pins:
+	// until the first reconcile ends a pair may adopt one of them, and
+	// collectReals undefines those no pair has, deleting their
+	// connection table entries). So an index no pair owns is not cleared
+	// here but kept right until it is collected; only an index the
+	// datapath never defined is stray.
+	defined := c.dp.RealSlots()
+	owner := make(map[xdp.RealID]RealKey, len(c.slots))
+	for pk, id := range c.slots {
+		owner[id] = pk
+	}
+	for _, id := range slices.Sorted(maps.Keys(defined)) {
+		a := defined[id]
+		of := ""
+		if pk, ok := owner[id]; ok && pk.Addr == a {
+			of = " of VIP " + VIPName(pk.VIP)
+		}
 		switch have, ok := ms.Reals[id]; {
 		case !ok:
-			d.add(xdp.MapReals, "", "entry %d of real %s cleared: rewrote it", id, a)
+			d.add(xdp.MapReals, "", "entry %d of real %s%s cleared: rewrote it", id, a, of)
 		case have != a:
-			d.add(xdp.MapReals, "", "entry %d held %s instead of real %s: rewrote it", id, have, a)
+			d.add(xdp.MapReals, "", "entry %d held %s instead of real %s%s: rewrote it", id, have, a, of)
 		default:
 			continue
 		}
-		d.fail(xdp.MapReals, "", c.dp.RepairReal(a))
+		d.fail(xdp.MapReals, "", c.dp.RepairRealSlot(id))
 	}
 	stray := slices.Collect(maps.Keys(ms.Reals))
 	stray = append(stray, ms.BadReals...)
 	slices.Sort(stray)
 	for _, id := range stray {
-		if _, ok := byID[id]; ok {
+		if _, ok := defined[id]; ok {
 			continue
 		}
 		if a, ok := ms.Reals[id]; ok {

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -256,19 +258,25 @@ func TestReconcileRepairsKernelMaps(t *testing.T) {
 		}, 0},
 		{"reals: entry altered", xdp.MapReals, func(t *testing.T, l *driftLab) {
 			m := l.pinned(t, xdp.MapReals)
-			reals := l.b.Reals()
 			var other []byte
-			must(t, m.Lookup(uint32(reals[l.otherReal()]), &other))
-			must(t, m.Update(uint32(reals[l.real]), other, ebpf.UpdateExist))
+			must(t, m.Lookup(l.pair(l.vipA, l.otherReal()), &other))
+			must(t, m.Update(l.pair(l.vipA, l.real), other, ebpf.UpdateExist))
 		}, 0},
 		{"reals: entry cleared", xdp.MapReals, func(t *testing.T, l *driftLab) {
 			m := l.pinned(t, xdp.MapReals)
-			must(t, m.Update(uint32(l.b.Reals()[l.real]), make([]byte, 20), ebpf.UpdateExist))
+			must(t, m.Update(l.pair(l.vipA, l.real), make([]byte, 20), ebpf.UpdateExist))
+		}, 0},
+		{"reals: the other VIP's entry of a shared real cleared", xdp.MapReals, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, xdp.MapReals)
+			if l.pair(l.portles, driftR2) == l.pair(l.vipA, driftR2) {
+				t.Fatal("the real of two VIPs has one index")
+			}
+			must(t, m.Update(l.pair(l.portles, driftR2), make([]byte, 20), ebpf.UpdateExist))
 		}, 0},
 		{"reals: stray entry added", xdp.MapReals, func(t *testing.T, l *driftLab) {
 			m := l.pinned(t, xdp.MapReals)
 			var def []byte
-			must(t, m.Lookup(uint32(l.b.Reals()[l.real]), &def))
+			must(t, m.Lookup(l.pair(l.vipA, l.real), &def))
 			def = slices.Clone(def)
 			def[3] ^= 0x40
 			must(t, m.Update(uint32(12), def, ebpf.UpdateExist))
@@ -341,6 +349,50 @@ func TestReconcileRepairsKernelMaps(t *testing.T) {
 	}
 }
 
+// pair is the real index of a (VIP, real) pair.
+func (l *driftLab) pair(vip xdp.VIPKey, a netip.Addr) uint32 {
+	return uint32(l.c.slots[RealKey{vip, a}])
+}
+
+// TestReconcileAfterRestartKeepsPairIndices: a new controller over the
+// pinned maps (a restart, here without the counters file) finds every
+// index defined and owned by no pair yet; the reals check does not clear
+// them, the first reconcile gives each pair back its own (the one in its
+// VIP's ring, also for the real two VIPs share) and reports nothing, and
+// the established flow keeps its real.
+func TestReconcileAfterRestartKeepsPairIndices(t *testing.T) {
+	l := newDriftLab(t)
+	slots := maps.Clone(l.c.slots)
+	desired := map[xdp.VIPKey]*VIP{}
+	for _, v := range l.c.VIPs() {
+		desired[v.Key] = v
+	}
+	cfg, err := l.b.Config()
+	must(t, err)
+	limits := l.b.Limits()
+	must(t, l.b.Close())
+	b, err := xdp.Open(xdp.Options{Limits: limits, PinDir: l.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	l.b = b
+	l.c = New(b, &memStore{}, desired, nil)
+	l.c.SetDatapathConfig(cfg)
+	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 {
+		t.Fatalf("first reconcile after the restart: %+v %v", d, err)
+	}
+	if !maps.Equal(l.c.slots, slots) {
+		t.Errorf("pair indices after the restart %v, before %v", l.c.slots, slots)
+	}
+	if act, real := l.send(t, l.client, false); act != xdp.ActionTX || real != l.real {
+		t.Errorf("established flow after the restart: %v to %s, want TX to %s", act, real, l.real)
+	}
+	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 {
+		t.Fatalf("second reconcile: %+v %v", d, err)
+	}
+}
+
 func (l *driftLab) otherReal() netip.Addr {
 	if l.real == driftR1 {
 		return driftR2
@@ -360,4 +412,38 @@ func (l *driftLab) liveRing(t *testing.T) *ebpf.Map {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// TestRemovedSharedRealFlowsFollowTheRing: through the real datapath, a
+// real removed from VIP A that VIP B (the port-less VIP) keeps loses A's
+// connection table entries with A's index of it, so A's established flow
+// to it follows the ring to the other real, while B's index of the real
+// stays defined and holds its address.
+func TestRemovedSharedRealFlowsFollowTheRing(t *testing.T) {
+	l := newDriftLab(t)
+	client := l.client
+	for port := uint16(40001); l.real != driftR2; port++ {
+		if port > 40100 {
+			t.Fatal("no client port lands on the shared real")
+		}
+		client = netip.AddrPortFrom(l.client.Addr(), port)
+		_, l.real = l.send(t, client, true)
+	}
+	bIndex := l.pair(l.portles, driftR2)
+	if _, err := l.c.DeleteReal(l.vipA, driftR2); err != nil {
+		t.Fatal(err)
+	}
+	key := xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(l.vipA.Addr, l.vipA.Port), Proto: xdp.TCP}
+	if f, err := l.b.LookupFlow(key); !errors.Is(err, xdp.ErrNotFound) {
+		t.Errorf("A's entry to the removed real is still there: %+v %v", f, err)
+	}
+	if act, real := l.send(t, client, false); act != xdp.ActionTX || real != driftR1 {
+		t.Errorf("A's flow to the removed real: %v to %s, want TX to %s (the ring's choice)", act, real, driftR1)
+	}
+	if a, ok := l.b.RealSlots()[xdp.RealID(bIndex)]; !ok || a != driftR2 {
+		t.Errorf("B's index %d of %s: %s %v", bIndex, driftR2, a, ok)
+	}
+	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 {
+		t.Fatalf("reconcile after the removal: %+v %v", d, err)
+	}
 }

@@ -119,15 +119,14 @@ func (c *Controller) Flows(q FlowQuery) (FlowPage, error) {
 		}
 		return FlowPage{}, nil // desired but not installed: no flows
 	}
-	realAddrs := make(map[xdp.RealID]netip.Addr)
-	var wantReal xdp.RealID
-	for a, id := range c.dp.Reals() {
-		realAddrs[id] = a
+	realAddrs := c.dp.RealSlots()
+	wantReal := map[xdp.RealID]bool{} // the real's indices (one per VIP that has it)
+	for id, a := range realAddrs {
 		if a == q.Real {
-			wantReal = id
+			wantReal[id] = true
 		}
 	}
-	if q.Real.IsValid() && wantReal == 0 {
+	if q.Real.IsValid() && len(wantReal) == 0 {
 		return FlowPage{}, nil
 	}
 
@@ -142,7 +141,7 @@ func (c *Controller) Flows(q FlowQuery) (FlowPage, error) {
 		if _, live := vipNames[id]; !live {
 			continue // stale: its VIP is gone
 		}
-		if haveWant && id != want || wantReal != 0 && f.Real != wantReal ||
+		if haveWant && id != want || q.Real.IsValid() && !wantReal[f.Real] ||
 			q.Client.IsValid() && !q.Client.Contains(f.Key.Client.Addr()) {
 			continue
 		}

@@ -159,9 +159,19 @@ func TestRates(t *testing.T) {
 func TestFlowsOfAGoneVIPAreNotListed(t *testing.T) {
 	c, dp := flowsFixture(t)
 	old := dp.VIPMap[vipB]
+	var left []xdp.Flow
+	for _, f := range dp.FlowList {
+		if f.VIPNum == old.Num && f.VIPGen == old.Gen {
+			left = append(left, f)
+		}
+	}
 	if err := c.DeleteVIP(vipB); err != nil {
 		t.Fatal(err)
 	}
+	// Deleting the VIP freed its reals' indices, which deleted the entries
+	// that name them; entries that outlive that (made by packets in flight
+	// meanwhile, or left by a deletion that failed) must not be listed.
+	dp.FlowList = append(dp.FlowList, left...)
 	vipC := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.77"), Port: 443, Proto: xdp.TCP}
 	mustCreate(t, c, VIP{Key: vipC, RingSize: 1021, Reals: []Real{active(r1, 1)}})
 	cur := dp.VIPMap[vipC]
@@ -269,4 +279,101 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// TestRatesAfterZeroSample: a counter that was zero at the previous
+// sample (a global counter absent from the non-zero map, a real with no
+// traffic yet) has a rate from zero, not 0 as for a new series.
+func TestRatesAfterZeroSample(t *testing.T) {
+	c, dp := flowsFixture(t)
+	t0 := time.Unix(100, 0)
+	if err := c.SampleRates(t0); err != nil { // everything zero
+		t.Fatal(err)
+	}
+	dp.Global[xdp.StatTX] = 44733
+	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 400, Bytes: 4000}
+	dp.RealCounters[dp.RealMap[r1]] = xdp.RealStats{Packets: 400, Bytes: 4000}
+	if err := c.SampleRates(t0.Add(2 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	g, err := c.GlobalStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := g.Rates[xdp.StatTX.String()]; r != 44733.0/2 {
+		t.Errorf("global tx rate %v after a zero sample, want %v", r, 44733.0/2)
+	}
+	s, err := c.RealStats(vipA, r1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.PacketsPerSec != 200 || s.BytesPerSec != 2000 {
+		t.Errorf("real %s rates %v pkt/s %v B/s after a zero sample, want 200 and 2000", r1, s.PacketsPerSec, s.BytesPerSec)
+	}
+	v, err := c.VIPStats(vipA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.PacketsPerSec != 200 {
+		t.Errorf("VIP rate %v, want 200", v.PacketsPerSec)
+	}
+}
+
+// TestCountersSurviveRestart: after a restart over the same (pinned)
+// datapath, each pair gets back its own index, even for a real that two
+// VIPs share and neither ring holds (draining in both), and the removed
+// reals' totals come back from the counters file: the VIP's total still
+// equals the sum of its reals.
+func TestCountersSurviveRestart(t *testing.T) {
+	dp := fakedp.New()
+	store, err := NewStore(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain := func(a netip.Addr) Real { return Real{Addr: a, Weight: 1, State: RealDraining} }
+	c := New(dp, store, nil, nil)
+	// B first: its index of r1 is the lower one, which A would adopt by
+	// mistake if the pairs' indices were not restored
+	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{drain(r1), active(r3, 1)}})
+	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{drain(r1), active(r2, 1), active(r3, 1)}})
+	idA, idB := c.slots[RealKey{vipA, r1}], c.slots[RealKey{vipB, r1}]
+	if idA == idB || idA == 0 || idB == 0 {
+		t.Fatalf("shared real has indices %d (A) and %d (B), want two", idA, idB)
+	}
+	dp.RealCounters[idA] = xdp.RealStats{Packets: 10, Bytes: 1000}
+	dp.RealCounters[idB] = xdp.RealStats{Packets: 1, Bytes: 100}
+	dp.RealCounters[c.slots[RealKey{vipA, r3}]] = xdp.RealStats{Packets: 5, Bytes: 500}
+	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 15, Bytes: 1500}
+	if _, err := c.DeleteReal(vipA, r3); err != nil {
+		t.Fatal(err)
+	}
+
+	// restart: a new controller over the same datapath, state from disk
+	desired, err := store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	saved, err := store.LoadCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := New(dp, store, desired, nil)
+	c2.RestoreCounters(saved)
+	if drifts, err := c2.Reconcile(); err != nil || len(drifts) != 0 {
+		t.Fatalf("reconcile after restart: %+v %v", drifts, err)
+	}
+	if got := c2.slots[RealKey{vipA, r1}]; got != idA {
+		t.Errorf("A's r1 has index %d after restart, had %d", got, idA)
+	}
+	st, err := c2.VIPStats(vipA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum uint64
+	for _, r := range st.Reals {
+		sum += r.Packets
+	}
+	if sum != st.Packets || len(st.Reals) != 3 || !st.Reals[2].Removed || st.Reals[2].Packets != 5 || st.Reals[0].Packets != 10 {
+		t.Errorf("after restart: VIP %d packets, reals %d: %+v", st.Packets, sum, st.Reals)
+	}
 }

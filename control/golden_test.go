@@ -17,25 +17,22 @@ import (
 var update = flag.Bool("update", false, "rewrite the golden files")
 
 // dumpMaps renders what the kernel's maps hold, in a stable order, for
-// people to read: VIPs with their flags and ring sizes, defined reals, and
+// people to read: VIPs with their flags and ring sizes, defined reals (an
+// address once per VIP that has it: each pair has its own index), and
 // each ring as slots per real.
 func dumpMaps(t *testing.T, b *xdp.Balancer) string {
 	t.Helper()
 	var sb strings.Builder
 	vips := b.VIPs()
 	slices.SortFunc(vips, func(x, y xdp.VIP) int { return compareKeys(x.Key, y.Key) })
-	reals := b.Reals()
-	byID := map[xdp.RealID]netip.Addr{}
-	for a, id := range reals {
-		byID[id] = a
-	}
+	byID := b.RealSlots() // one index per (VIP, real)
 	sb.WriteString("vips:\n")
 	for _, v := range vips {
 		fmt.Fprintf(&sb, "  %s flags=%s ring=%d\n", VIPName(v.Key), flagNames(v.Flags), v.RingSize)
 	}
 	sb.WriteString("reals:\n")
-	addrs := make([]netip.Addr, 0, len(reals))
-	for a := range reals {
+	addrs := make([]netip.Addr, 0, len(byID))
+	for _, a := range byID {
 		addrs = append(addrs, a)
 	}
 	slices.SortFunc(addrs, netip.Addr.Compare)

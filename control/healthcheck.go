@@ -95,7 +95,6 @@ func (c *Controller) syncHealth() {
 	if h == nil {
 		return
 	}
-	ids := c.dp.Reals()
 	want := map[health.Key]struct {
 		Target health.Target
 		Spec   health.Spec
@@ -113,7 +112,7 @@ func (c *Controller) syncHealth() {
 		for _, r := range v.Reals {
 			t := health.Target{VIP: VIPName(key), Dest: netip.AddrPortFrom(key.Addr, port), Real: r.Addr}
 			if h.tunnel != nil {
-				if id, ok := ids[r.Addr]; ok {
+				if id, ok := c.slots[RealKey{key, r.Addr}]; ok {
 					t.Mark = ProbeMarkBase + uint32(id)
 					marks[t.Mark] = r.Addr
 				}
@@ -202,16 +201,15 @@ func (c *Controller) healthChanged(ch health.Change) {
 }
 
 // resetFlows deletes a VIP's connection table entries that go to any of
-// addrs, in one pass over the table.
+// addrs (the indices of those pairs), in one pass over the table.
 func (c *Controller) resetFlows(key xdp.VIPKey, addrs ...netip.Addr) int {
 	vip, err := c.dp.LookupVIP(key)
 	if err != nil {
 		return 0
 	}
-	defined := c.dp.Reals()
 	ids := map[xdp.RealID]bool{}
 	for _, a := range addrs {
-		if id, ok := defined[a]; ok {
+		if id, ok := c.slots[RealKey{key, a}]; ok {
 			ids[id] = true
 		}
 	}

@@ -188,3 +188,63 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return nil
 }
+
+// CountersFileName is the file, inside the state directory, that holds
+// what the controller knows of the datapath's per-(VIP, real) counters:
+// which real index each pair has, and the final counters of the reals
+// VIPs no longer have. It is not desired state: it is only valid with the
+// pinned maps it describes (see Controller.RestoreCounters).
+const CountersFileName = "counters.json"
+
+// Counters is the content of the counters file.
+type Counters struct {
+	Version int             `json:"version"`
+	Pairs   []PairRecord    `json:"pairs"`
+	Removed []RemovedRecord `json:"removed"`
+}
+
+// PairRecord is the real index of one (VIP, real) pair.
+type PairRecord struct {
+	VIP   string     `json:"vip"`
+	Real  netip.Addr `json:"real"`
+	Index uint32     `json:"index"`
+}
+
+// RemovedRecord is the final counters of a real a VIP no longer has.
+type RemovedRecord struct {
+	VIP     string     `json:"vip"`
+	Real    netip.Addr `json:"real"`
+	Packets uint64     `json:"packets"`
+	Bytes   uint64     `json:"bytes"`
+}
+
+func (s *Store) countersPath() string { return filepath.Join(filepath.Dir(s.path), CountersFileName) }
+
+// SaveCounters replaces the counters file (atomically, like Save).
+func (s *Store) SaveCounters(c Counters) error {
+	c.Version = stateVersion
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode counters: %w", err)
+	}
+	return writeFileAtomic(s.countersPath(), append(data, '\n'))
+}
+
+// LoadCounters reads the counters file; a missing one is empty.
+func (s *Store) LoadCounters() (Counters, error) {
+	data, err := os.ReadFile(s.countersPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return Counters{Version: stateVersion}, nil
+	}
+	if err != nil {
+		return Counters{}, fmt.Errorf("read counters file: %w", err)
+	}
+	var c Counters
+	if err := json.Unmarshal(data, &c); err != nil {
+		return Counters{}, fmt.Errorf("counters file %s is corrupt (%v): move it away (the removed reals' totals are then lost)", s.countersPath(), err)
+	}
+	if c.Version != stateVersion {
+		return Counters{}, fmt.Errorf("counters file %s has format version %d; this lbd reads version %d", s.countersPath(), c.Version, stateVersion)
+	}
+	return c, nil
+}

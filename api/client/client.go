@@ -365,7 +365,23 @@ func (c *Client) VIPStats(ctx context.Context, vip string) (api.VIPStatsJSON, er
 	return out, err
 }
 
-// RealStats returns a real's counters (summed over every VIP using it).
+// ResetVIPStats zeroes a VIP's counters and its reals', and forgets the
+// reals it no longer has.
+func (c *Client) ResetVIPStats(ctx context.Context, vip string) error {
+	_, err := c.do(ctx, http.MethodPost, vipPath(vip)+"/stats/reset", nil, nil, nil)
+	return err
+}
+
+// FlowTables returns the entries in the connection table and its
+// capacity.
+func (c *Client) FlowTables(ctx context.Context) (api.FlowTablesJSON, error) {
+	var out api.FlowTablesJSON
+	_, err := c.do(ctx, http.MethodGet, "/api/v1/flow-tables", nil, nil, &out)
+	return out, err
+}
+
+// RealStats returns a real's counters for a VIP (also of a real the VIP
+// no longer has, until the VIP's counters are reset).
 func (c *Client) RealStats(ctx context.Context, vip, addr string) (api.TrafficJSON, error) {
 	var out api.TrafficJSON
 	_, err := c.do(ctx, http.MethodGet, realPath(vip, addr)+"/stats", nil, nil, &out)

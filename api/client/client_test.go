@@ -161,6 +161,20 @@ func TestEveryOperation(t *testing.T) {
 	if s := must[api.StatsJSON](t)(c.Stats(ctx)); s.Global.Counters["tx"] != 10 || len(s.VIPs) != 2 {
 		t.Errorf("stats: %+v", s)
 	}
+	// 10.0.0.1, .2 and .3 left the VIP above: still listed, as removed
+	if s := must[api.VIPStatsJSON](t)(c.VIPStats(ctx, name)); len(s.Reals) != 4 || s.Reals[2].Address != "10.0.0.3" || !s.Reals[2].Removed || s.Reals[3].Removed {
+		t.Errorf("VIP stats reals: %+v", s.Reals)
+	}
+	if err := c.ResetVIPStats(ctx, name); err != nil {
+		t.Fatal(err)
+	}
+	if s := must[api.VIPStatsJSON](t)(c.VIPStats(ctx, name)); s.Packets != 0 || len(s.Reals) != 1 || s.Reals[0].Packets != 0 {
+		t.Errorf("VIP stats after reset: %+v", s)
+	}
+	f.dp.Usage = xdp.TableUsage{Entries: 5, Capacity: 10, CPUs: 1}
+	if ft := must[api.FlowTablesJSON](t)(c.FlowTables(ctx)); ft.Entries != 5 || ft.Capacity != 10 || ft.CPUs != 1 || ft.PerCPUCapacity != 10 {
+		t.Errorf("flow tables: %+v", ft)
+	}
 	if ring := must[api.RingJSON](t)(c.Ring(ctx, name)); ring.Size != 1021 || len(ring.Reals) != 1 || ring.Reals[0].Slots != 1021 {
 		t.Errorf("ring: %+v", ring)
 	}

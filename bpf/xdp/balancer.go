@@ -45,7 +45,7 @@ var (
 // Limits are the map sizes, fixed when the program is loaded.
 type Limits struct {
 	MaxVIPs  uint32 // VIPs (each with its own ring and counters)
-	MaxReals uint32 // distinct real addresses across all VIPs, plus the unused index 0
+	MaxReals uint32 // real indices (one per real of each VIP, see AddRealSlot), plus the unused index 0
 	MaxFlows uint32 // connection table entries (rounded up to a multiple of the CPUs), an equal share per CPU
 }
 
@@ -81,11 +81,14 @@ type Balancer struct {
 	vipNums []bool // vipNums[n]: number n is taken
 	lastGen uint32 // the generation given to the latest VIP
 	reals   map[netip.Addr]RealID
-	realIDs []bool        // realIDs[i]: index i is taken (0 always is)
-	filter  []uint64      // what vip_filter holds
-	tick    time.Duration // the kernel's tick: one jiffy, the datapath's clock unit
-	hz      uint32
-	links   map[string]*attachment
+	slots   map[RealID]netip.Addr // every defined real index
+	realIDs []bool                // realIDs[i]: index i is taken (0 always is)
+	// nextReal is where AddRealSlot looks for a free index first.
+	nextReal uint32
+	filter   []uint64      // what vip_filter holds
+	tick     time.Duration // the kernel's tick: one jiffy, the datapath's clock unit
+	hz       uint32
+	links    map[string]*attachment
 	// ringMaps are the open ring buffers by outer slot.
 	ringMaps map[uint32]*ebpf.Map
 }
@@ -151,6 +154,7 @@ func Open(opts Options) (*Balancer, error) {
 		vips:     make(map[VIPKey]vipEntry),
 		vipNums:  make([]bool, limits.MaxVIPs),
 		reals:    make(map[netip.Addr]RealID),
+		slots:    make(map[RealID]netip.Addr),
 		realIDs:  make([]bool, limits.MaxReals),
 		links:    make(map[string]*attachment),
 	}

@@ -331,18 +331,20 @@ func (b *Balancer) writeFilter() error {
 	return nil
 }
 
-// RepairReal rewrites a defined real's reals entry.
-func (b *Balancer) RepairReal(addr netip.Addr) error {
+// RepairRealSlot rewrites the reals entry of a defined real index with
+// the address it was defined with (an address may have several indices:
+// one per VIP that has it, see AddRealSlot).
+func (b *Balancer) RepairRealSlot(id RealID) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	id, ok := b.reals[addr]
+	addr, ok := b.slots[id]
 	if !ok {
-		return fmt.Errorf("real %s: %w", addr, ErrNotFound)
+		return fmt.Errorf("real index %d: %w", id, ErrNotFound)
 	}
 	words, fam := addrWords(addr)
 	def := balancerRealDef{Addr: words, Family: uint32(fam)}
 	if err := b.objs.Reals.Update(uint32(id), &def, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("real %s: write reals map: %w", addr, err)
+		return fmt.Errorf("real %s (index %d): write reals map: %w", addr, id, err)
 	}
 	return nil
 }
@@ -351,10 +353,8 @@ func (b *Balancer) RepairReal(addr netip.Addr) error {
 func (b *Balancer) ClearReal(id RealID) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for a, i := range b.reals {
-		if i == id {
-			return fmt.Errorf("real index %d belongs to %s: repair it with RepairReal", id, a)
-		}
+	if a, ok := b.slots[id]; ok {
+		return fmt.Errorf("real index %d belongs to %s: repair it with RepairRealSlot", id, a)
 	}
 	if uint32(id) >= b.limits.MaxReals {
 		return fmt.Errorf("real index %d is out of range", id)

@@ -330,6 +330,7 @@ func (b *Balancer) recover() error {
 			return fmt.Errorf("recover: reals[%d]: %w (%s)", idx, err, cleanupHint)
 		}
 		b.realIDs[idx] = true
+		b.slots[RealID(idx)] = addr
 		if _, dup := b.reals[addr]; !dup {
 			b.reals[addr] = RealID(idx)
 		}

@@ -38,10 +38,11 @@ func (b *Balancer) AddReal(addr netip.Addr) (RealID, error) {
 		return 0, fmt.Errorf("real %s: write reals map: %w", addr, err)
 	}
 	b.reals[addr] = RealID(idx)
+	b.slots[RealID(idx)] = addr
 	return RealID(idx), nil
 }
 
-// RemoveReal undefines a real. Ring slots that still hold its ID drop
+// RemoveReal undefines a real's index that AddReal gave. Ring slots that still hold its ID drop
 // their packets, and connection table entries that point to it choose a
 // real again on their next packet: take it out of every ring first.
 func (b *Balancer) RemoveReal(addr netip.Addr) error {
@@ -55,12 +56,124 @@ func (b *Balancer) RemoveReal(addr netip.Addr) error {
 	if err := b.objs.Reals.Update(uint32(id), &def, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("real %s: clear reals map: %w", addr, err)
 	}
-	delete(b.reals, addr)
+	delete(b.slots, id)
+	b.forgetIndex(addr, id)
 	b.realIDs[id] = false
 	return nil
 }
 
-// Reals lists the defined reals.
+// forgetIndex: id, an index of addr, is no longer defined; if it stood
+// for addr in b.reals, another index of addr does if there is one. b.mu
+// is held.
+func (b *Balancer) forgetIndex(addr netip.Addr, id RealID) {
+	if b.reals[addr] != id {
+		return
+	}
+	delete(b.reals, addr)
+	for other, a := range b.slots {
+		if a == addr && (b.reals[addr] == 0 || other < b.reals[addr]) {
+			b.reals[addr] = other
+		}
+	}
+}
+
+// AddRealSlot defines a new real index for addr, even if addr has other
+// indices. The controller gives each (VIP, real) pair its own index, so
+// that real_stats, which the datapath keeps per index, counts per pair.
+// The index's counters start from zero. Indices are taken round-robin:
+// a freed one is reused only after every other free one, so a packet in
+// flight through a freed index cannot be counted against its next pair.
+// It fails with ErrLimit when MaxReals-1 indices are in use.
+func (b *Balancer) AddRealSlot(addr netip.Addr) (RealID, error) {
+	if err := checkAddr("real", addr); err != nil {
+		return 0, err
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	idx, ok := takeFree(b.realIDs, int(b.nextReal))
+	if !ok {
+		idx, ok = takeFree(b.realIDs, 1)
+	}
+	if !ok {
+		return 0, fmt.Errorf("real %s: all %d real slots are in use (each real of each VIP takes one): raise --max-reals (max_reals; a new limit needs lbd cleanup of the old pins): %w", addr, b.limits.MaxReals-1, ErrLimit)
+	}
+	b.nextReal = idx + 1
+	if err := b.clearRealStats(idx); err != nil {
+		b.realIDs[idx] = false
+		return 0, err
+	}
+	words, fam := addrWords(addr)
+	def := balancerRealDef{Addr: words, Family: uint32(fam)}
+	if err := b.objs.Reals.Update(idx, &def, ebpf.UpdateAny); err != nil {
+		b.realIDs[idx] = false
+		return 0, fmt.Errorf("real %s: write reals map: %w", addr, err)
+	}
+	b.slots[RealID(idx)] = addr
+	if _, ok := b.reals[addr]; !ok {
+		b.reals[addr] = RealID(idx)
+	}
+	return RealID(idx), nil
+}
+
+// RemoveRealSlots undefines real indices and returns their final
+// counters. Take them out of every ring first. Connection table entries
+// that name them are deleted (one pass over the tables for all of them)
+// before the indices are free again, so that no entry of an old pair can
+// send packets to an index's next real.
+func (b *Balancer) RemoveRealSlots(ids []RealID) (map[RealID]RealStats, error) {
+	b.mu.Lock()
+	addrs := make(map[RealID]netip.Addr, len(ids))
+	for _, id := range ids {
+		addr, ok := b.slots[id]
+		if !ok {
+			b.mu.Unlock()
+			return nil, fmt.Errorf("real index %d: %w", id, ErrNotFound)
+		}
+		addrs[id] = addr
+	}
+	b.mu.Unlock()
+	for id, addr := range addrs {
+		var def balancerRealDef
+		if err := b.objs.Reals.Update(uint32(id), &def, ebpf.UpdateAny); err != nil {
+			return nil, fmt.Errorf("real %s (index %d): clear reals map: %w", addr, id, err)
+		}
+	}
+	// From here the datapath neither picks nor counts these indices (its
+	// lookups find no real); the entries that still name them go.
+	if _, err := b.DeleteFlows(func(f Flow) bool { _, gone := addrs[f.Real]; return gone }); err != nil {
+		return nil, fmt.Errorf("remove reals %v: %w", ids, err)
+	}
+	final := make(map[RealID]RealStats, len(addrs))
+	for id := range addrs {
+		st, err := b.RealStats(id)
+		if err != nil {
+			return nil, err
+		}
+		final[id] = st
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id, addr := range addrs {
+		delete(b.slots, id)
+		b.forgetIndex(addr, id)
+		b.realIDs[id] = false
+	}
+	return final, nil
+}
+
+// RealSlots lists every defined real index with its address.
+func (b *Balancer) RealSlots() map[RealID]netip.Addr {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make(map[RealID]netip.Addr, len(b.slots))
+	for id, a := range b.slots {
+		out[id] = a
+	}
+	return out
+}
+
+// Reals lists the defined real addresses, each with one of its indices
+// (the one AddReal gives).
 func (b *Balancer) Reals() map[netip.Addr]RealID {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -75,10 +188,6 @@ func (b *Balancer) Reals() map[netip.Addr]RealID {
 func (b *Balancer) RealAddr(id RealID) (netip.Addr, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	for a, i := range b.reals {
-		if i == id {
-			return a, true
-		}
-	}
-	return netip.Addr{}, false
+	a, ok := b.slots[id]
+	return a, ok
 }

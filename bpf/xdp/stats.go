@@ -89,7 +89,9 @@ type VIPStats struct {
 	LRUHits, LRUMisses uint64
 }
 
-// RealStats are a real's counters summed over CPUs (all VIPs together).
+// RealStats are a real index's counters summed over CPUs: of one (VIP,
+// real) pair for an index from AddRealSlot, of every VIP that uses it for
+// one from AddReal.
 type RealStats struct {
 	Packets, Bytes uint64
 }
@@ -160,4 +162,24 @@ func (b *Balancer) clearRealStats(idx uint32) error {
 		return fmt.Errorf("reset counters of real %d: %w", idx, err)
 	}
 	return nil
+}
+
+// ResetVIPStats zeroes a VIP's counters.
+func (b *Balancer) ResetVIPStats(key VIPKey) error {
+	v, err := b.LookupVIP(key)
+	if err != nil {
+		return err
+	}
+	return b.clearVIPStats(v.Num)
+}
+
+// ResetRealStats zeroes the counters of a defined real index.
+func (b *Balancer) ResetRealStats(id RealID) error {
+	b.mu.Lock()
+	_, ok := b.slots[id]
+	b.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("real index %d: %w", id, ErrNotFound)
+	}
+	return b.clearRealStats(uint32(id))
 }

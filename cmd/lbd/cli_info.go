@@ -22,10 +22,12 @@ import (
 const maxAllFlows = 100_000
 
 func newStatsCommand(cfg *clientConfig) *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:   "stats [VIP]",
 		Short: "Show counters and rates: global, per VIP and per real, or one VIP's",
-		Args:  cobra.MaximumNArgs(1),
+		Long: "Show counters and rates. With a VIP: its counters and each of its reals', removed reals\n" +
+			"included (until `lbd stats reset VIP`): the reals' packets and bytes add up to the VIP's.",
+		Args: cobra.MaximumNArgs(1),
 		Example: "  lbd stats\n" +
 			"  lbd stats tcp/192.0.2.1:80",
 		RunE: cfg.run(func(s *session, args []string) error {
@@ -36,6 +38,7 @@ func newStatsCommand(cfg *clientConfig) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			tables, tablesErr := s.api.FlowTables(s.ctx)
 			return s.emit(st, func(w io.Writer) {
 				names := slices.Sorted(maps.Keys(st.Global.Counters))
 				names = slices.DeleteFunc(names, func(n string) bool { return st.Global.Counters[n] == 0 })
@@ -55,18 +58,49 @@ func newStatsCommand(cfg *clientConfig) *cobra.Command {
 				row(w)
 				row(w, "REAL", "PACKETS", "BYTES", "PKT/S", "BYTES/S")
 				for _, r := range st.Reals {
-					row(w, r.Address, r.Packets, r.Bytes, rate(r.PacketsPerSec), rate(r.BytesPerSec))
+					addr := r.Address
+					if r.Removed {
+						addr += " (removed)"
+					}
+					row(w, addr, r.Packets, r.Bytes, rate(r.PacketsPerSec), rate(r.BytesPerSec))
 				}
+				row(w, "(a real's counters here are summed over its VIPs: lbd stats VIP shows them per VIP)")
+				row(w)
+				if tablesErr != nil {
+					row(w, "connection table: "+tablesErr.Error())
+					return
+				}
+				row(w, "CONNECTION TABLE", "ENTRIES", "CAPACITY", "USED", "PER CPU")
+				row(w, "shared by "+strconv.Itoa(tables.CPUs)+" CPUs", tables.Entries, tables.Capacity, used(tables.Entries, tables.Capacity), tables.PerCPUCapacity)
 			})
 		}),
 	}
+	cmd.AddCommand(&cobra.Command{
+		Use:     "reset VIP",
+		Short:   "Zero a VIP's counters and its reals', and forget the reals it no longer has",
+		Args:    cobra.ExactArgs(1),
+		Example: "  lbd stats reset tcp/192.0.2.1:80",
+		RunE: cfg.run(func(s *session, args []string) error {
+			name, err := vipName(args[0])
+			if err != nil {
+				return err
+			}
+			if err := s.api.ResetVIPStats(s.ctx, name); err != nil {
+				return err
+			}
+			return s.emit(map[string]string{"reset": name}, func(w io.Writer) {
+				row(w, "counters of "+keyDisplay(name)+" and its reals reset")
+			})
+		}),
+	})
+	return cmd
 }
 
-// vipStatsOut is `lbd stats VIP -o json`: the VIP's counters as the
-// server gives them, with those of its reals.
-type vipStatsOut struct {
-	api.VIPStatsJSON
-	Reals []api.RealStatsJSON `json:"reals"`
+func used(n, of int) string {
+	if of == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(100*float64(n)/float64(of), 'f', 1, 64) + "%"
 }
 
 func (s *session) vipStats(arg string) error {
@@ -79,27 +113,21 @@ func (s *session) vipStats(arg string) error {
 		return err
 	}
 	st.VIP = name
-	reals, err := s.api.ListReals(s.ctx, name)
-	if err != nil {
-		return err
-	}
-	out := vipStatsOut{VIPStatsJSON: st, Reals: []api.RealStatsJSON{}}
-	for _, r := range reals {
-		t, err := s.api.RealStats(s.ctx, name, r.Address)
-		if err != nil {
-			return err
-		}
-		out.Reals = append(out.Reals, api.RealStatsJSON{Address: r.Address, TrafficJSON: t})
-	}
-	return s.emit(out, func(w io.Writer) {
+	return s.emit(st, func(w io.Writer) {
 		row(w, "VIP", "PACKETS", "BYTES", "PKT/S", "BYTES/S", "LRU HITS", "LRU MISSES")
 		row(w, keyDisplay(name), st.Packets, st.Bytes, rate(st.PacketsPerSec), rate(st.BytesPerSec), st.LRUHits, st.LRUMisses)
 		row(w)
-		row(w, "REAL", "PACKETS", "BYTES", "PKT/S", "BYTES/S")
-		for _, r := range out.Reals {
-			row(w, r.Address, r.Packets, r.Bytes, rate(r.PacketsPerSec), rate(r.BytesPerSec))
+		row(w, "REAL", "PACKETS", "BYTES", "PKT/S", "BYTES/S", "STATE")
+		var pk, by uint64
+		for _, r := range st.Reals {
+			state := "current"
+			if r.Removed {
+				state = "removed"
+			}
+			row(w, r.Address, r.Packets, r.Bytes, rate(r.PacketsPerSec), rate(r.BytesPerSec), state)
+			pk, by = pk+r.Packets, by+r.Bytes
 		}
-		row(w, "(a real's counters cover every VIP that uses it)")
+		row(w, "TOTAL", pk, by)
 	})
 }
 

@@ -414,12 +414,26 @@ func TestRingAndStats(t *testing.T) {
 
 	out = d.ok("stats", "tcp/192.0.2.1:80")
 	wantRow(t, out, "tcp/192.0.2.1:80", "1500", "90000", "0.0", "0.0", "1400", "100")
-	wantRow(t, out, "10.0.0.2", "1100", "66000", "0.0", "0.0")
-	var vs vipStatsOut
+	wantRow(t, out, "10.0.0.2", "1100", "66000", "0.0", "0.0", "current")
+	wantRow(t, out, "TOTAL", "1500", "90000")
+	var vs api.VIPStatsJSON
 	d.okJSON(&vs, "stats", "tcp-192.0.2.1-80")
 	if vs.VIP != "tcp-192.0.2.1-80" || vs.Packets != 1500 || len(vs.Reals) != 2 || vs.Reals[0].Packets != 400 {
 		t.Errorf("stats VIP -o json: %+v", vs)
 	}
+	// a removed real stays, as removed, until the VIP's counters are reset
+	d.ok("real", "remove", "tcp/192.0.2.1:80", "10.0.0.2")
+	out = d.ok("stats", "tcp/192.0.2.1:80")
+	wantRow(t, out, "10.0.0.2", "1100", "66000", "0.0", "0.0", "removed")
+	wantRow(t, out, "TOTAL", "1500", "90000")
+	out = d.ok("stats")
+	wantRow(t, out, "10.0.0.2 (removed)", "1100", "66000", "0.0", "0.0")
+	d.ok("stats", "reset", "tcp/192.0.2.1:80")
+	d.okJSON(&vs, "stats", "tcp-192.0.2.1-80")
+	if vs.Packets != 0 || len(vs.Reals) != 1 || vs.Reals[0].Address != "10.0.0.1" || vs.Reals[0].Packets != 0 {
+		t.Errorf("stats VIP after reset: %+v", vs)
+	}
+	wantErr(t, d.fail("stats", "reset", "tcp/192.0.2.9:80"), "not found")
 	wantErr(t, d.fail("stats", "tcp/192.0.2.9:80"), "not found")
 }
 

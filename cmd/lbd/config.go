@@ -105,7 +105,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.StateDir, "state-dir", c.StateDir, "directory of the desired state file")
 	fs.StringVar(&c.PinDir, "pin-dir", c.PinDir, "bpffs directory for the maps and the XDP link")
 	fs.Uint32Var(&c.MaxVIPs, "max-vips", c.MaxVIPs, "VIP capacity (fixed while pins exist)")
-	fs.Uint32Var(&c.MaxReals, "max-reals", c.MaxReals, "real capacity (fixed while pins exist)")
+	fs.Uint32Var(&c.MaxReals, "max-reals", c.MaxReals, "real capacity, counted per VIP: a real in two VIPs takes two (fixed while pins exist)")
 	fs.Uint32Var(&c.MaxFlows, "max-flows", c.MaxFlows, "connection table entries (fixed while pins exist)")
 	fs.Uint16Var(&c.MTU, "mtu", c.MTU, "largest packet (IP) the balancer sends after encapsulation")
 	fs.StringVar(&c.EncapSourceV4, "encap-source-v4", c.EncapSourceV4, "prefix of the outer IPv4 source address of IP-in-IP packets (host bits from the flow hash)")

@@ -213,6 +213,17 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 		}
 	}
 	setReady(errors.New("starting"))
+	if b.Recovered() {
+		// The pinned counters went on: take back whose each real index
+		// is, and the removed reals' totals, so that VIPs' totals still
+		// add up. With a fresh datapath both start anew.
+		saved, err := store.LoadCounters()
+		if err != nil {
+			log.Warn("counters file unreadable: removed reals' totals are lost", "err", err)
+		} else {
+			ctl.RestoreCounters(saved)
+		}
+	}
 	drifts, rerr := ctl.Reconcile()
 	log.Info("reconciled desired state into the datapath", "vips", len(desired), "changed", len(drifts))
 	if rerr != nil {

@@ -21,7 +21,9 @@ import (
 type Datapath struct {
 	VIPMap       map[xdp.VIPKey]xdp.VIP
 	Rings        map[xdp.VIPKey][]xdp.RealID
-	RealMap      map[netip.Addr]xdp.RealID
+	RealMap      map[netip.Addr]xdp.RealID // the latest index of each address
+	Slots        map[xdp.RealID]netip.Addr // every defined index
+	Usage        xdp.TableUsage
 	nextNum      uint32
 	nextID       xdp.RealID
 	MaxVIPs      int
@@ -45,7 +47,7 @@ type Datapath struct {
 func New() *Datapath {
 	return &Datapath{
 		VIPMap: map[xdp.VIPKey]xdp.VIP{}, Rings: map[xdp.VIPKey][]xdp.RealID{},
-		RealMap: map[netip.Addr]xdp.RealID{}, nextID: 1, MaxVIPs: 512,
+		RealMap: map[netip.Addr]xdp.RealID{}, Slots: map[xdp.RealID]netip.Addr{}, nextID: 1, MaxVIPs: 512,
 		VIPCounters: map[xdp.VIPKey]xdp.VIPStats{}, RealCounters: map[xdp.RealID]xdp.RealStats{},
 	}
 }
@@ -100,7 +102,7 @@ func (f *Datapath) ReadMaps() (*xdp.MapState, error) {
 		s.VIPInfo[v.Num] = xdp.VIPInfo{Flags: v.Flags, RingSize: v.RingSize, Buf: v.Buf, Gen: v.Gen}
 		s.VIPAddrs[k.Addr] = xdp.AddrFlagsOf(k.Addr, keys)
 	}
-	for a, id := range f.RealMap {
+	for id, a := range f.Slots {
 		s.Reals[id] = a
 	}
 	return s, nil
@@ -115,8 +117,8 @@ func (f *Datapath) ClearVIPEntry(key xdp.VIPKey) error {
 }
 func (f *Datapath) ClearVIPInfo(num uint32) error { return f.mutate(fmt.Sprint("ClearVIPInfo ", num)) }
 func (f *Datapath) SyncAddrs() error              { return f.mutate("SyncAddrs") }
-func (f *Datapath) RepairReal(addr netip.Addr) error {
-	return f.mutate("RepairReal " + addr.String())
+func (f *Datapath) RepairRealSlot(id xdp.RealID) error {
+	return f.mutate(fmt.Sprint("RepairRealSlot ", id))
 }
 func (f *Datapath) ClearReal(id xdp.RealID) error { return f.mutate(fmt.Sprint("ClearReal ", id)) }
 func (f *Datapath) SetConfig(c xdp.Config) error {
@@ -171,7 +173,7 @@ func (f *Datapath) SetRing(key xdp.VIPKey, ring []xdp.RealID) error {
 		return fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
 	}
 	for _, id := range ring {
-		if id != 0 && !slices.Contains(slices.Collect(maps.Values(f.RealMap)), id) {
+		if _, ok := f.Slots[id]; id != 0 && !ok {
 			return fmt.Errorf("ring holds undefined real %d", id)
 		}
 	}
@@ -198,8 +200,68 @@ func (f *Datapath) AddReal(addr netip.Addr) (xdp.RealID, error) {
 	id := f.nextID
 	f.nextID++
 	f.RealMap[addr] = id
+	f.Slots[id] = addr
 	return id, nil
 }
+
+func (f *Datapath) AddRealSlot(addr netip.Addr) (xdp.RealID, error) {
+	if err := f.mutate("AddRealSlot " + addr.String()); err != nil {
+		return 0, err
+	}
+	id := f.nextID
+	f.nextID++
+	f.RealMap[addr] = id
+	f.Slots[id] = addr
+	delete(f.RealCounters, id)
+	return id, nil
+}
+
+func (f *Datapath) RemoveRealSlots(ids []xdp.RealID) (map[xdp.RealID]xdp.RealStats, error) {
+	if err := f.mutate(fmt.Sprintf("RemoveRealSlots %v", ids)); err != nil {
+		return nil, err
+	}
+	for _, id := range ids {
+		if _, ok := f.Slots[id]; !ok {
+			return nil, fmt.Errorf("real index %d: %w", id, xdp.ErrNotFound)
+		}
+	}
+	final := map[xdp.RealID]xdp.RealStats{}
+	for _, id := range ids {
+		addr := f.Slots[id]
+		delete(f.Slots, id)
+		if f.RealMap[addr] == id {
+			delete(f.RealMap, addr)
+			for other, a := range f.Slots {
+				if a == addr {
+					f.RealMap[addr] = other
+				}
+			}
+		}
+		final[id] = f.RealCounters[id]
+		f.FlowList = slices.DeleteFunc(f.FlowList, func(fl xdp.Flow) bool { return fl.Real == id })
+	}
+	return final, nil
+}
+
+func (f *Datapath) RealSlots() map[xdp.RealID]netip.Addr { return maps.Clone(f.Slots) }
+
+func (f *Datapath) ResetVIPStats(key xdp.VIPKey) error {
+	if err := f.mutate("ResetVIPStats " + key.String()); err != nil {
+		return err
+	}
+	delete(f.VIPCounters, key)
+	return nil
+}
+
+func (f *Datapath) ResetRealStats(id xdp.RealID) error {
+	if err := f.mutate(fmt.Sprintf("ResetRealStats %d", id)); err != nil {
+		return err
+	}
+	delete(f.RealCounters, id)
+	return nil
+}
+
+func (f *Datapath) FlowTableUsage() (xdp.TableUsage, error) { return f.Usage, nil }
 
 func (f *Datapath) RemoveReal(addr netip.Addr) error {
 	if err := f.mutate("RemoveReal " + addr.String()); err != nil {
@@ -208,6 +270,7 @@ func (f *Datapath) RemoveReal(addr netip.Addr) error {
 	if _, ok := f.RealMap[addr]; !ok {
 		return fmt.Errorf("real %s: %w", addr, xdp.ErrNotFound)
 	}
+	delete(f.Slots, f.RealMap[addr])
 	delete(f.RealMap, addr)
 	return nil
 }
