@@ -429,11 +429,15 @@ func (g *reqGen) mutateBody(v any, s *openapi3.Schema) ([]byte, string, bool) {
 		return mustJSON(obj), "miscased key " + key, key != ""
 	case 7:
 		b := mustJSON(obj)
-		if key != "" && len(b) > 2 {
+		switch {
+		case key != "" && len(b) > 2:
 			b = append([]byte(`{"`+key+`":null,`), b[1:]...)
 			if string(b[len(b)-2:]) == ",}" {
 				b = append(b[:len(b)-2], '}')
 			}
+		case key != "":
+			// an empty body: "{}" alone would be a valid one
+			b = []byte(`{"` + key + `":null,"` + key + `":null}`)
 		}
 		return b, "duplicate key " + key, key != ""
 	case 8:

@@ -76,6 +76,7 @@ type VIPSettingsJSON struct {
 	HealthCheck  *HealthCheckJSON `json:"health_check,omitempty"`
 	DownFlows    string           `json:"down_flows,omitempty"`
 	AllDown      string           `json:"all_down,omitempty"`
+	Disabled     bool             `json:"disabled,omitempty"`
 	Description  string           `json:"description,omitempty"`
 }
 
@@ -97,6 +98,7 @@ type VIPPatchJSON struct {
 	HealthCheck  *HealthCheckJSON `json:"health_check,omitempty"`
 	DownFlows    *string          `json:"down_flows,omitempty"`
 	AllDown      *string          `json:"all_down,omitempty"`
+	Disabled     *bool            `json:"disabled,omitempty"`
 	Description  *string          `json:"description,omitempty"`
 }
 
@@ -115,6 +117,7 @@ type VIPJSON struct {
 	HealthCheck  HealthCheckJSON `json:"health_check"`
 	DownFlows    string          `json:"down_flows"`
 	AllDown      string          `json:"all_down"`
+	Disabled     bool            `json:"disabled"`
 	Description  string          `json:"description"` // "" when none
 }
 
@@ -255,7 +258,7 @@ func vipJSON(v *control.VIP, health func(netip.Addr) *RealHealthJSON) VIPJSON {
 	out := VIPJSON{
 		Name: control.VIPName(v.Key), Protocol: v.Key.Proto.String(), Address: v.Key.Addr.String(), Port: v.Key.Port,
 		Sticky: v.Sticky, NoLRU: v.NoLRU, NoFlowSearch: v.NoFlowSearch, Encap: string(v.Encap), RingSize: v.RingSize, Reals: []RealJSON{},
-		HealthCheck: healthCheckJSON(v.Health), DownFlows: string(v.DownFlows), AllDown: string(v.AllDown), Description: v.Description,
+		HealthCheck: healthCheckJSON(v.Health), DownFlows: string(v.DownFlows), AllDown: string(v.AllDown), Disabled: v.Disabled, Description: v.Description,
 	}
 	for _, r := range v.Reals {
 		rj := realJSON(r)
@@ -352,7 +355,7 @@ func (s VIPSettingsJSON) toVIP(key xdp.VIPKey) (control.VIP, error) {
 		return control.VIP{}, err
 	}
 	return control.VIP{Key: key, Sticky: s.Sticky, NoLRU: s.NoLRU, NoFlowSearch: s.NoFlowSearch, Encap: control.Encap(s.Encap), RingSize: s.RingSize, Reals: reals,
-		Health: spec, DownFlows: control.DownFlows(s.DownFlows), AllDown: control.AllDown(s.AllDown), Description: s.Description}, nil
+		Health: spec, DownFlows: control.DownFlows(s.DownFlows), AllDown: control.AllDown(s.AllDown), Disabled: s.Disabled, Description: s.Description}, nil
 }
 
 func trafficJSON(t control.Traffic) TrafficJSON {

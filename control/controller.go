@@ -186,7 +186,9 @@ type VIPUpdate struct {
 	Health       *health.Spec
 	DownFlows    *DownFlows
 	AllDown      *AllDown
-	Description  *string
+	// Disabled: see VIP.Disabled.
+	Disabled    *bool
+	Description *string
 }
 
 // UpdateVIP changes a VIP's settings, keeping its reals.
@@ -218,6 +220,9 @@ func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
 		}
 		if u.AllDown != nil {
 			cur.AllDown = *u.AllDown
+		}
+		if u.Disabled != nil {
+			cur.Disabled = *u.Disabled
 		}
 		if u.Description != nil {
 			cur.Description = *u.Description
@@ -553,9 +558,14 @@ func (p *ringPlan) ring(ids map[netip.Addr]xdp.RealID) []xdp.RealID {
 // ringInputs are what a VIP's ring is built from: its eligible reals
 // (backend i+1 of the plan is reals[i]) and the Maglev backends that are
 // not down (all eligible ones if every one is down and the VIP serves all
-// then). The caller holds c.mu (health state).
+// then). A disabled VIP has no backends, whatever its AllDown policy: its
+// ring is empty, as when every real is down and the VIP drops. The caller
+// holds c.mu (health state).
 func (c *Controller) ringInputs(v *VIP) (reals []netip.Addr, backends []maglev.Backend) {
 	backends = make([]maglev.Backend, 0, len(v.Reals))
+	if v.Disabled {
+		return nil, backends
+	}
 	var downs []maglev.Backend // eligible but failing their health checks
 	for _, r := range v.Reals {
 		if !r.Eligible() {
@@ -595,8 +605,13 @@ func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
 
 // ringSig names a ring by what it is built from, with the IDs of the
 // VIP's own (VIP, real) pairs (ids, as converge has them): rings with the
-// same signature are the same.
+// same signature are the same. A disabled VIP's (empty) ring has a
+// signature of its own, so that disabling or enabling a VIP never finds
+// the ring sum of the other state.
 func ringSig(v *VIP, reals []netip.Addr, backends []maglev.Backend, ids map[netip.Addr]xdp.RealID) string {
+	if v.Disabled {
+		return "disabled"
+	}
 	if len(backends) == 0 {
 		return "empty"
 	}

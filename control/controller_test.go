@@ -35,6 +35,9 @@ func active(a netip.Addr, w uint32) Real { return Real{Addr: a, Weight: w, State
 // eligible reals, with the fake's IDs.
 func wantRing(t *testing.T, dp *fakedp.Datapath, v VIP) []xdp.RealID {
 	t.Helper()
+	if v.Disabled {
+		return []xdp.RealID{0}
+	}
 	var bs []maglev.Backend
 	for _, r := range v.Reals {
 		if r.Eligible() {

@@ -92,6 +92,17 @@ type VIP struct {
 	// AllDown is what the VIP does when every real that should take
 	// traffic is down.
 	AllDown AllDown
+	// Disabled takes the VIP out of service without removing it: it
+	// keeps its datapath entry (number, flags), its counters and its
+	// connection table entries, but its ring is built with no backends
+	// (whatever AllDown says), so new flows are dropped and counted as
+	// no-real. Flows already in the connection table keep their reals
+	// until they end or age out, like IPVS quiescing (weight 0): disable
+	// a VIP to drain it, then delete it. Enabling it again rebuilds the
+	// ring it had (the same reals and weights give the same ring).
+	// It changes nothing in what the node announces (Serving): withdrawing
+	// would move the established flows to other nodes.
+	Disabled bool
 	// Description is free text for the operators (what the VIP serves,
 	// who owns it): plain text, at most MaxDescriptionLen bytes of UTF-8
 	// without control characters. It is metadata only: it never reaches

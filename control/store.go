@@ -58,6 +58,9 @@ type vipRecord struct {
 	Health    *healthRecord `json:"health_check,omitempty"`
 	DownFlows DownFlows     `json:"down_flows,omitempty"`
 	AllDown   AllDown       `json:"all_down,omitempty"`
+	// Disabled is absent for enabled VIPs (and in files written before
+	// VIPs could be disabled).
+	Disabled bool `json:"disabled,omitempty"`
 	// Description is absent in files written before VIPs had one.
 	Description string `json:"description,omitempty"`
 }
@@ -104,7 +107,7 @@ func (s *Store) Load() (map[xdp.VIPKey]*VIP, error) {
 		v := &VIP{
 			Key:    xdp.VIPKey{Addr: r.Addr, Port: r.Port, Proto: proto},
 			Sticky: r.Sticky, NoLRU: r.NoLRU, NoFlowSearch: r.NoSearch, Encap: r.Encap, RingSize: r.RingSize,
-			DownFlows: r.DownFlows, AllDown: r.AllDown, Description: r.Description,
+			DownFlows: r.DownFlows, AllDown: r.AllDown, Disabled: r.Disabled, Description: r.Description,
 		}
 		if h := r.Health; h != nil {
 			v.Health = health.Spec{Type: h.Type, Port: h.Port, Path: h.Path, ExpectStatus: h.ExpectStatus,
@@ -134,7 +137,7 @@ func (s *Store) Save(vips map[xdp.VIPKey]*VIP) error {
 		r := vipRecord{
 			Proto: v.Key.Proto.String(), Addr: v.Key.Addr, Port: v.Key.Port,
 			Sticky: v.Sticky, NoLRU: v.NoLRU, NoSearch: v.NoFlowSearch, Encap: v.Encap, RingSize: v.RingSize,
-			Reals: []realRecord{}, DownFlows: v.DownFlows, AllDown: v.AllDown, Description: v.Description,
+			Reals: []realRecord{}, DownFlows: v.DownFlows, AllDown: v.AllDown, Disabled: v.Disabled, Description: v.Description,
 		}
 		if h := v.Health; h.Type != "" && h.Type != health.None {
 			r.Health = &healthRecord{Type: h.Type, Port: h.Port, Path: h.Path, ExpectStatus: h.ExpectStatus,

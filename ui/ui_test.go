@@ -2,12 +2,14 @@ package ui_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -45,9 +47,19 @@ func (p failProber) Probe(_ context.Context, t health.Target, s health.Spec) hea
 	return health.Result{OK: true, Reason: "200", At: time.Now(), Duration: time.Millisecond}
 }
 
+// failChanges makes every change of fakeLBD's datapath fail (the API
+// then refuses with 500 and a problem, rolled back).
+var failChanges atomic.Bool
+
 // fakeLBD is the real API server and console over a fake datapath.
 func fakeLBD(t *testing.T) (*httptest.Server, *control.Controller, *fakedp.Datapath) {
 	dp := fakedp.New()
+	dp.Fail = func(string) error {
+		if failChanges.Load() {
+			return fakedp.ErrInjected
+		}
+		return nil
+	}
 	ctl := control.New(dp, nopSaver{}, nil, nil)
 	srv, err := api.New(api.Options{Controller: ctl, Token: token, Build: buildinfo.Info{Version: "test"}, UI: ui.Handler(),
 		Datapath: func() map[string]any {
@@ -211,6 +223,90 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Errorf("refused weight: %q", problem)
 	}
 	shot("refused")
+	if err := b.Run(10*time.Second, browsertest.Click("#confirm-cancel")); err != nil {
+		t.Fatal(err)
+	}
+
+	// disable the VIP, then enable it again: each asks first
+	vipDisabled := func() bool {
+		t.Helper()
+		req, _ := http.NewRequest("GET", ts.URL+"/api/v1/vips/tcp-192.0.2.10-80", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var v api.VIPJSON
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET VIP: %d %v", resp.StatusCode, err)
+		}
+		return v.Disabled
+	}
+	for _, disable := range []bool{true, false} {
+		label, badge := "Disable", `.card.vip [data-field="disabled"]`
+		if !disable {
+			label = "Enable"
+		}
+		var btn, title string
+		if err := b.WaitFor(20*time.Second, `!document.querySelector("#confirm").open && (document.querySelector(".card.vip button.disable") || {}).textContent === "`+label+`"`); err != nil {
+			var open bool
+			var text string
+			_ = b.Run(5*time.Second, chromedp.Evaluate(`document.querySelector("#confirm").open`, &open), browsertest.Text(".card.vip button.disable", &text))
+			t.Fatalf("%s button: %v (dialog open %v, button %q)", label, err, open, text)
+		}
+		if err := b.Run(20*time.Second,
+			browsertest.Text(".card.vip button.disable", &btn),
+			browsertest.Click(".card.vip button.disable"),
+			chromedp.WaitVisible("#confirm-ok", chromedp.ByQuery),
+			chromedp.Text("#confirm-title", &title, chromedp.ByQuery)); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(title, label+" ") || vipDisabled() != !disable {
+			t.Fatalf("%s: dialog %q, or the VIP changed before the confirmation", label, title)
+		}
+		if disable {
+			shot("disable-confirm")
+			// refused first: the dialog stays, with the API's problem
+			failChanges.Store(true)
+			var problem string
+			if err := b.Run(20*time.Second,
+				chromedp.Click("#confirm-ok", chromedp.ByQuery),
+				chromedp.WaitVisible("#confirm-error", chromedp.ByQuery),
+				chromedp.Text("#confirm-error", &problem, chromedp.ByQuery)); err != nil {
+				t.Fatal(err)
+			}
+			failChanges.Store(false)
+			if !strings.Contains(problem, "500") || !strings.Contains(problem, "injected failure") || strings.Contains(problem, "null") || vipDisabled() {
+				t.Errorf("refused disable: problem %q, disabled %v", problem, vipDisabled())
+			}
+			shot("disable-refused")
+			if err := b.WaitFor(10*time.Second, `!document.querySelector("#confirm-ok").disabled`); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := b.Run(20*time.Second, chromedp.Click("#confirm-ok", chromedp.ByQuery)); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.WaitFor(20*time.Second, `!document.querySelector("#confirm").open`); err != nil {
+			t.Fatalf("%s: dialog stays open: %v", label, err)
+		}
+		if got := vipDisabled(); got != disable {
+			t.Fatalf("after %s the API reports disabled: %v", label, got)
+		}
+		if disable {
+			if err := b.WaitFor(20*time.Second, browsertest.Visible(badge)); err != nil {
+				t.Fatalf("no disabled badge: %v", err)
+			}
+			var text string
+			if err := b.Run(10*time.Second, browsertest.Text(badge, &text)); err != nil || text != "disabled" {
+				t.Fatalf("badge %q %v", text, err)
+			}
+			shot("disabled")
+		} else if err := b.WaitFor(20*time.Second, `!document.querySelector(`+"`"+badge+"`"+`)`); err != nil {
+			t.Fatalf("disabled badge stays: %v", err)
+		}
+	}
 	if errs := b.Errors(); len(errs) > 0 {
 		t.Errorf("the page reported errors:\n%s", strings.Join(errs, "\n"))
 	}

@@ -262,6 +262,20 @@ func TestVIPCommands(t *testing.T) {
 	out = d.ok("vip", "add", "tcp/192.0.2.5:80", "--ring-size", "1021", "--description", "added with one")
 	wantRow(t, out, "DESCRIPTION", "added with one")
 	d.ok("vip", "delete", "tcp/192.0.2.5:80")
+	// disable: the VIP stays, with an empty ring, flagged in list and get
+	wantRow(t, d.ok("vip", "get", "tcp/192.0.2.1:80"), "DISABLED", "false")
+	full := slices.Clone(d.dp.Rings[vip4])
+	out = d.ok("vip", "set", "tcp/192.0.2.1:80", "--disabled")
+	wantRow(t, out, "DISABLED", "true")
+	if v, _ := d.ctl.VIP(vip4); !v.Disabled || len(v.Reals) != 2 || !slices.Equal(d.dp.Rings[vip4], []xdp.RealID{0}) {
+		t.Errorf("after set --disabled: %+v, ring of %d slots", v, len(d.dp.Rings[vip4]))
+	}
+	wantRow(t, d.ok("vip", "list"), "tcp/192.0.2.1:80", "tcp-192.0.2.1-80", "ipip", "1021", "disabled,sticky", "2 (2 active)")
+	d.okJSON(&got, "vip", "set", "tcp/192.0.2.1:80", "--disabled=false")
+	if got.Disabled || !got.Sticky || !slices.Equal(d.dp.Rings[vip4], full) {
+		t.Errorf("after set --disabled=false: %+v, ring restored %v", got, slices.Equal(d.dp.Rings[vip4], full))
+	}
+	wantRow(t, d.ok("vip", "list"), "tcp/192.0.2.1:80", "tcp-192.0.2.1-80", "ipip", "1021", "sticky", "2 (2 active)")
 	d.ok("vip", "set", "udp/[2001:db8::1]:53", "--no-flow-search=false")
 	if f := d.dp.VIPMap[vip6].Flags; f != xdp.VIPGUE|xdp.VIPSticky {
 		t.Errorf("after set --no-flow-search=false: flags %v, want GUE|sticky", f)

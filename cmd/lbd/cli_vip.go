@@ -84,6 +84,7 @@ func newVIPCommand(cfg *clientConfig) *cobra.Command {
 // vipSettingFlags are the flags of vip add and vip set.
 type vipSettingFlags struct {
 	sticky, noLRU, noSearch bool
+	disabled                bool
 	encap                   string
 	ringSize                uint32
 	health                  api.HealthCheckJSON
@@ -119,6 +120,7 @@ func (f *vipSettingFlags) register(cmd *cobra.Command) {
 	fl.IntVar(&f.health.Fall, "health-fall", 0, "failures in a row for a real to go down (default 3)")
 	fl.StringVar(&f.downFlows, "down-flows", "", "flows of a real that goes down: keep (default) or reset")
 	fl.StringVar(&f.allDown, "all-down", "", "when every real is down: serve-all (default, fail open) or drop")
+	fl.BoolVar(&f.disabled, "disabled", false, "take the VIP out of service, keeping it: new flows are dropped, established flows keep their reals; --disabled=false serves again")
 	fl.StringVar(&f.description, "description", "", "free `TEXT` about the VIP (what it serves, who owns it), shown as plain text: at most 256 bytes, one line; \"\" removes it")
 }
 
@@ -141,7 +143,7 @@ func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
 		}
 		in := api.VIPCreateJSON{Protocol: key.Proto.String(), Address: key.Addr.String(), Port: new(int(key.Port))}
 		in.Sticky, in.NoLRU, in.NoFlowSearch, in.Encap, in.RingSize = f.sticky, f.noLRU, f.noSearch, f.encap, f.ringSize
-		in.DownFlows, in.AllDown, in.Description = f.downFlows, f.allDown, f.description
+		in.DownFlows, in.AllDown, in.Disabled, in.Description = f.downFlows, f.allDown, f.disabled, f.description
 		if healthChanged(cmd) {
 			if f.health.Type == "" {
 				f.health.Type = "tcp"
@@ -176,7 +178,9 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		Example: "  lbd vip set tcp/192.0.2.1:80 --sticky\n" +
 			"  lbd vip set tcp/192.0.2.1:80 --sticky=false --ring-size 131071\n" +
-			"  lbd vip set tcp/192.0.2.1:80 --description 'shop front, team web'",
+			"  lbd vip set tcp/192.0.2.1:80 --description 'shop front, team web'\n" +
+			"  lbd vip set tcp/192.0.2.1:80 --disabled        # new flows dropped, established ones kept\n" +
+			"  lbd vip set tcp/192.0.2.1:80 --disabled=false  # serve again",
 	}
 	f.register(cmd)
 	cmd.RunE = cfg.run(func(s *session, args []string) error {
@@ -213,11 +217,14 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 		if changed("all-down") {
 			p.AllDown = &f.allDown
 		}
+		if changed("disabled") {
+			p.Disabled = &f.disabled
+		}
 		if changed("description") {
 			p.Description = &f.description
 		}
 		if p == (api.VIPPatchJSON{}) {
-			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --no-flow-search, --encap, --ring-size, --health..., --down-flows, --all-down or --description")
+			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --no-flow-search, --encap, --ring-size, --health..., --down-flows, --all-down, --disabled or --description")
 		}
 		v, err := s.api.PatchVIP(s.ctx, name, p)
 		if err != nil {
@@ -243,6 +250,7 @@ func (s *session) emitVIP(v api.VIPJSON) error {
 		row(w, "STICKY", v.Sticky)
 		row(w, "NO LRU", v.NoLRU)
 		row(w, "NO FLOW SEARCH", v.NoFlowSearch)
+		row(w, "DISABLED", v.Disabled)
 		hc := v.HealthCheck.Type
 		if hc != "" && hc != "none" {
 			hc = fmt.Sprintf("%s every %s (rise %d, fall %d); down real's flows: %s; all down: %s", hc, v.HealthCheck.Interval, v.HealthCheck.Rise, v.HealthCheck.Fall, v.DownFlows, v.AllDown)
@@ -326,6 +334,9 @@ func realsSummary(reals []api.RealJSON) string {
 
 func vipFlags(v api.VIPJSON) string {
 	var f []string
+	if v.Disabled {
+		f = append(f, "disabled")
+	}
 	if v.Sticky {
 		f = append(f, "sticky")
 	}

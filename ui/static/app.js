@@ -306,11 +306,15 @@ function renderVIPs() {
     });
     const c = el("div", { class: "card vip", dataset: { vip: v.name } },
       el("div", { class: "vip-head" },
-        el("div", {}, el("h3", {}, v.name, v.description ? el("span", { class: "vip-desc", dataset: { field: "description" }, text: v.description }) : null),
+        el("div", {}, el("h3", {}, v.name,
+          v.disabled ? el("span", { class: "badge bad", dataset: { field: "disabled" }, text: "disabled", title: "new flows are dropped; established flows keep their reals" }) : null,
+          v.description ? el("span", { class: "vip-desc", dataset: { field: "description" }, text: v.description }) : null),
           el("div", { class: "chips" }, flags.map((f) => el("span", { class: "chip" }, f)))),
         el("div", { class: "figures" },
           fig("pkt/s", rate(st.packets_per_second, ""), "pps"), fig("bytes/s", bytes(st.bytes_per_second) + "/s", "bps"),
           fig("packets", num(st.packets), "packets"), fig("bytes", bytes(st.bytes), "bytes"), fig("flows", flows(v.name, fc.byVIP.get(v.name)), "flows")),
+        el("div", { class: "actions" },
+          el("button", { type: "button", class: "disable", onclick: () => actDisable(v, !v.disabled) }, v.disabled ? "Enable" : "Disable")),
         chart, donut),
       el("table", { class: "grid reals" },
         el("thead", {}, el("tr", {}, ["Real", "Weight", "State", "Health", "Ring share", "Flows", "pkt/s (all VIPs)", "last 5 min", ""].map((h) => el("th", {}, h)))),
@@ -362,8 +366,9 @@ function showProblem(box, err) {
   clear(box);
   if (err instanceof ApiError) {
     const p = err.problem;
-    box.append(el("strong", {}, p.status + " " + (p.title || "")), el("div", { class: "detail" }, p.detail || ""),
-      p.field ? el("div", { class: "muted" }, "field: " + p.field) : null);
+    // (DOM append would show a null as the text "null")
+    box.append(el("strong", {}, p.status + " " + (p.title || "")), el("div", { class: "detail" }, p.detail || ""));
+    if (p.field) box.append(el("div", { class: "muted" }, "field: " + p.field));
   } else {
     box.append(el("strong", {}, "The daemon did not answer"), el("div", {}, String(err.message || err)));
   }
@@ -388,6 +393,24 @@ function actDrain(v, r, drain) {
       : `Put real ${r.address} of ${v.name} back in the ring: it gets new flows again.`,
     okLabel: drain ? "Drain" : "Undrain",
     run: () => putReal(v, r, { state: drain ? "draining" : "active" }),
+  });
+}
+
+const vipPath = (v) => "/api/v1/vips/" + encodeURIComponent(v.name);
+
+// actDisable disables or enables a VIP: PATCH {"disabled": ...}, with the
+// VIP's ETag as If-Match if the API gives one.
+function actDisable(v, disable) {
+  confirmAction({
+    title: (disable ? "Disable " : "Enable ") + v.name,
+    text: disable
+      ? `Disable VIP ${v.name}: its new flows are dropped; its established flows keep their reals. It stays configured, with its counters.`
+      : `Enable VIP ${v.name}: it takes new flows again, with the ring it had.`,
+    okLabel: disable ? "Disable" : "Enable",
+    run: async () => {
+      const cur = await api(vipPath(v));
+      await api(vipPath(v), { method: "PATCH", body: { disabled: disable }, ifMatch: cur.etag || undefined });
+    },
   });
 }
 
