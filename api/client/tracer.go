@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -80,52 +79,16 @@ type StreamEvent struct {
 // the tracer stops (then Events returns nil). Options.Timeout bounds
 // only the wait for the stream to start.
 func (c *Client) Events(ctx context.Context, pid uint32, fn func(StreamEvent) error) error {
-	const path = "/api/v1/events"
-	target := c.base.String() + path + "?source=tracer"
+	query := "source=tracer"
 	if pid != 0 {
-		target += "&pid=" + strconv.FormatUint(uint64(pid), 10)
+		query += "&pid=" + strconv.FormatUint(uint64(pid), 10)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+	body, err := c.openStream(ctx, query, "")
 	if err != nil {
-		return fmt.Errorf("build request GET %s: %w", path, err)
+		return err
 	}
-	req.Header.Set("Accept", "text/event-stream, application/problem+json")
-	req.Header.Set("User-Agent", c.opts.UserAgent)
-	if c.opts.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
-	}
-	type result struct {
-		resp *http.Response
-		err  error
-	}
-	started := make(chan result, 1)
-	go func() {
-		resp, err := c.opts.HTTPClient.Do(req)
-		started <- result{resp, err}
-	}()
-	var r result
-	if c.opts.Timeout > 0 {
-		select {
-		case r = <-started:
-		case <-ctxTimer(ctx, c.opts.Timeout):
-			cancel()
-			<-started
-			return fmt.Errorf("lbd at %s did not start the event stream within %v: is the daemon stuck? raise --timeout to wait longer", c.base, c.opts.Timeout)
-		}
-	} else {
-		r = <-started
-	}
-	if r.err != nil {
-		return c.transportError(http.MethodGet, path, r.err)
-	}
-	defer r.resp.Body.Close()
-	if r.resp.StatusCode >= 300 {
-		data, _ := io.ReadAll(io.LimitReader(r.resp.Body, maxAnswer))
-		return decodeProblem(r.resp, data)
-	}
-	sc := bufio.NewScanner(r.resp.Body)
+	defer body.Close()
+	sc := bufio.NewScanner(body)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	var event string
 	for sc.Scan() {
@@ -158,7 +121,7 @@ func (c *Client) Events(ctx context.Context, pid uint32, fn func(StreamEvent) er
 		}
 	}
 	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		return c.transportError(http.MethodGet, path, err)
+		return c.transportError(http.MethodGet, "/api/v1/events", err)
 	}
 	return nil
 }

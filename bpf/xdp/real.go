@@ -23,23 +23,7 @@ func (b *Balancer) AddReal(addr netip.Addr) (RealID, error) {
 	if id, ok := b.reals[addr]; ok {
 		return id, nil
 	}
-	idx, ok := takeFree(b.realIDs, 1)
-	if !ok {
-		return 0, fmt.Errorf("real %s: all %d real slots are in use (raise the max reals limit): %w", addr, b.limits.MaxReals-1, ErrLimit)
-	}
-	if err := b.clearRealStats(idx); err != nil {
-		b.realIDs[idx] = false
-		return 0, err
-	}
-	words, fam := addrWords(addr)
-	def := balancerRealDef{Addr: words, Family: uint32(fam)}
-	if err := b.objs.Reals.Update(idx, &def, ebpf.UpdateAny); err != nil {
-		b.realIDs[idx] = false
-		return 0, fmt.Errorf("real %s: write reals map: %w", addr, err)
-	}
-	b.reals[addr] = RealID(idx)
-	b.slots[RealID(idx)] = addr
-	return RealID(idx), nil
+	return b.defineIndex(addr, false)
 }
 
 // RemoveReal undefines a real's index that AddReal gave. Ring slots that still hold its ID drop
@@ -90,14 +74,27 @@ func (b *Balancer) AddRealSlot(addr netip.Addr) (RealID, error) {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	idx, ok := takeFree(b.realIDs, int(b.nextReal))
+	return b.defineIndex(addr, true)
+}
+
+// defineIndex takes a free real index (round-robin from b.nextReal if
+// roundRobin, else the lowest), zeroes its counters and writes addr into
+// it. b.mu is held.
+func (b *Balancer) defineIndex(addr netip.Addr, roundRobin bool) (RealID, error) {
+	var idx uint32
+	ok := false
+	if roundRobin {
+		idx, ok = takeFree(b.realIDs, int(b.nextReal))
+	}
 	if !ok {
 		idx, ok = takeFree(b.realIDs, 1)
 	}
 	if !ok {
 		return 0, fmt.Errorf("real %s: all %d real slots are in use (each real of each VIP takes one): raise --max-reals (max_reals; a new limit needs lbd cleanup of the old pins): %w", addr, b.limits.MaxReals-1, ErrLimit)
 	}
-	b.nextReal = idx + 1
+	if roundRobin {
+		b.nextReal = idx + 1
+	}
 	if err := b.clearRealStats(idx); err != nil {
 		b.realIDs[idx] = false
 		return 0, err
