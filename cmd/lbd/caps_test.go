@@ -123,7 +123,7 @@ func TestUnitCapabilities(t *testing.T) {
 	// programs (is_net_admin_prog_type). There is no CAP_SYS_ADMIN: a
 	// recovered ring lbd cannot open by id is rewritten.
 	why := map[string]string{
-		"CAP_BPF":              "failed to set memlock rlimit: operation not permitted",       // see below
+		"CAP_BPF":              "failed to set memlock rlimit: operation not permitted",       // the memlock probe, see above
 		"CAP_PERFMON":          "prohibited for !root",                                        // the verifier: pointer arithmetic, Spectre v1 rules
 		"CAP_NET_ADMIN":        "program lbd_balancer: load program: operation not permitted", // XDP and TC programs are CAP_NET_ADMIN types
 		"CAP_NET_BIND_SERVICE": "listen tcp4 0.0.0.0:179: bind: permission denied",
