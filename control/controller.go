@@ -467,6 +467,7 @@ func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, pla
 	ids := make(map[netip.Addr]xdp.RealID, len(want.Reals))
 	var liveRing []xdp.RealID // read only to adopt indices
 	ringRead := false
+	unreadable := false
 	for _, r := range want.Reals {
 		pk := RealKey{key, r.Addr}
 		if id, ok := c.slots[pk]; ok && live[id] == r.Addr {
@@ -502,6 +503,13 @@ func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, pla
 		// another size than vip_info says) is replaced like one that
 		// differs.
 		current, err := c.dp.Ring(key)
+		if errors.Is(err, xdp.ErrRingUnreadable) {
+			// A recovered ring lbd may not open (no CAP_SYS_ADMIN):
+			// unknown, not a drift. The built ring is written into
+			// the idle buffer and flipped to, as a change does; being
+			// the same Maglev table, it moves no flow.
+			unreadable = true
+		}
 		if err == nil {
 			sum := c.sumRing(current)
 			if s, ok := c.ringSums[key]; ok && s.sig == sig && s.sum == sum {
@@ -529,6 +537,10 @@ func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, pla
 		return changes, err
 	}
 	c.ringSums[key] = ringSum{sig: sig, sum: c.sumRing(ring)}
+	if unreadable {
+		c.log.Info(fmt.Sprintf("ring of VIP %s not readable without CAP_SYS_ADMIN: rewritten (identical Maglev table, no flow moves)", VIPName(key)), "slots", len(ring))
+		return changes, nil
+	}
 	changes = append(changes, fmt.Sprintf("replaced ring (%d slots)", len(ring)))
 	return changes, nil
 }

@@ -1,15 +1,20 @@
 package control
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -445,5 +450,69 @@ func TestRemovedSharedRealFlowsFollowTheRing(t *testing.T) {
 	}
 	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 {
 		t.Fatalf("reconcile after the removal: %+v %v", d, err)
+	}
+}
+
+// unreadableRings is a datapath whose rings, until lbd writes them, cannot
+// be opened: what a restart without CAP_SYS_ADMIN sees (BPF_MAP_GET_FD_BY_ID
+// of the ring buffers of the pinned rings array is refused).
+type unreadableRings struct {
+	Datapath
+	written map[xdp.VIPKey]bool
+	setRing int
+}
+
+func (u *unreadableRings) Ring(key xdp.VIPKey) ([]xdp.RealID, error) {
+	if !u.written[key] {
+		return nil, fmt.Errorf("VIP %s: open ring buffer 0: %w: %w", key, xdp.ErrRingUnreadable, syscall.EPERM)
+	}
+	return u.Datapath.Ring(key)
+}
+
+func (u *unreadableRings) SetRing(key xdp.VIPKey, ring []xdp.RealID) error {
+	u.setRing++
+	u.written[key] = true
+	return u.Datapath.SetRing(key, ring)
+}
+
+// TestReconcileUnreadableRingIsNoDrift: after a restart onto pins whose
+// rings lbd may not open, the first reconcile rewrites each VIP's ring
+// (logged once, at info level) and reports no drift; the established flow
+// keeps its real, and the next reconcile reads the rewritten rings and
+// changes nothing.
+func TestReconcileUnreadableRingIsNoDrift(t *testing.T) {
+	l := newDriftLab(t)
+	desired := map[xdp.VIPKey]*VIP{}
+	for _, v := range l.c.VIPs() {
+		desired[v.Key] = v
+	}
+	cfg, err := l.b.Config()
+	must(t, err)
+	limits := l.b.Limits()
+	must(t, l.b.Close())
+	b, err := xdp.Open(xdp.Options{Limits: limits, PinDir: l.dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	l.b = b
+	dp := &unreadableRings{Datapath: b, written: map[xdp.VIPKey]bool{}}
+	var logs bytes.Buffer
+	l.c = New(dp, &memStore{}, desired, slog.New(slog.NewTextHandler(&logs, nil)))
+	l.c.SetDatapathConfig(cfg)
+	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 {
+		t.Fatalf("first reconcile after the restart: %+v %v", d, err)
+	}
+	if dp.setRing != len(desired) {
+		t.Errorf("rings rewritten: %d, want %d (one per VIP)", dp.setRing, len(desired))
+	}
+	if n := strings.Count(logs.String(), "not readable without CAP_SYS_ADMIN: rewritten"); n != len(desired) || !strings.Contains(logs.String(), "level=INFO") {
+		t.Errorf("want one info line per VIP, got %d:\n%s", n, logs.String())
+	}
+	if act, real := l.send(t, l.client, false); act != xdp.ActionTX || real != l.real {
+		t.Errorf("established flow after the restart: %v to %s, want TX to %s", act, real, l.real)
+	}
+	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 || dp.setRing != len(desired) {
+		t.Fatalf("second reconcile: %+v %v (rings written %d)", d, err, dp.setRing)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/cilium/ebpf"
 )
@@ -25,6 +26,14 @@ const (
 	ringBufShift = 31         // LBD_RING_BUF_SHIFT
 	maxRingSize  = 1 << 24
 )
+
+// ErrRingUnreadable is returned (wrapped, with the kernel's error) by Ring
+// for a live ring buffer this process did not create and may not open:
+// an inner map of the pinned rings array is reachable only by its ID, and
+// BPF_MAP_GET_FD_BY_ID needs CAP_SYS_ADMIN. Its contents are unknown, not
+// wrong: the caller rewrites the ring it wants (SetRing creates the idle
+// buffer anew, so the result is readable).
+var ErrRingUnreadable = errors.New("ring buffer not readable without CAP_SYS_ADMIN")
 
 // ringSlot is the outer map index of a VIP's ring buffer.
 func ringSlot(num, buf uint32) uint32 { return 2*num + buf }
@@ -116,15 +125,22 @@ func (b *Balancer) ringMap(slot uint32) (*ebpf.Map, error) {
 		m.Close()
 		delete(b.ringMaps, slot)
 	}
-	m, err := ebpf.NewMapFromID(id)
+	m, err := newMapFromID(id)
 	if err != nil {
+		if errors.Is(err, os.ErrPermission) { // EPERM, EACCES
+			return nil, fmt.Errorf("open ring buffer %d: %w: %w", slot, ErrRingUnreadable, err)
+		}
 		return nil, fmt.Errorf("open ring buffer %d: %w", slot, err)
 	}
 	b.ringMaps[slot] = m
 	return m, nil
 }
 
-// Ring reads a VIP's live ring back from the kernel.
+// newMapFromID opens an inner map by its ID (a variable for tests).
+var newMapFromID = ebpf.NewMapFromID
+
+// Ring reads a VIP's live ring back from the kernel. A live buffer that
+// cannot be opened for want of permission gives ErrRingUnreadable.
 func (b *Balancer) Ring(key VIPKey) ([]RealID, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()

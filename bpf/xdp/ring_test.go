@@ -1,9 +1,14 @@
 package xdp
 
 import (
+	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // TestRingBuffers: back-to-back ring changes of one size and of another
@@ -84,5 +89,48 @@ func TestRingBuffers(t *testing.T) {
 	}
 	if len(b.ringMaps) != 0 {
 		t.Errorf("ring buffers of a removed VIP still open: %v", b.ringMaps)
+	}
+}
+
+// TestRingUnreadable: a recovered VIP whose live ring buffer may not be
+// opened by id (EPERM without CAP_SYS_ADMIN) gives ErrRingUnreadable, not
+// another error; SetRing still installs a ring (a new map in the idle
+// buffer), which is then read back.
+func TestRingUnreadable(t *testing.T) {
+	dir := testPinDir(t)
+	limits := Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64}
+	b := openPinned(t, limits, dir)
+	key := VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 80, Proto: TCP}
+	if err := b.AddVIP(key, 0); err != nil {
+		t.Fatal(err)
+	}
+	id, err := b.AddReal(netip.MustParseAddr("10.0.1.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ring := slices.Repeat([]RealID{id}, 1021)
+	if err := b.SetRing(key, ring); err != nil {
+		t.Fatal(err)
+	}
+	b.Close()
+
+	saved := newMapFromID
+	t.Cleanup(func() { newMapFromID = saved })
+	newMapFromID = func(ebpf.MapID) (*ebpf.Map, error) { return nil, fmt.Errorf("map get fd by id: %w", unix.EPERM) }
+	b = openPinned(t, limits, dir)
+	if _, err := b.Ring(key); !errors.Is(err, ErrRingUnreadable) || !errors.Is(err, unix.EPERM) {
+		t.Fatalf("Ring of a recovered VIP without permission: %v, want ErrRingUnreadable", err)
+	}
+	newMapFromID = func(ebpf.MapID) (*ebpf.Map, error) { return nil, fmt.Errorf("map get fd by id: %w", unix.ENOENT) }
+	if _, err := b.Ring(key); err == nil || errors.Is(err, ErrRingUnreadable) {
+		t.Fatalf("Ring with another error: %v, want it not to be ErrRingUnreadable", err)
+	}
+	newMapFromID = func(ebpf.MapID) (*ebpf.Map, error) { return nil, fmt.Errorf("map get fd by id: %w", unix.EPERM) }
+	if err := b.SetRing(key, ring); err != nil {
+		t.Fatalf("SetRing over an unreadable ring: %v", err)
+	}
+	got, err := b.Ring(key)
+	if err != nil || !slices.Equal(got, ring) {
+		t.Fatalf("ring after the rewrite: %d slots, %v", len(got), err)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -108,42 +107,31 @@ func TestUnitCapabilities(t *testing.T) {
 	}
 	stop(t, d)
 
-	// Each capability is needed: without it lbd fails, saying why.
+	// The restart read back what it could: a recovered ring, which it
+	// may not open without CAP_SYS_ADMIN, is rewritten, not a drift.
+	if logs := l.logs.String(); strings.Contains(logs, "datapath differed") || !strings.Contains(logs, "not readable without CAP_SYS_ADMIN: rewritten") {
+		t.Errorf("restart: want the unreadable ring rewritten without a drift:\n%s", logs)
+	}
+
+	// Each capability is needed: without it lbd fails, saying why. Each
+	// run is a fresh start (no pins), which loads, creates maps and
+	// attaches XDP and TC. Without CAP_BPF cilium/ebpf's memlock probe
+	// (creating a map) fails, so it tries to raise RLIMIT_MEMLOCK, which
+	// root without CAP_SYS_RESOURCE may not (under the unit,
+	// LimitMEMLOCK=infinity, the map creation itself would be refused).
+	// Without CAP_NET_ADMIN the kernel refuses to load XDP and TC
+	// programs (is_net_admin_prog_type). There is no CAP_SYS_ADMIN: a
+	// recovered ring lbd cannot open by id is rewritten.
 	why := map[string]string{
-		"CAP_BPF":              "operation not permitted",
+		"CAP_BPF":              "failed to set memlock rlimit: operation not permitted",       // the memlock probe, see above
 		"CAP_PERFMON":          "prohibited for !root",                                        // the verifier: pointer arithmetic, Spectre v1 rules
-		"CAP_SYS_ADMIN":        "recover: connection table of CPU 0: operation not permitted", // BPF_MAP_GET_FD_BY_ID of the inner maps
-		"CAP_NET_ADMIN":        "",                                                            // XDP/TC attach; the error depends on the step
+		"CAP_NET_ADMIN":        "program lbd_balancer: load program: operation not permitted", // XDP and TC programs are CAP_NET_ADMIN types
 		"CAP_NET_BIND_SERVICE": "listen tcp4 0.0.0.0:179: bind: permission denied",
 	}
-	// CAP_SYS_ADMIN passes the kernel's bpf_capable(),
-	// perfmon_capable() and bpf_net_capable() checks too: while lbd needs
-	// it, lbd runs without CAP_BPF and CAP_PERFMON, and on kernels with
-	// bpf_net_capable() without CAP_NET_ADMIN (shown on a fresh start,
-	// which attaches XDP and TC). They stay in the unit for the day
-	// CAP_SYS_ADMIN is gone (docs/operations.md).
-	coveredBySysAdmin := map[string]bool{"CAP_BPF": true, "CAP_PERFMON": true}
 	for _, c := range caps {
 		t.Run("without "+c, func(t *testing.T) {
-			if c == "CAP_SYS_ADMIN" {
-				// A restart onto pins: make sure they are there.
-				l.wrap = setprivArgs(t, caps)
-				stop(t, l.start("--tracer", "off"))
-			}
-			if c == "CAP_NET_ADMIN" {
-				if out, err := l.lbd("cleanup", "--pin-dir", l.pinDir).CombinedOutput(); err != nil {
-					t.Fatalf("cleanup: %v: %s", err, out)
-				}
-				// Whether CAP_SYS_ADMIN passes for CAP_NET_ADMIN
-				// (bpf_net_capable) depends on the kernel: either
-				// lbd serves, or it fails for want of permission.
-				netAdminEither(t, l, slices.DeleteFunc(slices.Clone(caps), func(x string) bool { return x == c }), bgp)
-				return
-			}
-			if coveredBySysAdmin[c] {
-				l.wrap = setprivArgs(t, slices.DeleteFunc(slices.Clone(caps), func(x string) bool { return x == c }))
-				stop(t, l.start(append([]string{"--tracer", "auto"}, bgp...)...))
-				return
+			if out, err := l.lbd("cleanup", "--pin-dir", l.pinDir).CombinedOutput(); err != nil {
+				t.Fatalf("cleanup: %v: %s", err, out)
 			}
 			want, ok := why[c]
 			if !ok {
@@ -169,50 +157,6 @@ func TestUnitCapabilities(t *testing.T) {
 			t.Logf("without %s: %s", c, lastLine(out.String()))
 		})
 	}
-}
-
-// netAdminEither starts lbd (fresh: no pins) with caps and accepts
-// either outcome of the kernel's: ready, or refused for permission.
-func netAdminEither(t *testing.T, l *daemonLab, caps []string, bgp []string) {
-	t.Helper()
-	args := append(append(setprivArgs(t, caps), l.bin, "serve", "--interface", l.lbIf, "--xdp-mode", "native",
-		"--gateway-mac", "02:00:00:00:00:99", "--listen", l.listen, "--state-dir", l.stateDir, "--token-file", l.stateDir+"/token",
-		"--pin-dir", l.pinDir, "--max-flows", "4096", "--max-vips", "16", "--max-reals", "64", "--tracer", "off"), bgp...)
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "LBD_TEST_MAIN=1")
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	for i := 0; i < 150; i++ {
-		select {
-		case err := <-exited:
-			if err == nil || !(strings.Contains(out.String(), "operation not permitted") || strings.Contains(out.String(), "permission denied")) {
-				t.Fatalf("without CAP_NET_ADMIN: want a permission error, got %v:\n%s", err, out.String())
-			}
-			t.Logf("without CAP_NET_ADMIN (needed on this kernel): %s", lastLine(out.String()))
-			return
-		default:
-		}
-		if resp, err := http.Get("http://" + l.listen + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				t.Logf("without CAP_NET_ADMIN: lbd serves (CAP_SYS_ADMIN passes for it on this kernel)")
-				_ = cmd.Process.Signal(os.Interrupt)
-				if err := <-exited; err != nil {
-					t.Errorf("exit: %v\n%s", err, out.String())
-				}
-				return
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	_ = cmd.Process.Kill()
-	<-exited
-	t.Fatalf("without CAP_NET_ADMIN: neither ready nor failed after 15 s:\n%s", out.String())
 }
 
 func stop(t *testing.T, d *exec.Cmd) {
