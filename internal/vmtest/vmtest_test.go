@@ -194,3 +194,19 @@ func TestShowFailuresEndsWithWhy(t *testing.T) {
 		t.Errorf("output does not end with the brief:\n%s\nwant suffix:\n%s", got, want)
 	}
 }
+
+// TestInt3OopsWordings: the TCG int3 artefact is recognised as 6.x and
+// 7.x word it and as 5.10 does; a trace line naming exc_int3 alone is not
+// the oops line.
+func TestInt3OopsWordings(t *testing.T) {
+	for line, want := range map[string]bool{
+		"[  322.555850] int3: 0000 [#1] SMP NOPTI":                   true,
+		"[   41.102934] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI":     true,
+		"[  322.555850]  ? exc_int3+0x114/0x130":                     false,
+		"[  322.587580] Kernel panic - not syncing: Fatal exception": false,
+	} {
+		if got := tcgInt3Oops.MatchString(line); got != want {
+			t.Errorf("%q: matched %v, want %v", line, got, want)
+		}
+	}
+}
