@@ -30,6 +30,9 @@ enum lbd_trace_counter {
 	LBD_TC_EMITTED = 8,     /* 8 .. 8+LBD_EV_MAX-1: events output, by type */
 	LBD_TC_STATS_FULL = 16, /* a connection found conn_stats full */
 	LBD_TC_SOCKS_FULL = 17, /* a socket found the socks map full */
+	/* a connection closed when its socket's address came back as a new
+	 * socket (the close itself never reached the tracer) */
+	LBD_TC_CLOSE_INFERRED = 18,
 	LBD_TC_MAX = 24,
 };
 

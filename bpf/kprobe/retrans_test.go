@@ -232,6 +232,14 @@ func TestRetransmitsCounted(t *testing.T) {
 						t.Logf("tracer counted %d retransmits, the kernel %d, and the kernel skipped %d runs of the tracer's hooks meanwhile: again", found.Retransmits, want, misses)
 						return false
 					}
+					// the kernel also skips a hook run without counting it
+					// (docs/tracer.md, seen on 6.18 for a state change in
+					// softirq on top of an unrelated task): one retransmit
+					// short is repeated too; a bug would be short every time
+					if found.Retransmits+1 == want {
+						t.Logf("tracer counted %d retransmits, the kernel %d, no hook run counted as skipped (the kernel does not count them all): again", found.Retransmits, want)
+						return false
+					}
 					t.Errorf("tracer counted %d retransmits, the kernel %d sent (total_retrans %d - SYN %d - failed %d), no hook run skipped", found.Retransmits, want, info.Total_retrans, synRetrans, failed)
 				}
 				if found.BytesSent != 2000 {
@@ -244,7 +252,7 @@ func TestRetransmitsCounted(t *testing.T) {
 					return
 				}
 				if i == 3 {
-					t.Fatal("3 runs in a row had skipped hook runs: cannot compare retransmit counts")
+					t.Fatal("3 runs in a row had skipped hook runs (counted, or one retransmit short): cannot compare retransmit counts")
 				}
 			}
 		})

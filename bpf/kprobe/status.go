@@ -32,6 +32,10 @@ type Status struct {
 	StatsMapFull uint64 `json:"stats_map_full"`
 	SocksMapFull uint64 `json:"socks_map_full"`
 	Expired      uint64 `json:"expired"` // idle entries removed
+	// CloseInferred counts TCP connections closed when their socket's
+	// address came back as a new socket: the kernel never ran the
+	// tracer for their close (not always counted in HookMisses).
+	CloseInferred uint64 `json:"close_inferred"`
 	// KprobeMissed sums the kernel's count of probe hits that did not
 	// run the program (kretprobe instances exhausted, recursion), over
 	// the kprobe links; absent where the kernel does not report it
@@ -67,6 +71,7 @@ func (t *Tracer) Status() Status {
 		}
 		st.StatsMapFull = c[tracerLbdTraceCounterLBD_TC_STATS_FULL]
 		st.SocksMapFull = c[tracerLbdTraceCounterLBD_TC_SOCKS_FULL]
+		st.CloseInferred = c[tracerLbdTraceCounterLBD_TC_CLOSE_INFERRED]
 	}
 	if n, err := t.countConns(); err == nil {
 		st.Connections = n

@@ -334,8 +334,9 @@ static __always_inline void established_current(void *ctx, struct sock *sk, __u3
 }
 
 /* closed flushes a TCP connection: CLOSE with the final numbers, then the
- * socket leaves both maps. */
-static __always_inline void closed(void *ctx, struct sock *sk)
+ * socket leaves both maps. stale: the socket is gone already (its address
+ * came back as a new socket), do not read it. */
+static __always_inline void closed_sk(void *ctx, struct sock *sk, int stale)
 {
 	__u64 key = (__u64)sk;
 	struct sock_ref *ref = bpf_map_lookup_elem(&socks, &key);
@@ -346,7 +347,7 @@ static __always_inline void closed(void *ctx, struct sock *sk)
 	if (ref->flags & REF_ANNOUNCED) {
 		struct conn_stats *st = bpf_map_lookup_elem(&conns, &ref->key);
 
-		if (st) {
+		if (st && !stale) {
 			__u32 srtt = sk_srtt_us(sk);
 
 			if (srtt)
@@ -358,6 +359,29 @@ static __always_inline void closed(void *ctx, struct sock *sk)
 		bpf_map_delete_elem(&conns, &ref->key);
 	}
 	bpf_map_delete_elem(&socks, &key);
+}
+
+static __always_inline void closed(void *ctx, struct sock *sk)
+{
+	closed_sk(ctx, sk, 0);
+}
+
+/* new_socket: sk starts a new life (connect, passive open). If socks
+ * still holds an announced connection for this address, the socket that
+ * had it was freed without its close reaching the tracer (the kernel
+ * skipped the program for that state change, and did not always count
+ * it: seen on 6.18 in tracepoint mode, a FIN_WAIT2 -> CLOSE in softirq
+ * on top of an unrelated task): its memory is a new socket now, so the
+ * old connection is closed here, with the numbers it had. */
+static __always_inline void new_socket(void *ctx, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct sock_ref *ref = bpf_map_lookup_elem(&socks, &key);
+
+	if (ref && (ref->flags & REF_ANNOUNCED)) {
+		count(LBD_TC_CLOSE_INFERRED);
+		closed_sk(ctx, sk, 1);
+	}
 }
 
 /* transferred adds bytes sent or received by the current process. */
@@ -526,6 +550,8 @@ int tp_inet_sock_set_state(struct tp_inet_sock_set_state *ctx)
 		/* connect(): the process is current, the source port not yet chosen */
 		struct sock_ref ref = {};
 
+		new_socket(ctx, sk);
+
 		ref.key.pid = bpf_get_current_pid_tgid() >> 32;
 		ref.flags = REF_PENDING_CONNECT;
 		bpf_get_current_comm(ref.comm, sizeof(ref.comm));
@@ -542,6 +568,8 @@ int tp_inet_sock_set_state(struct tp_inet_sock_set_state *ctx)
 	} else if (ctx->oldstate == TCP_SYN_RECV && ctx->newstate == TCP_ESTABLISHED) {
 		/* passive open, in softirq: the owner is known at accept() */
 		struct sock_ref ref = {};
+
+		new_socket(ctx, sk);
 
 		ref.flags = REF_PENDING_ACCEPT;
 		if (bpf_map_update_elem(&socks, &key, &ref, BPF_ANY))
@@ -658,8 +686,10 @@ int BPF_KRETPROBE(krp_tcp_v4_connect, int ret)
 {
 	struct sock *sk = unstash(&args_connect);
 
-	if (sk && ret == 0)
+	if (sk && ret == 0) {
+		new_socket(ctx, sk);
 		established_current(ctx, sk, LBD_EV_CONNECT);
+	}
 	return 0;
 }
 
@@ -675,16 +705,20 @@ int BPF_KRETPROBE(krp_tcp_v6_connect, int ret)
 {
 	struct sock *sk = unstash(&args_connect);
 
-	if (sk && ret == 0)
+	if (sk && ret == 0) {
+		new_socket(ctx, sk);
 		established_current(ctx, sk, LBD_EV_CONNECT);
+	}
 	return 0;
 }
 
 SEC("kretprobe/inet_csk_accept")
 int BPF_KRETPROBE(krp_inet_csk_accept, struct sock *sk)
 {
-	if (sk)
+	if (sk) {
+		new_socket(ctx, sk);
 		established_current(ctx, sk, LBD_EV_ACCEPT);
+	}
 	return 0;
 }
 

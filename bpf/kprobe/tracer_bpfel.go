@@ -56,10 +56,11 @@ type tracerLbdOffsets struct {
 type tracerLbdTraceCounter uint32
 
 const (
-	tracerLbdTraceCounterLBD_TC_EMITTED    tracerLbdTraceCounter = 8
-	tracerLbdTraceCounterLBD_TC_STATS_FULL tracerLbdTraceCounter = 16
-	tracerLbdTraceCounterLBD_TC_SOCKS_FULL tracerLbdTraceCounter = 17
-	tracerLbdTraceCounterLBD_TC_MAX        tracerLbdTraceCounter = 24
+	tracerLbdTraceCounterLBD_TC_EMITTED        tracerLbdTraceCounter = 8
+	tracerLbdTraceCounterLBD_TC_STATS_FULL     tracerLbdTraceCounter = 16
+	tracerLbdTraceCounterLBD_TC_SOCKS_FULL     tracerLbdTraceCounter = 17
+	tracerLbdTraceCounterLBD_TC_CLOSE_INFERRED tracerLbdTraceCounter = 18
+	tracerLbdTraceCounterLBD_TC_MAX            tracerLbdTraceCounter = 24
 )
 
 type tracerLbdTraceEventType uint32
