@@ -26,6 +26,12 @@ import (
 // is given the other home once, so its next packet comes in on the other
 // CPU (and updates the one shared entry from there).
 func TestFlowListingMissesNoLiveFlow(t *testing.T) {
+	if !BatchListing() {
+		// Documented: before 6.1 lbd walks the table key by key (batch
+		// lookups locked up 5.10 under concurrent updates), and a walk
+		// can miss an entry. The promise this test checks is not made there.
+		t.Skip("this kernel lists flows key by key (batch lookups only from 6.1): a listing may miss a flow")
+	}
 	l := newTestLBWithLimits(t, Limits{MaxVIPs: 16, MaxReals: 64, MaxFlows: 512})
 	if n := runtime.NumCPU(); n < 2 {
 		privtest.Unavailable(t, fmt.Sprintf("needs two CPUs, this machine has %d", n))

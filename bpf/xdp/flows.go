@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"iter"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -174,6 +175,10 @@ func (fb *flowBatch) entries(t *ebpf.Map, errp *error) iter.Seq2[balancerFlowKey
 			n := min(flowBatchSize, int(max(t.MaxEntries(), 1)))
 			fb.keys, fb.vals = make([]balancerFlowKey, n), make([]balancerFlowState, n)
 		}
+		if !batchListingSafe() {
+			fb.iterate(t, errp, yield)
+			return
+		}
 		var cursor ebpf.MapBatchCursor
 		for first := true; ; first = false {
 			n, err := t.BatchLookup(&cursor, fb.keys, fb.vals, nil)
@@ -207,6 +212,30 @@ func (fb *flowBatch) entries(t *ebpf.Map, errp *error) iter.Seq2[balancerFlowKey
 		}
 	}
 }
+
+// batchListingSafe reports whether the kernel's batch lookups of the
+// connection table may run while packets update it: on 5.10 (the kernel
+// matrix, qemu) a listing with batch lookups under concurrent inserts and
+// evictions locked up both CPUs (soft lockups, never recovered); 6.1 and
+// later ran the same test clean. Older kernels walk the table key by key,
+// which can miss an entry the walk stands on when it is evicted and
+// reused (docs/operations.md, "Listing flows").
+var batchListingSafe = sync.OnceValue(func() bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return false
+	}
+	var major, minor int
+	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major > 6 || major == 6 && minor >= 1
+})
+
+// BatchListing reports whether Flows reads the table with batch lookups
+// (kernels from 6.1; see batchListingSafe), which never miss an entry
+// that stays in the table, or walks it key by key.
+func BatchListing() bool { return batchListingSafe() }
 
 // iterate walks a table key by key: the fallback before Linux 5.6.
 func (fb *flowBatch) iterate(t *ebpf.Map, errp *error, yield func(balancerFlowKey, balancerFlowState) bool) {
