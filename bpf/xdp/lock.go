@@ -187,9 +187,11 @@ func RemoveStaleLocks() {
 // flockWait takes an exclusive lock on f without blocking on a live
 // holder. A holder that was just killed may take a moment to let go (a
 // process shows as gone, or a zombie, before its last thread has closed
-// its files): such a holder is waited for, up to 5 s.
+// its files): such a holder is waited for, up to 30 s (a killed lbd
+// whose tracer armed kprobes takes seconds to exit under qemu's TCG:
+// seen on 6.12 in the kernel matrix). A live holder is never waited for.
 func flockWait(f *os.File) error {
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
 		if err == nil || !errors.Is(err, unix.EWOULDBLOCK) {
