@@ -256,14 +256,43 @@ func allExiting(pids []int) bool {
 	return true
 }
 
-// exiting reports whether process pid is gone or a zombie: its locks are
-// about to be released.
+// exiting reports whether process pid is gone, a zombie, exiting
+// (PF_EXITING in its stat flags: a killed process that is still tearing
+// down, e.g. unregistering kprobes) or has a SIGKILL pending: its locks
+// are about to be released.
 func exiting(pid int) bool {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return true // gone
 	}
-	// "pid (comm) S ...": the state follows the last ')'.
+	// "pid (comm) S ppid pgrp session tty tpgid flags ...": the state
+	// follows the last ')', the flags are the seventh field after it.
 	i := strings.LastIndexByte(string(stat), ')')
-	return i > 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(string(stat[i+1:]))
+	if len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
+		return true
+	}
+	const pfExiting = 0x4
+	if len(f) > 6 {
+		if flags, err := strconv.ParseUint(f[6], 10, 64); err == nil && flags&pfExiting != 0 {
+			return true
+		}
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return true
+	}
+	for _, line := range strings.Split(string(status), "\n") {
+		name, val, ok := strings.Cut(line, ":")
+		if !ok || (name != "ShdPnd" && name != "SigPnd") {
+			continue
+		}
+		if mask, err := strconv.ParseUint(strings.TrimSpace(val), 16, 64); err == nil && mask&(1<<(9-1)) != 0 {
+			return true // SIGKILL pending
+		}
+	}
+	return false
 }
