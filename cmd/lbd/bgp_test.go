@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/control/bgp"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 )
 
@@ -33,7 +33,7 @@ bgp:
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err := cfg.BGP.speakerConfig()
+	sc, err := cfg.BGP.SpeakerConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ bgp:
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, err = cfg.BGP.speakerConfig()
+	sc, err = cfg.BGP.SpeakerConfig()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +57,7 @@ bgp:
 		t.Errorf("flags over the file: %+v", sc)
 	}
 
-	if cfg, err := parseServe(t, "", "--interface", "eth0"); err != nil || cfg.BGP.enabled() {
+	if cfg, err := parseServe(t, "", "--interface", "eth0"); err != nil || cfg.BGP.Enabled() {
 		t.Errorf("BGP is on without configuration: %v", err)
 	}
 	for _, bad := range []struct {
@@ -95,21 +95,21 @@ func TestBGPCommands(t *testing.T) {
 	cfg := defaultServeConfig()
 	cfg.Interface = "lo"
 	cfg.StateDir = t.TempDir()
-	cfg.BGP = bgpConfig{ASN: 65101, RouterID: "10.255.0.11", NextHopV4: "198.18.0.11",
-		Peers: []bgpPeerConfig{{Address: "127.0.0.1", ASN: 65000, Port: uint16(deadPort)}}}
+	cfg.BGP = bgp.Settings{ASN: 65101, RouterID: "10.255.0.11", NextHopV4: "198.18.0.11",
+		Peers: []bgp.PeerSettings{{Address: "127.0.0.1", ASN: 65000, Port: uint16(deadPort)}}}
 
 	ctl := control.New(fakedp.New(), nopSaver{}, nil, nil)
 	key := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
 	if _, err := ctl.CreateVIP(control.VIP{Key: key, RingSize: 1021, Reals: []control.Real{{Addr: netip.MustParseAddr("10.0.0.1"), Weight: 1, State: control.RealActive}}}); err != nil {
 		t.Fatal(err)
 	}
-	var notReady atomic.Pointer[error]
-	node, err := startBGP(context.Background(), cfg, ctl, &notReady, slog.New(slog.DiscardHandler))
+	node, err := bgp.StartNode(context.Background(), cfg.BGP, ctl, bgp.NodeOptions{Interface: cfg.Interface,
+		DrainFile: filepath.Join(cfg.StateDir, "drained"), Ready: func() error { return nil }, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer node.close()
-	srv, err := api.New(api.Options{Controller: ctl, Token: testToken, BGP: node.apiBGP()})
+	defer node.Close()
+	srv, err := api.New(api.Options{Controller: ctl, Token: testToken, BGP: apiBGP(node)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,7 +71,7 @@ func runCheck(cfg serveConfig, out io.Writer) error {
 	}
 	say("tracer: %s", tracer)
 	if cfg.BGP.ASN != 0 {
-		say("bgp: AS %d, %d peers, listening on port %d", cfg.BGP.ASN, len(cfg.BGP.Peers)+len(cfg.BGP.peerFlags), cfg.BGP.ListenPort)
+		say("bgp: AS %d, %d peers, listening on port %d", cfg.BGP.ASN, len(cfg.BGP.Peers)+len(cfg.BGP.PeerFlags()), cfg.BGP.ListenPort)
 	} else {
 		say("bgp: off")
 	}

@@ -17,6 +17,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control/bgp"
+	"github.com/lbd-dev/lbd/hostaddr"
 )
 
 // serveConfig is lbd serve's configuration: a YAML file (--config) with
@@ -67,8 +69,8 @@ type serveConfig struct {
 	// filesystem private to its mount namespace (ip netns exec), where
 	// they go away when lbd exits: see xdp.PinsOutliveMountNamespace.
 	AllowPrivatePins bool `yaml:"allow_private_pins"`
-	// BGP announces the VIPs to routers (bgpwire.go); off when empty.
-	BGP bgpConfig `yaml:"bgp"`
+	// BGP announces the VIPs to routers (control/bgp); off when empty.
+	BGP bgp.Settings `yaml:"bgp"`
 
 	tracerConfig `yaml:",inline"`
 	apiConfig    `yaml:",inline"`
@@ -86,7 +88,7 @@ func defaultServeConfig() serveConfig {
 		UDPFlowTimeout: c.UDPFlowTimeout, FlowSearchRate: c.FlowSearchRate, ReconcileInterval: 30 * time.Second,
 		HealthChecks: true, HealthMaxConcurrent: 64,
 		LogLevel: "info", LogFormat: "text",
-		BGP:          defaultBGPConfig(),
+		BGP:          bgp.DefaultSettings(),
 		tracerConfig: defaultTracerConfig(),
 		apiConfig:    defaultAPIConfig(),
 	}
@@ -124,7 +126,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.LogFormat, "log-format", c.LogFormat, "text or json")
 	fs.BoolVar(&c.Detach, "detach", c.Detach, "on exit, detach the XDP program and remove the pins (default: keep forwarding for a hitless restart)")
 	fs.BoolVar(&c.AllowPrivatePins, "allow-private-pins", c.AllowPrivatePins, "start even if the pins would live only in this mount namespace (as under `ip netns exec`) and vanish, with the XDP program, when lbd exits (use `nsenter --net` instead)")
-	c.BGP.bindFlags(fs)
+	c.BGP.BindFlags(fs)
 	c.tracerConfig.bindFlags(fs)
 	c.apiConfig.bindFlags(fs)
 }
@@ -234,7 +236,7 @@ func (c serveConfig) validate() error {
 	default:
 		return fmt.Errorf("log format %q: use text or json", c.LogFormat)
 	}
-	if err := c.BGP.validate(); err != nil {
+	if err := c.BGP.Validate(); err != nil {
 		return err
 	}
 	if err := c.apiConfig.validate(c.Listen, c.TLSCertFile != ""); err != nil {
@@ -290,4 +292,25 @@ func parsePolicy(what, s string) (xdp.Policy, error) {
 		return xdp.PolicyPass, nil
 	}
 	return 0, fmt.Errorf("%s %q: use drop or pass", what, s)
+}
+
+// gatewayMAC is the configured gateway MAC or, if none is configured, the
+// default route's gateway's (hostaddr.GatewayMAC): where Katran-style
+// XDP_TX sends encapsulated packets.
+func gatewayMAC(cfg serveConfig) (net.HardwareAddr, error) {
+	if cfg.GatewayMAC != "" {
+		mac, err := net.ParseMAC(cfg.GatewayMAC)
+		if err != nil || len(mac) != 6 {
+			return nil, fmt.Errorf("gateway MAC %q: want an Ethernet address such as 02:00:00:00:00:01", cfg.GatewayMAC)
+		}
+		return mac, nil
+	}
+	mac, err := hostaddr.GatewayMAC()
+	switch {
+	case errors.Is(err, hostaddr.ErrNoDefaultRoute):
+		return nil, fmt.Errorf("%w: pass --gateway-mac", err)
+	case errors.Is(err, hostaddr.ErrNoNeighbour):
+		return nil, fmt.Errorf("%w or pass --gateway-mac", err)
+	}
+	return mac, err
 }

@@ -97,7 +97,7 @@ func TestConfigPrecedence(t *testing.T) {
 	}
 	if cfg.MTU != 1200 || cfg.LogLevel != "error" || cfg.ReconcileInterval != 5*time.Second || cfg.HealthChecks ||
 		cfg.Listen != "127.0.0.1:9000" || cfg.Interface != "eth1" || cfg.MaxVIPs != defaultServeConfig().MaxVIPs ||
-		cfg.BGP.ASN != 65001 || len(cfg.BGP.peerFlags) != 1 || cfg.BGP.peerFlags[0] != "192.0.2.9,65009" {
+		cfg.BGP.ASN != 65001 || len(cfg.BGP.PeerFlags()) != 1 || cfg.BGP.PeerFlags()[0] != "192.0.2.9,65009" {
 		t.Errorf("precedence: %+v", cfg)
 	}
 	env["LBD_MTU"] = "big"

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/control/bgp"
 )
 
 // live is what a SIGHUP can change in a running daemon.
@@ -125,7 +126,7 @@ func configDiff(a, b serveConfig) []diff {
 			}
 			name, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
 			fa, fb := va.Field(i), vb.Field(i)
-			if f.Type.Kind() == reflect.Struct && (opts == "inline" || f.Type.Name() == "bgpConfig") {
+			if f.Type.Kind() == reflect.Struct && (opts == "inline" || f.Type == reflect.TypeFor[bgp.Settings]()) {
 				p := prefix
 				if opts != "inline" {
 					p += name + "."

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -19,9 +20,12 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/bpf/tc"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/control/bgp"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/hostaddr"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/ui"
 )
@@ -119,205 +123,322 @@ func jsonSeconds(_ []string, a slog.Attr) slog.Attr {
 	return a
 }
 
-// runServe runs the daemon until ctx ends.
+// runServe runs the daemon until ctx ends: it reads as the list of what
+// the daemon starts, in order; the steps are below it.
 // lv and load are for SIGHUP reloads (reload.go); load may be nil.
 func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, load func() (serveConfig, error)) (err error) {
-	// The interface first: a typo must fail before anything is created.
-	ifc, err := xdp.LookupInterface(cfg.Interface)
+	st, err := prepareServe(cfg, log) // all that can fail before anything is created
 	if err != nil {
 		return err
 	}
-	locks, err := lockDaemon(cfg, ifc)
-	if err != nil {
-		return err
-	}
-	defer locks.release()
-
-	token, err := loadOrCreateToken(cfg.TokenFile, log)
-	if err != nil {
-		return err
-	}
-	store, err := control.NewStore(cfg.StateDir)
-	if err != nil {
-		return err
-	}
-	desired, err := store.Load()
-	if err != nil {
-		return err
-	}
-	gw, err := gatewayMAC(cfg)
-	if err != nil {
-		return err
-	}
-	dpConfig, err := cfg.datapathConfig(gw)
-	if err != nil {
-		return err
-	}
-	mode, _ := xdp.ParseAttachMode(cfg.XDPMode)
+	defer st.locks.release()
 	// Listen before touching the datapath: a busy port is the likeliest
 	// mistake and should change nothing.
-	ln, err := listenAPI(cfg.Listen) // metrics_listen.go: ip:port or unix:PATH
-	if err != nil {
-		return fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
-	}
-	defer ln.Close()
-	cfg.warnInsecureListen(cfg.Listen, cfg.TLSCertFile != "", log)
-	if ln, lv.tls, err = listenTLS(ln, cfg); err != nil { // tls.go
-		return err
-	}
-	metricsLn, err := listenMetrics(cfg)
+	lns, err := openListeners(cfg, lv, log)
 	if err != nil {
 		return err
 	}
-	defer closeListener(metricsLn)
-
-	pins, err := preparePinDir(cfg, locks, log)
+	defer lns.close()
+	dp, err := openDatapath(cfg, st, log)
 	if err != nil {
 		return err
 	}
-	b, err := xdp.Open(xdp.Options{Limits: cfg.limits(), PinDir: cfg.PinDir})
-	if err != nil {
-		return err
-	}
-	var att xdp.Attachment
-	defer func() {
-		if cfg.Detach {
-			if derr := b.Detach(cfg.Interface); derr != nil {
-				log.Warn("detach", "err", derr)
-			}
-			b.Close()
-			if cerr := xdp.Cleanup(cfg.PinDir); cerr != nil {
-				err = errors.Join(err, cerr)
-			}
-			log.Info("detached and removed the pins", "pin_dir", cfg.PinDir)
-			return
-		}
-		b.Close()
-		log.Info(pins.exitLine(att), "interface", cfg.Interface, "pin_dir", cfg.PinDir)
-	}()
-	log.Info("datapath opened", "pin_dir", cfg.PinDir, "recovered", b.Recovered(), "limits", fmt.Sprintf("%+v", cfg.limits()))
-	if err := b.SetConfig(dpConfig); err != nil {
-		return err
-	}
-
-	ctl := control.New(b, store, desired, log)
-	ctl.SetDatapathConfig(dpConfig)
+	defer func() { err = errors.Join(err, dp.close(cfg, log)) }()
+	ctl := newController(cfg, st, dp, log)
 	lv.ctl = ctl
-	ctl.SetGUESources(dpConfig.GUESourceV4.IsValid(), dpConfig.GUESourceV6.IsValid())
-	var notReady atomic.Pointer[error]
-	setReady := func(e error) {
-		if e == nil {
-			notReady.Store(nil)
-		} else {
-			notReady.Store(&e)
-		}
-	}
-	setReady(errors.New("starting"))
-	if b.Recovered() {
-		// The pinned counters went on: take back whose each real index
-		// is, and the removed reals' totals, so that VIPs' totals still
-		// add up. With a fresh datapath both start anew.
-		saved, err := store.LoadCounters()
-		if err != nil {
-			log.Warn("counters file unreadable: removed reals' totals are lost", "err", err)
-		} else {
-			ctl.RestoreCounters(saved)
-		}
-	}
+	var ready readiness
+	ready.set(errors.New("starting"))
 	drifts, rerr := ctl.Reconcile()
-	log.Info("reconciled desired state into the datapath", "vips", len(desired), "changed", len(drifts))
+	log.Info("reconciled desired state into the datapath", "vips", len(st.desired), "changed", len(drifts))
 	if rerr != nil {
 		log.Error("reconcile failed; serving anyway, the next reconcile retries", "err", rerr)
 	}
-	att, err = b.Attach(cfg.Interface, mode)
-	if err != nil {
+	if err := dp.attach(cfg, log); err != nil {
 		return err
 	}
-	if att.Fallback != "" {
-		log.Warn("native XDP unavailable, running in generic mode (slower)", "interface", att.Interface, "reason", att.Fallback)
-	}
-	log.Info("XDP balancer attached", "interface", att.Interface, "mode", att.Mode, "took_over_pinned_link", att.Reused)
-	setReady(rerr)
+	ready.set(rerr)
 
 	bg, cancel := context.WithCancel(ctx)
 	defer cancel()
-	healthMode := "off"
-	if cfg.HealthChecks {
-		var tunnel control.TunnelProbes
-		hc, err := startHCTunnel(cfg, gw)
-		if err != nil {
-			healthMode = "direct (no tunnel: " + err.Error() + ")"
-			log.Warn("health checks probe the reals' own addresses: the health-check tunnel is unavailable", "reason", err)
-		} else {
-			defer hc.close()
-			tunnel = hc
-			healthMode = "tunnel (" + hc.att.String() + ")"
-		}
-		ctl.StartHealth(bg, health.NetProber{}, cfg.HealthMaxConcurrent, tunnel)
-		log.Info("health checks running", "mode", healthMode)
-	}
-	bgpNode, err := startBGP(bg, cfg, ctl, &notReady, log)
+	healthMode, stopHealth := startHealth(bg, cfg, st.gw, ctl, log)
+	defer stopHealth()
+	bgpNode, err := bgp.StartNode(bg, cfg.BGP, ctl, bgp.NodeOptions{Interface: cfg.Interface,
+		DrainFile: filepath.Join(cfg.StateDir, "drained"), Ready: ready.err, Logger: log})
 	if err != nil {
 		return err
 	}
-	defer bgpNode.close()
-
+	defer bgpNode.Close()
 	tracer, stopTracer, err := startTracer(ctx, cfg.tracerConfig, log)
 	if err != nil {
 		return err
 	}
 	defer stopTracer()
 	srv, err := api.New(api.Options{
-		Controller: ctl, Token: token, Build: buildinfo.Get(), StateFile: store.Path(), Logger: log, Tracer: tracer,
-		Datapath: func() map[string]any {
-			return map[string]any{
-				"interface": att.Interface, "xdp_mode": att.Mode.String(), "fallback": att.Fallback,
-				"pin_dir": cfg.PinDir, "recovered": b.Recovered(), "took_over_link": att.Reused,
-				"limits":        map[string]uint32{"max_vips": cfg.MaxVIPs, "max_reals": cfg.MaxReals, "max_flows": cfg.MaxFlows},
-				"health_checks": healthMode, "health_max_concurrent": ctl.HealthMaxConcurrent(),
-			}
-		},
-		BGP: bgpNode.apiBGP(), MaxEventStreams: cfg.MaxEventStreams, TrustedProxies: cfg.mustTrustedProxies(),
-		UI: ui.Handler(),
-		Ready: func() error {
-			if p := notReady.Load(); p != nil {
-				return *p
-			}
-			return nil
-		},
+		Controller: ctl, Token: st.token, Build: buildinfo.Get(), StateFile: st.store.Path(), Logger: log, Tracer: tracer,
+		Datapath: func() map[string]any { return dp.info(cfg, healthMode, ctl) },
+		BGP:      apiBGP(bgpNode), MaxEventStreams: cfg.MaxEventStreams, TrustedProxies: cfg.mustTrustedProxies(),
+		UI: ui.Handler(), Ready: ready.err,
 	})
 	if err != nil {
 		return err
 	}
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}
-	served := make(chan error, 1)
-	go func() { served <- httpSrv.Serve(ln) }()
-	log.Info("API listening", "address", ln.Addr().String(), "tls", lv.tls != nil, "token_file", cfg.TokenFile)
-	metricsSrv := serveMetrics(metricsLn, srv, log)
+	servers := lns.serve(srv, cfg, lv, log)
 	// The watchdog is fed while the controller answers (its lock is free).
 	notifyReady(bg, func() error { ctl.VIPs(); return nil }, log)
-
 	go ctl.RunRates(bg, 5*time.Second)
-	go reconcileLoop(bg, ctl, cfg.ReconcileInterval, lv.reconcile, setReady, log)
+	go reconcileLoop(bg, ctl, cfg.ReconcileInterval, lv.reconcile, ready.set, log)
 	watchReload(bg, cfg, load, lv, log)
 
 	select {
-	case err := <-served:
+	case err := <-servers.served:
 		return fmt.Errorf("API server: %w", err)
 	case <-ctx.Done():
 	}
 	notifyStopping()
-	bgpNode.close() // withdraw first: the routers move traffic away while we still forward
-	log.Info("shutting down: draining API requests")
-	shutdownCtx, done := context.WithTimeout(context.Background(), 10*time.Second)
-	defer done()
-	if metricsSrv != nil {
-		_ = metricsSrv.Shutdown(shutdownCtx)
+	bgpNode.Close() // withdraw first: the routers move traffic away while we still forward
+	servers.shutdown(log)
+	return nil
+}
+
+// readiness is why the daemon is not ready (nil: ready), for the API's
+// readiness check and the BGP announcer.
+type readiness struct{ p atomic.Pointer[error] }
+
+func (r *readiness) set(e error) {
+	if e == nil {
+		r.p.Store(nil)
+	} else {
+		r.p.Store(&e)
 	}
-	if err := httpSrv.Shutdown(shutdownCtx); err != nil {
-		log.Warn("API shutdown", "err", err)
+}
+
+func (r *readiness) err() error {
+	if p := r.p.Load(); p != nil {
+		return *p
 	}
 	return nil
+}
+
+// serveState is what lbd serve reads and checks before it creates
+// anything.
+type serveState struct {
+	locks    *daemonLocks
+	token    string
+	store    *control.Store
+	desired  map[xdp.VIPKey]*control.VIP
+	gw       net.HardwareAddr
+	dpConfig xdp.Config
+}
+
+// prepareServe checks the interface (a typo must fail before anything is
+// created), takes the daemon's locks, and reads the token, the desired
+// state and the gateway.
+func prepareServe(cfg serveConfig, log *slog.Logger) (st serveState, err error) {
+	ifc, err := xdp.LookupInterface(cfg.Interface)
+	if err != nil {
+		return st, err
+	}
+	if st.locks, err = lockDaemon(cfg, ifc); err != nil {
+		return st, err
+	}
+	defer func() {
+		if err != nil {
+			st.locks.release()
+		}
+	}()
+	if st.token, err = loadOrCreateToken(cfg.TokenFile, log); err != nil {
+		return st, err
+	}
+	if st.store, err = control.NewStore(cfg.StateDir); err != nil {
+		return st, err
+	}
+	if st.desired, err = st.store.Load(); err != nil {
+		return st, err
+	}
+	if st.gw, err = gatewayMAC(cfg); err != nil {
+		return st, err
+	}
+	st.dpConfig, err = cfg.datapathConfig(st.gw)
+	return st, err
+}
+
+// listeners are the API's and the metrics' sockets, open before the
+// datapath is touched.
+type listeners struct {
+	raw, api, metrics net.Listener // raw: the API's socket under TLS
+}
+
+func openListeners(cfg serveConfig, lv *live, log *slog.Logger) (*listeners, error) {
+	raw, err := listenAPI(cfg.Listen) // metrics_listen.go: ip:port or unix:PATH
+	if err != nil {
+		return nil, fmt.Errorf("listen for the API on %s: %w", cfg.Listen, err)
+	}
+	l := &listeners{raw: raw}
+	cfg.warnInsecureListen(cfg.Listen, cfg.TLSCertFile != "", log)
+	if l.api, lv.tls, err = listenTLS(raw, cfg); err != nil { // tls.go
+		l.close()
+		return nil, err
+	}
+	if l.metrics, err = listenMetrics(cfg); err != nil {
+		l.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *listeners) close() {
+	closeListener(l.metrics)
+	l.raw.Close()
+}
+
+// httpServers are the API's and the metrics' HTTP servers.
+type httpServers struct {
+	api, metrics *http.Server
+	served       chan error // the API server's end
+}
+
+// serve starts serving the API (and /metrics on its own listener).
+func (l *listeners) serve(srv *api.Server, cfg serveConfig, lv *live, log *slog.Logger) *httpServers {
+	s := &httpServers{served: make(chan error, 1),
+		api: &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second}}
+	go func() { s.served <- s.api.Serve(l.api) }()
+	log.Info("API listening", "address", l.api.Addr().String(), "tls", lv.tls != nil, "token_file", cfg.TokenFile)
+	s.metrics = serveMetrics(l.metrics, srv, log)
+	return s
+}
+
+// shutdown drains the API's requests (10 s at most).
+func (s *httpServers) shutdown(log *slog.Logger) {
+	log.Info("shutting down: draining API requests")
+	ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
+	defer done()
+	if s.metrics != nil {
+		_ = s.metrics.Shutdown(ctx)
+	}
+	if err := s.api.Shutdown(ctx); err != nil {
+		log.Warn("API shutdown", "err", err)
+	}
+}
+
+// datapath is the XDP balancer as lbd serve runs it.
+type datapath struct {
+	b    *xdp.Balancer
+	pins pinDir
+	att  xdp.Attachment // zero until attach
+}
+
+// openDatapath opens (or takes over) the pinned balancer and configures it.
+func openDatapath(cfg serveConfig, st serveState, log *slog.Logger) (*datapath, error) {
+	pins, err := preparePinDir(cfg, st.locks, log)
+	if err != nil {
+		return nil, err
+	}
+	b, err := xdp.Open(xdp.Options{Limits: cfg.limits(), PinDir: cfg.PinDir})
+	if err != nil {
+		return nil, err
+	}
+	d := &datapath{b: b, pins: pins}
+	log.Info("datapath opened", "pin_dir", cfg.PinDir, "recovered", b.Recovered(), "limits", fmt.Sprintf("%+v", cfg.limits()))
+	if err := b.SetConfig(st.dpConfig); err != nil {
+		return d, errors.Join(err, d.close(cfg, log))
+	}
+	return d, nil
+}
+
+// attach attaches the balancer to the interface (after the first
+// reconcile, so that it forwards by the desired state from its first
+// packet).
+func (d *datapath) attach(cfg serveConfig, log *slog.Logger) (err error) {
+	mode, _ := xdp.ParseAttachMode(cfg.XDPMode)
+	if d.att, err = d.b.Attach(cfg.Interface, mode); err != nil {
+		return err
+	}
+	if d.att.Fallback != "" {
+		log.Warn("native XDP unavailable, running in generic mode (slower)", "interface", d.att.Interface, "reason", d.att.Fallback)
+	}
+	log.Info("XDP balancer attached", "interface", d.att.Interface, "mode", d.att.Mode, "took_over_pinned_link", d.att.Reused)
+	return nil
+}
+
+// close leaves the balancer forwarding for the next lbd serve, or with
+// --detach removes it and its pins.
+func (d *datapath) close(cfg serveConfig, log *slog.Logger) error {
+	if !cfg.Detach {
+		d.b.Close()
+		log.Info(d.pins.exitLine(d.att), "interface", cfg.Interface, "pin_dir", cfg.PinDir)
+		return nil
+	}
+	if derr := d.b.Detach(cfg.Interface); derr != nil {
+		log.Warn("detach", "err", derr)
+	}
+	d.b.Close()
+	err := xdp.Cleanup(cfg.PinDir)
+	log.Info("detached and removed the pins", "pin_dir", cfg.PinDir)
+	return err
+}
+
+// info is the datapath as GET /api/v1/status shows it.
+func (d *datapath) info(cfg serveConfig, healthMode string, ctl *control.Controller) map[string]any {
+	return map[string]any{
+		"interface": d.att.Interface, "xdp_mode": d.att.Mode.String(), "fallback": d.att.Fallback,
+		"pin_dir": cfg.PinDir, "recovered": d.b.Recovered(), "took_over_link": d.att.Reused,
+		"limits":        map[string]uint32{"max_vips": cfg.MaxVIPs, "max_reals": cfg.MaxReals, "max_flows": cfg.MaxFlows},
+		"health_checks": healthMode, "health_max_concurrent": ctl.HealthMaxConcurrent(),
+	}
+}
+
+// newController makes the controller over the opened datapath.
+func newController(cfg serveConfig, st serveState, dp *datapath, log *slog.Logger) *control.Controller {
+	ctl := control.New(dp.b, st.store, st.desired, log)
+	ctl.SetDatapathConfig(st.dpConfig)
+	ctl.SetGUESources(st.dpConfig.GUESourceV4.IsValid(), st.dpConfig.GUESourceV6.IsValid())
+	if dp.b.Recovered() {
+		// The pinned counters went on: take back whose each real index
+		// is, and the removed reals' totals, so that VIPs' totals still
+		// add up. With a fresh datapath both start anew.
+		saved, err := st.store.LoadCounters()
+		if err != nil {
+			log.Warn("counters file unreadable: removed reals' totals are lost", "err", err)
+		} else {
+			ctl.RestoreCounters(saved)
+		}
+	}
+	return ctl
+}
+
+// startHealth runs the VIPs' health checks when configured, through the
+// health-check tunnel when it can be attached (directly otherwise). It
+// returns the mode for the status and what stops the tunnel.
+func startHealth(ctx context.Context, cfg serveConfig, gw net.HardwareAddr, ctl *control.Controller, log *slog.Logger) (mode string, stop func()) {
+	if !cfg.HealthChecks {
+		return "off", func() {}
+	}
+	var tunnel control.TunnelProbes
+	stop = func() {}
+	hc, err := attachHCTunnel(cfg, gw)
+	if err != nil {
+		mode = "direct (no tunnel: " + err.Error() + ")"
+		log.Warn("health checks probe the reals' own addresses: the health-check tunnel is unavailable", "reason", err)
+	} else {
+		tunnel, stop = hc, hc.Close
+		mode = "tunnel (" + hc.Attachment.String() + ")"
+	}
+	ctl.StartHealth(ctx, health.NetProber{}, cfg.HealthMaxConcurrent, tunnel)
+	log.Info("health checks running", "mode", mode)
+	return mode, stop
+}
+
+// attachHCTunnel attaches the health-check encapsulation to the
+// interface's egress, with this node's addresses as outer sources.
+func attachHCTunnel(cfg serveConfig, gw net.HardwareAddr) (*tc.HCTunnel, error) {
+	src4, src6, err := hostaddr.Of(cfg.Interface)
+	if err != nil {
+		return nil, err
+	}
+	if !src4.IsValid() && !src6.IsValid() {
+		return nil, fmt.Errorf("%s has no address to send health-check tunnels from", cfg.Interface)
+	}
+	return tc.AttachHCTunnel(cfg.Interface, cfg.MaxReals, tc.HCConfig{SourceV4: src4, SourceV6: src6, GatewayMAC: gw})
 }
 
 // reconcileLoop repairs drift between the datapath and the desired state
