@@ -55,7 +55,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/tc"
 	"github.com/lbd-dev/lbd/bpf/xdp"
-	"github.com/lbd-dev/lbd/internal/realsetup"
+	"github.com/lbd-dev/lbd/realsetup"
 )
 
 // Lab addresses and ports.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lbd-dev/lbd/internal/realsetup"
+	"github.com/lbd-dev/lbd/realsetup"
 )
 
 // newRealHostCommands are the `lbd real` commands that act on the real
