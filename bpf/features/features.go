@@ -1,10 +1,21 @@
-// Package features finds out what the running kernel offers lbd (BTF,
+// Package features reports what the running kernel offers lbd (BTF,
 // kprobes, TCX, ring buffers, tunnel and lab link types, XDP on veth, the
-// coarse clock helper) and decides, from that alone, which mechanism lbd
-// uses for each job (TC attach, tracer events and attach, real-side
-// decapsulation, lab reals). Packages that attach things ask it instead of
-// comparing kernel versions. It creates nothing that outlives Probe: link
-// checks run in a throwaway network namespace.
+// coarse clock helper) and which mechanism lbd uses for each job on it
+// (TC attach, tracer events and attach, real-side decapsulation, lab
+// reals). It creates nothing that outlives Probe: link checks run in a
+// throwaway network namespace.
+//
+// It is a report generator, not the place where the choices are made.
+// The packages that attach things decide by trying, on the very device
+// and at the moment they need the mechanism, and fall back in the same
+// order as decide below: tc.Attach (ModeAuto: TCX, else clsact),
+// kprobe.Tracer (ModeAuto: kprobes, else tracepoints; ring buffer, else
+// perf), realsetup.Setup (DecapAuto: the kernel's ipip and ip6tnl, else
+// lbd's TC program) and the lab (IPVLAN, else macvlan, else veth). A
+// probe on a throwaway veth could not promise what a real interface
+// accepts, and a trial that fails still has to fall back. The two cheap
+// facts those packages and the report share live here once:
+// KernelRelease and HaveKprobes.
 //
 // The kernel matrix (make test-kernels) runs this package's tests on every
 // kernel lbd supports and asserts the report per kernel; docs/kernels.md
@@ -97,11 +108,7 @@ type Report struct {
 // be probed, while a missing feature is a Check with OK false.
 func Probe() (Report, error) {
 	var r Report
-	var uts unix.Utsname
-	if err := unix.Uname(&uts); err != nil {
-		return r, fmt.Errorf("uname: %w", err)
-	}
-	r.Kernel = unix.ByteSliceToString(uts.Release[:])
+	r.Kernel = KernelRelease()
 	r.Version = majorMinor(r.Kernel)
 
 	// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK.
@@ -244,10 +251,25 @@ func probeBTF() error {
 
 var errNoSymbol = errors.New("symbol not in /proc/kallsyms")
 
-func kernelRelease() string {
+// KernelRelease is the running kernel's release, as uname -r prints it
+// ("unknown" if uname fails).
+func KernelRelease() string {
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
 		return "unknown"
 	}
 	return unix.ByteSliceToString(uts.Release[:])
+}
+
+// HaveKprobes reports, cheaply and without privileges, whether the kernel
+// has kprobes: the kprobe PMU or tracefs's kprobe_events exists (neither
+// does without CONFIG_KPROBES). The tracer asks it at start; the report's
+// Kprobes check goes further and attaches one.
+func HaveKprobes() bool {
+	for _, p := range []string{"/sys/bus/event_source/devices/kprobe/type", "/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events"} {
+		if _, err := os.Stat(p); err == nil {
+			return true
+		}
+	}
+	return false
 }

@@ -140,6 +140,6 @@ func TestMajorMinor(t *testing.T) {
 // (make test-kernels LBD_VMTEST_BREAK=1).
 func TestBrokenOnPurpose(t *testing.T) {
 	if os.Getenv("LBD_VMTEST_BREAK") == "1" {
-		t.Fatalf("LBD_VMTEST_BREAK=1: failing on purpose on %s", kernelRelease())
+		t.Fatalf("LBD_VMTEST_BREAK=1: failing on purpose on %s", KernelRelease())
 	}
 }

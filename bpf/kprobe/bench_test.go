@@ -3,6 +3,7 @@ package kprobe
 import (
 	"context"
 	"fmt"
+	lbdfeatures "github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"io"
 	"net"
@@ -150,7 +151,7 @@ func BenchmarkEventRate(b *testing.B) {
 
 func modesHereB(b *testing.B) []Mode {
 	var modes []Mode
-	if HaveKprobes() {
+	if lbdfeatures.HaveKprobes() {
 		modes = append(modes, ModeKprobe)
 	}
 	if ensureTracefs() == nil && haveTracepoint("sock", "sock_send_length") {

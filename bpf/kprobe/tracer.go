@@ -56,6 +56,8 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	lbdfeatures "github.com/lbd-dev/lbd/bpf/features"
 )
 
 // Mode is how the tracer attaches to the kernel.
@@ -195,16 +197,6 @@ func New(opts Options) (*Tracer, error) {
 	return &Tracer{opts: opts, subs: map[*subscriber]struct{}{}, watchers: map[uint32]bool{}}, nil
 }
 
-// HaveKprobes reports whether the running kernel can attach kprobes.
-func HaveKprobes() bool {
-	for _, p := range []string{"/sys/bus/event_source/devices/kprobe/type", "/sys/kernel/tracing/kprobe_events", "/sys/kernel/debug/tracing/kprobe_events"} {
-		if _, err := os.Stat(p); err == nil {
-			return true
-		}
-	}
-	return false
-}
-
 // ensureTracefs mounts tracefs if nothing has (tracepoints need it).
 func ensureTracefs() error {
 	if _, err := os.Stat("/sys/kernel/tracing/events"); err == nil {
@@ -243,16 +235,16 @@ func (t *Tracer) Start(ctx context.Context) error {
 	if err := ensureTracefs(); err != nil {
 		return err
 	}
-	st := Status{Kernel: kernelRelease()}
+	st := Status{Kernel: lbdfeatures.KernelRelease()}
 
 	mode := t.opts.Mode
 	if mode == ModeAuto {
 		mode = ModeTracepoint
-		if HaveKprobes() {
+		if lbdfeatures.HaveKprobes() {
 			mode = ModeKprobe
 		}
 	}
-	if mode == ModeKprobe && !HaveKprobes() {
+	if mode == ModeKprobe && !lbdfeatures.HaveKprobes() {
 		return fmt.Errorf("kprobe mode: this kernel has no kprobes (CONFIG_KPROBES off): use --tracer tracepoint: %w", ebpf.ErrNotSupported)
 	}
 	if mode == ModeTracepoint && !haveTracepoint("sock", "sock_send_length") {
@@ -667,12 +659,4 @@ func b2u8(b bool) uint8 {
 		return 1
 	}
 	return 0
-}
-
-func kernelRelease() string {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return ""
-	}
-	return unix.ByteSliceToString(u.Release[:])
 }

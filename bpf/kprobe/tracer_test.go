@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	lbdfeatures "github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/internal/nsexec"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
@@ -37,7 +38,7 @@ func inOwn(t *testing.T, ns netns.NsHandle, f func() error) {
 // modesHere lists the attach modes the running kernel supports.
 func modesHere(t *testing.T) []Mode {
 	var modes []Mode
-	if HaveKprobes() {
+	if lbdfeatures.HaveKprobes() {
 		modes = append(modes, ModeKprobe)
 	}
 	if err := ensureTracefs(); err == nil && haveTracepoint("sock", "sock_send_length") {

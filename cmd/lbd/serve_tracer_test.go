@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/bpf/kprobe"
 )
 
@@ -19,7 +20,7 @@ import (
 // --tracer off the tracer endpoints answer 503.
 func TestDaemonServesTracer(t *testing.T) {
 	mode := "tracepoint"
-	if kprobe.HaveKprobes() {
+	if features.HaveKprobes() {
 		mode = "kprobe"
 	}
 	l := newDaemonLab(t)

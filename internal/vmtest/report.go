@@ -240,7 +240,7 @@ func WriteDoc(path string, pkgs []TestPackage, cols []*Column, kernels []*Kernel
 		fmt.Fprintf(&b, "| %s | %s | %s | %s |\n", k.Spec.Name, k.Spec.Suite, k.Package.Name, k.Package.Version)
 	}
 	b.WriteString("\n## What each kernel has, and what lbd chooses (bpf/features)\n\n")
-	b.WriteString("Rows with → are lbd's choices, made by `features.Probe` from the rows above them.\n\n")
+	b.WriteString("Rows with → are the mechanisms lbd uses on that kernel, as `features.Probe` derives them from the rows above; the packages that attach things (tc, the tracer, `lbd real setup`, the lab) make the same choice by trying, in the same order.\n\n")
 	b.WriteString(FeatureTable(cols))
 	b.WriteString("\n## Tests per kernel (seconds inside the guest, TCG)\n\n")
 	b.WriteString(TestTable(pkgs, cols))

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
@@ -71,7 +72,7 @@ func (o RunOptions) testArgs() []string {
 // RunHost runs the binaries on this machine, as `make test` would, from
 // each package's directory, with CI=true.
 func RunHost(o RunOptions, pkgs []TestPackage, outDir string) *Column {
-	c := &Column{Name: "host", Release: kernelRelease(), Results: map[string]*PkgResult{}}
+	c := &Column{Name: "host", Release: features.KernelRelease(), Results: map[string]*PkgResult{}}
 	if err := os.MkdirAll(outDir, 0o755); err != nil {
 		c.Err = err
 		return c
@@ -120,14 +121,6 @@ func progress(w io.Writer, col, pkg string, r *PkgResult) {
 		st = fmt.Sprintf("FAIL (exit %d)", r.Exit)
 	}
 	fmt.Fprintf(w, "  [%s] %-24s %s %.1fs\n", col, pkg, st, r.Seconds)
-}
-
-func kernelRelease() string {
-	out, err := exec.Command("uname", "-r").Output()
-	if err != nil {
-		return "?"
-	}
-	return strings.TrimSpace(string(out))
 }
 
 // guestScript is /out/guest.sh: run each binary from its package
