@@ -74,6 +74,7 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) vet -tags lbdbench ./bpf/...
 	$(GO) vet -tags 'lbdbench lbdkatran' ./bpf/xdp/
+	scripts/check-layers.sh
 
 ## check-generated: fail if `make generate` changes committed files
 check-generated: generate

@@ -14,6 +14,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // BenchmarkReplaceReals100 measures a change as an operator sees it: PUT
@@ -93,7 +94,7 @@ type liveTimer struct {
 	last time.Time
 }
 
-func (l *liveTimer) SetRing(key xdp.VIPKey, ring []xdp.RealID) error {
+func (l *liveTimer) SetRing(key lb.VIPKey, ring []xdp.RealID) error {
 	err := l.Balancer.SetRing(key, ring)
 	l.last = time.Now()
 	return err

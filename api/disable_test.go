@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestDisableVIP: "disabled" is carried like "sticky": in the VIP as
@@ -23,7 +24,7 @@ func TestDisableVIP(t *testing.T) {
 	if vip.Disabled {
 		t.Fatalf("created disabled: %+v", vip)
 	}
-	key := xdp.VIPKey{Proto: xdp.TCP, Addr: netip.MustParseAddr("192.0.2.1"), Port: 80}
+	key := lb.VIPKey{Proto: lb.TCP, Addr: netip.MustParseAddr("192.0.2.1"), Port: 80}
 	before := slices.Clone(h.dp.Rings[key])
 	num := h.dp.VIPMap[key].Num
 
@@ -67,7 +68,7 @@ func TestDisableVIP(t *testing.T) {
 		t.Errorf("put without disabled: %+v", vip)
 	}
 	h.expect(req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"udp","address":"192.0.2.1","port":53,"disabled":true}`}, http.StatusCreated, &vip)
-	if v, err := h.ctl.VIP(xdp.VIPKey{Proto: xdp.UDP, Addr: netip.MustParseAddr("192.0.2.1"), Port: 53}); err != nil || !vip.Disabled || !v.Disabled {
+	if v, err := h.ctl.VIP(lb.VIPKey{Proto: lb.UDP, Addr: netip.MustParseAddr("192.0.2.1"), Port: 53}); err != nil || !vip.Disabled || !v.Disabled {
 		t.Errorf("create disabled: %+v", vip)
 	}
 

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestLBDEventsStream: lbd's own events reach /api/v1/events, with or
@@ -36,7 +36,7 @@ func TestLBDEventsStream(t *testing.T) {
 	}
 	go func() {
 		time.Sleep(50 * time.Millisecond) // subscribed by then
-		_, _ = h.ctl.CreateVIP(control.VIP{Key: xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.7"), Port: 80, Proto: xdp.TCP}})
+		_, _ = h.ctl.CreateVIP(control.VIP{Key: lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.7"), Port: 80, Proto: lb.TCP}})
 	}()
 	sc := bufio.NewScanner(resp.Body)
 	var event string
@@ -129,7 +129,7 @@ func TestEventsResume(t *testing.T) {
 	ts := httptest.NewServer(h.srv)
 	defer ts.Close()
 	create := func(port uint16) {
-		if _, err := h.ctl.CreateVIP(control.VIP{Key: xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.7"), Port: port, Proto: xdp.TCP}}); err != nil {
+		if _, err := h.ctl.CreateVIP(control.VIP{Key: lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.7"), Port: port, Proto: lb.TCP}}); err != nil {
 			t.Error(err)
 		}
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // fullTmpfs mounts a small tmpfs of its own and returns a directory on it.
@@ -181,7 +182,7 @@ func TestFullDiskRefusesEveryWrite(t *testing.T) {
 	if act != xdp.ActionTX {
 		t.Fatalf("SYN: %v, want TX", act)
 	}
-	key := xdp.VIPKey{Addr: vipAddr.Addr(), Port: 80, Proto: xdp.TCP}
+	key := lb.VIPKey{Addr: vipAddr.Addr(), Port: 80, Proto: lb.TCP}
 	statsBefore, err := bal.VIPStats(key)
 	if err != nil {
 		t.Fatal(err)

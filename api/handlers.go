@@ -14,11 +14,9 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/lb"
 )
-
-var xdpErrLimit = xdp.ErrLimit
 
 func jsonEncode(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
@@ -78,8 +76,18 @@ func jsonErrorDetail(err error) string {
 	return err.Error() // unknown fields and syntax errors already say where
 }
 
-func vipParam(c echo.Context) (xdp.VIPKey, error) {
-	return control.ParseVIPName(c.Param("vip"))
+func vipParam(c echo.Context) (lb.VIPKey, error) {
+	return parseVIPName(c.Param("vip"))
+}
+
+// parseVIPName reads a VIP's name from a path or query; a bad one is the
+// client's to fix (400).
+func parseVIPName(s string) (lb.VIPKey, error) {
+	k, err := lb.ParseVIPName(s)
+	if err != nil {
+		return k, &control.InvalidError{Field: "vip", Msg: err.Error()}
+	}
+	return k, nil
 }
 
 func addrParam(c echo.Context) (netip.Addr, error) {
@@ -92,7 +100,7 @@ func addrParam(c echo.Context) (netip.Addr, error) {
 
 // vipAndAddr reads the VIP and real address of a path like
 // /vips/{vip}/reals/{addr}.
-func vipAndAddr(c echo.Context) (xdp.VIPKey, netip.Addr, error) {
+func vipAndAddr(c echo.Context) (lb.VIPKey, netip.Addr, error) {
 	key, err := vipParam(c)
 	if err != nil {
 		return key, netip.Addr{}, err
@@ -132,10 +140,11 @@ func (s *Server) reconcile(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if drifts == nil {
-		drifts = []control.Drift{}
+	out := DriftsJSON{Drifts: make([]DriftJSON, 0, len(drifts))}
+	for _, d := range drifts {
+		out.Drifts = append(out.Drifts, DriftJSON(d))
 	}
-	return reply(c, http.StatusOK, DriftsJSON{Drifts: drifts})
+	return reply(c, http.StatusOK, out)
 }
 
 func (s *Server) listVIPs(c echo.Context) error {
@@ -151,7 +160,7 @@ func (s *Server) createVIP(c echo.Context) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	proto, err := xdp.ParseProto(in.Protocol)
+	proto, err := lb.ParseProto(in.Protocol)
 	if err != nil {
 		return &control.InvalidError{Field: "protocol", Msg: err.Error()}
 	}
@@ -162,7 +171,7 @@ func (s *Server) createVIP(c echo.Context) error {
 	if in.Port == nil || *in.Port < 0 || *in.Port > 65535 {
 		return &control.InvalidError{Field: "port", Msg: "port is required: 1-65535, or 0 for a port-less VIP"}
 	}
-	v, err := in.VIPSettingsJSON.toVIP(xdp.VIPKey{Addr: addr, Port: uint16(*in.Port), Proto: proto})
+	v, err := in.VIPSettingsJSON.toVIP(lb.VIPKey{Addr: addr, Port: uint16(*in.Port), Proto: proto})
 	if err != nil {
 		return err
 	}
@@ -170,7 +179,7 @@ func (s *Server) createVIP(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+control.VIPName(created.Key))
+	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+lb.VIPName(created.Key))
 	return reply(c, http.StatusCreated, s.vipJSON(created))
 }
 
@@ -204,7 +213,7 @@ func (s *Server) putVIP(c echo.Context) error {
 		return err
 	}
 	if created {
-		c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+control.VIPName(key))
+		c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+lb.VIPName(key))
 		return reply(c, http.StatusCreated, s.vipJSON(out))
 	}
 	return reply(c, http.StatusOK, s.vipJSON(out))
@@ -334,7 +343,7 @@ func (s *Server) getReal(c echo.Context) error {
 		return err
 	}
 	if _, ok := v.Real(addr); !ok {
-		return fmt.Errorf("real %s of VIP %s: %w", addr, control.VIPName(key), control.ErrNotFound)
+		return fmt.Errorf("real %s of VIP %s: %w", addr, lb.VIPName(key), control.ErrNotFound)
 	}
 	return reply(c, http.StatusOK, s.realOf(v, addr))
 }
@@ -434,7 +443,7 @@ func (s *Server) stats(c echo.Context) error {
 		if !ok {
 			continue
 		}
-		out.VIPs = append(out.VIPs, vipStatsJSON(control.VIPName(v.Key), st))
+		out.VIPs = append(out.VIPs, vipStatsJSON(lb.VIPName(v.Key), st))
 	}
 	addrs := make([]netip.Addr, 0, len(all.Reals))
 	for a := range all.Reals {
@@ -450,7 +459,7 @@ func (s *Server) stats(c echo.Context) error {
 func (s *Server) flows(c echo.Context) error {
 	q := control.FlowQuery{Sort: control.FlowSort(c.QueryParam("sort")), Cursor: c.QueryParam("cursor")}
 	if v := c.QueryParam("vip"); v != "" {
-		key, err := control.ParseVIPName(v)
+		key, err := parseVIPName(v)
 		if err != nil {
 			return err
 		}

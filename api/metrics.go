@@ -12,6 +12,7 @@ import (
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // metrics are the daemon's Prometheus metrics: datapath counters read
@@ -98,7 +99,7 @@ func (d *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descDatapath, prometheus.CounterValue, float64(v), name)
 	}
 	for key, s := range all.VIPs {
-		name := control.VIPName(key)
+		name := lb.VIPName(key)
 		ch <- prometheus.MustNewConstMetric(descVIPPackets, prometheus.CounterValue, float64(s.Packets), name)
 		ch <- prometheus.MustNewConstMetric(descVIPBytes, prometheus.CounterValue, float64(s.Bytes), name)
 		ch <- prometheus.MustNewConstMetric(descVIPHits, prometheus.CounterValue, float64(s.LRUHits), name)
@@ -124,7 +125,7 @@ func (d *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 			if st.State == health.Up {
 				up = 1
 			}
-			ch <- prometheus.MustNewConstMetric(descRealUp, prometheus.GaugeValue, up, control.VIPName(v.Key), r.Addr.String())
+			ch <- prometheus.MustNewConstMetric(descRealUp, prometheus.GaugeValue, up, lb.VIPName(v.Key), r.Addr.String())
 		}
 	}
 	for addr, s := range all.Reals {

@@ -20,10 +20,10 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // The REST fuzz: requests generated from openapi.yaml, for every path and
@@ -161,7 +161,7 @@ func TestRESTFuzz(t *testing.T) {
 	}
 }
 
-var fuzzVIP = xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
+var fuzzVIP = lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
 
 // declared reports whether op's document declares status: listed, or an
 // error (4xx/5xx) covered by a default answer.
@@ -278,7 +278,7 @@ func (g *reqGen) pathParam(name string) string {
 	switch name {
 	case "vip":
 		if g.chance(0.6) {
-			return control.VIPName(fuzzVIP)
+			return lb.VIPName(fuzzVIP)
 		}
 		return []string{"tcp", "udp"}[g.pick(2)] + "-" + fuzzVIPAddrs[g.pick(len(fuzzVIPAddrs))] + "-" + strconv.Itoa([]int{0, 53, 80, 443}[g.pick(4)])
 	case "addr":
@@ -316,7 +316,7 @@ func (g *reqGen) queryValue(s *openapi3.Schema) string {
 		}
 		return strconv.FormatInt(int64(lo)+g.rnd.Int64N(int64(hi-lo)+1), 10)
 	}
-	return []string{control.VIPName(fuzzVIP), "10.0.0.1", "198.51.100.0/24", "2001:db8::/32"}[g.pick(4)]
+	return []string{lb.VIPName(fuzzVIP), "10.0.0.1", "198.51.100.0/24", "2001:db8::/32"}[g.pick(4)]
 }
 
 func (g *reqGen) badQuery(s *openapi3.Schema) string {

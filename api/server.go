@@ -296,7 +296,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 		p = ProblemJSON{Status: http.StatusConflict, Detail: err.Error()}
 	case errors.As(err, &app):
 		status := http.StatusInternalServerError
-		if errors.Is(err, xdpErrLimit) || errors.Is(err, control.ErrNoSpace) {
+		if errors.Is(err, control.ErrLimit) || errors.Is(err, control.ErrNoSpace) {
 			status = http.StatusInsufficientStorage
 		}
 		rb := app.RolledBack

@@ -22,13 +22,14 @@ import (
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 const testToken = "s3cret-token"
 
 type nopSaver struct{}
 
-func (nopSaver) Save(map[xdp.VIPKey]*control.VIP) error { return nil }
+func (nopSaver) Save(map[lb.VIPKey]*control.VIP) error { return nil }
 
 // harness sends requests to a Server backed by a fake datapath, and checks
 // every request and answer against the OpenAPI document.
@@ -183,7 +184,7 @@ func TestEveryOperation(t *testing.T) {
 	if vip.Encap != "gue" || len(vip.Reals) != 2 {
 		t.Errorf("patch %+v", vip)
 	}
-	if h.dp.VIPMap[xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}].Flags != xdp.VIPGUE {
+	if h.dp.VIPMap[lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}].Flags != xdp.VIPGUE {
 		t.Error("patch did not reach the datapath")
 	}
 
@@ -213,7 +214,7 @@ func TestEveryOperation(t *testing.T) {
 		}
 	}
 
-	key := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
+	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
 	h.dp.VIPCounters[key] = xdp.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1}
 	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = xdp.RealStats{Packets: 4, Bytes: 600}
 	h.dp.Global[xdp.StatTX] = 10
@@ -253,7 +254,7 @@ func TestEveryOperation(t *testing.T) {
 
 	now := time.Now()
 	h.dp.FlowList = append(h.dp.FlowList, xdp.Flow{
-		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.MustParseAddrPort("192.0.2.1:80"), Proto: xdp.TCP},
+		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.MustParseAddrPort("192.0.2.1:80"), Proto: lb.TCP},
 		Real: h.dp.RealMap[netip.MustParseAddr("10.0.0.3")], VIPNum: h.dp.VIPMap[key].Num, VIPGen: h.dp.VIPMap[key].Gen, Packets: 3, Bytes: 180, FirstSeen: now, LastSeen: now,
 	})
 	var fp FlowPageJSON

@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/kprobe"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 )
@@ -23,8 +22,8 @@ import (
 // asked, as the real one's do.
 type bufTracer struct{ fakeTracer }
 
-func (b *bufTracer) Subscribe(ctx context.Context, buffer int) (*kprobe.Subscription, error) {
-	return kprobe.NewSubscription(make(chan kprobe.Event, buffer)), nil
+func (b *bufTracer) Subscribe(ctx context.Context, buffer int) (TracerSubscription, error) {
+	return make(chanSub, buffer), nil
 }
 
 func streamServer(t testing.TB, o Options) *httptest.Server {

@@ -14,17 +14,95 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"github.com/lbd-dev/lbd/bpf/kprobe"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/lb"
 )
 
-// TracerSource is what the API needs of the connection tracer
-// (*kprobe.Tracer implements it). Options.Tracer nil means the daemon
-// runs without a tracer: the tracer endpoints answer 503.
+// TracerSource is what the API needs of the connection tracer, in the
+// API's own terms: the API does not import the tracer (bpf/kprobe);
+// cmd/lbd adapts it. Options.Tracer nil means the daemon runs without a
+// tracer: the tracer endpoints answer 503.
 type TracerSource interface {
-	Status() kprobe.Status
-	Connections(kprobe.Filter) ([]kprobe.Connection, error)
-	Subscribe(ctx context.Context, buffer int) (*kprobe.Subscription, error)
+	Status() TracerStatusJSON
+	// Connections lists the connections f selects, largest first.
+	Connections(f ConnectionFilter) ([]ConnectionJSON, error)
+	Subscribe(ctx context.Context, buffer int) (TracerSubscription, error)
+}
+
+// TracerSubscription is a stream of tracer events: Events is closed
+// when the tracer stops; Dropped counts the events this subscriber
+// missed because it fell behind.
+type TracerSubscription interface {
+	Events() <-chan EventJSON
+	Dropped() uint64
+}
+
+// ErrTracerNotRunning is what a TracerSource returns when the tracer
+// stopped (answered 503).
+var ErrTracerNotRunning = errors.New("tracer not running")
+
+// ConnectionFilter selects connections; zero fields match everything.
+type ConnectionFilter struct {
+	PID   uint32
+	Port  uint16     // either end
+	Addr  netip.Addr // either end
+	Netns uint32
+	State string   // ConnOpen, ConnClosed or ""
+	Proto lb.Proto // 0: both
+}
+
+// The states of a connection.
+const (
+	ConnOpen   = "open"
+	ConnClosed = "closed"
+)
+
+// TracerStatusJSON answers GET /api/v1/tracer: what the tracer runs and
+// its counters.
+type TracerStatusJSON struct {
+	Running       bool              `json:"running"`
+	Kernel        string            `json:"kernel"`
+	Mode          string            `json:"mode"`          // kprobe or tracepoint
+	BTF           bool              `json:"btf"`           // the kernel has BTF
+	OffsetSource  string            `json:"offset_source"` // co-re or guessed
+	Offsets       TracerOffsetsJSON `json:"offsets"`
+	Guess         *TracerGuessJSON  `json:"guess,omitempty"`         // set when the offsets were guessed
+	Buffer        string            `json:"buffer"`                  // "ringbuf" or "perf"
+	FdInstall     bool              `json:"fd_install"`              // the fd_install watcher works
+	SRTT          bool              `json:"srtt"`                    // smoothed RTT reported (needs BTF)
+	AcceptBy      string            `json:"accept_by"`               // kretprobe, syscall or first-use
+	Attached      []string          `json:"attached"`                // every hook, e.g. "kprobe tcp_v4_connect"
+	Events        map[string]uint64 `json:"events"`                  // events output by the kernel, by type
+	Lost          map[string]uint64 `json:"lost"`                    // events lost (buffer full), by type
+	LostPerf      uint64            `json:"lost_perf"`               // samples the perf buffer dropped
+	StatsMapFull  uint64            `json:"stats_map_full"`          // connections not tracked for lack of room
+	SocksMapFull  uint64            `json:"socks_map_full"`          // sockets not tracked for lack of room
+	Expired       uint64            `json:"expired"`                 // idle entries removed
+	CloseInferred uint64            `json:"close_inferred"`          // TCP closes inferred from a reused address
+	KprobeMissed  *uint64           `json:"kprobe_missed,omitempty"` // probe hits that did not run (6.7+, kprobe mode)
+	HookMisses    uint64            `json:"hook_misses"`             // program runs skipped (another BPF program ran)
+	Connections   int               `json:"connections"`
+}
+
+// TracerOffsetsJSON are the socket field offsets the tracer reads.
+type TracerOffsetsJSON struct {
+	Saddr     uint16 `json:"saddr"`
+	Daddr     uint16 `json:"daddr"`
+	Sport     uint16 `json:"sport"`
+	Dport     uint16 `json:"dport"`
+	Family    uint16 `json:"family"`
+	Netns     uint16 `json:"netns"`
+	Ino       uint16 `json:"ino"`
+	DaddrIPv6 uint16 `json:"daddr_ipv6"`
+	SaddrIPv6 uint16 `json:"saddr_ipv6"`
+}
+
+// TracerGuessJSON reports the guessing of the offsets.
+type TracerGuessJSON struct {
+	Connections int           `json:"connections"` // connections made
+	Captures    int           `json:"captures"`    // successful captures
+	Duration    time.Duration `json:"duration_ns"`
+	IPv6        bool          `json:"ipv6"` // IPv6 offsets guessed
 }
 
 // ConnectionJSON is one traced connection.
@@ -71,28 +149,6 @@ type EventJSON struct {
 	FD          uint32    `json:"fd,omitempty"`
 }
 
-func connectionJSON(c kprobe.Connection) ConnectionJSON {
-	return ConnectionJSON{
-		Protocol: c.Proto.String(), Source: c.Src.String(), Destination: c.Dst.String(),
-		Netns: c.Netns, PID: c.PID, Comm: c.Comm, Direction: c.Direction, State: c.State,
-		BytesSent: c.BytesSent, BytesRecv: c.BytesRecv, Retransmits: c.Retransmits,
-		SRTTMicros: c.SRTT.Microseconds(), FirstSeen: c.FirstSeen, LastSeen: c.LastSeen,
-	}
-}
-
-// EventToJSON converts a tracer event (also used by the CLI's tests).
-func EventToJSON(ev kprobe.Event) EventJSON {
-	e := EventJSON{
-		Type: ev.Type.String(), Time: ev.Time, Monotonic: ev.Monotonic, CPU: ev.CPU, PID: ev.PID, TID: ev.TID,
-		Comm: ev.Comm, Netns: ev.Netns, BytesSent: ev.BytesSent, BytesRecv: ev.BytesRecv,
-		Retransmits: ev.Retransmits, SRTTMicros: ev.SRTT.Microseconds(), FD: ev.FD,
-	}
-	if ev.Type != kprobe.EventFdInstall {
-		e.Protocol, e.Source, e.Destination = ev.Proto.String(), ev.Src.String(), ev.Dst.String()
-	}
-	return e
-}
-
 // registerTracer adds the tracer's routes.
 func (s *Server) registerTracer(v1 *echo.Group) {
 	v1.GET("/connections", s.connections)
@@ -108,15 +164,15 @@ func (s *Server) tracer() (TracerSource, error) {
 }
 
 func tracerError(err error) error {
-	if errors.Is(err, kprobe.ErrNotRunning) {
+	if errors.Is(err, ErrTracerNotRunning) {
 		return problem(http.StatusServiceUnavailable, "tracer not running: "+err.Error())
 	}
 	return err
 }
 
 // connectionFilter reads the query of GET /api/v1/connections.
-func connectionFilter(c echo.Context) (kprobe.Filter, int, error) {
-	var f kprobe.Filter
+func connectionFilter(c echo.Context) (ConnectionFilter, int, error) {
+	var f ConnectionFilter
 	limit := 100
 	uintParam := func(name string, bits int) (uint64, error) {
 		v := c.QueryParam(name)
@@ -151,7 +207,7 @@ func connectionFilter(c echo.Context) (kprobe.Filter, int, error) {
 	}
 	switch v := c.QueryParam("state"); v {
 	case "", "all":
-	case kprobe.StateOpen, kprobe.StateClosed:
+	case ConnOpen, ConnClosed:
 		f.State = v
 	default:
 		return f, 0, &control.InvalidError{Field: "state", Msg: fmt.Sprintf("state %q: want open, closed or all", v)}
@@ -159,9 +215,9 @@ func connectionFilter(c echo.Context) (kprobe.Filter, int, error) {
 	switch v := c.QueryParam("protocol"); v {
 	case "":
 	case "tcp":
-		f.Proto = kprobe.TCP
+		f.Proto = lb.TCP
 	case "udp":
-		f.Proto = kprobe.UDP
+		f.Proto = lb.UDP
 	default:
 		return f, 0, &control.InvalidError{Field: "protocol", Msg: fmt.Sprintf("protocol %q: want tcp or udp", v)}
 	}
@@ -193,7 +249,7 @@ func (s *Server) connections(c echo.Context) error {
 		if i == limit {
 			break
 		}
-		out.Connections = append(out.Connections, connectionJSON(conn))
+		out.Connections = append(out.Connections, conn)
 	}
 	return reply(c, http.StatusOK, out)
 }
@@ -269,8 +325,8 @@ func (s *Server) events(c echo.Context) error {
 	}
 	defer s.streams.Add(-1)
 	ctx := c.Request().Context()
-	var sub *kprobe.Subscription
-	var tracerEvents <-chan kprobe.Event
+	var sub TracerSubscription
+	var tracerEvents <-chan EventJSON
 	if wantTracer {
 		tr, err := s.tracer()
 		switch {
@@ -282,7 +338,7 @@ func (s *Server) events(c echo.Context) error {
 					return tracerError(err)
 				}
 			} else {
-				tracerEvents = sub.C
+				tracerEvents = sub.Events()
 			}
 		}
 	}
@@ -345,7 +401,7 @@ func (s *Server) events(c echo.Context) error {
 			if pid != 0 && ev.PID != uint32(pid) {
 				continue
 			}
-			b, err := json.Marshal(EventToJSON(ev))
+			b, err := json.Marshal(ev)
 			if err != nil {
 				return err
 			}
@@ -399,7 +455,7 @@ func (s *Server) subscribeLBD(lastID string) ([]control.Event, *ResumeJSON, <-ch
 
 // writeLBDEvent writes one of lbd's events with its SSE id.
 func (s *Server) writeLBDEvent(w io.Writer, ev control.Event) error {
-	b, err := json.Marshal(ev)
+	b, err := json.Marshal(LBDEventJSON(ev))
 	if err != nil {
 		return err
 	}

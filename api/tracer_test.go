@@ -13,7 +13,7 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3filter"
 
-	"github.com/lbd-dev/lbd/bpf/kprobe"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 func init() {
@@ -24,24 +24,24 @@ func init() {
 // fakeTracer serves fixed connections and a fixed list of events (the
 // stream ends after them, as when the tracer stops).
 type fakeTracer struct {
-	conns   []kprobe.Connection
-	events  []kprobe.Event
-	filters []kprobe.Filter
+	conns   []ConnectionJSON
+	events  []EventJSON
+	filters []ConnectionFilter
 }
 
-func (f *fakeTracer) Status() kprobe.Status {
-	return kprobe.Status{
-		Running: true, Kernel: "6.18.0", Mode: kprobe.ModeTracepoint, BTF: true, OffsetSource: kprobe.OffsetsGuessed,
-		Offsets: kprobe.Offsets{Saddr: 4, Sport: 14, Dport: 12, Family: 16, Netns: 48, Ino: 176, DaddrIPv6: 56, SaddrIPv6: 72},
-		Guess:   &kprobe.GuessReport{Connections: 23, Captures: 21, Duration: 5 * time.Millisecond, IPv6: true},
+func (f *fakeTracer) Status() TracerStatusJSON {
+	return TracerStatusJSON{
+		Running: true, Kernel: "6.18.0", Mode: "tracepoint", BTF: true, OffsetSource: "guessed",
+		Offsets: TracerOffsetsJSON{Saddr: 4, Sport: 14, Dport: 12, Family: 16, Netns: 48, Ino: 176, DaddrIPv6: 56, SaddrIPv6: 72},
+		Guess:   &TracerGuessJSON{Connections: 23, Captures: 21, Duration: 5 * time.Millisecond, IPv6: true},
 		Buffer:  "ringbuf", SRTT: true, AcceptBy: "first-use", Attached: []string{"tracepoint sock:inet_sock_set_state"},
 		Events: map[string]uint64{"connect": 3}, Lost: map[string]uint64{"connect": 1}, Connections: len(f.conns),
 	}
 }
 
-func (f *fakeTracer) Connections(fl kprobe.Filter) ([]kprobe.Connection, error) {
+func (f *fakeTracer) Connections(fl ConnectionFilter) ([]ConnectionJSON, error) {
 	f.filters = append(f.filters, fl)
-	var out []kprobe.Connection
+	var out []ConnectionJSON
 	for _, c := range f.conns {
 		if fl.PID != 0 && c.PID != fl.PID {
 			continue
@@ -51,21 +51,32 @@ func (f *fakeTracer) Connections(fl kprobe.Filter) ([]kprobe.Connection, error) 
 	return out, nil
 }
 
-func (f *fakeTracer) Subscribe(ctx context.Context, buffer int) (*kprobe.Subscription, error) {
-	ch := make(chan kprobe.Event, len(f.events))
+// chanSub is a subscription of a channel.
+type chanSub chan EventJSON
+
+func (c chanSub) Events() <-chan EventJSON { return c }
+func (c chanSub) Dropped() uint64          { return 0 }
+
+func (f *fakeTracer) Subscribe(ctx context.Context, buffer int) (TracerSubscription, error) {
+	ch := make(chanSub, len(f.events))
 	for _, ev := range f.events {
 		ch <- ev
 	}
 	close(ch)
-	return kprobe.NewSubscription(ch), nil
+	return ch, nil
 }
 
-func testConn(pid uint32, sent uint64) kprobe.Connection {
-	return kprobe.Connection{
-		Tuple: kprobe.Tuple{Proto: kprobe.TCP, Src: netip.MustParseAddrPort("127.0.0.1:40000"), Dst: netip.MustParseAddrPort("[::1]:80"), Netns: 4026531840, PID: pid},
-		Comm:  "curl", Direction: kprobe.DirectionOutgoing, State: kprobe.StateOpen, BytesSent: sent, BytesRecv: 7,
-		SRTT: 33 * time.Microsecond, FirstSeen: time.Unix(1700000000, 0).UTC(), LastSeen: time.Unix(1700000001, 0).UTC(),
+func testConn(pid uint32, sent uint64) ConnectionJSON {
+	return ConnectionJSON{
+		Protocol: "tcp", Source: "127.0.0.1:40000", Destination: "[::1]:80", Netns: 4026531840, PID: pid,
+		Comm: "curl", Direction: "outgoing", State: ConnOpen, BytesSent: sent, BytesRecv: 7,
+		SRTTMicros: 33, FirstSeen: time.Unix(1700000000, 0).UTC(), LastSeen: time.Unix(1700000001, 0).UTC(),
 	}
+}
+
+func testEvent(typ string, pid uint32, comm string) EventJSON {
+	c := testConn(pid, 0)
+	return EventJSON{Type: typ, PID: pid, TID: pid, Comm: comm, Protocol: c.Protocol, Source: c.Source, Destination: c.Destination, Netns: c.Netns}
 }
 
 // exerciseTracer sends the tracer operations to a harness whose server
@@ -94,12 +105,8 @@ func withTracer(t *testing.T, tr TracerSource) *harness {
 
 func TestTracerEndpoints(t *testing.T) {
 	ft := &fakeTracer{
-		conns: []kprobe.Connection{testConn(42, 1000), testConn(43, 10)},
-		events: []kprobe.Event{
-			{Type: kprobe.EventConnect, Time: time.Unix(1700000000, 0).UTC(), Monotonic: 5, CPU: 1, TID: 42, Comm: "curl", Tuple: testConn(42, 0).Tuple},
-			{Type: kprobe.EventClose, Time: time.Unix(1700000001, 0).UTC(), Monotonic: 6, TID: 42, Comm: "curl", Tuple: testConn(42, 0).Tuple, BytesSent: 1000, BytesRecv: 7},
-			{Type: kprobe.EventConnect, Comm: "other", Tuple: testConn(43, 0).Tuple},
-		},
+		conns:  []ConnectionJSON{testConn(42, 1000), testConn(43, 10)},
+		events: []EventJSON{testEvent("connect", 42, "curl"), testEvent("close", 42, "curl"), testEvent("connect", 43, "other")},
 	}
 	h := withTracer(t, ft)
 
@@ -113,7 +120,7 @@ func TestTracerEndpoints(t *testing.T) {
 		t.Errorf("filtered list %+v", list)
 	}
 	got := ft.filters[len(ft.filters)-1]
-	if got.PID != 43 || got.Port != 80 || got.Addr != netip.MustParseAddr("::1") || got.Netns != 4026531840 || got.State != "open" || got.Proto != kprobe.TCP {
+	if got.PID != 43 || got.Port != 80 || got.Addr != netip.MustParseAddr("::1") || got.Netns != 4026531840 || got.State != "open" || got.Proto != lb.TCP {
 		t.Errorf("filter passed to the tracer: %+v", got)
 	}
 	var p ProblemJSON
@@ -122,9 +129,9 @@ func TestTracerEndpoints(t *testing.T) {
 		t.Errorf("bad address: %+v", p)
 	}
 
-	var st kprobe.Status
+	var st TracerStatusJSON
 	h.expect(req{method: "GET", path: "/api/v1/tracer"}, http.StatusOK, &st)
-	if st.Mode != kprobe.ModeTracepoint || st.OffsetSource != kprobe.OffsetsGuessed || st.Offsets.Ino != 176 || st.Lost["connect"] != 1 || st.Guess == nil {
+	if st.Mode != "tracepoint" || st.OffsetSource != "guessed" || st.Offsets.Ino != 176 || st.Lost["connect"] != 1 || st.Guess == nil {
 		t.Errorf("status %+v", st)
 	}
 

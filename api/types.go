@@ -5,9 +5,9 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // The JSON bodies of the API, as openapi.yaml describes them. Pointers
@@ -221,7 +221,28 @@ type FlowPageJSON struct {
 
 // DriftsJSON is the answer of POST /reconcile.
 type DriftsJSON struct {
-	Drifts []control.Drift `json:"drifts"`
+	Drifts []DriftJSON `json:"drifts"`
+}
+
+// DriftJSON is one VIP a reconcile found differing (control.Drift).
+type DriftJSON struct {
+	VIP     string   `json:"vip"`
+	Map     string   `json:"map,omitempty"` // the kernel map that differed
+	Changes []string `json:"changes"`
+	Error   string   `json:"error,omitempty"`
+}
+
+// LBDEventJSON is one of lbd's own events on /api/v1/events
+// (control.Event): real_health, vip_changed, bgp_*.
+type LBDEventJSON struct {
+	Seq          uint64    `json:"seq"`
+	Time         time.Time `json:"time"`
+	Type         string    `json:"type"`
+	VIP          string    `json:"vip,omitempty"`
+	Real         string    `json:"real,omitempty"`
+	State        string    `json:"state,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	FlowsRemoved int       `json:"flows_removed,omitempty"`
 }
 
 // StatusJSON is the answer of GET /status.
@@ -256,7 +277,7 @@ type ProblemJSON struct {
 // vipJSON renders a VIP; health, if not nil, gives its reals' health.
 func vipJSON(v *control.VIP, health func(netip.Addr) *RealHealthJSON) VIPJSON {
 	out := VIPJSON{
-		Name: control.VIPName(v.Key), Protocol: v.Key.Proto.String(), Address: v.Key.Addr.String(), Port: v.Key.Port,
+		Name: lb.VIPName(v.Key), Protocol: v.Key.Proto.String(), Address: v.Key.Addr.String(), Port: v.Key.Port,
 		Sticky: v.Sticky, NoLRU: v.NoLRU, NoFlowSearch: v.NoFlowSearch, Encap: string(v.Encap), RingSize: v.RingSize, Reals: []RealJSON{},
 		HealthCheck: healthCheckJSON(v.Health), DownFlows: string(v.DownFlows), AllDown: string(v.AllDown), Disabled: v.Disabled, Description: v.Description,
 	}
@@ -345,7 +366,7 @@ func toReals(rs []RealJSON) ([]control.Real, error) {
 	return out, nil
 }
 
-func (s VIPSettingsJSON) toVIP(key xdp.VIPKey) (control.VIP, error) {
+func (s VIPSettingsJSON) toVIP(key lb.VIPKey) (control.VIP, error) {
 	reals, err := toReals(s.Reals)
 	if err != nil {
 		return control.VIP{}, err

@@ -7,6 +7,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/maglev"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // BenchmarkRingRebuildSwap65537 is the datapath half of a change: build a
@@ -17,7 +18,7 @@ func BenchmarkRingRebuildSwap65537(b *testing.B) {
 	bal, err := xdp.Load(xdp.Limits{MaxVIPs: 4, MaxReals: 512, MaxFlows: 1024})
 	privtest.CheckNotSupported(b, "load balancer", err)
 	defer bal.Close()
-	key := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
+	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
 	if err := bal.AddVIP(key, 0); err != nil {
 		b.Fatal(err)
 	}
@@ -68,7 +69,7 @@ func BenchmarkReconcile100VIPs65537(b *testing.B) {
 		for i := range reals {
 			reals[i] = Real{Addr: netip.AddrFrom4([4]byte{10, 2, byte(v), byte(i + 1)}), Weight: 1}
 		}
-		key := xdp.VIPKey{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(v + 1)}), Port: 80, Proto: xdp.TCP}
+		key := lb.VIPKey{Addr: netip.AddrFrom4([4]byte{192, 0, 2, byte(v + 1)}), Port: 80, Proto: lb.TCP}
 		if _, err := c.CreateVIP(VIP{Key: key, RingSize: maglev.DefaultSize, Reals: reals}); err != nil {
 			b.Fatal(err)
 		}

@@ -17,11 +17,12 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/control/maglev"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Saver persists the desired state; *Store is the real one.
 type Saver interface {
-	Save(vips map[xdp.VIPKey]*VIP) error
+	Save(vips map[lb.VIPKey]*VIP) error
 }
 
 // Controller owns the desired state and keeps the datapath in step with
@@ -52,10 +53,10 @@ type Controller struct {
 	// dpConfig is the datapath configuration Reconcile keeps in the
 	// config map (nil: not checked).
 	dpConfig *xdp.Config
-	vips     map[xdp.VIPKey]*VIP
+	vips     map[lb.VIPKey]*VIP
 	builder  maglev.Builder
 	// ringSums: see ringSum.
-	ringSums map[xdp.VIPKey]ringSum
+	ringSums map[lb.VIPKey]ringSum
 	ringSeed maphash.Seed
 	// slots is the datapath's real index of each (VIP, real) pair: each
 	// pair has its own, so that the datapath counts per pair.
@@ -78,22 +79,22 @@ type Controller struct {
 
 // RealKey names one real of one VIP.
 type RealKey struct {
-	VIP  xdp.VIPKey
+	VIP  lb.VIPKey
 	Addr netip.Addr
 }
 
 // New returns a controller for dp with the given desired state (usually
 // from Store.Load). Nothing is applied until Reconcile.
-func New(dp Datapath, store Saver, desired map[xdp.VIPKey]*VIP, log *slog.Logger) *Controller {
+func New(dp Datapath, store Saver, desired map[lb.VIPKey]*VIP, log *slog.Logger) *Controller {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	vips := make(map[xdp.VIPKey]*VIP, len(desired))
+	vips := make(map[lb.VIPKey]*VIP, len(desired))
 	for k, v := range desired {
 		vips[k] = v.Clone()
 	}
 	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{},
-		ringSums: map[xdp.VIPKey]ringSum{}, ringSeed: maphash.MakeSeed(),
+		ringSums: map[lb.VIPKey]ringSum{}, ringSeed: maphash.MakeSeed(),
 		slots: map[RealKey]xdp.RealID{}, removed: map[RealKey]xdp.RealStats{}, adopt: true}
 }
 
@@ -115,10 +116,10 @@ func (c *Controller) checkEncap(v *VIP) error {
 	}
 	for _, r := range v.Reals {
 		if r.Addr.Is4() && !c.gue4 {
-			return invalid("encap", "VIP %s uses GUE, but this node has no IPv4 GUE source for real %s: start lbd with --gue-source-v4, or use ipip", VIPName(v.Key), r.Addr)
+			return invalid("encap", "VIP %s uses GUE, but this node has no IPv4 GUE source for real %s: start lbd with --gue-source-v4, or use ipip", lb.VIPName(v.Key), r.Addr)
 		}
 		if r.Addr.Is6() && !c.gue6 {
-			return invalid("encap", "VIP %s uses GUE, but this node has no IPv6 GUE source for real %s: start lbd with --gue-source-v6, or use ipip", VIPName(v.Key), r.Addr)
+			return invalid("encap", "VIP %s uses GUE, but this node has no IPv6 GUE source for real %s: start lbd with --gue-source-v6, or use ipip", lb.VIPName(v.Key), r.Addr)
 		}
 	}
 	return nil
@@ -136,7 +137,7 @@ func (c *Controller) VIPs() []*VIP {
 }
 
 // VIP returns one desired VIP.
-func (c *Controller) VIP(key xdp.VIPKey) (*VIP, error) {
+func (c *Controller) VIP(key lb.VIPKey) (*VIP, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.vips[key]
@@ -148,7 +149,7 @@ func (c *Controller) VIP(key xdp.VIPKey) (*VIP, error) {
 
 // CreateVIP adds a VIP; it fails with ErrConflict if it exists.
 func (c *Controller) CreateVIP(v VIP) (*VIP, error) {
-	return c.change("create VIP "+VIPName(v.Key), v.Key, func(cur *VIP) (*VIP, error) {
+	return c.change("create VIP "+lb.VIPName(v.Key), v.Key, func(cur *VIP) (*VIP, error) {
 		if cur != nil {
 			// a bad body is refused as such before the conflict
 			chk := v.Clone()
@@ -159,7 +160,7 @@ func (c *Controller) CreateVIP(v VIP) (*VIP, error) {
 			if err := c.checkEncap(chk); err != nil {
 				return nil, err
 			}
-			return nil, fmt.Errorf("VIP %s already exists: change it with PUT or PATCH: %w", VIPName(v.Key), ErrConflict)
+			return nil, fmt.Errorf("VIP %s already exists: change it with PUT or PATCH: %w", lb.VIPName(v.Key), ErrConflict)
 		}
 		return &v, nil
 	})
@@ -168,7 +169,7 @@ func (c *Controller) CreateVIP(v VIP) (*VIP, error) {
 // PutVIP creates or replaces a VIP as a whole (settings and reals) and
 // reports whether it was created.
 func (c *Controller) PutVIP(v VIP) (vip *VIP, created bool, err error) {
-	vip, err = c.change("put VIP "+VIPName(v.Key), v.Key, func(cur *VIP) (*VIP, error) {
+	vip, err = c.change("put VIP "+lb.VIPName(v.Key), v.Key, func(cur *VIP) (*VIP, error) {
 		created = cur == nil
 		return &v, nil
 	})
@@ -192,8 +193,8 @@ type VIPUpdate struct {
 }
 
 // UpdateVIP changes a VIP's settings, keeping its reals.
-func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
-	return c.change("update VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) UpdateVIP(key lb.VIPKey, u VIPUpdate) (*VIP, error) {
+	return c.change("update VIP "+lb.VIPName(key), key, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -233,8 +234,8 @@ func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
 
 // DeleteVIP removes a VIP. Its connection table entries stop matching at
 // once and age out of the table.
-func (c *Controller) DeleteVIP(key xdp.VIPKey) error {
-	_, err := c.change("delete VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) DeleteVIP(key lb.VIPKey) error {
+	_, err := c.change("delete VIP "+lb.VIPName(key), key, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -244,8 +245,8 @@ func (c *Controller) DeleteVIP(key xdp.VIPKey) error {
 }
 
 // SetReals replaces a VIP's whole set of reals.
-func (c *Controller) SetReals(key xdp.VIPKey, reals []Real) (*VIP, error) {
-	return c.change("set reals of VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) SetReals(key lb.VIPKey, reals []Real) (*VIP, error) {
+	return c.change("set reals of VIP "+lb.VIPName(key), key, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -256,8 +257,8 @@ func (c *Controller) SetReals(key xdp.VIPKey, reals []Real) (*VIP, error) {
 
 // PutReal adds a real to a VIP or changes its weight and state, and
 // reports whether it was added.
-func (c *Controller) PutReal(key xdp.VIPKey, r Real) (vip *VIP, created bool, err error) {
-	vip, err = c.change("put real "+r.Addr.String()+" of VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) PutReal(key lb.VIPKey, r Real) (vip *VIP, created bool, err error) {
+	vip, err = c.change("put real "+r.Addr.String()+" of VIP "+lb.VIPName(key), key, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -275,14 +276,14 @@ func (c *Controller) PutReal(key xdp.VIPKey, r Real) (vip *VIP, created bool, er
 
 // DeleteReal removes a real from a VIP. Its flows of this VIP move to
 // other reals (set it draining first to let them finish).
-func (c *Controller) DeleteReal(key xdp.VIPKey, addr netip.Addr) (*VIP, error) {
-	return c.change("delete real "+addr.String()+" of VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) DeleteReal(key lb.VIPKey, addr netip.Addr) (*VIP, error) {
+	return c.change("delete real "+addr.String()+" of VIP "+lb.VIPName(key), key, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
 		i := slices.IndexFunc(cur.Reals, func(x Real) bool { return x.Addr == addr })
 		if i < 0 {
-			return nil, fmt.Errorf("real %s of VIP %s: %w", addr, VIPName(key), ErrNotFound)
+			return nil, fmt.Errorf("real %s of VIP %s: %w", addr, lb.VIPName(key), ErrNotFound)
 		}
 		cur.Reals = slices.Delete(cur.Reals, i, i+1)
 		return cur, nil
@@ -293,7 +294,7 @@ func (c *Controller) DeleteReal(key xdp.VIPKey, addr netip.Addr) (*VIP, error) {
 // VIP (a copy, nil if absent) into the next one (nil deletes it); the
 // result is validated, converged into the datapath and saved. On any
 // failure the datapath is converged back and the state is unchanged.
-func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, error)) (*VIP, error) {
+func (c *Controller) change(op string, key lb.VIPKey, fn func(cur *VIP) (*VIP, error)) (*VIP, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cur := c.vips[key]
@@ -327,7 +328,7 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 			return nil, &ApplyError{Op: op, Err: err, RolledBack: true}
 		}
 		c.vips = all
-		c.publish(Event{Type: "vip_changed", VIP: VIPName(key), Reason: op})
+		c.publish(Event{Type: "vip_changed", VIP: lb.VIPName(key), Reason: op})
 		c.log.Info("applied", "op", op)
 		return next.Clone(), nil
 	}
@@ -361,7 +362,7 @@ func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, 
 	}
 	c.vips = all
 	c.syncHealth()
-	c.publish(Event{Type: "vip_changed", VIP: VIPName(key), Reason: op})
+	c.publish(Event{Type: "vip_changed", VIP: lb.VIPName(key), Reason: op})
 	// Only now may reals that left the state be undefined: before the
 	// change is applied a rollback would have to define them again under
 	// new indices, and their connection table entries would be lost.
@@ -394,7 +395,7 @@ func onlyDescriptionChanged(cur, next *VIP) bool {
 // a change whose new state was saved but could not be applied: the VIP
 // (as before, had: the datapath's view then) under its old number and
 // generation, and the old state saved again.
-func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, before xdp.VIP, had bool, cause error) error {
+func (c *Controller) rollback(op string, key lb.VIPKey, prev *VIP, before xdp.VIP, had bool, cause error) error {
 	var rbErr error
 	if _, err := c.dp.LookupVIP(key); had && errors.Is(err, xdp.ErrNotFound) {
 		rbErr = c.dp.RestoreVIP(before)
@@ -425,13 +426,13 @@ func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, before xdp.V
 // built one only if they differ (drift repair, rollback); without it the
 // built ring is installed as it is, which costs less than reading a ring
 // back when a change has just altered it.
-func (c *Controller) converge(key xdp.VIPKey, want *VIP, verify bool) ([]string, error) {
+func (c *Controller) converge(key lb.VIPKey, want *VIP, verify bool) ([]string, error) {
 	return c.convergePlanned(key, want, verify, nil)
 }
 
 // convergePlanned is converge with want's ring already planned (nil:
 // build it here).
-func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, plan *ringPlan) ([]string, error) {
+func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan *ringPlan) ([]string, error) {
 	var changes []string
 	have, err := c.dp.LookupVIP(key)
 	exists := err == nil
@@ -538,7 +539,7 @@ func (c *Controller) convergePlanned(key xdp.VIPKey, want *VIP, verify bool, pla
 	}
 	c.ringSums[key] = ringSum{sig: sig, sum: c.sumRing(ring)}
 	if unreadable {
-		c.log.Info(fmt.Sprintf("ring of VIP %s not readable without CAP_SYS_ADMIN: rewritten (identical Maglev table, no flow moves)", VIPName(key)), "slots", len(ring))
+		c.log.Info(fmt.Sprintf("ring of VIP %s not readable without CAP_SYS_ADMIN: rewritten (identical Maglev table, no flow moves)", lb.VIPName(key)), "slots", len(ring))
 		return changes, nil
 	}
 	changes = append(changes, fmt.Sprintf("replaced ring (%d slots)", len(ring)))
@@ -695,7 +696,7 @@ func (c *Controller) adoptSlot(addr netip.Addr, live map[xdp.RealID]netip.Addr, 
 // desired VIP has, keeping their final counters (for a VIP that still
 // exists, if keep) in c.removed. A failure here is harmless (an unused
 // index costs one slot) and left to the next reconcile.
-func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP, keep bool) []string {
+func (c *Controller) collectReals(all map[lb.VIPKey]*VIP, keep bool) []string {
 	live := c.dp.RealSlots()
 	owner := make(map[xdp.RealID]RealKey, len(c.slots))
 	for pk, id := range c.slots {
@@ -744,7 +745,7 @@ func (c *Controller) collectReals(all map[xdp.VIPKey]*VIP, keep bool) []string {
 			r.Bytes += final[id].Bytes
 			c.removed[pk] = r
 		}
-		changes = append(changes, "undefined real "+pk.Addr.String()+" of VIP "+VIPName(pk.VIP))
+		changes = append(changes, "undefined real "+pk.Addr.String()+" of VIP "+lb.VIPName(pk.VIP))
 	}
 	return changes
 }
@@ -777,32 +778,32 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	keys := make(map[xdp.VIPKey]bool)
+	keys := make(map[lb.VIPKey]bool)
 	for _, v := range c.dp.VIPs() {
 		keys[v.Key] = true
 	}
 	for k := range c.vips {
 		keys[k] = true
 	}
-	ordered := slices.SortedFunc(maps.Keys(keys), compareKeys)
+	ordered := slices.SortedFunc(maps.Keys(keys), lb.VIPKey.Compare)
 	for _, k := range ordered {
 		changes, err := c.converge(k, c.vips[k], true)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("VIP %s: %w", VIPName(k), err))
+			errs = append(errs, fmt.Errorf("VIP %s: %w", lb.VIPName(k), err))
 		}
 		var byMap []Drift
 		for _, ch := range changes {
 			m := changeMap(ch)
 			i := slices.IndexFunc(byMap, func(d Drift) bool { return d.Map == m })
 			if i < 0 {
-				byMap = append(byMap, Drift{VIP: VIPName(k), Map: m})
+				byMap = append(byMap, Drift{VIP: lb.VIPName(k), Map: m})
 				i = len(byMap) - 1
 			}
 			byMap[i].Changes = append(byMap[i].Changes, ch)
 		}
 		if err != nil {
 			if len(byMap) == 0 {
-				byMap = append(byMap, Drift{VIP: VIPName(k), Map: xdp.MapVIPs})
+				byMap = append(byMap, Drift{VIP: lb.VIPName(k), Map: xdp.MapVIPs})
 			}
 			byMap[len(byMap)-1].Error = err.Error()
 		}
@@ -833,14 +834,14 @@ type RingShare struct {
 
 // Ring summarises a VIP's ring as the datapath has it: slots per real
 // (reals with no slots included), and the empty slots.
-func (c *Controller) Ring(key xdp.VIPKey) (size int, shares []RingShare, empty int, err error) {
+func (c *Controller) Ring(key lb.VIPKey) (size int, shares []RingShare, empty int, err error) {
 	v, err := c.VIP(key)
 	if err != nil {
 		return 0, nil, 0, err
 	}
 	ring, err := c.dp.Ring(key)
 	if err != nil {
-		return 0, nil, 0, fmt.Errorf("read ring of VIP %s: %w", VIPName(key), err)
+		return 0, nil, 0, fmt.Errorf("read ring of VIP %s: %w", lb.VIPName(key), err)
 	}
 	counts := make(map[xdp.RealID]int)
 	for _, id := range ring {
@@ -867,12 +868,12 @@ func (c *Controller) Ring(key xdp.VIPKey) (size int, shares []RingShare, empty i
 	return len(ring), shares, empty, nil
 }
 
-func notFound(key xdp.VIPKey) error {
-	return fmt.Errorf("VIP %s: %w", VIPName(key), ErrNotFound)
+func notFound(key lb.VIPKey) error {
+	return fmt.Errorf("VIP %s: %w", lb.VIPName(key), ErrNotFound)
 }
 
-func sortedVIPs(vips map[xdp.VIPKey]*VIP) []*VIP {
+func sortedVIPs(vips map[lb.VIPKey]*VIP) []*VIP {
 	out := slices.Collect(maps.Values(vips))
-	slices.SortFunc(out, func(a, b *VIP) int { return compareKeys(a.Key, b.Key) })
+	slices.SortFunc(out, func(a, b *VIP) int { return a.Key.Compare(b.Key) })
 	return out
 }

@@ -13,11 +13,12 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/maglev"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 var (
-	vipA = xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
-	vipB = xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 53, Proto: xdp.UDP}
+	vipA = lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
+	vipB = lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 53, Proto: lb.UDP}
 	r1   = netip.MustParseAddr("10.0.0.1")
 	r2   = netip.MustParseAddr("10.0.0.2")
 	r3   = netip.MustParseAddr("2001:db8:1::3")
@@ -74,10 +75,10 @@ func checkInSync(t *testing.T, c *Controller, dp *fakedp.Datapath) {
 	for _, v := range want {
 		have, ok := dp.VIPMap[v.Key]
 		if !ok {
-			t.Fatalf("VIP %s missing from datapath", VIPName(v.Key))
+			t.Fatalf("VIP %s missing from datapath", lb.VIPName(v.Key))
 		}
 		if have.Flags != v.Flags() {
-			t.Errorf("VIP %s flags %#x, want %#x", VIPName(v.Key), have.Flags, v.Flags())
+			t.Errorf("VIP %s flags %#x, want %#x", lb.VIPName(v.Key), have.Flags, v.Flags())
 		}
 		for _, r := range v.Reals {
 			used[r.Addr] = true
@@ -86,7 +87,7 @@ func checkInSync(t *testing.T, c *Controller, dp *fakedp.Datapath) {
 			}
 		}
 		if !slices.Equal(dp.Rings[v.Key], wantRing(t, dp, *v)) {
-			t.Errorf("VIP %s: ring differs from Maglev of its eligible reals", VIPName(v.Key))
+			t.Errorf("VIP %s: ring differs from Maglev of its eligible reals", lb.VIPName(v.Key))
 		}
 	}
 	for a := range dp.RealMap {
@@ -139,7 +140,7 @@ func TestInvalidInputChangesNothing(t *testing.T) {
 		"duplicate real": {VIP{Key: vipA, Reals: []Real{active(r1, 1), active(r1, 2)}}, "reals"},
 		"state":          {VIP{Key: vipA, Reals: []Real{{Addr: r1, Weight: 1, State: "up"}}}, "state"},
 		"loopback real":  {VIP{Key: vipA, Reals: []Real{active(netip.MustParseAddr("127.0.0.1"), 1)}}, "address"},
-		"no address":     {VIP{Key: xdp.VIPKey{Proto: xdp.TCP, Port: 80}}, "vip"},
+		"no address":     {VIP{Key: lb.VIPKey{Proto: lb.TCP, Port: 80}}, "vip"},
 		"too many reals": {VIP{Key: vipA, RingSize: 1021, Reals: manyReals(1022)}, "reals"},
 		"weight":         {VIP{Key: vipA, Reals: []Real{active(r1, MaxWeight+1)}}, "weight"},
 		"GUE to IPv6":    {VIP{Key: vipA, Encap: EncapGUE, Reals: []Real{active(r1, 1), active(r3, 1)}}, "encap"},
@@ -232,13 +233,13 @@ func mustCreate(t *testing.T, c *Controller, v VIP) {
 
 // snapshot copies the fake's observable state.
 type snapshot struct {
-	vips  map[xdp.VIPKey]xdp.VIP
-	rings map[xdp.VIPKey][]xdp.RealID
+	vips  map[lb.VIPKey]xdp.VIP
+	rings map[lb.VIPKey][]xdp.RealID
 	reals map[netip.Addr]xdp.RealID
 }
 
 func snap(dp *fakedp.Datapath) snapshot {
-	s := snapshot{map[xdp.VIPKey]xdp.VIP{}, map[xdp.VIPKey][]xdp.RealID{}, map[netip.Addr]xdp.RealID{}}
+	s := snapshot{map[lb.VIPKey]xdp.VIP{}, map[lb.VIPKey][]xdp.RealID{}, map[netip.Addr]xdp.RealID{}}
 	for k, v := range dp.VIPMap {
 		s.vips[k] = v
 	}
@@ -258,7 +259,7 @@ func sameSnap(t *testing.T, a, b snapshot) {
 	}
 	for k, v := range a.vips {
 		if b.vips[k].Flags != v.Flags || b.vips[k].Num != v.Num || b.vips[k].Gen != v.Gen || !slices.Equal(a.rings[k], b.rings[k]) {
-			t.Errorf("VIP %s changed", VIPName(k))
+			t.Errorf("VIP %s changed", lb.VIPName(k))
 		}
 	}
 	for k, id := range a.reals {
@@ -363,7 +364,7 @@ func TestLimitIsReported(t *testing.T) {
 }
 
 func TestReconcileInstallsAndRepairsDrift(t *testing.T) {
-	desired := map[xdp.VIPKey]*VIP{
+	desired := map[lb.VIPKey]*VIP{
 		vipA: {Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 2)}},
 		vipB: {Key: vipB, RingSize: 4099, NoLRU: true, Reals: []Real{active(r3, 1)}},
 	}
@@ -373,7 +374,7 @@ func TestReconcileInstallsAndRepairsDrift(t *testing.T) {
 	dp := fakedp.New()
 	// Left over from an earlier run: a VIP the state no longer has, and
 	// an unused real.
-	stray := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.99"), Port: 443, Proto: xdp.TCP}
+	stray := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.99"), Port: 443, Proto: lb.TCP}
 	_ = dp.AddVIP(stray, 0)
 	_, _ = dp.AddReal(netip.MustParseAddr("10.9.9.9"))
 
@@ -413,24 +414,6 @@ func TestReconcileInstallsAndRepairsDrift(t *testing.T) {
 	checkInSync(t, c, dp)
 }
 
-func TestVIPNames(t *testing.T) {
-	for _, k := range []xdp.VIPKey{vipA, vipB, {Addr: netip.MustParseAddr("::ffff:1.2.3.4").Unmap(), Port: 0, Proto: xdp.UDP}} {
-		name := VIPName(k)
-		got, err := ParseVIPName(name)
-		if err != nil || got != k {
-			t.Errorf("%s: parsed %v, %v", name, got, err)
-		}
-	}
-	if VIPName(vipB) != "udp-2001:db8::1-53" {
-		t.Errorf("name %s", VIPName(vipB))
-	}
-	for _, bad := range []string{"", "tcp", "tcp-1.2.3.4", "sctp-1.2.3.4-80", "tcp-1.2.3-80", "tcp-1.2.3.4-65536", "tcp-1.2.3.4-x"} {
-		if _, err := ParseVIPName(bad); err == nil {
-			t.Errorf("%q parsed", bad)
-		}
-	}
-}
-
 // A real removed from one VIP but used by another stays defined (for the
 // other VIP: each pair has its own index); the removed VIP's flows to it
 // must still leave the connection table (the other VIP's stay).
@@ -438,7 +421,7 @@ func TestRemovedSharedRealLosesOnlyThisVIPsFlows(t *testing.T) {
 	c, dp, _ := newTestController(t)
 	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
 	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{active(r1, 1)}})
-	flow := func(key xdp.VIPKey, port uint16, real netip.Addr) xdp.Flow {
+	flow := func(key lb.VIPKey, port uint16, real netip.Addr) xdp.Flow {
 		return xdp.Flow{Key: xdp.FlowKey{Client: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.1"), port)},
 			VIPNum: dp.VIPMap[key].Num, Real: c.slots[RealKey{key, real}]}
 	}
@@ -479,7 +462,7 @@ func TestUnsavableChangeTouchesNothing(t *testing.T) {
 // (as the real one can, between its map writes).
 type partialRemove struct{ *fakedp.Datapath }
 
-func (p partialRemove) RemoveVIP(key xdp.VIPKey) error {
+func (p partialRemove) RemoveVIP(key lb.VIPKey) error {
 	_ = p.Datapath.RemoveVIP(key)
 	return fakedp.ErrInjected
 }

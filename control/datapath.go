@@ -5,18 +5,19 @@ import (
 	"net/netip"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Datapath is what the controller needs of the XDP balancer. *xdp.Balancer
 // implements it; tests use an in-memory fake that can be made to fail.
 type Datapath interface {
-	AddVIP(key xdp.VIPKey, flags xdp.VIPFlags) error
-	SetVIPFlags(key xdp.VIPKey, flags xdp.VIPFlags) error
-	RemoveVIP(key xdp.VIPKey) error
+	AddVIP(key lb.VIPKey, flags xdp.VIPFlags) error
+	SetVIPFlags(key lb.VIPKey, flags xdp.VIPFlags) error
+	RemoveVIP(key lb.VIPKey) error
 	VIPs() []xdp.VIP
-	LookupVIP(key xdp.VIPKey) (xdp.VIP, error)
-	SetRing(key xdp.VIPKey, ring []xdp.RealID) error
-	Ring(key xdp.VIPKey) ([]xdp.RealID, error)
+	LookupVIP(key lb.VIPKey) (xdp.VIP, error)
+	SetRing(key lb.VIPKey, ring []xdp.RealID) error
+	Ring(key lb.VIPKey) ([]xdp.RealID, error)
 
 	// Each (VIP, real) pair has its own real index (slot), so that the
 	// datapath's per-index counters are per pair.
@@ -25,9 +26,9 @@ type Datapath interface {
 	RealSlots() map[xdp.RealID]netip.Addr
 
 	GlobalStats() (xdp.GlobalStats, error)
-	VIPStats(key xdp.VIPKey) (xdp.VIPStats, error)
+	VIPStats(key lb.VIPKey) (xdp.VIPStats, error)
 	RealStats(id xdp.RealID) (xdp.RealStats, error)
-	ResetVIPStats(key xdp.VIPKey) error
+	ResetVIPStats(key lb.VIPKey) error
 	ResetRealStats(id xdp.RealID) error
 	FlowTableUsage() (xdp.TableUsage, error)
 
@@ -35,9 +36,9 @@ type Datapath interface {
 	// bookkeeping, for drift repair (see Reconcile).
 	ReadMaps() (*xdp.MapState, error)
 	FilterOf(addrs []netip.Addr) []uint64
-	RepairVIP(key xdp.VIPKey) error
+	RepairVIP(key lb.VIPKey) error
 	RestoreVIP(v xdp.VIP) error
-	ClearVIPEntry(key xdp.VIPKey) error
+	ClearVIPEntry(key lb.VIPKey) error
 	ClearVIPInfo(num uint32) error
 	SyncAddrs() error
 	RepairRealSlot(id xdp.RealID) error

@@ -12,6 +12,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // A disabled VIP keeps its datapath entry (number, flags, counters, reals'
@@ -24,7 +25,7 @@ func TestDisabledVIPEmptiesItsRingAndKeepsTheRest(t *testing.T) {
 	entry := dp.VIPMap[vipA]
 	ids := map[xdp.RealID]bool{dp.RealMap[r1]: true, dp.RealMap[r2]: true}
 	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 100, Bytes: 10000}
-	flow := xdp.Flow{Key: xdp.FlowKey{Proto: xdp.TCP}, Real: dp.RealMap[r1], VIPNum: entry.Num, Packets: 3}
+	flow := xdp.Flow{Key: xdp.FlowKey{Proto: lb.TCP}, Real: dp.RealMap[r1], VIPNum: entry.Num, Packets: 3}
 	dp.FlowList = []xdp.Flow{flow}
 	ev, stop := c.Subscribe(16)
 	defer stop()
@@ -36,7 +37,7 @@ func TestDisabledVIPEmptiesItsRingAndKeepsTheRest(t *testing.T) {
 	}
 	select {
 	case e := <-ev:
-		if e.Type != "vip_changed" || e.VIP != VIPName(vipA) {
+		if e.Type != "vip_changed" || e.VIP != lb.VIPName(vipA) {
 			t.Errorf("event %+v", e)
 		}
 	case <-time.After(5 * time.Second):
@@ -158,7 +159,7 @@ func TestDisabledSurvivesRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vips := map[xdp.VIPKey]*VIP{
+	vips := map[lb.VIPKey]*VIP{
 		vipA: {Key: vipA, RingSize: 1021, Disabled: true, Reals: []Real{active(r1, 1)}},
 		vipB: {Key: vipB, RingSize: 1021, Reals: []Real{active(r3, 1)}},
 	}

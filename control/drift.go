@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // SetDatapathConfig gives the controller the datapath configuration it
@@ -61,20 +62,20 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 		return nil, fmt.Errorf("read the datapath's maps: %w", err)
 	}
 	var d mapDrift
-	installed := map[xdp.VIPKey]xdp.VIP{}
+	installed := map[lb.VIPKey]xdp.VIP{}
 	for _, v := range c.dp.VIPs() {
 		installed[v.Key] = v
 	}
-	keys := slices.SortedFunc(maps.Keys(installed), compareKeys)
+	keys := slices.SortedFunc(maps.Keys(installed), lb.VIPKey.Compare)
 
 	// vips and vip_info: one repair rewrites both (and the VIP's
 	// vip_addrs entry and filter bit).
-	repair := map[xdp.VIPKey]bool{}
+	repair := map[lb.VIPKey]bool{}
 	nums := map[uint32]bool{}
 	for _, k := range keys {
 		v := installed[k]
 		nums[v.Num] = true
-		name := VIPName(k)
+		name := lb.VIPName(k)
 		switch num, ok := ms.VIPs[k]; {
 		case !ok:
 			d.add(xdp.MapVIPs, name, "entry missing: rewrote it (number %d)", v.Num)
@@ -94,19 +95,19 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 	}
 	for _, k := range keys {
 		if repair[k] {
-			d.fail(xdp.MapVIPs, VIPName(k), c.dp.RepairVIP(k))
+			d.fail(xdp.MapVIPs, lb.VIPName(k), c.dp.RepairVIP(k))
 		}
 	}
-	for _, k := range slices.SortedFunc(maps.Keys(ms.VIPs), compareKeys) {
+	for _, k := range slices.SortedFunc(maps.Keys(ms.VIPs), lb.VIPKey.Compare) {
 		if _, ok := installed[k]; ok {
 			continue
 		}
-		d.add(xdp.MapVIPs, VIPName(k), "stray entry (number %d) that lbd did not make: deleted it", ms.VIPs[k])
-		d.fail(xdp.MapVIPs, VIPName(k), c.dp.ClearVIPEntry(k))
+		d.add(xdp.MapVIPs, lb.VIPName(k), "stray entry (number %d) that lbd did not make: deleted it", ms.VIPs[k])
+		d.fail(xdp.MapVIPs, lb.VIPName(k), c.dp.ClearVIPEntry(k))
 	}
 	if len(ms.BadVIPs) > 0 {
 		d.add(xdp.MapVIPs, "", "%d entries with an unknown address family: deleted them", len(ms.BadVIPs))
-		d.fail(xdp.MapVIPs, "", c.dp.ClearVIPEntry(xdp.VIPKey{}))
+		d.fail(xdp.MapVIPs, "", c.dp.ClearVIPEntry(lb.VIPKey{}))
 	}
 	for _, n := range slices.Sorted(maps.Keys(ms.VIPInfo)) {
 		if nums[n] {
@@ -181,7 +182,7 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 		a := defined[id]
 		of := ""
 		if pk, ok := owner[id]; ok && pk.Addr == a {
-			of = " of VIP " + VIPName(pk.VIP)
+			of = " of VIP " + lb.VIPName(pk.VIP)
 		}
 		switch have, ok := ms.Reals[id]; {
 		case !ok:

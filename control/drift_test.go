@@ -22,6 +22,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // driftLab is a pinned balancer with two VIPs at one address (one of them
@@ -33,8 +34,8 @@ type driftLab struct {
 	dir     string
 	client  netip.AddrPort
 	real    netip.Addr // the client's real
-	vipA    xdp.VIPKey
-	portles xdp.VIPKey
+	vipA    lb.VIPKey
+	portles lb.VIPKey
 }
 
 var (
@@ -65,8 +66,8 @@ func newDriftLab(t *testing.T) *driftLab {
 		t.Fatal(err)
 	}
 	l := &driftLab{b: b, dir: dir, client: netip.MustParseAddrPort("198.18.0.7:40000"),
-		vipA:    xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP},
-		portles: xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 0, Proto: xdp.UDP}}
+		vipA:    lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP},
+		portles: lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 0, Proto: lb.UDP}}
 	l.c = New(b, &memStore{}, nil, nil)
 	l.c.SetDatapathConfig(cfg)
 	mustCreate(t, l.c, VIP{Key: l.portles, RingSize: 1021, Reals: []Real{active(driftR2, 1)}})
@@ -160,7 +161,7 @@ func entries(t *testing.T, m *ebpf.Map) (keys, vals [][]byte) {
 
 // vipKeyBytes finds a VIP's key in the vips map: the entry with its port
 // (network order at offset 16) and protocol (offset 18).
-func vipKeyBytes(t *testing.T, m *ebpf.Map, k xdp.VIPKey) (key, val []byte) {
+func vipKeyBytes(t *testing.T, m *ebpf.Map, k lb.VIPKey) (key, val []byte) {
 	t.Helper()
 	keys, vals := entries(t, m)
 	for i, kb := range keys {
@@ -168,7 +169,7 @@ func vipKeyBytes(t *testing.T, m *ebpf.Map, k xdp.VIPKey) (key, val []byte) {
 			return kb, vals[i]
 		}
 	}
-	t.Fatalf("VIP %s not in the vips map", VIPName(k))
+	t.Fatalf("VIP %s not in the vips map", lb.VIPName(k))
 	return nil, nil
 }
 
@@ -355,7 +356,7 @@ func TestReconcileRepairsKernelMaps(t *testing.T) {
 }
 
 // pair is the real index of a (VIP, real) pair.
-func (l *driftLab) pair(vip xdp.VIPKey, a netip.Addr) uint32 {
+func (l *driftLab) pair(vip lb.VIPKey, a netip.Addr) uint32 {
 	return uint32(l.c.slots[RealKey{vip, a}])
 }
 
@@ -368,7 +369,7 @@ func (l *driftLab) pair(vip xdp.VIPKey, a netip.Addr) uint32 {
 func TestReconcileAfterRestartKeepsPairIndices(t *testing.T) {
 	l := newDriftLab(t)
 	slots := maps.Clone(l.c.slots)
-	desired := map[xdp.VIPKey]*VIP{}
+	desired := map[lb.VIPKey]*VIP{}
 	for _, v := range l.c.VIPs() {
 		desired[v.Key] = v
 	}
@@ -438,7 +439,7 @@ func TestRemovedSharedRealFlowsFollowTheRing(t *testing.T) {
 	if _, err := l.c.DeleteReal(l.vipA, driftR2); err != nil {
 		t.Fatal(err)
 	}
-	key := xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(l.vipA.Addr, l.vipA.Port), Proto: xdp.TCP}
+	key := xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(l.vipA.Addr, l.vipA.Port), Proto: lb.TCP}
 	if f, err := l.b.LookupFlow(key); !errors.Is(err, xdp.ErrNotFound) {
 		t.Errorf("A's entry to the removed real is still there: %+v %v", f, err)
 	}
@@ -458,18 +459,18 @@ func TestRemovedSharedRealFlowsFollowTheRing(t *testing.T) {
 // of the ring buffers of the pinned rings array is refused).
 type unreadableRings struct {
 	Datapath
-	written map[xdp.VIPKey]bool
+	written map[lb.VIPKey]bool
 	setRing int
 }
 
-func (u *unreadableRings) Ring(key xdp.VIPKey) ([]xdp.RealID, error) {
+func (u *unreadableRings) Ring(key lb.VIPKey) ([]xdp.RealID, error) {
 	if !u.written[key] {
 		return nil, fmt.Errorf("VIP %s: open ring buffer 0: %w: %w", key, xdp.ErrRingUnreadable, syscall.EPERM)
 	}
 	return u.Datapath.Ring(key)
 }
 
-func (u *unreadableRings) SetRing(key xdp.VIPKey, ring []xdp.RealID) error {
+func (u *unreadableRings) SetRing(key lb.VIPKey, ring []xdp.RealID) error {
 	u.setRing++
 	u.written[key] = true
 	return u.Datapath.SetRing(key, ring)
@@ -482,7 +483,7 @@ func (u *unreadableRings) SetRing(key xdp.VIPKey, ring []xdp.RealID) error {
 // changes nothing.
 func TestReconcileUnreadableRingIsNoDrift(t *testing.T) {
 	l := newDriftLab(t)
-	desired := map[xdp.VIPKey]*VIP{}
+	desired := map[lb.VIPKey]*VIP{}
 	for _, v := range l.c.VIPs() {
 		desired[v.Key] = v
 	}
@@ -496,7 +497,7 @@ func TestReconcileUnreadableRingIsNoDrift(t *testing.T) {
 	}
 	t.Cleanup(func() { b.Close() })
 	l.b = b
-	dp := &unreadableRings{Datapath: b, written: map[xdp.VIPKey]bool{}}
+	dp := &unreadableRings{Datapath: b, written: map[lb.VIPKey]bool{}}
 	var logs bytes.Buffer
 	l.c = New(dp, &memStore{}, desired, slog.New(slog.NewTextHandler(&logs, nil)))
 	l.c.SetDatapathConfig(cfg)

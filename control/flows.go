@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // FlowSort is the order of a flow listing: largest first.
@@ -27,7 +28,7 @@ const MaxFlowLimit = 1000
 
 // FlowQuery selects, orders and pages flows of the connection table.
 type FlowQuery struct {
-	VIP    *xdp.VIPKey  // only this VIP's flows
+	VIP    *lb.VIPKey   // only this VIP's flows
 	Real   netip.Addr   // only flows to this real (zero: any)
 	Client netip.Prefix // only clients in this prefix (zero: any)
 	Sort   FlowSort     // default SortBytes
@@ -40,7 +41,7 @@ type FlowInfo struct {
 	VIP       string // VIPName
 	Client    netip.AddrPort
 	Dest      netip.AddrPort
-	Proto     xdp.Proto
+	Proto     lb.Proto
 	Real      netip.Addr // invalid if the real is no longer defined
 	Packets   uint64
 	Bytes     uint64
@@ -108,7 +109,7 @@ func (c *Controller) Flows(q FlowQuery) (FlowPage, error) {
 	haveWant := false
 	for _, v := range c.dp.VIPs() {
 		id := vipID{v.Num, v.Gen}
-		vipNames[id] = VIPName(v.Key)
+		vipNames[id] = lb.VIPName(v.Key)
 		if q.VIP != nil && v.Key == *q.VIP {
 			want, haveWant = id, true
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 func flowsFixture(t *testing.T) (*Controller, *fakedp.Datapath) {
@@ -107,10 +108,10 @@ func TestFlowFilters(t *testing.T) {
 		t.Errorf("one client: %d flows, want 8", n)
 	}
 	p, _ := c.Flows(FlowQuery{VIP: &vipB, Limit: 1})
-	if f := p.Flows[0]; f.VIP != VIPName(vipB) || f.Real != r3 || f.Proto != xdp.UDP {
+	if f := p.Flows[0]; f.VIP != lb.VIPName(vipB) || f.Real != r3 || f.Proto != lb.UDP {
 		t.Errorf("flow not named: %+v", f)
 	}
-	other := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.50"), Port: 1, Proto: xdp.TCP}
+	other := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.50"), Port: 1, Proto: lb.TCP}
 	if _, err := c.Flows(FlowQuery{VIP: &other}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("unknown VIP: %v", err)
 	}
@@ -172,7 +173,7 @@ func TestFlowsOfAGoneVIPAreNotListed(t *testing.T) {
 	// that name them; entries that outlive that (made by packets in flight
 	// meanwhile, or left by a deletion that failed) must not be listed.
 	dp.FlowList = append(dp.FlowList, left...)
-	vipC := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.77"), Port: 443, Proto: xdp.TCP}
+	vipC := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.77"), Port: 443, Proto: lb.TCP}
 	mustCreate(t, c, VIP{Key: vipC, RingSize: 1021, Reals: []Real{active(r1, 1)}})
 	cur := dp.VIPMap[vipC]
 	stale := 0
@@ -193,7 +194,7 @@ func TestFlowsOfAGoneVIPAreNotListed(t *testing.T) {
 		t.Errorf("listed %d flows of %d scanned, want VIP A's 20 of 25", len(p.Flows), p.Scanned)
 	}
 	for _, f := range p.Flows {
-		if f.VIP != VIPName(vipA) {
+		if f.VIP != lb.VIPName(vipA) {
 			t.Errorf("flow %s -> %s listed under %q", f.Client, f.Dest, f.VIP)
 		}
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -24,11 +25,11 @@ func dumpMaps(t *testing.T, b *xdp.Balancer) string {
 	t.Helper()
 	var sb strings.Builder
 	vips := b.VIPs()
-	slices.SortFunc(vips, func(x, y xdp.VIP) int { return compareKeys(x.Key, y.Key) })
+	slices.SortFunc(vips, func(x, y xdp.VIP) int { return x.Key.Compare(y.Key) })
 	byID := b.RealSlots() // one index per (VIP, real)
 	sb.WriteString("vips:\n")
 	for _, v := range vips {
-		fmt.Fprintf(&sb, "  %s flags=%s ring=%d\n", VIPName(v.Key), flagNames(v.Flags), v.RingSize)
+		fmt.Fprintf(&sb, "  %s flags=%s ring=%d\n", lb.VIPName(v.Key), flagNames(v.Flags), v.RingSize)
 	}
 	sb.WriteString("reals:\n")
 	addrs := make([]netip.Addr, 0, len(byID))
@@ -50,7 +51,7 @@ func dumpMaps(t *testing.T, b *xdp.Balancer) string {
 			if id != 0 {
 				a, ok := byID[id]
 				if !ok {
-					t.Fatalf("ring of %s holds undefined real %d", VIPName(v.Key), id)
+					t.Fatalf("ring of %s holds undefined real %d", lb.VIPName(v.Key), id)
 				}
 				name = a.String()
 			}
@@ -61,7 +62,7 @@ func dumpMaps(t *testing.T, b *xdp.Balancer) string {
 			names = append(names, n)
 		}
 		slices.Sort(names)
-		fmt.Fprintf(&sb, "ring %s:", VIPName(v.Key))
+		fmt.Fprintf(&sb, "ring %s:", lb.VIPName(v.Key))
 		for _, n := range names {
 			fmt.Fprintf(&sb, " %s=%d", n, counts[n])
 		}
@@ -96,8 +97,8 @@ func TestGoldenScript(t *testing.T) {
 	defer b.Close()
 	c := New(b, &memStore{}, nil, nil)
 
-	a := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
-	v6 := xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 0, Proto: xdp.UDP}
+	a := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
+	v6 := lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 0, Proto: lb.UDP}
 	yes := true
 	steps := []struct {
 		name string

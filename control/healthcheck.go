@@ -9,6 +9,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TunnelProbes is the health-check encapsulation on the LB node (bpf/tc
@@ -31,7 +32,7 @@ type healthState struct {
 	marks   map[uint32]netip.Addr // what the tunnel map holds
 	// down holds the reals that failed their checks, per VIP. A real
 	// absent here is up (or not checked).
-	down map[xdp.VIPKey]map[netip.Addr]bool
+	down map[lb.VIPKey]map[netip.Addr]bool
 }
 
 // StartHealth starts checking the reals of every VIP that has a health
@@ -41,7 +42,7 @@ type healthState struct {
 func (c *Controller) StartHealth(ctx context.Context, prober health.Prober, maxConcurrent int, tunnel TunnelProbes) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.health = &healthState{tunnel: tunnel, marks: map[uint32]netip.Addr{}, down: map[xdp.VIPKey]map[netip.Addr]bool{}}
+	c.health = &healthState{tunnel: tunnel, marks: map[uint32]netip.Addr{}, down: map[lb.VIPKey]map[netip.Addr]bool{}}
 	c.health.checker = health.NewChecker(ctx, prober, maxConcurrent, c.healthChanged)
 	c.syncHealth()
 }
@@ -72,20 +73,20 @@ func (c *Controller) HealthMaxConcurrent() int {
 }
 
 // isDown reports whether a real of a VIP failed its checks.
-func (c *Controller) isDown(key xdp.VIPKey, addr netip.Addr) bool {
+func (c *Controller) isDown(key lb.VIPKey, addr netip.Addr) bool {
 	return c.health != nil && c.health.down[key][addr]
 }
 
 // RealHealth returns the health of a real of a VIP, and false when it is
 // not checked.
-func (c *Controller) RealHealth(key xdp.VIPKey, addr netip.Addr) (health.Status, bool) {
+func (c *Controller) RealHealth(key lb.VIPKey, addr netip.Addr) (health.Status, bool) {
 	c.mu.Lock()
 	h := c.health
 	c.mu.Unlock()
 	if h == nil {
 		return health.Status{}, false
 	}
-	return h.checker.Status(health.Key{VIP: VIPName(key), Real: addr})
+	return h.checker.Status(health.Key{VIP: lb.VIPName(key), Real: addr})
 }
 
 // syncHealth makes the running checks and the tunnel's marks match the
@@ -110,7 +111,7 @@ func (c *Controller) syncHealth() {
 			port = v.Health.Port
 		}
 		for _, r := range v.Reals {
-			t := health.Target{VIP: VIPName(key), Dest: netip.AddrPortFrom(key.Addr, port), Real: r.Addr}
+			t := health.Target{VIP: lb.VIPName(key), Dest: netip.AddrPortFrom(key.Addr, port), Real: r.Addr}
 			if h.tunnel != nil {
 				if id, ok := c.slots[RealKey{key, r.Addr}]; ok {
 					t.Mark = ProbeMarkBase + uint32(id)
@@ -165,7 +166,7 @@ func (c *Controller) syncHealth() {
 func (c *Controller) healthChanged(ch health.Change) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	key, err := ParseVIPName(ch.Key.VIP)
+	key, err := lb.ParseVIPName(ch.Key.VIP)
 	if err != nil || c.health == nil {
 		return
 	}
@@ -202,7 +203,7 @@ func (c *Controller) healthChanged(ch health.Change) {
 
 // resetFlows deletes a VIP's connection table entries that go to any of
 // addrs (the indices of those pairs), in one pass over the table.
-func (c *Controller) resetFlows(key xdp.VIPKey, addrs ...netip.Addr) int {
+func (c *Controller) resetFlows(key lb.VIPKey, addrs ...netip.Addr) int {
 	vip, err := c.dp.LookupVIP(key)
 	if err != nil {
 		return 0
@@ -218,7 +219,7 @@ func (c *Controller) resetFlows(key xdp.VIPKey, addrs ...netip.Addr) int {
 	}
 	n, err := c.dp.DeleteFlows(func(f xdp.Flow) bool { return f.VIPNum == vip.Num && ids[f.Real] })
 	if err != nil {
-		c.log.Error("reset flows", "vip", VIPName(key), "reals", addrs, "err", err)
+		c.log.Error("reset flows", "vip", lb.VIPName(key), "reals", addrs, "err", err)
 	}
 	return n
 }

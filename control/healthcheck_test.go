@@ -11,6 +11,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // switchProber answers probes from a per-real switch (true = healthy).
@@ -68,7 +69,7 @@ func waitEvent(t *testing.T, ev <-chan Event, real netip.Addr, state health.Stat
 	}
 }
 
-func ringHolds(dp *fakedp.Datapath, key xdp.VIPKey) map[xdp.RealID]int {
+func ringHolds(dp *fakedp.Datapath, key lb.VIPKey) map[xdp.RealID]int {
 	n := map[xdp.RealID]int{}
 	for _, id := range dp.Rings[key] {
 		n[id]++

@@ -15,18 +15,17 @@
 package control
 
 import (
-	"cmp"
 	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/control/maglev"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Encap is how packets reach a VIP's reals.
@@ -70,7 +69,7 @@ func (r Real) Eligible() bool { return r.Weight > 0 && r.State == RealActive }
 
 // VIP is the desired state of one VIP.
 type VIP struct {
-	Key xdp.VIPKey
+	Key lb.VIPKey
 	// Sticky hashes the client address only, so that all of a client's
 	// flows go to the same real.
 	Sticky bool
@@ -399,40 +398,6 @@ func validateReal(r Real, usable bool) error {
 	return nil
 }
 
-// VIPName is the URL-safe name of a VIP: protocol, address and port joined
-// by dashes, e.g. "tcp-192.0.2.1-80" or "udp-2001:db8::1-53". Port 0 is
-// a port-less VIP ("tcp-192.0.2.1-0").
-func VIPName(k xdp.VIPKey) string {
-	return k.Proto.String() + "-" + k.Addr.String() + "-" + strconv.Itoa(int(k.Port))
-}
-
-// ParseVIPName parses VIPName's form.
-func ParseVIPName(s string) (xdp.VIPKey, error) {
-	first := strings.IndexByte(s, '-')
-	last := strings.LastIndexByte(s, '-')
-	if first < 0 || first == last {
-		return xdp.VIPKey{}, invalid("vip", "VIP name %q: want protocol-address-port, e.g. tcp-192.0.2.1-80", s)
-	}
-	proto, err := xdp.ParseProto(s[:first])
-	if err != nil {
-		return xdp.VIPKey{}, invalid("vip", "VIP name %q: %v", s, err)
-	}
-	addr, err := netip.ParseAddr(s[first+1 : last])
-	if err != nil {
-		return xdp.VIPKey{}, invalid("vip", "VIP name %q: bad address: %v", s, err)
-	}
-	port, err := strconv.ParseUint(s[last+1:], 10, 16)
-	if err != nil {
-		return xdp.VIPKey{}, invalid("vip", "VIP name %q: port must be 0-65535", s)
-	}
-	return xdp.VIPKey{Addr: addr, Port: uint16(port), Proto: proto}, nil
-}
-
-// compareKeys orders VIPs for listings: address, then protocol, then port.
-func compareKeys(a, b xdp.VIPKey) int {
-	return cmp.Or(a.Addr.Compare(b.Addr), cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Port, b.Port))
-}
-
 // Errors callers map to answers: test with errors.Is / errors.As.
 var (
 	ErrNotFound = errors.New("not found")
@@ -440,6 +405,10 @@ var (
 	// ErrNoSpace: the state file could not be saved for want of space
 	// (ENOSPC, EDQUOT); the change was refused and nothing moved.
 	ErrNoSpace = errors.New("the state directory is full")
+	// ErrLimit: a datapath table is full (VIPs, reals, ring slots); the
+	// change was refused. It is the datapath's own error (errors.Is
+	// matches either name).
+	ErrLimit = xdp.ErrLimit
 )
 
 // InvalidError is input that cannot be accepted, with the field at fault

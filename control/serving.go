@@ -1,8 +1,8 @@
 package control
 
 import (
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Serving reports whether this node can take new flows of a VIP: the VIP
@@ -12,17 +12,17 @@ import (
 // all down withdraws, so that the routers send the VIP's clients to nodes
 // that can serve them. (The VIP's AllDown policy only says what the
 // datapath does with the packets that still arrive.)
-func (c *Controller) Serving(key xdp.VIPKey) bool {
+func (c *Controller) Serving(key lb.VIPKey) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.serving(key)
 }
 
 // ServingVIPs is Serving for every desired VIP, read at one instant.
-func (c *Controller) ServingVIPs() map[xdp.VIPKey]bool {
+func (c *Controller) ServingVIPs() map[lb.VIPKey]bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	out := make(map[xdp.VIPKey]bool, len(c.vips))
+	out := make(map[lb.VIPKey]bool, len(c.vips))
 	for k := range c.vips {
 		out[k] = c.serving(k)
 	}
@@ -30,7 +30,7 @@ func (c *Controller) ServingVIPs() map[xdp.VIPKey]bool {
 }
 
 // serving is Serving with c.mu held.
-func (c *Controller) serving(key xdp.VIPKey) bool {
+func (c *Controller) serving(key lb.VIPKey) bool {
 	v, ok := c.vips[key]
 	if !ok {
 		return false

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // failProber fails every probe of the reals in down.
@@ -20,7 +20,7 @@ func (p failProber) Probe(_ context.Context, t health.Target, _ health.Spec) hea
 
 func TestServing(t *testing.T) {
 	ctl := New(fakedp.New(), &memStore{}, nil, nil)
-	key := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
+	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
 	if ctl.Serving(key) {
 		t.Error("a VIP that does not exist is served")
 	}

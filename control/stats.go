@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Traffic is a packet and byte count with its recent rate.
@@ -68,15 +69,15 @@ func (c *Controller) GlobalStats() (GlobalStats, error) {
 }
 
 // VIPStats reads one VIP's counters and its reals'.
-func (c *Controller) VIPStats(key xdp.VIPKey) (VIPStats, error) {
+func (c *Controller) VIPStats(key lb.VIPKey) (VIPStats, error) {
 	if _, err := c.VIP(key); err != nil {
 		return VIPStats{}, err
 	}
 	s, err := c.dp.VIPStats(key)
 	if err != nil {
-		return VIPStats{}, fmt.Errorf("read counters of VIP %s: %w", VIPName(key), err)
+		return VIPStats{}, fmt.Errorf("read counters of VIP %s: %w", lb.VIPName(key), err)
 	}
-	id := "vip/" + VIPName(key)
+	id := "vip/" + lb.VIPName(key)
 	out := VIPStats{
 		Traffic:   Traffic{Packets: s.Packets, Bytes: s.Bytes, PacketsPerSec: c.rates.rate(id + "/packets"), BytesPerSec: c.rates.rate(id + "/bytes")},
 		LRUHits:   s.LRUHits,
@@ -96,7 +97,7 @@ func (c *Controller) VIPStats(key xdp.VIPKey) (VIPStats, error) {
 
 // RealStats reads the counters of a real of a VIP, or of a real the VIP
 // had (until its counters are reset).
-func (c *Controller) RealStats(key xdp.VIPKey, addr netip.Addr) (RealStats, error) {
+func (c *Controller) RealStats(key lb.VIPKey, addr netip.Addr) (RealStats, error) {
 	st, err := c.VIPStats(key)
 	if err != nil {
 		return RealStats{}, err
@@ -106,13 +107,13 @@ func (c *Controller) RealStats(key xdp.VIPKey, addr netip.Addr) (RealStats, erro
 			return r.RealStats, nil
 		}
 	}
-	return RealStats{}, fmt.Errorf("real %s of VIP %s: %w", addr, VIPName(key), ErrNotFound)
+	return RealStats{}, fmt.Errorf("real %s of VIP %s: %w", addr, lb.VIPName(key), ErrNotFound)
 }
 
 // pairCounters reads the counters of a VIP's reals (live index plus what
 // earlier indices of the pair counted) and of the reals it had, sorted by
 // address, without rates.
-func (c *Controller) pairCounters(key xdp.VIPKey) ([]VIPRealStats, error) {
+func (c *Controller) pairCounters(key lb.VIPKey) ([]VIPRealStats, error) {
 	c.mu.Lock()
 	v := c.vips[key]
 	type pair struct {
@@ -138,7 +139,7 @@ func (c *Controller) pairCounters(key xdp.VIPKey) ([]VIPRealStats, error) {
 		if p.id != 0 {
 			live, err := c.dp.RealStats(p.id)
 			if err != nil {
-				return nil, fmt.Errorf("read counters of real %s of VIP %s: %w", addr, VIPName(key), err)
+				return nil, fmt.Errorf("read counters of real %s of VIP %s: %w", addr, lb.VIPName(key), err)
 			}
 			st.Packets += live.Packets
 			st.Bytes += live.Bytes
@@ -149,14 +150,14 @@ func (c *Controller) pairCounters(key xdp.VIPKey) ([]VIPRealStats, error) {
 	return out, nil
 }
 
-func pairRateKey(key xdp.VIPKey, addr netip.Addr) string {
-	return "real/" + VIPName(key) + "/" + addr.String()
+func pairRateKey(key lb.VIPKey, addr netip.Addr) string {
+	return "real/" + lb.VIPName(key) + "/" + addr.String()
 }
 
 // ResetStats zeroes a VIP's counters and its reals', and forgets the
 // reals it no longer has. Packets in flight while it runs may be counted
 // for the VIP but not yet for a real (or the other way round).
-func (c *Controller) ResetStats(key xdp.VIPKey) error {
+func (c *Controller) ResetStats(key lb.VIPKey) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v, ok := c.vips[key]
@@ -164,12 +165,12 @@ func (c *Controller) ResetStats(key xdp.VIPKey) error {
 		return notFound(key)
 	}
 	if err := c.dp.ResetVIPStats(key); err != nil {
-		return fmt.Errorf("reset counters of VIP %s: %w", VIPName(key), err)
+		return fmt.Errorf("reset counters of VIP %s: %w", lb.VIPName(key), err)
 	}
 	for _, r := range v.Reals {
 		if id, ok := c.slots[RealKey{key, r.Addr}]; ok {
 			if err := c.dp.ResetRealStats(id); err != nil {
-				return fmt.Errorf("reset counters of real %s of VIP %s: %w", r.Addr, VIPName(key), err)
+				return fmt.Errorf("reset counters of real %s of VIP %s: %w", r.Addr, lb.VIPName(key), err)
 			}
 		}
 	}
@@ -179,14 +180,14 @@ func (c *Controller) ResetStats(key xdp.VIPKey) error {
 		}
 	}
 	c.saveCounters()
-	c.log.Info("reset counters", "vip", VIPName(key))
+	c.log.Info("reset counters", "vip", lb.VIPName(key))
 	return nil
 }
 
 // AllStats is every counter at once (for metrics and the stats overview).
 type AllStats struct {
 	Global GlobalStats
-	VIPs   map[xdp.VIPKey]VIPStats
+	VIPs   map[lb.VIPKey]VIPStats
 	// Reals are the reals' counters summed over the VIPs that have (or
 	// had) them, by address.
 	Reals map[netip.Addr]RealStats
@@ -198,7 +199,7 @@ func (c *Controller) AllStats() (AllStats, error) {
 	if err != nil {
 		return AllStats{}, err
 	}
-	out := AllStats{Global: g, VIPs: make(map[xdp.VIPKey]VIPStats), Reals: make(map[netip.Addr]RealStats)}
+	out := AllStats{Global: g, VIPs: make(map[lb.VIPKey]VIPStats), Reals: make(map[netip.Addr]RealStats)}
 	for _, v := range c.VIPs() {
 		s, err := c.VIPStats(v.Key)
 		if err != nil {
@@ -234,7 +235,7 @@ func (c *Controller) SampleRates(now time.Time) error {
 		if err != nil {
 			continue // removed meanwhile
 		}
-		id := "vip/" + VIPName(v.Key)
+		id := "vip/" + lb.VIPName(v.Key)
 		values[id+"/packets"], values[id+"/bytes"] = s.Packets, s.Bytes
 	}
 	for _, v := range c.VIPs() {
@@ -340,10 +341,10 @@ type countersSaver interface {
 func (c *Controller) counters() Counters {
 	out := Counters{Version: stateVersion, Pairs: []PairRecord{}, Removed: []RemovedRecord{}}
 	for pk, id := range c.slots {
-		out.Pairs = append(out.Pairs, PairRecord{VIP: VIPName(pk.VIP), Real: pk.Addr, Index: uint32(id)})
+		out.Pairs = append(out.Pairs, PairRecord{VIP: lb.VIPName(pk.VIP), Real: pk.Addr, Index: uint32(id)})
 	}
 	for pk, st := range c.removed {
-		out.Removed = append(out.Removed, RemovedRecord{VIP: VIPName(pk.VIP), Real: pk.Addr, Packets: st.Packets, Bytes: st.Bytes})
+		out.Removed = append(out.Removed, RemovedRecord{VIP: lb.VIPName(pk.VIP), Real: pk.Addr, Packets: st.Packets, Bytes: st.Bytes})
 	}
 	slices.SortFunc(out.Pairs, func(a, b PairRecord) int { return cmp.Or(strings.Compare(a.VIP, b.VIP), a.Real.Compare(b.Real)) })
 	slices.SortFunc(out.Removed, func(a, b RemovedRecord) int { return cmp.Or(strings.Compare(a.VIP, b.VIP), a.Real.Compare(b.Real)) })
@@ -380,14 +381,14 @@ func (c *Controller) RestoreCounters(saved Counters) {
 	defer c.mu.Unlock()
 	live := c.dp.RealSlots()
 	for _, p := range saved.Pairs {
-		key, err := ParseVIPName(p.VIP)
+		key, err := lb.ParseVIPName(p.VIP)
 		if err != nil || live[xdp.RealID(p.Index)] != p.Real {
 			continue
 		}
 		c.slots[RealKey{key, p.Real}] = xdp.RealID(p.Index)
 	}
 	for _, r := range saved.Removed {
-		key, err := ParseVIPName(r.VIP)
+		key, err := lb.ParseVIPName(r.VIP)
 		if err != nil {
 			continue
 		}

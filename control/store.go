@@ -11,8 +11,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // stateVersion is the state file's format version. A file with another
@@ -83,10 +83,10 @@ type realRecord struct {
 }
 
 // Load reads the state. A missing file is an empty state (first start).
-func (s *Store) Load() (map[xdp.VIPKey]*VIP, error) {
+func (s *Store) Load() (map[lb.VIPKey]*VIP, error) {
 	data, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return map[xdp.VIPKey]*VIP{}, nil
+		return map[lb.VIPKey]*VIP{}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read state file: %w", err)
@@ -98,14 +98,14 @@ func (s *Store) Load() (map[xdp.VIPKey]*VIP, error) {
 	if f.Version != stateVersion {
 		return nil, fmt.Errorf("state file %s has format version %d; this lbd reads version %d", s.path, f.Version, stateVersion)
 	}
-	vips := make(map[xdp.VIPKey]*VIP, len(f.VIPs))
+	vips := make(map[lb.VIPKey]*VIP, len(f.VIPs))
 	for _, r := range f.VIPs {
-		proto, err := xdp.ParseProto(r.Proto)
+		proto, err := lb.ParseProto(r.Proto)
 		if err != nil {
 			return nil, fmt.Errorf("state file %s: %w", s.path, err)
 		}
 		v := &VIP{
-			Key:    xdp.VIPKey{Addr: r.Addr, Port: r.Port, Proto: proto},
+			Key:    lb.VIPKey{Addr: r.Addr, Port: r.Port, Proto: proto},
 			Sticky: r.Sticky, NoLRU: r.NoLRU, NoFlowSearch: r.NoSearch, Encap: r.Encap, RingSize: r.RingSize,
 			DownFlows: r.DownFlows, AllDown: r.AllDown, Disabled: r.Disabled, Description: r.Description,
 		}
@@ -119,10 +119,10 @@ func (s *Store) Load() (map[xdp.VIPKey]*VIP, error) {
 		}
 		v.normalize()
 		if err := v.validate(false); err != nil {
-			return nil, fmt.Errorf("state file %s: VIP %s: %w", s.path, VIPName(v.Key), err)
+			return nil, fmt.Errorf("state file %s: VIP %s: %w", s.path, lb.VIPName(v.Key), err)
 		}
 		if _, dup := vips[v.Key]; dup {
-			return nil, fmt.Errorf("state file %s: VIP %s is listed twice", s.path, VIPName(v.Key))
+			return nil, fmt.Errorf("state file %s: VIP %s is listed twice", s.path, lb.VIPName(v.Key))
 		}
 		vips[v.Key] = v
 	}
@@ -131,7 +131,7 @@ func (s *Store) Load() (map[xdp.VIPKey]*VIP, error) {
 
 // Save replaces the state file: write a temporary file, fsync it, rename
 // it over the old one, fsync the directory.
-func (s *Store) Save(vips map[xdp.VIPKey]*VIP) error {
+func (s *Store) Save(vips map[lb.VIPKey]*VIP) error {
 	f := stateFile{Version: stateVersion, VIPs: []vipRecord{}}
 	for _, v := range sortedVIPs(vips) {
 		r := vipRecord{

@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 func TestStoreRoundTrip(t *testing.T) {
@@ -22,7 +22,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	if err != nil || len(empty) != 0 {
 		t.Fatalf("first start: %v %v", empty, err)
 	}
-	vips := map[xdp.VIPKey]*VIP{
+	vips := map[lb.VIPKey]*VIP{
 		vipA: {Key: vipA, Sticky: true, NoFlowSearch: true, Encap: EncapGUE, RingSize: 1021, Reals: []Real{active(r1, 5), {Addr: r2, Weight: 0, State: RealDraining}}},
 		vipB: {Key: vipB, NoLRU: true, Encap: EncapIPIP, RingSize: 655373},
 	}

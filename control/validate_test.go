@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestAddressesThatCannotWork: VIPs and reals at addresses that cannot
@@ -54,7 +54,7 @@ func TestAddressesThatCannotWork(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.vip+"/"+tc.real, func(t *testing.T) {
 			c, dp, _ := newTestController(t)
-			key := xdp.VIPKey{Addr: netip.MustParseAddr(tc.vip), Port: 80, Proto: xdp.TCP}
+			key := lb.VIPKey{Addr: netip.MustParseAddr(tc.vip), Port: 80, Proto: lb.TCP}
 			_, err := c.CreateVIP(VIP{Key: key, Reals: []Real{active(netip.MustParseAddr(tc.real), 1)}})
 			if tc.why == "" {
 				if err != nil {
@@ -161,8 +161,8 @@ func TestOldStateWithUnusableAddressLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loop := xdp.VIPKey{Addr: netip.MustParseAddr("127.0.0.1"), Port: 80, Proto: xdp.TCP}
-	if err := st.Save(map[xdp.VIPKey]*VIP{loop: {Key: loop, Encap: EncapIPIP, RingSize: 1021, Reals: []Real{active(netip.MustParseAddr("169.254.1.1"), 1)},
+	loop := lb.VIPKey{Addr: netip.MustParseAddr("127.0.0.1"), Port: 80, Proto: lb.TCP}
+	if err := st.Save(map[lb.VIPKey]*VIP{loop: {Key: loop, Encap: EncapIPIP, RingSize: 1021, Reals: []Real{active(netip.MustParseAddr("169.254.1.1"), 1)},
 		DownFlows: KeepFlows, AllDown: ServeAll, Health: health.Spec{}.Defaults()}}); err != nil {
 		t.Fatal(err)
 	}

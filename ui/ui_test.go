@@ -22,6 +22,7 @@ import (
 	"github.com/lbd-dev/lbd/internal/browsertest"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 	"github.com/lbd-dev/lbd/ui"
 )
 
@@ -34,7 +35,7 @@ const xssDescription = `shop front <img src=x onerror="window.__xss=1">`
 
 type nopSaver struct{}
 
-func (nopSaver) Save(map[xdp.VIPKey]*control.VIP) error { return nil }
+func (nopSaver) Save(map[lb.VIPKey]*control.VIP) error { return nil }
 
 // failProber fails every probe of one real, with a reason that carries
 // the check's path and markup, as an HTTP check's error could.
@@ -119,14 +120,14 @@ func TestHandlerHeaders(t *testing.T) {
 func TestConsoleInBrowser(t *testing.T) {
 	ts, ctl, dp := fakeLBD(t)
 	b := browsertest.New(t) // stopped first: its event stream ends before the server
-	vip := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.10"), Port: 80, Proto: xdp.TCP}
+	vip := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.10"), Port: 80, Proto: lb.TCP}
 	if _, err := ctl.CreateVIP(control.VIP{Key: vip, RingSize: 1021, Description: xssDescription,
 		Reals:  []control.Real{{Addr: netip.MustParseAddr("10.0.0.1"), Weight: 1}, {Addr: netip.MustParseAddr("10.0.0.2"), Weight: 2}},
 		Health: health.Spec{Type: health.HTTP, Path: "/healthz?probe=lbd", ExpectStatus: 200, Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 1, Fall: 1}}); err != nil {
 		t.Fatal(err)
 	}
 	dp.VIPCounters[vip] = xdp.VIPStats{Packets: 123456, Bytes: 9876543}
-	dp.FlowList = []xdp.Flow{{Key: xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.AddrPortFrom(vip.Addr, 80), Proto: xdp.TCP},
+	dp.FlowList = []xdp.Flow{{Key: xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.AddrPortFrom(vip.Addr, 80), Proto: lb.TCP},
 		Real: dp.RealMap[netip.MustParseAddr("10.0.0.1")], VIPNum: dp.VIPMap[vip].Num, Packets: 10, Bytes: 1000, FirstSeen: time.Now().Add(-time.Minute), LastSeen: time.Now()}}
 
 	shots := os.Getenv("LBD_CONSOLE_SHOTS") // a directory to keep the screenshots in

@@ -25,7 +25,6 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
-	"github.com/lbd-dev/lbd/control"
 )
 
 // DefaultTimeout bounds each request when Options.Timeout is zero.
@@ -447,7 +446,7 @@ func (c *Client) Status(ctx context.Context) (api.StatusJSON, error) {
 
 // Reconcile makes the daemon repair any difference between the datapath
 // and the desired state now; it returns what differed.
-func (c *Client) Reconcile(ctx context.Context) ([]control.Drift, error) {
+func (c *Client) Reconcile(ctx context.Context) ([]api.DriftJSON, error) {
 	var out api.DriftsJSON
 	_, err := c.do(ctx, http.MethodPost, "/api/v1/reconcile", nil, nil, &out)
 	return out.Drifts, err

@@ -19,13 +19,14 @@ import (
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 const token = "client-test-token"
 
 type nopSaver struct{}
 
-func (nopSaver) Save(map[xdp.VIPKey]*control.VIP) error { return nil }
+func (nopSaver) Save(map[lb.VIPKey]*control.VIP) error { return nil }
 
 // fixture is the real API server over a fake datapath; it records which
 // operations of the OpenAPI document were called.
@@ -96,7 +97,7 @@ func TestEveryOperation(t *testing.T) {
 	c := newClient(t, f.url)
 	ctx := context.Background()
 	const name = "tcp-192.0.2.1-80"
-	key := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
+	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
 
 	if h := must[api.HealthJSON](t)(c.Health(ctx)); h.Status != "ok" {
 		t.Errorf("health: %+v", h)
@@ -179,7 +180,7 @@ func TestEveryOperation(t *testing.T) {
 		t.Errorf("ring: %+v", ring)
 	}
 	f.dp.FlowList = append(f.dp.FlowList, xdp.Flow{
-		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1234"), Dest: netip.AddrPortFrom(key.Addr, 80), Proto: xdp.TCP},
+		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1234"), Dest: netip.AddrPortFrom(key.Addr, 80), Proto: lb.TCP},
 		Real: f.dp.RealMap[netip.MustParseAddr("2001:db8::10")], VIPNum: f.dp.VIPMap[key].Num, VIPGen: f.dp.VIPMap[key].Gen, Packets: 1, Bytes: 60,
 	})
 	page := must[api.FlowPageJSON](t)(c.Flows(ctx, client.FlowQuery{VIP: name, Client: "198.51.100.0/24", Sort: "last_seen", Limit: 5}))
@@ -190,7 +191,7 @@ func TestEveryOperation(t *testing.T) {
 		t.Errorf("status: %+v", st)
 	}
 	delete(f.dp.VIPMap, key) // drift
-	if d := must[[]control.Drift](t)(c.Reconcile(ctx)); len(d) == 0 || d[0].VIP != name {
+	if d := must[[]api.DriftJSON](t)(c.Reconcile(ctx)); len(d) == 0 || d[0].VIP != name {
 		t.Errorf("reconcile: %+v", d)
 	}
 	if err := c.DeleteVIP(ctx, name); err != nil {

@@ -10,7 +10,6 @@ import (
 	"strings"
 
 	"github.com/lbd-dev/lbd/api"
-	"github.com/lbd-dev/lbd/control"
 )
 
 // Message is one message of the event stream /api/v1/events: exactly one
@@ -19,7 +18,7 @@ import (
 // behind on the tracer's events and missed that many) is set.
 type Message struct {
 	ID      string
-	LBD     *control.Event
+	LBD     *api.LBDEventJSON
 	Tracer  *api.EventJSON
 	Resumed *api.ResumeJSON
 	Dropped uint64
@@ -94,7 +93,7 @@ func parseMessage(id, event string, data []byte) (m Message, end bool, err error
 		m.Dropped = d.Dropped
 	default:
 		if id != "" { // lbd's events have ids, the tracer's none
-			m.ID, m.LBD = id, &control.Event{}
+			m.ID, m.LBD = id, &api.LBDEventJSON{}
 			err = json.Unmarshal(data, m.LBD)
 		} else {
 			m.Tracer = &api.EventJSON{}

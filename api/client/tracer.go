@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
-	"github.com/lbd-dev/lbd/bpf/kprobe"
 )
 
 // ConnectionQuery selects traced connections; zero fields are left out.
@@ -60,8 +59,8 @@ func (c *Client) Connections(ctx context.Context, q ConnectionQuery) (api.Connec
 }
 
 // Tracer returns the tracer's status.
-func (c *Client) Tracer(ctx context.Context) (kprobe.Status, error) {
-	var out kprobe.Status
+func (c *Client) Tracer(ctx context.Context) (api.TracerStatusJSON, error) {
+	var out api.TracerStatusJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/tracer", nil, nil, &out)
 	return out, err
 }

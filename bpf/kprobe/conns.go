@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // State of a connection in Connections.
@@ -44,8 +46,8 @@ type Filter struct {
 	Port  uint16     // either end
 	Addr  netip.Addr // either end
 	Netns uint32
-	State string // StateOpen, StateClosed or ""
-	Proto Proto  // 0: both
+	State string   // StateOpen, StateClosed or ""
+	Proto lb.Proto // 0: both
 }
 
 func (f Filter) match(c *Connection) bool {
@@ -185,7 +187,7 @@ func (t *Tracer) Expire() error {
 	it := t.maps.Conns.Iterate()
 	for it.Next(&k, &v) {
 		idle := t.opts.TCPIdle
-		if Proto(k.Proto) == UDP {
+		if lb.Proto(k.Proto) == lb.UDP {
 			idle = t.opts.UDPIdle
 		}
 		last := max(v.LastNs, v.FirstNs)

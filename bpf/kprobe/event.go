@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // EventType says what happened.
@@ -40,28 +42,10 @@ func (t EventType) String() string {
 	return "unknown"
 }
 
-// Proto is the transport protocol of a connection.
-type Proto uint8
-
-const (
-	TCP Proto = 6
-	UDP Proto = 17
-)
-
-func (p Proto) String() string {
-	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
-	}
-	return "unknown"
-}
-
 // Tuple names a connection: addresses, ports, network namespace and the
 // owning process. It is the key of the per-connection statistics.
 type Tuple struct {
-	Proto Proto
+	Proto lb.Proto
 	Src   netip.AddrPort
 	Dst   netip.AddrPort
 	Netns uint32 // inode of the network namespace
@@ -99,7 +83,7 @@ func addrOf(family uint8, words [4]uint32) netip.Addr {
 
 func tupleOf(t *tracerConnTuple) Tuple {
 	return Tuple{
-		Proto: Proto(t.Proto),
+		Proto: lb.Proto(t.Proto),
 		Src:   netip.AddrPortFrom(addrOf(t.Family, t.Saddr), t.Sport),
 		Dst:   netip.AddrPortFrom(addrOf(t.Family, t.Daddr), t.Dport),
 		Netns: t.Netns,

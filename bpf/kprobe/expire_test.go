@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // udpFlows sends one datagram on n new connected UDP sockets (n flows)
@@ -43,7 +45,7 @@ func TestIdleExpiry(t *testing.T) {
 	port, ino := udpFlows(t, 1)
 	pid := uint32(os.Getpid())
 	open := func() int {
-		c, err := tr.Connections(Filter{Netns: ino, PID: pid, Port: port, Proto: UDP, State: StateOpen})
+		c, err := tr.Connections(Filter{Netns: ino, PID: pid, Port: port, Proto: lb.UDP, State: StateOpen})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,7 +82,7 @@ func TestIdleExpiry(t *testing.T) {
 			}
 		}
 	}
-	if expired == nil || expired.BytesSent != 5 || expired.Proto != UDP {
+	if expired == nil || expired.BytesSent != 5 || expired.Proto != lb.UDP {
 		t.Fatalf("expire event %+v, want one with 5 bytes sent", expired)
 	}
 	if st := tr.Status(); st.Expired == 0 {
@@ -100,7 +102,7 @@ func TestFullMapIsCounted(t *testing.T) {
 	// The full count may come from other traffic on the machine; the
 	// test's own flows must be counted too: at most 8 of its 32 were
 	// kept (all 8 entries may hold other connections).
-	ours, err := tr.Connections(Filter{Netns: ino, Proto: UDP, State: StateOpen})
+	ours, err := tr.Connections(Filter{Netns: ino, Proto: lb.UDP, State: StateOpen})
 	if err != nil {
 		t.Fatal(err)
 	}

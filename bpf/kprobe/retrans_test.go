@@ -18,6 +18,7 @@ import (
 
 	"github.com/lbd-dev/lbd/internal/nsexec"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // inNetns runs f on an OS thread inside ns (sockets f opens stay there).
@@ -207,7 +208,7 @@ func TestRetransmitsCounted(t *testing.T) {
 				// Only this namespace's connection from this port: the
 				// tracer sees the whole machine, and the same port may be
 				// in use in other namespaces at the same moment.
-				conns, err := tr.Connections(Filter{Netns: nsInode(t, a), Port: uint16(local.Port), Proto: TCP, State: StateOpen})
+				conns, err := tr.Connections(Filter{Netns: nsInode(t, a), Port: uint16(local.Port), Proto: lb.TCP, State: StateOpen})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -14,6 +14,7 @@ import (
 	lbdfeatures "github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/internal/nsexec"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // ownNetns makes a network namespace for one test (lo up) and returns it
@@ -167,7 +168,7 @@ func checkWorkload(t *testing.T, tr *Tracer, events []Event, rep workloadReport)
 	if err != nil {
 		t.Fatal(err)
 	}
-	connOf := func(proto Proto, src, dst netip.AddrPort, netns uint32) *Connection {
+	connOf := func(proto lb.Proto, src, dst netip.AddrPort, netns uint32) *Connection {
 		for i := range conns {
 			c := &conns[i]
 			if c.Proto == proto && c.Src == src && c.Dst == dst && c.Netns == netns {
@@ -201,10 +202,10 @@ func checkWorkload(t *testing.T, tr *Tracer, events []Event, rep workloadReport)
 					continue
 				}
 				cl := evs[1]
-				if cl.Proto != TCP || cl.BytesSent != uint64(side.sent) || cl.BytesRecv != uint64(side.recv) {
+				if cl.Proto != lb.TCP || cl.BytesSent != uint64(side.sent) || cl.BytesRecv != uint64(side.recv) {
 					t.Errorf("%s %s: close says sent %d recv %d (proto %v), want %d/%d", name, side.what, cl.BytesSent, cl.BytesRecv, cl.Proto, side.sent, side.recv)
 				}
-				if c := connOf(TCP, side.src, side.dst, f.Netns); c == nil || c.State != StateClosed || c.BytesSent != uint64(side.sent) {
+				if c := connOf(lb.TCP, side.src, side.dst, f.Netns); c == nil || c.State != StateClosed || c.BytesSent != uint64(side.sent) {
 					t.Errorf("%s %s: Connections has %+v, want it closed with %d bytes sent", name, side.what, c, side.sent)
 				}
 			}
@@ -223,7 +224,7 @@ func checkWorkload(t *testing.T, tr *Tracer, events []Event, rep workloadReport)
 				if len(evs) != 1 || evs[0].Type != side.first {
 					t.Errorf("%s %s: events %v, want [%v]", name, side.what, types(evs), side.first)
 				}
-				c := connOf(UDP, side.src, side.dst, f.Netns)
+				c := connOf(lb.UDP, side.src, side.dst, f.Netns)
 				if c == nil || c.State != StateOpen || c.BytesSent != uint64(side.sent) || c.BytesRecv != uint64(side.recv) {
 					t.Errorf("%s %s: Connections has %+v, want open with sent %d recv %d", name, side.what, c, side.sent, side.recv)
 				}

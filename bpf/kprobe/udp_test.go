@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestUDPUnconnectedPeers: a server socket that is not connected answers
@@ -46,7 +48,7 @@ func TestUDPUnconnectedPeers(t *testing.T) {
 				}
 				peers = append(peers, from)
 			}
-			conns, err := tr.Connections(Filter{Netns: ino, PID: uint32(os.Getpid()), Port: sp.Port(), Proto: UDP})
+			conns, err := tr.Connections(Filter{Netns: ino, PID: uint32(os.Getpid()), Port: sp.Port(), Proto: lb.UDP})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,7 +16,7 @@
 package tc
 
 import (
-	"github.com/lbd-dev/lbd/internal/mapaddr"
+	"github.com/lbd-dev/lbd/lb"
 
 	"encoding/binary"
 	"errors"
@@ -255,11 +255,11 @@ func checkAddr(what string, a netip.Addr) error {
 	return nil
 }
 
-// addrWords returns an address as the programs store it (see mapaddr).
-func addrWords(a netip.Addr) (w [4]uint32, family uint32) { return mapaddr.Words(a) }
+// addrWords returns an address as the programs store it (see lb.AddrWords).
+func addrWords(a netip.Addr) (w [4]uint32, family uint32) { return lb.AddrWords(a) }
 
 func keyAddr(k decapAddrKey) (netip.Addr, error) {
-	a, err := mapaddr.Addr(k.Addr, k.Family)
+	a, err := lb.WordsAddr(k.Addr, k.Family)
 	if err != nil {
 		return a, fmt.Errorf("decap_vips: %w", err)
 	}

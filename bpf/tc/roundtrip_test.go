@@ -10,6 +10,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestRoundTrip: a client packet goes through the XDP balancer (the real
@@ -19,39 +20,39 @@ import (
 // which travels along). Every kind the balancer emits is covered.
 func TestRoundTrip(t *testing.T) {
 	d := newTestDecap(t)
-	lb, err := xdp.Load(xdp.Limits{MaxVIPs: 16, MaxReals: 64, MaxFlows: 1024})
+	bal, err := xdp.Load(xdp.Limits{MaxVIPs: 16, MaxReals: 64, MaxFlows: 1024})
 	privtest.CheckNotSupported(t, "load balancer", err)
-	t.Cleanup(func() { lb.Close() })
+	t.Cleanup(func() { bal.Close() })
 	cfg := xdp.DefaultConfig()
 	cfg.GatewayMAC = realMAC
 	cfg.GUESourceV4 = netip.MustParseAddr("192.0.2.100")
 	cfg.GUESourceV6 = netip.MustParseAddr("2001:db8:ffff::100")
-	if err := lb.SetConfig(cfg); err != nil {
+	if err := bal.SetConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
 	// One VIP per kind, each with a ring of one real.
 	cases := []struct {
 		name  string
-		vip   xdp.VIPKey
+		vip   lb.VIPKey
 		flags xdp.VIPFlags
 		real  string
 		src   string
 		stat  Stat
 	}{
-		{"ipip 4in4", xdp.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 53, Proto: xdp.UDP}, 0, "10.0.1.1", "198.51.100.1", StatIPIP4in4},
-		{"ipip 6in4", xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 80, Proto: xdp.TCP}, 0, "10.0.1.1", "2001:db8:1::1", StatIPIP6in4},
-		{"ipip 4in6", xdp.VIPKey{Addr: netip.MustParseAddr("10.10.0.2"), Port: 80, Proto: xdp.TCP}, 0, "fd00::1:1", "198.51.100.1", StatIPIP4in6},
-		{"ipip 6in6", xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::20"), Port: 443, Proto: xdp.UDP}, 0, "fd00::1:1", "2001:db8:1::1", StatIPIP6in6},
-		{"gue 4in4", xdp.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 443, Proto: xdp.UDP}, xdp.VIPGUE, "10.0.1.1", "198.51.100.1", StatGUE4in4},
-		{"gue 6in4", xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 443, Proto: xdp.UDP}, xdp.VIPGUE, "10.0.1.1", "2001:db8:1::1", StatGUE6in4},
-		{"gue 4in6", xdp.VIPKey{Addr: netip.MustParseAddr("10.10.0.2"), Port: 443, Proto: xdp.TCP}, xdp.VIPGUE, "fd00::1:1", "198.51.100.1", StatGUE4in6},
-		{"gue 6in6", xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::20"), Port: 80, Proto: xdp.TCP}, xdp.VIPGUE, "fd00::1:1", "2001:db8:1::1", StatGUE6in6},
+		{"ipip 4in4", lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 53, Proto: lb.UDP}, 0, "10.0.1.1", "198.51.100.1", StatIPIP4in4},
+		{"ipip 6in4", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 80, Proto: lb.TCP}, 0, "10.0.1.1", "2001:db8:1::1", StatIPIP6in4},
+		{"ipip 4in6", lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.2"), Port: 80, Proto: lb.TCP}, 0, "fd00::1:1", "198.51.100.1", StatIPIP4in6},
+		{"ipip 6in6", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::20"), Port: 443, Proto: lb.UDP}, 0, "fd00::1:1", "2001:db8:1::1", StatIPIP6in6},
+		{"gue 4in4", lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 443, Proto: lb.UDP}, xdp.VIPGUE, "10.0.1.1", "198.51.100.1", StatGUE4in4},
+		{"gue 6in4", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 443, Proto: lb.UDP}, xdp.VIPGUE, "10.0.1.1", "2001:db8:1::1", StatGUE6in4},
+		{"gue 4in6", lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.2"), Port: 443, Proto: lb.TCP}, xdp.VIPGUE, "fd00::1:1", "198.51.100.1", StatGUE4in6},
+		{"gue 6in6", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::20"), Port: 80, Proto: lb.TCP}, xdp.VIPGUE, "fd00::1:1", "2001:db8:1::1", StatGUE6in6},
 	}
 	for _, c := range cases {
-		if err := lb.AddVIP(c.vip, c.flags); err != nil {
+		if err := bal.AddVIP(c.vip, c.flags); err != nil {
 			t.Fatal(err)
 		}
-		id, err := lb.AddReal(netip.MustParseAddr(c.real))
+		id, err := bal.AddReal(netip.MustParseAddr(c.real))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,15 +60,15 @@ func TestRoundTrip(t *testing.T) {
 		for i := range ring {
 			ring[i] = id
 		}
-		if err := lb.SetRing(c.vip, ring); err != nil {
+		if err := bal.SetRing(c.vip, ring); err != nil {
 			t.Fatal(err)
 		}
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			inner := clientPacket(t, c.src, c.vip.Addr.String(), 40000, c.vip.Port, c.vip.Proto == xdp.TCP, "round trip")
+			inner := clientPacket(t, c.src, c.vip.Addr.String(), 40000, c.vip.Port, c.vip.Proto == lb.TCP, "round trip")
 			client := serialize(t, true, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: ethType(inner)}, gopacket.Payload(inner))
-			act, encap, err := lb.Simulate(client)
+			act, encap, err := bal.Simulate(client)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // testNetns is a network namespace the test made, removed after it.
@@ -451,7 +452,7 @@ func TestTrafficAcrossRestart(t *testing.T) {
 	defer passLink.Close()
 	client := ns.rawSock(t, "vb")
 
-	syn := pkt{src: "198.51.100.70", dst: "10.10.0.1", sport: 40300, dport: 80, proto: TCP, flags: "S"}
+	syn := pkt{src: "198.51.100.70", dst: "10.10.0.1", sport: 40300, dport: 80, proto: lb.TCP, flags: "S"}
 	k := syn.flowKey()
 	real := l.ringReal(t, vipTCP, k)
 	send := func(lb *testLB, p pkt, when string) {
@@ -492,7 +493,7 @@ func TestTrafficAcrossRestart(t *testing.T) {
 // next run recovers both. The killed lbd is this test binary run again.
 func TestKill9Restart(t *testing.T) {
 	limits := Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64}
-	syn := pkt{src: "198.51.100.80", dst: "10.10.0.1", sport: 40400, dport: 80, proto: TCP, flags: "S"}
+	syn := pkt{src: "198.51.100.80", dst: "10.10.0.1", sport: 40400, dport: 80, proto: lb.TCP, flags: "S"}
 	if os.Getenv("LBD_TEST_KILL9_DIR") != "" {
 		// The process to be killed.
 		ns := &testNetns{name: os.Getenv("LBD_TEST_KILL9_NETNS")}

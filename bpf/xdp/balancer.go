@@ -33,6 +33,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Errors callers may test for with errors.Is.
@@ -77,7 +79,7 @@ type Balancer struct {
 
 	mu      sync.Mutex
 	closed  bool
-	vips    map[VIPKey]vipEntry
+	vips    map[lb.VIPKey]vipEntry
 	vipNums []bool // vipNums[n]: number n is taken
 	lastGen uint32 // the generation given to the latest VIP
 	reals   map[netip.Addr]RealID
@@ -151,7 +153,7 @@ func Open(opts Options) (*Balancer, error) {
 	b := &Balancer{
 		limits:   limits,
 		ringSpec: spec.Maps[balancerMapRings].InnerMap.Copy(),
-		vips:     make(map[VIPKey]vipEntry),
+		vips:     make(map[lb.VIPKey]vipEntry),
 		vipNums:  make([]bool, limits.MaxVIPs),
 		reals:    make(map[netip.Addr]RealID),
 		slots:    make(map[RealID]netip.Addr),

@@ -13,27 +13,28 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // testLB is a loaded balancer provisioned with the fixtures' VIPs.
 type testLB struct {
 	*Balancer
 	cfg   Config
-	rings map[VIPKey][]RealID
+	rings map[lb.VIPKey][]RealID
 }
 
 var (
-	vipTCP      = VIPKey{netip.MustParseAddr("10.10.0.1"), 80, TCP}
-	vipUDP      = VIPKey{netip.MustParseAddr("10.10.0.1"), 53, UDP}
-	vipGUE      = VIPKey{netip.MustParseAddr("10.10.0.2"), 443, UDP}
-	vip4to6     = VIPKey{netip.MustParseAddr("10.10.0.3"), 443, TCP}
-	vipPortless = VIPKey{netip.MustParseAddr("10.10.0.4"), 0, TCP}
-	vipSticky   = VIPKey{netip.MustParseAddr("10.10.0.5"), 80, TCP}
-	vipEmpty    = VIPKey{netip.MustParseAddr("10.10.0.6"), 80, TCP}
-	vipNoLRU    = VIPKey{netip.MustParseAddr("10.10.0.7"), 80, TCP}
-	vip6        = VIPKey{netip.MustParseAddr("2001:db8::10"), 80, TCP}
-	vip6to4     = VIPKey{netip.MustParseAddr("2001:db8::20"), 80, TCP}
-	vip6GUE     = VIPKey{netip.MustParseAddr("2001:db8::30"), 443, UDP}
+	vipTCP      = lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 80, Proto: lb.TCP}
+	vipUDP      = lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 53, Proto: lb.UDP}
+	vipGUE      = lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.2"), Port: 443, Proto: lb.UDP}
+	vip4to6     = lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.3"), Port: 443, Proto: lb.TCP}
+	vipPortless = lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.4"), Port: 0, Proto: lb.TCP}
+	vipSticky   = lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.5"), Port: 80, Proto: lb.TCP}
+	vipEmpty    = lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.6"), Port: 80, Proto: lb.TCP}
+	vipNoLRU    = lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.7"), Port: 80, Proto: lb.TCP}
+	vip6        = lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 80, Proto: lb.TCP}
+	vip6to4     = lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::20"), Port: 80, Proto: lb.TCP}
+	vip6GUE     = lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::30"), Port: 443, Proto: lb.UDP}
 
 	reals4 = []string{"10.0.1.1", "10.0.1.2", "10.0.1.3"}
 	reals6 = []string{"fd00::1:1", "fd00::1:2", "fd00::1:3"}
@@ -66,7 +67,7 @@ func newTestLBOpts(t testing.TB, opts Options) *testLB {
 	if err := b.SetConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	l := &testLB{Balancer: b, cfg: cfg, rings: map[VIPKey][]RealID{}}
+	l := &testLB{Balancer: b, cfg: cfg, rings: map[lb.VIPKey][]RealID{}}
 	l.addVIP(t, vipTCP, 0, reals4)
 	l.addVIP(t, vipUDP, 0, reals4)
 	l.addVIP(t, vipGUE, VIPGUE, reals4)
@@ -82,7 +83,7 @@ func newTestLBOpts(t testing.TB, opts Options) *testLB {
 }
 
 // addVIP installs a VIP whose ring cycles through the given reals.
-func (l *testLB) addVIP(t testing.TB, key VIPKey, flags VIPFlags, reals []string) {
+func (l *testLB) addVIP(t testing.TB, key lb.VIPKey, flags VIPFlags, reals []string) {
 	t.Helper()
 	if err := l.AddVIP(key, flags); err != nil {
 		t.Fatal(err)
@@ -105,7 +106,7 @@ func (l *testLB) addVIP(t testing.TB, key VIPKey, flags VIPFlags, reals []string
 	l.setRing(t, key, ring)
 }
 
-func (l *testLB) setRing(t testing.TB, key VIPKey, ring []RealID) {
+func (l *testLB) setRing(t testing.TB, key lb.VIPKey, ring []RealID) {
 	t.Helper()
 	if err := l.SetRing(key, ring); err != nil {
 		t.Fatal(err)
@@ -114,7 +115,7 @@ func (l *testLB) setRing(t testing.TB, key VIPKey, ring []RealID) {
 }
 
 // ringReal is the real the VIP's ring gives a new flow.
-func (l *testLB) ringReal(t testing.TB, vip VIPKey, k FlowKey) netip.Addr {
+func (l *testLB) ringReal(t testing.TB, vip lb.VIPKey, k FlowKey) netip.Addr {
 	t.Helper()
 	v, err := l.LookupVIP(vip)
 	if err != nil {
@@ -131,7 +132,7 @@ func (l *testLB) ringReal(t testing.TB, vip VIPKey, k FlowKey) netip.Addr {
 
 // expectEncap is the frame the datapath must send for a client packet
 // that goes to real.
-func (l *testLB) expectEncap(t testing.TB, in []byte, vip VIPKey, k FlowKey, real netip.Addr) []byte {
+func (l *testLB) expectEncap(t testing.TB, in []byte, vip lb.VIPKey, k FlowKey, real netip.Addr) []byte {
 	t.Helper()
 	v, err := l.LookupVIP(vip)
 	if err != nil {
@@ -208,29 +209,29 @@ func TestEncapFixtures(t *testing.T) {
 	l := newTestLB(t)
 	cases := []struct {
 		name  string
-		vip   VIPKey
+		vip   lb.VIPKey
 		p     pkt
 		stats map[Stat]uint64
 	}{
-		{"ipv4 tcp syn -> ipip", vipTCP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: TCP, flags: "S"}, txNew},
-		{"ipv4 tcp ack same flow -> table hit", vipTCP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: TCP, flags: "A", payload: []byte("GET / HTTP/1.1\r\n\r\n")}, txHit},
-		{"ipv4 tcp ack unknown flow -> non-syn miss", vipTCP, pkt{src: "198.51.100.2", dst: "10.10.0.1", sport: 40000, dport: 80, proto: TCP, flags: "A"}, txNonSYN},
-		{"ipv4 tcp with dscp", vipTCP, pkt{src: "198.51.100.3", dst: "10.10.0.1", sport: 40001, dport: 80, proto: TCP, flags: "S", tos: 0xb8}, txNew},
-		{"ipv4 udp -> ipip", vipUDP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 5353, dport: 53, proto: UDP, payload: []byte("query")}, txNew},
-		{"ipv4 udp -> gue over ipv4", vipGUE, pkt{src: "198.51.100.1", dst: "10.10.0.2", sport: 5000, dport: 443, proto: UDP, payload: []byte("quic")}, txNew},
-		{"ipv4 tcp -> ipv4-in-ipv6", vip4to6, pkt{src: "198.51.100.1", dst: "10.10.0.3", sport: 5001, dport: 443, proto: TCP, flags: "S"}, txNew},
-		{"ipv6 tcp syn -> ip6ip6", vip6, pkt{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 31337, dport: 80, proto: TCP, flags: "S"}, txNew},
-		{"ipv6 tcp with traffic class", vip6, pkt{src: "2001:db8:1::2", dst: "2001:db8::10", sport: 31338, dport: 80, proto: TCP, flags: "S", tos: 0x28}, txNew},
-		{"ipv6 tcp -> ipv6-in-ipv4", vip6to4, pkt{src: "2001:db8:1::1", dst: "2001:db8::20", sport: 31337, dport: 80, proto: TCP, flags: "S"}, txNew},
-		{"ipv6 udp -> gue over ipv6", vip6GUE, pkt{src: "2001:db8:1::1", dst: "2001:db8::30", sport: 9999, dport: 443, proto: UDP, payload: []byte("x")}, txNew},
-		{"port-less vip, any port", vipPortless, pkt{src: "198.51.100.1", dst: "10.10.0.4", sport: 1234, dport: 8443, proto: TCP, flags: "S"}, txNew},
-		{"port-less vip, another port", vipPortless, pkt{src: "198.51.100.1", dst: "10.10.0.4", sport: 1234, dport: 22, proto: TCP, flags: "S"}, txNew},
-		{"sticky vip", vipSticky, pkt{src: "198.51.100.9", dst: "10.10.0.5", sport: 1111, dport: 80, proto: TCP, flags: "S"}, txNew},
-		{"vlan tagged", vipTCP, pkt{src: "198.51.100.4", dst: "10.10.0.1", sport: 40002, dport: 80, proto: TCP, flags: "S", vlan: true}, txNew},
-		{"vlan tagged ipv6", vip6, pkt{src: "2001:db8:1::4", dst: "2001:db8::10", sport: 40002, dport: 80, proto: TCP, flags: "S", vlan: true}, txNew},
-		{"ipv4 options", vipTCP, pkt{src: "198.51.100.5", dst: "10.10.0.1", sport: 40003, dport: 80, proto: TCP, flags: "S",
+		{"ipv4 tcp syn -> ipip", vipTCP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "S"}, txNew},
+		{"ipv4 tcp ack same flow -> table hit", vipTCP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "A", payload: []byte("GET / HTTP/1.1\r\n\r\n")}, txHit},
+		{"ipv4 tcp ack unknown flow -> non-syn miss", vipTCP, pkt{src: "198.51.100.2", dst: "10.10.0.1", sport: 40000, dport: 80, proto: lb.TCP, flags: "A"}, txNonSYN},
+		{"ipv4 tcp with dscp", vipTCP, pkt{src: "198.51.100.3", dst: "10.10.0.1", sport: 40001, dport: 80, proto: lb.TCP, flags: "S", tos: 0xb8}, txNew},
+		{"ipv4 udp -> ipip", vipUDP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 5353, dport: 53, proto: lb.UDP, payload: []byte("query")}, txNew},
+		{"ipv4 udp -> gue over ipv4", vipGUE, pkt{src: "198.51.100.1", dst: "10.10.0.2", sport: 5000, dport: 443, proto: lb.UDP, payload: []byte("quic")}, txNew},
+		{"ipv4 tcp -> ipv4-in-ipv6", vip4to6, pkt{src: "198.51.100.1", dst: "10.10.0.3", sport: 5001, dport: 443, proto: lb.TCP, flags: "S"}, txNew},
+		{"ipv6 tcp syn -> ip6ip6", vip6, pkt{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 31337, dport: 80, proto: lb.TCP, flags: "S"}, txNew},
+		{"ipv6 tcp with traffic class", vip6, pkt{src: "2001:db8:1::2", dst: "2001:db8::10", sport: 31338, dport: 80, proto: lb.TCP, flags: "S", tos: 0x28}, txNew},
+		{"ipv6 tcp -> ipv6-in-ipv4", vip6to4, pkt{src: "2001:db8:1::1", dst: "2001:db8::20", sport: 31337, dport: 80, proto: lb.TCP, flags: "S"}, txNew},
+		{"ipv6 udp -> gue over ipv6", vip6GUE, pkt{src: "2001:db8:1::1", dst: "2001:db8::30", sport: 9999, dport: 443, proto: lb.UDP, payload: []byte("x")}, txNew},
+		{"port-less vip, any port", vipPortless, pkt{src: "198.51.100.1", dst: "10.10.0.4", sport: 1234, dport: 8443, proto: lb.TCP, flags: "S"}, txNew},
+		{"port-less vip, another port", vipPortless, pkt{src: "198.51.100.1", dst: "10.10.0.4", sport: 1234, dport: 22, proto: lb.TCP, flags: "S"}, txNew},
+		{"sticky vip", vipSticky, pkt{src: "198.51.100.9", dst: "10.10.0.5", sport: 1111, dport: 80, proto: lb.TCP, flags: "S"}, txNew},
+		{"vlan tagged", vipTCP, pkt{src: "198.51.100.4", dst: "10.10.0.1", sport: 40002, dport: 80, proto: lb.TCP, flags: "S", vlan: true}, txNew},
+		{"vlan tagged ipv6", vip6, pkt{src: "2001:db8:1::4", dst: "2001:db8::10", sport: 40002, dport: 80, proto: lb.TCP, flags: "S", vlan: true}, txNew},
+		{"ipv4 options", vipTCP, pkt{src: "198.51.100.5", dst: "10.10.0.1", sport: 40003, dport: 80, proto: lb.TCP, flags: "S",
 			ipOptions: []layers.IPv4Option{{OptionType: 7, OptionLength: 7, OptionData: []byte{4, 0, 0, 0, 0}}, {OptionType: 1}}}, txNew},
-		{"no-lru vip", vipNoLRU, pkt{src: "198.51.100.1", dst: "10.10.0.7", sport: 2000, dport: 80, proto: TCP, flags: "A"}, map[Stat]uint64{StatTX: 1}},
+		{"no-lru vip", vipNoLRU, pkt{src: "198.51.100.1", dst: "10.10.0.7", sport: 2000, dport: 80, proto: lb.TCP, flags: "A"}, map[Stat]uint64{StatTX: 1}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -248,7 +249,7 @@ func TestStickyVIP(t *testing.T) {
 	l := newTestLB(t)
 	var first []byte
 	for port := uint16(1000); port < 1040; port++ {
-		p := pkt{src: "198.51.100.77", dst: "10.10.0.5", sport: port, dport: 80, proto: TCP, flags: "S"}
+		p := pkt{src: "198.51.100.77", dst: "10.10.0.5", sport: port, dport: 80, proto: lb.TCP, flags: "S"}
 		_, out, err := l.Simulate(p.frame(t))
 		if err != nil {
 			t.Fatal(err)
@@ -267,7 +268,7 @@ func TestStickyVIP(t *testing.T) {
 func TestPassAndDrop(t *testing.T) {
 	l := newTestLB(t)
 	tcpTo := func(dst string, dport uint16) []byte {
-		return pkt{src: "198.51.100.1", dst: dst, sport: 999, dport: dport, proto: TCP, flags: "S"}.frame(t)
+		return pkt{src: "198.51.100.1", dst: dst, sport: 999, dport: dport, proto: lb.TCP, flags: "S"}.frame(t)
 	}
 	arp := serialize(t, false,
 		&layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeARP},
@@ -281,15 +282,15 @@ func TestPassAndDrop(t *testing.T) {
 		stats map[Stat]uint64
 	}{
 		{"non-vip ipv4", tcpTo("10.99.0.1", 80), ActionPass, map[Stat]uint64{StatPassNonVIP: 1}},
-		{"non-vip ipv6", pkt{src: "2001:db8:1::1", dst: "2001:db8::99", sport: 1, dport: 80, proto: TCP, flags: "S"}.frame(t), ActionPass, map[Stat]uint64{StatPassNonVIP: 1}},
+		{"non-vip ipv6", pkt{src: "2001:db8:1::1", dst: "2001:db8::99", sport: 1, dport: 80, proto: lb.TCP, flags: "S"}.frame(t), ActionPass, map[Stat]uint64{StatPassNonVIP: 1}},
 		{"vip address, other port", tcpTo("10.10.0.1", 22), ActionPass, map[Stat]uint64{StatPassNoVIPPort: 1}},
-		{"vip address, other protocol port", pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 5, dport: 80, proto: UDP}.frame(t), ActionPass, map[Stat]uint64{StatPassNoVIPPort: 1}},
-		{"port-less tcp vip does not take udp", pkt{src: "198.51.100.1", dst: "10.10.0.4", sport: 5, dport: 80, proto: UDP}.frame(t), ActionPass, map[Stat]uint64{StatPassNoVIPPort: 1}},
+		{"vip address, other protocol port", pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 5, dport: 80, proto: lb.UDP}.frame(t), ActionPass, map[Stat]uint64{StatPassNoVIPPort: 1}},
+		{"port-less tcp vip does not take udp", pkt{src: "198.51.100.1", dst: "10.10.0.4", sport: 5, dport: 80, proto: lb.UDP}.frame(t), ActionPass, map[Stat]uint64{StatPassNoVIPPort: 1}},
 		{"arp", arp, ActionPass, map[Stat]uint64{StatPassNonIP: 1}},
 		{"vip without reals", tcpTo("10.10.0.6", 80), ActionDrop, map[Stat]uint64{StatDropNoReal: 1}},
 		{"gre to vip address", ipv4Raw(t, "198.51.100.1", "10.10.0.1", 47, make([]byte, 8)), ActionDrop, map[Stat]uint64{StatDropUnbalanceable: 1}},
 		{"icmp timestamp to vip address", icmp4(t, "198.51.100.1", "10.10.0.1", layers.ICMPv4TypeTimestampRequest, 0, make([]byte, 12)), ActionDrop, map[Stat]uint64{StatDropUnbalanceable: 1}},
-		{"icmp frag-needed quoting a non-vip flow", fragNeeded(t, "10.10.0.1", "198.51.100.1", 8080, 5555, TCP), ActionDrop, map[Stat]uint64{StatDropUnbalanceable: 1}},
+		{"icmp frag-needed quoting a non-vip flow", fragNeeded(t, "10.10.0.1", "198.51.100.1", 8080, 5555, lb.TCP), ActionDrop, map[Stat]uint64{StatDropUnbalanceable: 1}},
 		{"icmp to non-vip address", icmp4(t, "198.51.100.1", "10.99.0.1", layers.ICMPv4TypeEchoRequest, 0, []byte("ping")), ActionPass, map[Stat]uint64{StatPassNonVIP: 1}},
 	}
 	for _, c := range cases {
@@ -301,9 +302,9 @@ func TestPassAndDrop(t *testing.T) {
 // with the counter of the layer that is wrong.
 func TestMalformed(t *testing.T) {
 	l := newTestLB(t)
-	good4 := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 999, dport: 80, proto: TCP, flags: "S"}.frame(t)
-	good6 := pkt{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 999, dport: 80, proto: TCP, flags: "S"}.frame(t)
-	goodUDP := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 999, dport: 53, proto: UDP, payload: []byte("abcd")}.frame(t)
+	good4 := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 999, dport: 80, proto: lb.TCP, flags: "S"}.frame(t)
+	good6 := pkt{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 999, dport: 80, proto: lb.TCP, flags: "S"}.frame(t)
+	goodUDP := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 999, dport: 53, proto: lb.UDP, payload: []byte("abcd")}.frame(t)
 	mut := func(b []byte, f func([]byte)) []byte {
 		c := append([]byte(nil), b...)
 		f(c)
@@ -359,7 +360,7 @@ func icmp4(t testing.TB, src, dst string, typ, code uint8, payload []byte) []byt
 
 // quoted is the start of a packet the VIP sent to a client, as an ICMP
 // error quotes it: IP header plus the first 8 bytes of TCP/UDP.
-func quoted(t testing.TB, vip, client string, vport, cport uint16, proto Proto) []byte {
+func quoted(t testing.TB, vip, client string, vport, cport uint16, proto lb.Proto) []byte {
 	src, dst := netip.MustParseAddr(vip), netip.MustParseAddr(client)
 	l4 := make([]byte, 8)
 	l4[0], l4[1] = byte(vport>>8), byte(vport)
@@ -375,7 +376,7 @@ func quoted(t testing.TB, vip, client string, vport, cport uint16, proto Proto) 
 }
 
 // fragNeeded is a router's ICMP "fragmentation needed" about a VIP's reply.
-func fragNeeded(t testing.TB, vip, client string, vport, cport uint16, proto Proto) []byte {
+func fragNeeded(t testing.TB, vip, client string, vport, cport uint16, proto lb.Proto) []byte {
 	q := quoted(t, vip, client, vport, cport, proto)
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4,
 		SrcIP: []byte{192, 0, 2, 1}, DstIP: netip.MustParseAddr(vip).AsSlice()}
@@ -384,7 +385,7 @@ func fragNeeded(t testing.TB, vip, client string, vport, cport uint16, proto Pro
 }
 
 // packetTooBig is a router's ICMPv6 "packet too big" about a VIP's reply.
-func packetTooBig(t testing.TB, vip, client string, vport, cport uint16, proto Proto) []byte {
+func packetTooBig(t testing.TB, vip, client string, vport, cport uint16, proto lb.Proto) []byte {
 	q := quoted(t, vip, client, vport, cport, proto)
 	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolICMPv6,
 		SrcIP: netip.MustParseAddr("2001:db8:ffff::1").AsSlice(), DstIP: netip.MustParseAddr(vip).AsSlice()}
@@ -427,9 +428,9 @@ func TestICMP(t *testing.T) {
 
 	for _, fam := range []struct {
 		name   string
-		vip    VIPKey
+		vip    lb.VIPKey
 		client string
-		build  func(testing.TB, string, string, uint16, uint16, Proto) []byte
+		build  func(testing.TB, string, string, uint16, uint16, lb.Proto) []byte
 	}{
 		{"frag-needed v4", vipTCP, "198.51.100.20", fragNeeded},
 		{"packet-too-big v6", vip6, "2001:db8:1::20", packetTooBig},
@@ -437,7 +438,7 @@ func TestICMP(t *testing.T) {
 		t.Run(fam.name, func(t *testing.T) {
 			// Open a flow, then move the ring: the ICMP error must follow
 			// the flow's real from the table, not the new ring.
-			flow := pkt{src: fam.client, dst: fam.vip.Addr.String(), sport: 50000, dport: 80, proto: TCP, flags: "S"}
+			flow := pkt{src: fam.client, dst: fam.vip.Addr.String(), sport: 50000, dport: 80, proto: lb.TCP, flags: "S"}
 			k := flow.flowKey()
 			if _, _, err := l.Simulate(flow.frame(t)); err != nil {
 				t.Fatal(err)
@@ -450,7 +451,7 @@ func TestICMP(t *testing.T) {
 			other := otherRing(t, l, fam.vip, f.Real)
 			l.setRing(t, fam.vip, other)
 
-			in := fam.build(t, fam.vip.Addr.String(), fam.client, 80, 50000, TCP)
+			in := fam.build(t, fam.vip.Addr.String(), fam.client, 80, 50000, lb.TCP)
 			want := l.expectEncap(t, in, fam.vip, k, flowReal)
 			l.run(t, in, ActionTX, want, map[Stat]uint64{StatTX: 1, StatICMPTooBig: 1})
 
@@ -468,7 +469,7 @@ func TestICMP(t *testing.T) {
 }
 
 // otherRing returns a ring for vip in which no slot holds not.
-func otherRing(t *testing.T, l *testLB, vip VIPKey, not RealID) []RealID {
+func otherRing(t *testing.T, l *testLB, vip lb.VIPKey, not RealID) []RealID {
 	t.Helper()
 	var ids []RealID
 	seen := map[RealID]bool{}
@@ -496,8 +497,8 @@ func TestNoGatewayMAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, p := range []pkt{
-		{src: "198.51.100.90", dst: "10.10.0.1", sport: 40900, dport: 80, proto: TCP, flags: "S"},
-		{src: "198.51.100.91", dst: "10.10.0.1", sport: 40901, dport: 80, proto: TCP, flags: "S", vlan: true},
+		{src: "198.51.100.90", dst: "10.10.0.1", sport: 40900, dport: 80, proto: lb.TCP, flags: "S"},
+		{src: "198.51.100.91", dst: "10.10.0.1", sport: 40901, dport: 80, proto: lb.TCP, flags: "S", vlan: true},
 	} {
 		in := p.frame(t)
 		want := l.expectEncap(t, in, vipTCP, p.flowKey(), l.ringReal(t, vipTCP, p.flowKey()))

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestBenchReport measures the datapath's cost per packet with the
@@ -33,13 +35,13 @@ func TestBenchReport(t *testing.T) {
 	setBigRing(t, l, vipNoLRU)
 	// The same UDP service on a VIP with the no_flow_search flag (which
 	// changes nothing since the connection table is shared).
-	vipUDPNoSearch := VIPKey{vipUDP.Addr, 5353, UDP}
+	vipUDPNoSearch := lb.VIPKey{Addr: vipUDP.Addr, Port: 5353, Proto: lb.UDP}
 	l.addVIP(t, vipUDPNoSearch, VIPNoSearch, reals4)
 	setBigRing(t, l, vipUDPNoSearch)
 
-	established := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
-	established6 := pkt{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
-	nonVIP := pkt{src: "198.51.100.1", dst: "10.99.0.1", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
+	established := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "PA", payload: make([]byte, 64)}
+	established6 := pkt{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 31337, dport: 80, proto: lb.TCP, flags: "PA", payload: make([]byte, 64)}
+	nonVIP := pkt{src: "198.51.100.1", dst: "10.99.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "PA", payload: make([]byte, 64)}
 	for _, p := range []pkt{established, established6} {
 		syn := p
 		syn.flags, syn.payload = "S", nil
@@ -59,7 +61,7 @@ func TestBenchReport(t *testing.T) {
 	// runs, so that Go's work between two runs does not cool the caches
 	// of the next one; the floor runs on the same kind of frames, each
 	// run a new buffer, as the issue asks ("a floor measured the same way").
-	newFlowTo := func(vip VIPKey) func() []byte {
+	newFlowTo := func(vip lb.VIPKey) func() []byte {
 		return func() []byte {
 			newFlowPort++
 			if newFlowPort == 0 {
@@ -67,7 +69,7 @@ func TestBenchReport(t *testing.T) {
 			}
 			p := pkt{src: fmt.Sprintf("198.51.%d.%d", newFlowNet, newFlowPort%250+1), dst: vip.Addr.String(),
 				sport: newFlowPort, dport: vip.Port, proto: vip.Proto, flags: "S"}
-			if vip.Proto == UDP {
+			if vip.Proto == lb.UDP {
 				p.flags, p.payload = "", []byte("query")
 			}
 			return p.frame(t)
@@ -114,7 +116,7 @@ func TestBenchReport(t *testing.T) {
 
 // setBigRing gives vip a ring of the default size (65537 slots) over the
 // fixtures' IPv4 reals.
-func setBigRing(t *testing.T, l *testLB, vip VIPKey) {
+func setBigRing(t *testing.T, l *testLB, vip lb.VIPKey) {
 	t.Helper()
 	defined := l.Reals()
 	ids := make([]RealID, len(reals4))

@@ -3,6 +3,8 @@ package xdp
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // collidingAddr finds a non-VIP IPv4 address whose vip_filter bit is the
@@ -34,9 +36,9 @@ func TestFilterFalsePositive(t *testing.T) {
 	if filterBit(netip.MustParseAddr(other)) != filterBit(vipTCP.Addr) {
 		t.Fatal("collision search is wrong")
 	}
-	syn := pkt{src: "198.51.100.1", dst: other, sport: 999, dport: 80, proto: TCP, flags: "S"}.frame(t)
-	ack := pkt{src: "198.51.100.1", dst: other, sport: 999, dport: 80, proto: TCP, flags: "A"}.frame(t)
-	udp := pkt{src: "198.51.100.1", dst: other, sport: 999, dport: 53, proto: UDP, payload: []byte("x")}.frame(t)
+	syn := pkt{src: "198.51.100.1", dst: other, sport: 999, dport: 80, proto: lb.TCP, flags: "S"}.frame(t)
+	ack := pkt{src: "198.51.100.1", dst: other, sport: 999, dport: 80, proto: lb.TCP, flags: "A"}.frame(t)
+	udp := pkt{src: "198.51.100.1", dst: other, sport: 999, dport: 53, proto: lb.UDP, payload: []byte("x")}.frame(t)
 	truncated := append([]byte(nil), syn[:14+20+8]...)
 	truncated[14+3] = 28 // IP total length matches: the TCP header is cut short
 	for name, in := range map[string][]byte{

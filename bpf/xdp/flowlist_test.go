@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestFlowListingMissesNoLiveFlow: while new flows fill a small table (so
@@ -47,7 +48,7 @@ func TestFlowListingMissesNoLiveFlow(t *testing.T) {
 	}
 	flows := make([]*heldFlow, held)
 	for i := range flows {
-		p := pkt{src: "198.51.100.200", dst: "10.10.0.1", sport: uint16(50000 + i), dport: 80, proto: TCP, flags: "S"}
+		p := pkt{src: "198.51.100.200", dst: "10.10.0.1", sport: uint16(50000 + i), dport: 80, proto: lb.TCP, flags: "S"}
 		if act, _, err := simulateOn(l.Balancer, i%2, p.frame(t)); err != nil || act != ActionTX {
 			t.Fatalf("open held flow %d: %v %v", i, act, err)
 		}
@@ -86,7 +87,7 @@ func TestFlowListingMissesNoLiveFlow(t *testing.T) {
 			}
 			// New flows from a client of this CPU's own: each SYN is a new
 			// entry, so the tables stay full and evict.
-			newFlow := pkt{src: fmt.Sprintf("203.0.113.%d", 10+cpu), dst: "10.10.0.1", dport: 80, proto: TCP, flags: "S"}
+			newFlow := pkt{src: fmt.Sprintf("203.0.113.%d", 10+cpu), dst: "10.10.0.1", dport: 80, proto: lb.TCP, flags: "S"}
 			for n := 0; ; n++ {
 				select {
 				case <-stop:
@@ -207,7 +208,7 @@ func TestFlowListingMissesNoLiveFlow(t *testing.T) {
 // under that number, carry the old one: the two can be told apart.
 func TestFlowsCarryVIPGeneration(t *testing.T) {
 	l := newTestLB(t)
-	p := pkt{src: "198.51.100.230", dst: "10.10.0.1", sport: 5353, dport: 53, proto: UDP}
+	p := pkt{src: "198.51.100.230", dst: "10.10.0.1", sport: 5353, dport: 53, proto: lb.UDP}
 	if act, _, err := l.Simulate(p.frame(t)); err != nil || act != ActionTX {
 		t.Fatal(act, err)
 	}
@@ -218,7 +219,7 @@ func TestFlowsCarryVIPGeneration(t *testing.T) {
 	if err := l.RemoveVIP(vipUDP); err != nil {
 		t.Fatal(err)
 	}
-	reuse := VIPKey{netip.MustParseAddr("10.10.0.99"), 80, TCP}
+	reuse := lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.99"), Port: 80, Proto: lb.TCP}
 	if err := l.AddVIP(reuse, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -11,13 +11,15 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // FlowKey is a client's 5-tuple as it reaches the balancer.
 type FlowKey struct {
 	Client netip.AddrPort
 	Dest   netip.AddrPort // the VIP address and the port the client used
-	Proto  Proto
+	Proto  lb.Proto
 }
 
 func (k FlowKey) String() string {
@@ -49,7 +51,7 @@ func flowKeyFromRaw(r balancerFlowKey) (FlowKey, error) {
 	return FlowKey{
 		Client: netip.AddrPortFrom(src, ntohs(r.Sport)),
 		Dest:   netip.AddrPortFrom(dst, ntohs(r.Dport)),
-		Proto:  Proto(r.Proto),
+		Proto:  lb.Proto(r.Proto),
 	}, nil
 }
 

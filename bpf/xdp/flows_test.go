@@ -13,6 +13,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestFlowHashMatchesDatapath: for random flows, the real the program
@@ -21,8 +22,8 @@ import (
 func TestFlowHashMatchesDatapath(t *testing.T) {
 	l := newTestLB(t)
 	const size = 53 // prime; with the fixtures' 6 reals it fits MaxReals 64
-	vip := VIPKey{netip.MustParseAddr("10.20.0.1"), 443, TCP}
-	vip6 := VIPKey{netip.MustParseAddr("2001:db8::40"), 443, TCP}
+	vip := lb.VIPKey{Addr: netip.MustParseAddr("10.20.0.1"), Port: 443, Proto: lb.TCP}
+	vip6 := lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::40"), Port: 443, Proto: lb.TCP}
 	ring := make([]RealID, size)
 	for i := range ring {
 		id, err := l.AddReal(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}))
@@ -31,7 +32,7 @@ func TestFlowHashMatchesDatapath(t *testing.T) {
 		}
 		ring[i] = id
 	}
-	for _, v := range []VIPKey{vip, vip6} {
+	for _, v := range []lb.VIPKey{vip, vip6} {
 		if err := l.AddVIP(v, VIPNoLRU); err != nil {
 			t.Fatal(err)
 		}
@@ -50,7 +51,7 @@ func TestFlowHashMatchesDatapath(t *testing.T) {
 			b[0] = 0x20
 			src = netip.AddrFrom16(b)
 		}
-		p := pkt{src: src.String(), dst: v.Addr.String(), sport: uint16(rng.Uint32()), dport: 443, proto: TCP, flags: "S"}
+		p := pkt{src: src.String(), dst: v.Addr.String(), sport: uint16(rng.Uint32()), dport: 443, proto: lb.TCP, flags: "S"}
 		act, out, err := l.Simulate(p.frame(t))
 		if err != nil || act != ActionTX {
 			t.Fatalf("flow %d: %v %v", i, act, err)
@@ -68,7 +69,7 @@ func TestFlowHashMatchesDatapath(t *testing.T) {
 // takes the new ring's choice.
 func TestRingChangeKeepsFlows(t *testing.T) {
 	l := newTestLB(t)
-	established := pkt{src: "198.51.100.50", dst: "10.10.0.1", sport: 40100, dport: 80, proto: TCP, flags: "S"}
+	established := pkt{src: "198.51.100.50", dst: "10.10.0.1", sport: 40100, dport: 80, proto: lb.TCP, flags: "S"}
 	k := established.flowKey()
 	if act, _, err := l.Simulate(established.frame(t)); err != nil || act != ActionTX {
 		t.Fatal(act, err)
@@ -101,7 +102,7 @@ func TestRingChangeKeepsFlows(t *testing.T) {
 // and times; the VIP and real counters agree exactly.
 func TestFlowAccounting(t *testing.T) {
 	l := newTestLB(t)
-	p := pkt{src: "198.51.100.60", dst: "10.10.0.1", sport: 40200, dport: 80, proto: TCP, flags: "S"}
+	p := pkt{src: "198.51.100.60", dst: "10.10.0.1", sport: 40200, dport: 80, proto: lb.TCP, flags: "S"}
 	k := p.flowKey()
 	start := time.Now()
 	var bytes uint64
@@ -160,14 +161,14 @@ func TestTableEntries(t *testing.T) {
 	l := newTestLB(t)
 	cases := []struct {
 		name   string
-		vip    VIPKey
+		vip    lb.VIPKey
 		p      pkt
 		stats  map[Stat]uint64
 		stored bool
 	}{
-		{"rst on a miss creates nothing", vipTCP, pkt{src: "198.51.100.70", dst: "10.10.0.1", sport: 1, dport: 80, proto: TCP, flags: "RA"}, txNonSYN, false},
-		{"no-lru vip creates nothing", vipNoLRU, pkt{src: "198.51.100.70", dst: "10.10.0.7", sport: 2, dport: 80, proto: TCP, flags: "S"}, map[Stat]uint64{StatTX: 1}, false},
-		{"udp creates an entry", vipUDP, pkt{src: "198.51.100.70", dst: "10.10.0.1", sport: 3, dport: 53, proto: UDP}, txNew, true},
+		{"rst on a miss creates nothing", vipTCP, pkt{src: "198.51.100.70", dst: "10.10.0.1", sport: 1, dport: 80, proto: lb.TCP, flags: "RA"}, txNonSYN, false},
+		{"no-lru vip creates nothing", vipNoLRU, pkt{src: "198.51.100.70", dst: "10.10.0.7", sport: 2, dport: 80, proto: lb.TCP, flags: "S"}, map[Stat]uint64{StatTX: 1}, false},
+		{"udp creates an entry", vipUDP, pkt{src: "198.51.100.70", dst: "10.10.0.1", sport: 3, dport: 53, proto: lb.UDP}, txNew, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -186,7 +187,7 @@ func TestTableEntries(t *testing.T) {
 // again from the ring instead of sending to a stale address.
 func TestRemovedRealRechooses(t *testing.T) {
 	l := newTestLB(t)
-	p := pkt{src: "198.51.100.80", dst: "10.10.0.1", sport: 40300, dport: 80, proto: TCP, flags: "S"}
+	p := pkt{src: "198.51.100.80", dst: "10.10.0.1", sport: 40300, dport: 80, proto: lb.TCP, flags: "S"}
 	k := p.flowKey()
 	if _, _, err := l.Simulate(p.frame(t)); err != nil {
 		t.Fatal(err)
@@ -194,7 +195,7 @@ func TestRemovedRealRechooses(t *testing.T) {
 	f, _ := l.LookupFlow(k)
 	old, _ := l.RealAddr(f.Real)
 	// Take the real out of the rings that use it, then undefine it.
-	for _, v := range []VIPKey{vipTCP, vipUDP, vipGUE, vipPortless, vipSticky, vipNoLRU, vip6to4} {
+	for _, v := range []lb.VIPKey{vipTCP, vipUDP, vipGUE, vipPortless, vipSticky, vipNoLRU, vip6to4} {
 		l.setRing(t, v, otherRing(t, l, v, f.Real))
 	}
 	if err := l.RemoveReal(old); err != nil {
@@ -213,7 +214,7 @@ func TestUDPTimeout(t *testing.T) {
 	if err := l.SetConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	p := pkt{src: "198.51.100.90", dst: "10.10.0.1", sport: 4444, dport: 53, proto: UDP}
+	p := pkt{src: "198.51.100.90", dst: "10.10.0.1", sport: 4444, dport: 53, proto: lb.UDP}
 	k := p.flowKey()
 	in := p.frame(t)
 	if _, _, err := l.Simulate(in); err != nil {
@@ -293,7 +294,7 @@ func TestUnbalanceablePolicy(t *testing.T) {
 // and counted, not sent to be lost further on.
 func TestTooBig(t *testing.T) {
 	l := newTestLB(t)
-	p := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 9, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 1500-40)}
+	p := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 9, dport: 80, proto: lb.TCP, flags: "PA", payload: make([]byte, 1500-40)}
 	in := p.frame(t)
 	l.run(t, in, ActionDrop, nil, map[Stat]uint64{StatDropTooBig: 1, StatLRUMiss: 1, StatLRUMissNonSYN: 1})
 	p.payload = p.payload[:1500-40-20]
@@ -312,18 +313,18 @@ func TestLimits(t *testing.T) {
 	}
 	defer b.Close()
 	for i := 0; i < 2; i++ {
-		if err := b.AddVIP(VIPKey{netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), 80, TCP}, 0); err != nil {
+		if err := b.AddVIP(lb.VIPKey{Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(i + 1)}), Port: 80, Proto: lb.TCP}, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	third := VIPKey{netip.MustParseAddr("10.0.0.3"), 80, TCP}
+	third := lb.VIPKey{Addr: netip.MustParseAddr("10.0.0.3"), Port: 80, Proto: lb.TCP}
 	if err := b.AddVIP(third, 0); !errors.Is(err, ErrLimit) {
 		t.Errorf("third VIP: err = %v, want ErrLimit", err)
 	}
 	if _, err := b.LookupVIP(third); !errors.Is(err, ErrNotFound) {
 		t.Errorf("failed VIP was installed: %v", err)
 	}
-	if err := b.AddVIP(VIPKey{netip.MustParseAddr("10.0.0.1"), 80, TCP}, 0); !errors.Is(err, ErrExists) {
+	if err := b.AddVIP(lb.VIPKey{Addr: netip.MustParseAddr("10.0.0.1"), Port: 80, Proto: lb.TCP}, 0); !errors.Is(err, ErrExists) {
 		t.Errorf("duplicate VIP: err = %v, want ErrExists", err)
 	}
 	for i := 0; i < 2; i++ {
@@ -334,11 +335,11 @@ func TestLimits(t *testing.T) {
 	if _, err := b.AddReal(netip.MustParseAddr("10.1.0.3")); !errors.Is(err, ErrLimit) {
 		t.Errorf("third real: err = %v, want ErrLimit", err)
 	}
-	if err := b.SetRing(VIPKey{netip.MustParseAddr("10.0.0.1"), 80, TCP}, []RealID{1, 2, 99}); err == nil {
+	if err := b.SetRing(lb.VIPKey{Addr: netip.MustParseAddr("10.0.0.1"), Port: 80, Proto: lb.TCP}, []RealID{1, 2, 99}); err == nil {
 		t.Error("ring with an undefined real was accepted")
 	}
 	// A removed VIP frees its slot.
-	if err := b.RemoveVIP(VIPKey{netip.MustParseAddr("10.0.0.1"), 80, TCP}); err != nil {
+	if err := b.RemoveVIP(lb.VIPKey{Addr: netip.MustParseAddr("10.0.0.1"), Port: 80, Proto: lb.TCP}); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.AddVIP(third, 0); err != nil {
@@ -356,7 +357,7 @@ func TestLimits(t *testing.T) {
 // starts from its ring, and a removed VIP's traffic is not forwarded.
 func TestRemovedVIPForgetsFlows(t *testing.T) {
 	l := newTestLB(t)
-	p := pkt{src: "198.51.100.99", dst: "10.10.0.1", sport: 4545, dport: 53, proto: UDP}
+	p := pkt{src: "198.51.100.99", dst: "10.10.0.1", sport: 4545, dport: 53, proto: lb.UDP}
 	k := p.flowKey()
 	in := p.frame(t)
 	if _, _, err := l.Simulate(in); err != nil {
@@ -384,7 +385,7 @@ func TestFlowMovesBetweenCPUs(t *testing.T) {
 		privtest.Unavailable(t, fmt.Sprintf("needs two CPUs, this machine has %d", runtime.NumCPU()))
 	}
 	// open makes a flow on CPU 0 and moves the ring away from its real.
-	open := func(p pkt, vip VIPKey) (k FlowKey, flowReal netip.Addr) {
+	open := func(p pkt, vip lb.VIPKey) (k FlowKey, flowReal netip.Addr) {
 		t.Helper()
 		k = p.flowKey()
 		if act, _, err := simulateOn(l.Balancer, 0, p.frame(t)); err != nil || act != ActionTX {
@@ -422,7 +423,7 @@ func TestFlowMovesBetweenCPUs(t *testing.T) {
 	}
 
 	t.Run("tcp", func(t *testing.T) {
-		syn := pkt{src: "198.51.100.110", dst: "10.10.0.1", sport: 41000, dport: 80, proto: TCP, flags: "S"}
+		syn := pkt{src: "198.51.100.110", dst: "10.10.0.1", sport: 41000, dport: 80, proto: lb.TCP, flags: "S"}
 		k, flowReal := open(syn, vipTCP)
 		data := syn
 		data.flags, data.payload = "PA", []byte("moved")
@@ -441,16 +442,16 @@ func TestFlowMovesBetweenCPUs(t *testing.T) {
 	})
 
 	t.Run("udp", func(t *testing.T) {
-		q := pkt{src: "198.51.100.111", dst: "10.10.0.1", sport: 41001, dport: 53, proto: UDP, payload: []byte("q")}
+		q := pkt{src: "198.51.100.111", dst: "10.10.0.1", sport: 41001, dport: 53, proto: lb.UDP, payload: []byte("q")}
 		k, flowReal := open(q, vipUDP)
 		in := q.frame(t)
 		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipUDP, k, flowReal), txHit)
 	})
 
 	t.Run("icmp too big", func(t *testing.T) {
-		syn := pkt{src: "198.51.100.112", dst: "10.10.0.1", sport: 41002, dport: 80, proto: TCP, flags: "S"}
+		syn := pkt{src: "198.51.100.112", dst: "10.10.0.1", sport: 41002, dport: 80, proto: lb.TCP, flags: "S"}
 		k, flowReal := open(syn, vipTCP)
-		in := fragNeeded(t, "10.10.0.1", syn.src, 80, syn.sport, TCP)
+		in := fragNeeded(t, "10.10.0.1", syn.src, 80, syn.sport, lb.TCP)
 		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipTCP, k, flowReal),
 			map[Stat]uint64{StatTX: 1, StatICMPTooBig: 1})
 	})
@@ -467,7 +468,7 @@ func TestFlowMovesBetweenCPUs(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.SetVIPFlags(vipUDP, 0) })
-		q := pkt{src: "198.51.100.118", dst: "10.10.0.1", sport: 41008, dport: 53, proto: UDP, payload: []byte("q")}
+		q := pkt{src: "198.51.100.118", dst: "10.10.0.1", sport: 41008, dport: 53, proto: lb.UDP, payload: []byte("q")}
 		k, flowReal := open(q, vipUDP)
 		in := q.frame(t)
 		l.runOn(t, 1, in, ActionTX, l.expectEncap(t, in, vipUDP, k, flowReal), txHit)

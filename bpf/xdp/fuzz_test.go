@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/google/gopacket/layers"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // FuzzBalancer feeds mutated frames through the program. Whatever comes
@@ -21,20 +23,20 @@ import (
 func FuzzBalancer(f *testing.F) {
 	l := newTestLB(f)
 	seeds := []pkt{
-		{src: "198.51.100.1", dst: "10.10.0.1", sport: 1, dport: 80, proto: TCP, flags: "S"},
-		{src: "198.51.100.1", dst: "10.10.0.1", sport: 1, dport: 53, proto: UDP, payload: []byte("q")},
-		{src: "198.51.100.1", dst: "10.10.0.2", sport: 1, dport: 443, proto: UDP},
-		{src: "198.51.100.1", dst: "10.10.0.3", sport: 1, dport: 443, proto: TCP, flags: "A", vlan: true},
-		{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 1, dport: 80, proto: TCP, flags: "S"},
-		{src: "2001:db8:1::1", dst: "2001:db8::20", sport: 1, dport: 80, proto: TCP, flags: "PA", payload: []byte("data")},
-		{src: "2001:db8:1::1", dst: "2001:db8::30", sport: 1, dport: 443, proto: UDP},
+		{src: "198.51.100.1", dst: "10.10.0.1", sport: 1, dport: 80, proto: lb.TCP, flags: "S"},
+		{src: "198.51.100.1", dst: "10.10.0.1", sport: 1, dport: 53, proto: lb.UDP, payload: []byte("q")},
+		{src: "198.51.100.1", dst: "10.10.0.2", sport: 1, dport: 443, proto: lb.UDP},
+		{src: "198.51.100.1", dst: "10.10.0.3", sport: 1, dport: 443, proto: lb.TCP, flags: "A", vlan: true},
+		{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 1, dport: 80, proto: lb.TCP, flags: "S"},
+		{src: "2001:db8:1::1", dst: "2001:db8::20", sport: 1, dport: 80, proto: lb.TCP, flags: "PA", payload: []byte("data")},
+		{src: "2001:db8:1::1", dst: "2001:db8::30", sport: 1, dport: 443, proto: lb.UDP},
 	}
 	for _, s := range seeds {
 		f.Add(s.frame(f))
 	}
 	f.Add(icmp4(f, "198.51.100.1", "10.10.0.1", layers.ICMPv4TypeEchoRequest, 0, []byte("ping")))
-	f.Add(fragNeeded(f, "10.10.0.1", "198.51.100.1", 80, 1, TCP))
-	f.Add(packetTooBig(f, "2001:db8::10", "2001:db8:1::1", 80, 1, TCP))
+	f.Add(fragNeeded(f, "10.10.0.1", "198.51.100.1", 80, 1, lb.TCP))
+	f.Add(packetTooBig(f, "2001:db8::10", "2001:db8:1::1", 80, 1, lb.TCP))
 
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) < 14 || len(in) > 3000 {

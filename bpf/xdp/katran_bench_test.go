@@ -30,6 +30,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Katran's constants (katran/lib/bpf/balancer_consts.h, default build).
@@ -119,7 +121,7 @@ type katranLB struct {
 
 const katranNoLRU = "fallback" // the variant that leaves lru_mapping empty
 
-func loadKatran(t *testing.T, path string, reals []netip.Addr, vip VIPKey) *katranLB {
+func loadKatran(t *testing.T, path string, reals []netip.Addr, vip lb.VIPKey) *katranLB {
 	t.Helper()
 	spec, err := ebpf.LoadCollectionSpec(path)
 	if err != nil {
@@ -346,10 +348,10 @@ func TestKatranSideBySide(t *testing.T) {
 	t.Logf("created Katran's per-CPU LRUs (%d CPUs: 2 x %d and 2 x %d entries) in %v",
 		k.ncpu, katranDefaultLRU/k.ncpu, (1<<20)/k.ncpu, time.Since(start).Round(time.Millisecond))
 
-	established := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
+	established := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "PA", payload: make([]byte, 64)}
 	estSYN := established
 	estSYN.flags, estSYN.payload = "S", nil
-	nonVIP := pkt{src: "198.51.100.1", dst: "10.99.0.1", sport: 31337, dport: 80, proto: TCP, flags: "PA", payload: make([]byte, 64)}
+	nonVIP := pkt{src: "198.51.100.1", dst: "10.99.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "PA", payload: make([]byte, 64)}
 	estFrame, synFrame, nonVIPFrame := established.frame(t), estSYN.frame(t), nonVIP.frame(t)
 
 	// Katran's output for a SYN must be the input's IP packet in IPIP to
@@ -373,7 +375,7 @@ func TestKatranSideBySide(t *testing.T) {
 			if flowN >= 1<<16 {
 				src = netip.AddrFrom4([4]byte{198, 19, byte(flowN >> 8), byte(flowN)})
 			}
-			p := pkt{src: src.String(), dst: "10.10.0.1", sport: uint16(1024 + (flowN*7919)%60000), dport: 80, proto: TCP, flags: "S"}
+			p := pkt{src: src.String(), dst: "10.10.0.1", sport: uint16(1024 + (flowN*7919)%60000), dport: 80, proto: lb.TCP, flags: "S"}
 			frames[i] = p.frame(t)
 			lastKeys = append(lastKeys, katranFlowOf(p))
 		}

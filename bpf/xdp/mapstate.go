@@ -6,6 +6,8 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // The names of the maps drift is reported by: the kernel maps themselves.
@@ -38,13 +40,13 @@ const (
 
 // AddrFlagsOf is what vip_addrs must hold for an address used by the VIPs
 // keys (those of other addresses are ignored).
-func AddrFlagsOf(addr netip.Addr, keys []VIPKey) AddrFlags {
+func AddrFlagsOf(addr netip.Addr, keys []lb.VIPKey) AddrFlags {
 	var f AddrFlags
 	for _, k := range keys {
 		if k.Addr != addr || k.Port != 0 {
 			continue
 		}
-		if k.Proto == TCP {
+		if k.Proto == lb.TCP {
 			f |= AddrPortlessTCP
 		} else {
 			f |= AddrPortlessUDP
@@ -69,7 +71,7 @@ func (b *Balancer) FilterOf(addrs []netip.Addr) []uint64 {
 // the balancer's bookkeeping of what it wrote): drift repair compares it
 // with what they should hold.
 type MapState struct {
-	VIPs     map[VIPKey]uint32        // vips: key → number
+	VIPs     map[lb.VIPKey]uint32     // vips: key → number
 	VIPInfo  map[uint32]VIPInfo       // vip_info entries with a generation or flags (in use, or left by someone)
 	VIPAddrs map[netip.Addr]AddrFlags // vip_addrs
 	Filter   []uint64                 // vip_filter, word by word
@@ -77,7 +79,7 @@ type MapState struct {
 	// BadEntries are entries no lbd writes (an unknown address family,
 	// an index out of range), by map name, for the caller to report and
 	// clear with ClearVIPEntry / ClearReal.
-	BadVIPs  []VIPKey
+	BadVIPs  []lb.VIPKey
 	BadReals []RealID
 	Config   Config
 	// ConfigErr says why the config map holds no valid configuration.
@@ -90,7 +92,7 @@ func (b *Balancer) ReadMaps() (*MapState, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	s := &MapState{
-		VIPs: map[VIPKey]uint32{}, VIPInfo: map[uint32]VIPInfo{},
+		VIPs: map[lb.VIPKey]uint32{}, VIPInfo: map[uint32]VIPInfo{},
 		VIPAddrs: map[netip.Addr]AddrFlags{}, Reals: map[RealID]netip.Addr{},
 	}
 	var rk balancerVipKey
@@ -98,9 +100,9 @@ func (b *Balancer) ReadMaps() (*MapState, error) {
 	it := b.objs.Vips.Iterate()
 	for it.Next(&rk, &num) {
 		addr, err := wordsAddr(rk.Addr, uint32(rk.Family))
-		key := VIPKey{Addr: addr, Port: ntohs(rk.Port), Proto: Proto(rk.Proto)}
+		key := lb.VIPKey{Addr: addr, Port: ntohs(rk.Port), Proto: lb.Proto(rk.Proto)}
 		if err != nil {
-			key = VIPKey{Port: ntohs(rk.Port), Proto: Proto(rk.Proto)}
+			key = lb.VIPKey{Port: ntohs(rk.Port), Proto: lb.Proto(rk.Proto)}
 			s.BadVIPs = append(s.BadVIPs, key)
 			continue
 		}
@@ -192,7 +194,7 @@ func readArrayMap[V any](m *ebpf.Map, vals []V) error {
 
 // RepairVIP rewrites a VIP's vips and vip_info entries, its vip_addrs
 // entry and its vip_filter bit.
-func (b *Balancer) RepairVIP(key VIPKey) error {
+func (b *Balancer) RepairVIP(key lb.VIPKey) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e, ok := b.vips[key]
@@ -202,7 +204,7 @@ func (b *Balancer) RepairVIP(key VIPKey) error {
 	if err := b.writeMeta(key, e); err != nil {
 		return err
 	}
-	raw := key.raw()
+	raw := rawVIPKey(key)
 	if err := b.objs.Vips.Update(&raw, e.num, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("VIP %s: write vips map: %w", key, err)
 	}
@@ -211,13 +213,13 @@ func (b *Balancer) RepairVIP(key VIPKey) error {
 
 // ClearVIPEntry deletes a vips entry the balancer did not make (a VIP it
 // has installed is removed with RemoveVIP).
-func (b *Balancer) ClearVIPEntry(key VIPKey) error {
+func (b *Balancer) ClearVIPEntry(key lb.VIPKey) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if _, ok := b.vips[key]; ok {
 		return fmt.Errorf("VIP %s is installed: remove it with RemoveVIP", key)
 	}
-	raw := key.raw()
+	raw := rawVIPKey(key)
 	if !key.Addr.IsValid() {
 		return b.clearBadVIPEntries()
 	}
@@ -393,7 +395,7 @@ func (b *Balancer) RestoreVIP(v VIP) error {
 	if err := b.writeMeta(v.Key, e); err != nil {
 		return err
 	}
-	raw := v.Key.raw()
+	raw := rawVIPKey(v.Key)
 	if err := b.objs.Vips.Update(&raw, v.Num, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("VIP %s: write vips map: %w", v.Key, err)
 	}

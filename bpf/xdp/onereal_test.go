@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // The invariant of these tests: from its SYN on, a TCP connection goes to
@@ -38,7 +39,7 @@ var oneRealVariants = []oneRealVariant{
 
 // setupOneReal makes a test balancer for a variant: vip gets its flags and
 // the configuration its search rate.
-func setupOneReal(t *testing.T, v oneRealVariant, vip VIPKey) *testLB {
+func setupOneReal(t *testing.T, v oneRealVariant, vip lb.VIPKey) *testLB {
 	t.Helper()
 	if runtime.NumCPU() < 2 {
 		privtest.Unavailable(t, fmt.Sprintf("needs two CPUs, this machine has %d", runtime.NumCPU()))
@@ -64,7 +65,7 @@ func spendAllowance(t *testing.T, l *testLB, v oneRealVariant, cpu int) {
 		return
 	}
 	for i := range 4 {
-		p := pkt{src: "198.51.100.250", dst: "10.10.0.1", sport: uint16(42000 + i), dport: 53, proto: UDP, payload: []byte("x")}
+		p := pkt{src: "198.51.100.250", dst: "10.10.0.1", sport: uint16(42000 + i), dport: 53, proto: lb.UDP, payload: []byte("x")}
 		if act, _, err := simulateOn(l.Balancer, cpu, p.frame(t)); err != nil || act != ActionTX {
 			t.Fatalf("spend the allowance: %v %v", act, err)
 		}
@@ -72,7 +73,7 @@ func spendAllowance(t *testing.T, l *testLB, v oneRealVariant, cpu int) {
 }
 
 // sendOn runs a frame on cpu and returns the real it was sent to.
-func sendOn(t *testing.T, l *testLB, cpu int, vip VIPKey, k FlowKey, in []byte) netip.Addr {
+func sendOn(t *testing.T, l *testLB, cpu int, vip lb.VIPKey, k FlowKey, in []byte) netip.Addr {
 	t.Helper()
 	act, out, err := simulateOn(l.Balancer, cpu, in)
 	if err != nil {
@@ -93,7 +94,7 @@ func sendOn(t *testing.T, l *testLB, cpu int, vip VIPKey, k FlowKey, in []byte) 
 
 // ringAway points vip's ring at every real but not, and checks that k's
 // ring choice is then another real.
-func ringAway(t *testing.T, l *testLB, vip VIPKey, k FlowKey, not netip.Addr) netip.Addr {
+func ringAway(t *testing.T, l *testLB, vip lb.VIPKey, k FlowKey, not netip.Addr) netip.Addr {
 	t.Helper()
 	var ids []RealID
 	for _, r := range reals4 {
@@ -121,7 +122,7 @@ func TestTCPReuseOneReal(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/syn on %d then %d", v.name, cpus[0], cpus[1]), func(t *testing.T) {
 				l := setupOneReal(t, v, vipTCP)
 				a, b := cpus[0], cpus[1]
-				syn := pkt{src: "198.51.100.120", dst: "10.10.0.1", sport: 43000, dport: 80, proto: TCP, flags: "S"}
+				syn := pkt{src: "198.51.100.120", dst: "10.10.0.1", sport: 43000, dport: 80, proto: lb.TCP, flags: "S"}
 				ack := syn
 				ack.flags = "A"
 				data := syn
@@ -151,8 +152,8 @@ func TestTCPReuseOneReal(t *testing.T) {
 				}{
 					{a, "ACK", ack.frame(t)}, {b, "ACK", ack.frame(t)},
 					{a, "data", data.frame(t)}, {b, "data", data.frame(t)},
-					{a, "ICMP too-big", fragNeeded(t, "10.10.0.1", syn.src, 80, syn.sport, TCP)},
-					{b, "ICMP too-big", fragNeeded(t, "10.10.0.1", syn.src, 80, syn.sport, TCP)},
+					{a, "ICMP too-big", fragNeeded(t, "10.10.0.1", syn.src, 80, syn.sport, lb.TCP)},
+					{b, "ICMP too-big", fragNeeded(t, "10.10.0.1", syn.src, 80, syn.sport, lb.TCP)},
 					{a, "FIN", fin.frame(t)}, {b, "FIN", fin.frame(t)}, {a, "FIN", fin.frame(t)},
 				} {
 					if got := sendOn(t, l, step.cpu, vipTCP, k, step.in); got != next {
@@ -182,7 +183,7 @@ func TestUDPOneReal(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/first on %d then %d", v.name, cpus[0], cpus[1]), func(t *testing.T) {
 				l := setupOneReal(t, v, vipUDP)
 				a, b := cpus[0], cpus[1]
-				q := pkt{src: "198.51.100.121", dst: "10.10.0.1", sport: 43001, dport: 53, proto: UDP, payload: []byte("q")}
+				q := pkt{src: "198.51.100.121", dst: "10.10.0.1", sport: 43001, dport: 53, proto: lb.UDP, payload: []byte("q")}
 				k := q.flowKey()
 				first := sendOn(t, l, a, vipUDP, k, q.frame(t))
 				ringAway(t, l, vipUDP, k, first)
@@ -193,7 +194,7 @@ func TestUDPOneReal(t *testing.T) {
 						t.Errorf("datagram %d on CPU %d went to %s, the flow's first to %s", i+2, cpu, got, first)
 					}
 				}
-				in := fragNeeded(t, "10.10.0.1", q.src, 53, q.sport, UDP)
+				in := fragNeeded(t, "10.10.0.1", q.src, 53, q.sport, lb.UDP)
 				if got := sendOn(t, l, b, vipUDP, k, in); got != first {
 					t.Errorf("ICMP too-big on CPU %d went to %s, the flow to %s", b, got, first)
 				}
@@ -234,8 +235,8 @@ func TestMigrateLegacyFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer outer.Close()
-	reused := FlowKey{netip.MustParseAddrPort("198.51.100.130:44000"), netip.MustParseAddrPort("10.10.0.1:80"), TCP}
-	single := FlowKey{netip.MustParseAddrPort("198.51.100.131:44001"), netip.MustParseAddrPort("10.10.0.1:53"), UDP}
+	reused := FlowKey{netip.MustParseAddrPort("198.51.100.130:44000"), netip.MustParseAddrPort("10.10.0.1:80"), lb.TCP}
+	single := FlowKey{netip.MustParseAddrPort("198.51.100.131:44001"), netip.MustParseAddrPort("10.10.0.1:53"), lb.UDP}
 	put := func(cpu uint32, k FlowKey, v balancerFlowState) {
 		t.Helper()
 		var m *ebpf.Map

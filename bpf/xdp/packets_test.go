@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Packet builders for the fixtures, on gopacket: the expected packets are
@@ -36,7 +38,7 @@ func serialize(t testing.TB, raw bool, ls ...gopacket.SerializableLayer) []byte 
 type pkt struct {
 	src, dst     string
 	sport, dport uint16
-	proto        Proto
+	proto        lb.Proto
 	flags        string // TCP flags: "S", "A", "SA", "R", "PA"
 	payload      []byte
 	vlan         bool
@@ -57,7 +59,7 @@ func (p pkt) l2(t testing.TB, ethType layers.EthernetType) []gopacket.Serializab
 func (p pkt) l4(t testing.TB, nl gopacket.NetworkLayer) []gopacket.SerializableLayer {
 	payload := gopacket.Payload(p.payload)
 	switch p.proto {
-	case TCP:
+	case lb.TCP:
 		tcp := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), Seq: 1000, Window: 65535}
 		for _, f := range p.flags {
 			switch f {
@@ -77,7 +79,7 @@ func (p pkt) l4(t testing.TB, nl gopacket.NetworkLayer) []gopacket.SerializableL
 			t.Fatal(err)
 		}
 		return []gopacket.SerializableLayer{tcp, payload}
-	case UDP:
+	case lb.UDP:
 		udp := &layers.UDP{SrcPort: layers.UDPPort(p.sport), DstPort: layers.UDPPort(p.dport)}
 		if err := udp.SetNetworkLayerForChecksum(nl); err != nil {
 			t.Fatal(err)

@@ -14,6 +14,8 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // pinnedMaps are the maps that hold state a restart must keep. They are
@@ -290,7 +292,7 @@ func (b *Balancer) recover() error {
 		if err != nil {
 			return fmt.Errorf("recover: vips map: %w (%s)", err, cleanupHint)
 		}
-		key := VIPKey{Addr: addr, Port: ntohs(rk.Port), Proto: Proto(rk.Proto)}
+		key := lb.VIPKey{Addr: addr, Port: ntohs(rk.Port), Proto: lb.Proto(rk.Proto)}
 		if num >= b.limits.MaxVIPs || b.vipNums[num] {
 			return fmt.Errorf("recover: VIP %s has number %d, which is out of range or taken by another VIP (%s)", key, num, cleanupHint)
 		}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // testPinDir is a fresh pin directory on bpffs, cleaned up after the test
@@ -54,11 +55,11 @@ func openPinned(t *testing.T, limits Limits, dir string) *Balancer {
 // lbState is everything a restart must keep, as the API shows it.
 type lbState struct {
 	VIPs      []VIP
-	Gens      map[VIPKey]uint32
+	Gens      map[lb.VIPKey]uint32
 	Reals     map[netip.Addr]RealID
-	Rings     map[VIPKey][]RealID
+	Rings     map[lb.VIPKey][]RealID
 	Global    GlobalStats
-	VIPStats  map[VIPKey]VIPStats
+	VIPStats  map[lb.VIPKey]VIPStats
 	RealStats map[RealID]RealStats
 	Config    Config
 	Flows     map[FlowKey]Flow // without times (their wall-clock conversion moves)
@@ -67,8 +68,8 @@ type lbState struct {
 func snapshot(t *testing.T, b *Balancer) lbState {
 	t.Helper()
 	s := lbState{
-		VIPs: b.VIPs(), Gens: map[VIPKey]uint32{}, Reals: b.Reals(), Rings: map[VIPKey][]RealID{},
-		VIPStats: map[VIPKey]VIPStats{}, RealStats: map[RealID]RealStats{}, Flows: map[FlowKey]Flow{},
+		VIPs: b.VIPs(), Gens: map[lb.VIPKey]uint32{}, Reals: b.Reals(), Rings: map[lb.VIPKey][]RealID{},
+		VIPStats: map[lb.VIPKey]VIPStats{}, RealStats: map[RealID]RealStats{}, Flows: map[FlowKey]Flow{},
 	}
 	slices.SortFunc(s.VIPs, func(a, b VIP) int { return int(a.Num) - int(b.Num) })
 	var err error
@@ -120,9 +121,9 @@ func TestReopen(t *testing.T) {
 		}
 	}
 
-	tcp4 := pkt{src: "198.51.100.60", dst: "10.10.0.1", sport: 40200, dport: 80, proto: TCP, flags: "S"}
-	tcp6 := pkt{src: "2001:db8:1::60", dst: "2001:db8::10", sport: 40200, dport: 80, proto: TCP, flags: "S"}
-	gone := pkt{src: "2001:db8:1::61", dst: "2001:db8::30", sport: 7000, dport: 443, proto: UDP, payload: []byte("q")}
+	tcp4 := pkt{src: "198.51.100.60", dst: "10.10.0.1", sport: 40200, dport: 80, proto: lb.TCP, flags: "S"}
+	tcp6 := pkt{src: "2001:db8:1::60", dst: "2001:db8::10", sport: 40200, dport: 80, proto: lb.TCP, flags: "S"}
+	gone := pkt{src: "2001:db8:1::61", dst: "2001:db8::30", sport: 7000, dport: 443, proto: lb.UDP, payload: []byte("q")}
 	for _, p := range []pkt{tcp4, tcp6, gone} {
 		if act, _, err := l.Simulate(p.frame(t)); err != nil || act != ActionTX {
 			t.Fatalf("%v: %v %v", p.flowKey(), act, err)
@@ -172,7 +173,7 @@ func TestReopen(t *testing.T) {
 
 	// Established flows keep their reals although their rings move.
 	for _, c := range []struct {
-		vip VIPKey
+		vip lb.VIPKey
 		p   pkt
 	}{{vipTCP, tcp4}, {vip6, tcp6}} {
 		k := c.p.flowKey()
@@ -212,7 +213,7 @@ func TestReopen(t *testing.T) {
 	l2.run(t, in, ActionTX, l2.expectEncap(t, in, vip6GUE, k, l2.ringReal(t, vip6GUE, k)), txNew)
 
 	// A new VIP gets a number no recovered VIP has, and the newest generation.
-	fresh := VIPKey{netip.MustParseAddr("10.10.0.99"), 80, TCP}
+	fresh := lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.99"), Port: 80, Proto: lb.TCP}
 	if err := l2.AddVIP(fresh, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +406,7 @@ func TestReopenUpgradesConfig(t *testing.T) {
 	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_GW_MAC == 0 || r.GwMac != [6]uint8(gatewayMAC) {
 		t.Fatalf("after reopen: flags %#x, gateway MAC %x; want the flag and %s", r.Flags, r.GwMac, gatewayMAC)
 	}
-	syn := pkt{src: "198.51.100.92", dst: "10.10.0.1", sport: 40902, dport: 80, proto: TCP, flags: "S"}
+	syn := pkt{src: "198.51.100.92", dst: "10.10.0.1", sport: 40902, dport: 80, proto: lb.TCP, flags: "S"}
 	act, out, err := b.Simulate(syn.frame(t))
 	if err != nil || act != ActionTX || !bytes.Equal(out[0:6], gatewayMAC) {
 		t.Fatalf("SYN after reopen: %v %v, destination MAC %x, want TX to %s", act, err, out[:6], gatewayMAC)

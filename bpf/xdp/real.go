@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // RealID is a real's index in the datapath: what ring slots hold. 0 is
@@ -15,7 +17,7 @@ type RealID uint32
 // that is already defined returns the same ID. Reals are shared by all
 // VIPs that use them. It fails with ErrLimit when MaxReals-1 reals exist.
 func (b *Balancer) AddReal(addr netip.Addr) (RealID, error) {
-	if err := checkAddr("real", addr); err != nil {
+	if err := lb.CheckAddr("real", addr); err != nil {
 		return 0, err
 	}
 	b.mu.Lock()
@@ -69,7 +71,7 @@ func (b *Balancer) forgetIndex(addr netip.Addr, id RealID) {
 // flight through a freed index cannot be counted against its next pair.
 // It fails with ErrLimit when MaxReals-1 indices are in use.
 func (b *Balancer) AddRealSlot(addr netip.Addr) (RealID, error) {
-	if err := checkAddr("real", addr); err != nil {
+	if err := lb.CheckAddr("real", addr); err != nil {
 		return 0, err
 	}
 	b.mu.Lock()

@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Each VIP has two ring buffers, rings[2*num] and rings[2*num+1]; the top
@@ -41,7 +43,7 @@ func ringSlot(num, buf uint32) uint32 { return 2*num + buf }
 // SetRing gives a VIP a new ring: ring[slot] is the RealID that takes the
 // flows hashing to slot (0: none, such packets are dropped). Every
 // non-zero entry must be a real added with AddReal.
-func (b *Balancer) SetRing(key VIPKey, ring []RealID) error {
+func (b *Balancer) SetRing(key lb.VIPKey, ring []RealID) error {
 	if len(ring) == 0 || len(ring) > maxRingSize {
 		return fmt.Errorf("VIP %s: ring size %d: must be between 1 and %d", key, len(ring), maxRingSize)
 	}
@@ -141,7 +143,7 @@ var newMapFromID = ebpf.NewMapFromID
 
 // Ring reads a VIP's live ring back from the kernel. A live buffer that
 // cannot be opened for want of permission gives ErrRingUnreadable.
-func (b *Balancer) Ring(key VIPKey) ([]RealID, error) {
+func (b *Balancer) Ring(key lb.VIPKey) ([]RealID, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e, ok := b.vips[key]

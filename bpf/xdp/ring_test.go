@@ -9,6 +9,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestRingBuffers: back-to-back ring changes of one size and of another
@@ -19,7 +21,7 @@ func TestRingBuffers(t *testing.T) {
 	dir := testPinDir(t)
 	limits := Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64}
 	b := openPinned(t, limits, dir)
-	key := VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 80, Proto: TCP}
+	key := lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 80, Proto: lb.TCP}
 	if err := b.AddVIP(key, VIPNoLRU); err != nil { // every packet follows the ring
 		t.Fatal(err)
 	}
@@ -31,7 +33,7 @@ func TestRingBuffers(t *testing.T) {
 		}
 		ids = append(ids, id)
 	}
-	syn := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 1234, dport: 80, proto: TCP, flags: "S"}.frame(t)
+	syn := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 1234, dport: 80, proto: lb.TCP, flags: "S"}.frame(t)
 	realOf := func() netip.Addr {
 		t.Helper()
 		act, out, err := b.Simulate(syn)
@@ -100,7 +102,7 @@ func TestRingUnreadable(t *testing.T) {
 	dir := testPinDir(t)
 	limits := Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64}
 	b := openPinned(t, limits, dir)
-	key := VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 80, Proto: TCP}
+	key := lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 80, Proto: lb.TCP}
 	if err := b.AddVIP(key, 0); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Stat names one global counter (enum lbd_stat in lbd_types.h, same order:
@@ -112,7 +114,7 @@ func (b *Balancer) GlobalStats() (GlobalStats, error) {
 }
 
 // VIPStats reads one VIP's counters.
-func (b *Balancer) VIPStats(key VIPKey) (VIPStats, error) {
+func (b *Balancer) VIPStats(key lb.VIPKey) (VIPStats, error) {
 	v, err := b.LookupVIP(key)
 	if err != nil {
 		return VIPStats{}, err
@@ -165,7 +167,7 @@ func (b *Balancer) clearRealStats(idx uint32) error {
 }
 
 // ResetVIPStats zeroes a VIP's counters.
-func (b *Balancer) ResetVIPStats(key VIPKey) error {
+func (b *Balancer) ResetVIPStats(key lb.VIPKey) error {
 	v, err := b.LookupVIP(key)
 	if err != nil {
 		return err

@@ -4,66 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
-// Proto is an L4 protocol a VIP balances.
-type Proto uint8
-
-// The protocols a VIP can have.
-const (
-	TCP Proto = 6
-	UDP Proto = 17
-)
-
-func (p Proto) String() string {
-	switch p {
-	case TCP:
-		return "tcp"
-	case UDP:
-		return "udp"
-	}
-	return fmt.Sprintf("proto-%d", uint8(p))
-}
-
-// ParseProto accepts "tcp" and "udp".
-func ParseProto(s string) (Proto, error) {
-	switch strings.ToLower(s) {
-	case "tcp":
-		return TCP, nil
-	case "udp":
-		return UDP, nil
-	}
-	return 0, fmt.Errorf("protocol %q: use tcp or udp", s)
-}
-
-// VIPKey names a VIP: address, port and protocol. Port 0 is a port-less
-// VIP: it takes every port of the address for the protocol that no VIP
-// with an exact port takes.
-type VIPKey struct {
-	Addr  netip.Addr
-	Port  uint16
-	Proto Proto
-}
-
-func (k VIPKey) String() string {
-	return fmt.Sprintf("%s/%s", k.Proto, netip.AddrPortFrom(k.Addr, k.Port))
-}
-
-// Validate says what is wrong with a key, if anything.
-func (k VIPKey) Validate() error {
-	if err := checkAddr("VIP", k.Addr); err != nil {
-		return err
-	}
-	if k.Proto != TCP && k.Proto != UDP {
-		return fmt.Errorf("VIP %s: protocol must be tcp or udp", k)
-	}
-	return nil
-}
-
-func (k VIPKey) raw() balancerVipKey {
+// rawVIPKey is a key as the vips map has it.
+func rawVIPKey(k lb.VIPKey) balancerVipKey {
 	words, fam := addrWords(k.Addr)
 	return balancerVipKey{Addr: words, Port: htons(k.Port), Proto: uint8(k.Proto), Family: fam}
 }
@@ -98,7 +46,7 @@ type vipEntry struct {
 
 // VIP is an installed VIP as the datapath has it.
 type VIP struct {
-	Key      VIPKey
+	Key      lb.VIPKey
 	Num      uint32 // index of its ring and counters
 	Flags    VIPFlags
 	RingSize uint32 // 0 until SetRing
@@ -112,7 +60,7 @@ type VIP struct {
 // AddVIP installs a VIP with no ring: until SetRing gives it one, its
 // packets are dropped (counted as no-real). It fails with ErrExists, or
 // with ErrLimit when all MaxVIPs numbers are taken.
-func (b *Balancer) AddVIP(key VIPKey, flags VIPFlags) error {
+func (b *Balancer) AddVIP(key lb.VIPKey, flags VIPFlags) error {
 	if err := key.Validate(); err != nil {
 		return err
 	}
@@ -148,7 +96,7 @@ func (b *Balancer) AddVIP(key VIPKey, flags VIPFlags) error {
 		undo()
 		return err
 	}
-	raw := key.raw()
+	raw := rawVIPKey(key)
 	if err := b.objs.Vips.Update(&raw, num, ebpf.UpdateNoExist); err != nil {
 		undo()
 		return fmt.Errorf("VIP %s: write vips map: %w", key, err)
@@ -165,7 +113,7 @@ func (b *Balancer) AddVIP(key VIPKey, flags VIPFlags) error {
 }
 
 // SetVIPFlags replaces a VIP's flags.
-func (b *Balancer) SetVIPFlags(key VIPKey, flags VIPFlags) error {
+func (b *Balancer) SetVIPFlags(key lb.VIPKey, flags VIPFlags) error {
 	if flags&^allVIPFlags != 0 {
 		return fmt.Errorf("VIP %s: unknown flags %#x", key, uint32(flags&^allVIPFlags))
 	}
@@ -186,14 +134,14 @@ func (b *Balancer) SetVIPFlags(key VIPKey, flags VIPFlags) error {
 // RemoveVIP removes a VIP, its ring and its address entry (when no other
 // VIP uses the address). Its connection table entries stay until evicted:
 // they no longer match once the VIP is gone (see DeleteFlows).
-func (b *Balancer) RemoveVIP(key VIPKey) error {
+func (b *Balancer) RemoveVIP(key lb.VIPKey) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e, ok := b.vips[key]
 	if !ok {
 		return fmt.Errorf("VIP %s: %w", key, ErrNotFound)
 	}
-	raw := key.raw()
+	raw := rawVIPKey(key)
 	if err := b.objs.Vips.Delete(&raw); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("VIP %s: delete from vips map: %w", key, err)
 	}
@@ -221,7 +169,7 @@ func (b *Balancer) VIPs() []VIP {
 }
 
 // LookupVIP returns one installed VIP.
-func (b *Balancer) LookupVIP(key VIPKey) (VIP, error) {
+func (b *Balancer) LookupVIP(key lb.VIPKey) (VIP, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e, ok := b.vips[key]
@@ -231,7 +179,7 @@ func (b *Balancer) LookupVIP(key VIPKey) (VIP, error) {
 	return VIP{Key: key, Num: e.num, Flags: e.flags, RingSize: e.ringSize, Buf: e.buf, Gen: e.gen}, nil
 }
 
-func (b *Balancer) writeMeta(key VIPKey, e vipEntry) error {
+func (b *Balancer) writeMeta(key lb.VIPKey, e vipEntry) error {
 	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), RingSize: e.ringSize | e.buf<<ringBufShift, Gen: e.gen, Pad: e.gen}
 	if err := b.objs.VipInfo.Update(e.num, &meta, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("VIP %s: write vip_info map: %w", key, err)
@@ -260,7 +208,7 @@ func (b *Balancer) syncAddr(addr netip.Addr) error {
 		}
 		used = true
 		if k.Port == 0 {
-			if k.Proto == TCP {
+			if k.Proto == lb.TCP {
 				flags |= balancerLbdAddrFlagLBD_ADDR_F_PORTLESS_TCP
 			} else {
 				flags |= balancerLbdAddrFlagLBD_ADDR_F_PORTLESS_UDP

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/bgp"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 func TestBGPConfigFileThenFlags(t *testing.T) {
@@ -99,7 +99,7 @@ func TestBGPCommands(t *testing.T) {
 		Peers: []bgp.PeerSettings{{Address: "127.0.0.1", ASN: 65000, Port: uint16(deadPort)}}}
 
 	ctl := control.New(fakedp.New(), nopSaver{}, nil, nil)
-	key := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
+	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
 	if _, err := ctl.CreateVIP(control.VIP{Key: key, RingSize: 1021, Reals: []control.Real{{Addr: netip.MustParseAddr("10.0.0.1"), Weight: 1, State: control.RealActive}}}); err != nil {
 		t.Fatal(err)
 	}

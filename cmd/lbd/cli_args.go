@@ -7,51 +7,16 @@ import (
 	"strings"
 
 	"github.com/lbd-dev/lbd/api"
-	"github.com/lbd-dev/lbd/bpf/xdp"
-	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/lb"
 )
-
-// vipUsage is how a VIP argument is written, for help and errors.
-const vipUsage = "PROTO/ADDR:PORT, e.g. tcp/192.0.2.1:80 or udp/[2001:db8::1]:53 (port 0 = every port), or the API's name tcp-192.0.2.1-80"
-
-// parseVIP reads a VIP argument: "tcp/192.0.2.1:80", "udp/[2001:db8::1]:53",
-// or the API's name form "tcp-192.0.2.1-80" / "udp-2001:db8::1-53". The
-// port is required (0 names a port-less VIP) so that a forgotten port
-// does not quietly make a VIP that takes every port.
-func parseVIP(s string) (xdp.VIPKey, error) {
-	s = strings.TrimSpace(s)
-	proto, rest, slash := strings.Cut(s, "/")
-	if !slash {
-		if strings.Contains(s, "-") {
-			key, err := control.ParseVIPName(s)
-			if err != nil {
-				return xdp.VIPKey{}, fmt.Errorf("VIP %q: want %s", s, vipUsage)
-			}
-			return key, nil
-		}
-		return xdp.VIPKey{}, fmt.Errorf("VIP %q: want %s", s, vipUsage)
-	}
-	p, err := xdp.ParseProto(proto)
-	if err != nil {
-		return xdp.VIPKey{}, fmt.Errorf("VIP %q: %w", s, err)
-	}
-	ap, err := netip.ParseAddrPort(rest)
-	if err != nil {
-		if a, aerr := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]")); aerr == nil {
-			return xdp.VIPKey{}, fmt.Errorf("VIP %q: no port: add one, e.g. %s/%s (port 0 = every port)", s, p, netip.AddrPortFrom(a, 80))
-		}
-		return xdp.VIPKey{}, fmt.Errorf("VIP %q: want %s", s, vipUsage)
-	}
-	return xdp.VIPKey{Addr: ap.Addr(), Port: ap.Port(), Proto: p}, nil
-}
 
 // vipName is the API's name of a VIP argument.
 func vipName(s string) (string, error) {
-	key, err := parseVIP(s)
+	key, err := lb.ParseVIP(s)
 	if err != nil {
 		return "", err
 	}
-	return control.VIPName(key), nil
+	return lb.VIPName(key), nil
 }
 
 // vipDisplay writes a VIP the way users type it: tcp/192.0.2.1:80.

@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/api/client"
-	"github.com/lbd-dev/lbd/control"
 )
 
 // eventsRetry is the wait before `lbd events` reconnects to a daemon that
@@ -97,7 +97,7 @@ func (s *session) printMessage(m client.Message) error {
 	if s.json {
 		return s.emit(struct {
 			ID string `json:"id"`
-			control.Event
+			api.LBDEventJSON
 		}{m.ID, *e}, nil)
 	}
 	line := fmt.Sprintf("%s %-12s %s", e.Time.Local().Format("15:04:05.000"), e.Type, e.VIP)

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestEventsFollowsAcrossRestarts: `lbd events` prints lbd's events; when
@@ -59,7 +59,7 @@ func TestEventsFollowsAcrossRestarts(t *testing.T) {
 		return hs
 	}
 	create := func(ctl *control.Controller, port uint16) {
-		if _, err := ctl.CreateVIP(control.VIP{Key: xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.9"), Port: port, Proto: xdp.TCP}}); err != nil {
+		if _, err := ctl.CreateVIP(control.VIP{Key: lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.9"), Port: port, Proto: lb.TCP}}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -13,7 +13,6 @@ import (
 
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/api/client"
-	"github.com/lbd-dev/lbd/control"
 )
 
 // maxAllFlows bounds `lbd flows --all`: a connection table can hold
@@ -317,7 +316,7 @@ func newReconcileCommand(cfg *clientConfig) *cobra.Command {
 				return err
 			}
 			if drifts == nil {
-				drifts = []control.Drift{}
+				drifts = []api.DriftJSON{}
 			}
 			if len(drifts) == 0 {
 				if s.json {

@@ -8,13 +8,14 @@ import (
 
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 func newRealCommand(cfg *clientConfig) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "real",
 		Short: "List and change the real servers of a VIP",
-		Long: "A VIP is written " + vipUsage + ".\n" +
+		Long: "A VIP is written " + lb.VIPUsage + ".\n" +
 			"A real is an IPv4 or IPv6 address; where a weight can follow, write ADDR:WEIGHT or [IPv6]:WEIGHT.",
 	}
 	cmd.AddCommand(

@@ -25,13 +25,14 @@ import (
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 const testToken = "cli-test-token"
 
 type nopSaver struct{}
 
-func (nopSaver) Save(map[xdp.VIPKey]*control.VIP) error { return nil }
+func (nopSaver) Save(map[lb.VIPKey]*control.VIP) error { return nil }
 
 // daemon is the real API server over a fake datapath, on a loopback
 // port, with a token file for the CLI.
@@ -156,15 +157,15 @@ func wantErr(t *testing.T, err error, parts ...string) {
 }
 
 var (
-	vip4 = xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
-	vip6 = xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 53, Proto: xdp.UDP}
+	vip4 = lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
+	vip6 = lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 53, Proto: lb.UDP}
 	r1   = netip.MustParseAddr("10.0.0.1")
 	r2   = netip.MustParseAddr("10.0.0.2")
 	r3   = netip.MustParseAddr("10.0.0.3")
 )
 
 // ringCounts counts the datapath ring's slots per real address.
-func ringCounts(t *testing.T, dp *fakedp.Datapath, key xdp.VIPKey) map[netip.Addr]int {
+func ringCounts(t *testing.T, dp *fakedp.Datapath, key lb.VIPKey) map[netip.Addr]int {
 	t.Helper()
 	byID := map[xdp.RealID]netip.Addr{}
 	for a, id := range dp.RealMap {
@@ -179,7 +180,7 @@ func ringCounts(t *testing.T, dp *fakedp.Datapath, key xdp.VIPKey) map[netip.Add
 	return out
 }
 
-func desiredReal(t *testing.T, ctl *control.Controller, key xdp.VIPKey, addr netip.Addr) (control.Real, bool) {
+func desiredReal(t *testing.T, ctl *control.Controller, key lb.VIPKey, addr netip.Addr) (control.Real, bool) {
 	t.Helper()
 	v, err := ctl.VIP(key)
 	if err != nil {
@@ -677,7 +678,7 @@ func TestStatusAndReconcile(t *testing.T) {
 	}
 	// Drift: someone emptied the ring and added a VIP behind lbd's back.
 	clear(d.dp.Rings[vip4])
-	stray := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.99"), Port: 443, Proto: xdp.TCP}
+	stray := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.99"), Port: 443, Proto: lb.TCP}
 	if err := d.dp.AddVIP(stray, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -702,20 +703,20 @@ func TestStatusAndReconcile(t *testing.T) {
 func TestParseVIP(t *testing.T) {
 	for _, c := range []struct {
 		in   string
-		want xdp.VIPKey
+		want lb.VIPKey
 	}{
 		{"tcp/192.0.2.1:80", vip4},
 		{"TCP/192.0.2.1:80", vip4},
 		{"tcp-192.0.2.1-80", vip4},
 		{"udp/[2001:db8::1]:53", vip6},
 		{"udp-2001:db8::1-53", vip6},
-		{"tcp/192.0.2.1:0", xdp.VIPKey{Addr: vip4.Addr, Proto: xdp.TCP}},
-		{"tcp-192.0.2.1-0", xdp.VIPKey{Addr: vip4.Addr, Proto: xdp.TCP}},
+		{"tcp/192.0.2.1:0", lb.VIPKey{Addr: vip4.Addr, Proto: lb.TCP}},
+		{"tcp-192.0.2.1-0", lb.VIPKey{Addr: vip4.Addr, Proto: lb.TCP}},
 		{" udp/[2001:db8::1]:53 ", vip6},
 	} {
-		got, err := parseVIP(c.in)
+		got, err := lb.ParseVIP(c.in)
 		if err != nil || got != c.want {
-			t.Errorf("parseVIP(%q) = %v, %v; want %v", c.in, got, err, c.want)
+			t.Errorf("lb.ParseVIP(%q) = %v, %v; want %v", c.in, got, err, c.want)
 		}
 	}
 	for _, c := range []struct{ in, want string }{
@@ -730,9 +731,9 @@ func TestParseVIP(t *testing.T) {
 		{"tcp-192.0.2.1-http", "want PROTO/ADDR:PORT"},
 		{"", "want PROTO/ADDR:PORT"},
 	} {
-		_, err := parseVIP(c.in)
+		_, err := lb.ParseVIP(c.in)
 		if err == nil || !strings.Contains(err.Error(), c.want) {
-			t.Errorf("parseVIP(%q) error %v, want one containing %q", c.in, err, c.want)
+			t.Errorf("lb.ParseVIP(%q) error %v, want one containing %q", c.in, err, c.want)
 		}
 	}
 }
@@ -768,7 +769,7 @@ func TestVIPHealthFlags(t *testing.T) {
 	d := newDaemon(t)
 	d.ok("vip", "add", "tcp/192.0.2.9:80", "--health", "http", "--health-path", "/healthz", "--health-interval", "2s",
 		"--down-flows", "reset", "--real", "10.0.0.1")
-	key := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.9"), Port: 80, Proto: xdp.TCP}
+	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.9"), Port: 80, Proto: lb.TCP}
 	v, err := d.ctl.VIP(key)
 	if err != nil {
 		t.Fatal(err)

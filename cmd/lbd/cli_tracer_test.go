@@ -40,7 +40,7 @@ func tracedDaemon(t *testing.T) *daemon {
 	t.Cleanup(func() { tr.Stop() })
 	d := &daemon{t: t, dp: fakedp.New()}
 	d.ctl = control.New(d.dp, nopSaver{}, nil, nil)
-	srv, err := api.New(api.Options{Controller: d.ctl, Token: testToken, Tracer: tr})
+	srv, err := api.New(api.Options{Controller: d.ctl, Token: testToken, Tracer: tracerSource{tr}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,13 +12,14 @@ import (
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 func newVIPCommand(cfg *clientConfig) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "vip",
 		Short: "List, add, show, change and delete VIPs",
-		Long:  "A VIP is written " + vipUsage + ".",
+		Long:  "A VIP is written " + lb.VIPUsage + ".",
 	}
 	cmd.AddCommand(
 		&cobra.Command{
@@ -137,7 +138,7 @@ func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
 	f.register(cmd)
 	cmd.Flags().StringArrayVar(&reals, "real", nil, "a real as ADDR or ADDR:WEIGHT ([IPv6]:WEIGHT); repeat for more")
 	cmd.RunE = cfg.run(func(s *session, args []string) error {
-		key, err := parseVIP(args[0])
+		key, err := lb.ParseVIP(args[0])
 		if err != nil {
 			return err
 		}
@@ -358,7 +359,7 @@ func keyDisplay(name string) string {
 	if name == "" {
 		return "-"
 	}
-	k, err := control.ParseVIPName(name)
+	k, err := lb.ParseVIPName(name)
 	if err != nil {
 		return name
 	}

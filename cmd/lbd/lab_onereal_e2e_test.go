@@ -14,6 +14,7 @@ import (
 	"github.com/lbd-dev/lbd/control/maglev"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lab"
+	"github.com/lbd-dev/lbd/lb"
 	"golang.org/x/sys/unix"
 )
 
@@ -112,7 +113,7 @@ func movingPorts(t *testing.T, e *e2e, client netip.Addr, reals []string, remove
 	before, after := ring(reals), ring(rest)
 	var ports []movingPort
 	for p := uint16(1024); p != 0 && len(ports) < n; p++ {
-		k := xdp.FlowKey{Client: netip.AddrPortFrom(client, p), Dest: netip.AddrPortFrom(lab.VIP4, lab.WhoPort), Proto: xdp.TCP}
+		k := xdp.FlowKey{Client: netip.AddrPortFrom(client, p), Dest: netip.AddrPortFrom(lab.VIP4, lab.WhoPort), Proto: lb.TCP}
 		s := xdp.RingSlot(k, false, 65537)
 		if before[s] != removed && before[s] != after[s] {
 			ports = append(ports, movingPort{p, before[s], after[s]})

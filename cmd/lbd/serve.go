@@ -27,6 +27,7 @@ import (
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/hostaddr"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
+	"github.com/lbd-dev/lbd/lb"
 	"github.com/lbd-dev/lbd/ui"
 )
 
@@ -225,7 +226,7 @@ type serveState struct {
 	locks    *daemonLocks
 	token    string
 	store    *control.Store
-	desired  map[xdp.VIPKey]*control.VIP
+	desired  map[lb.VIPKey]*control.VIP
 	gw       net.HardwareAddr
 	dpConfig xdp.Config
 }

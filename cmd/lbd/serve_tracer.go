@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"errors"
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/bpf/kprobe"
 )
@@ -61,5 +62,105 @@ func startTracer(ctx context.Context, c tracerConfig, log *slog.Logger) (api.Tra
 	}
 	st := tr.Status()
 	log.Info("connection tracer running", "mode", st.Mode, "offsets", st.OffsetSource, "buffer", st.Buffer, "fd_install", st.FdInstall)
-	return tr, func() { tr.Stop() }, nil
+	return tracerSource{tr}, func() { tr.Stop() }, nil
+}
+
+// tracerSource is the kprobe tracer in the API's terms (api.TracerSource):
+// the API does not import bpf/kprobe, this wiring converts.
+type tracerSource struct{ tr *kprobe.Tracer }
+
+func (s tracerSource) Status() api.TracerStatusJSON { return tracerStatusJSON(s.tr.Status()) }
+
+func (s tracerSource) Connections(f api.ConnectionFilter) ([]api.ConnectionJSON, error) {
+	conns, err := s.tr.Connections(kprobe.Filter(f))
+	if errors.Is(err, kprobe.ErrNotRunning) {
+		return nil, fmt.Errorf("%w: %w", api.ErrTracerNotRunning, err)
+	}
+	out := make([]api.ConnectionJSON, len(conns))
+	for i, c := range conns {
+		out[i] = connectionJSON(c)
+	}
+	return out, err
+}
+
+func (s tracerSource) Subscribe(ctx context.Context, buffer int) (api.TracerSubscription, error) {
+	sub, err := s.tr.Subscribe(ctx, buffer)
+	if err != nil {
+		if errors.Is(err, kprobe.ErrNotRunning) {
+			err = fmt.Errorf("%w: %w", api.ErrTracerNotRunning, err)
+		}
+		return nil, err
+	}
+	return newEventSub(ctx, sub), nil
+}
+
+// eventSub converts a subscription's events as they are read: its
+// channel is unbuffered, so a slow reader still fills the tracer's buffer
+// and is counted in Dropped, as without the conversion.
+type eventSub struct {
+	sub *kprobe.Subscription
+	c   chan api.EventJSON
+}
+
+func newEventSub(ctx context.Context, sub *kprobe.Subscription) *eventSub {
+	s := &eventSub{sub: sub, c: make(chan api.EventJSON)}
+	go func() {
+		defer close(s.c)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-sub.C:
+				if !ok {
+					return
+				}
+				select {
+				case s.c <- eventJSON(ev):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return s
+}
+
+func (s *eventSub) Events() <-chan api.EventJSON { return s.c }
+func (s *eventSub) Dropped() uint64              { return s.sub.Dropped() }
+
+func connectionJSON(c kprobe.Connection) api.ConnectionJSON {
+	return api.ConnectionJSON{
+		Protocol: c.Proto.String(), Source: c.Src.String(), Destination: c.Dst.String(),
+		Netns: c.Netns, PID: c.PID, Comm: c.Comm, Direction: c.Direction, State: c.State,
+		BytesSent: c.BytesSent, BytesRecv: c.BytesRecv, Retransmits: c.Retransmits,
+		SRTTMicros: c.SRTT.Microseconds(), FirstSeen: c.FirstSeen, LastSeen: c.LastSeen,
+	}
+}
+
+// eventJSON converts a tracer event.
+func eventJSON(ev kprobe.Event) api.EventJSON {
+	e := api.EventJSON{
+		Type: ev.Type.String(), Time: ev.Time, Monotonic: ev.Monotonic, CPU: ev.CPU, PID: ev.PID, TID: ev.TID,
+		Comm: ev.Comm, Netns: ev.Netns, BytesSent: ev.BytesSent, BytesRecv: ev.BytesRecv,
+		Retransmits: ev.Retransmits, SRTTMicros: ev.SRTT.Microseconds(), FD: ev.FD,
+	}
+	if ev.Type != kprobe.EventFdInstall {
+		e.Protocol, e.Source, e.Destination = ev.Proto.String(), ev.Src.String(), ev.Dst.String()
+	}
+	return e
+}
+
+func tracerStatusJSON(st kprobe.Status) api.TracerStatusJSON {
+	out := api.TracerStatusJSON{
+		Running: st.Running, Kernel: st.Kernel, Mode: string(st.Mode), BTF: st.BTF, OffsetSource: string(st.OffsetSource),
+		Offsets: api.TracerOffsetsJSON(st.Offsets), Buffer: st.Buffer, FdInstall: st.FdInstall, SRTT: st.SRTT,
+		AcceptBy: st.AcceptBy, Attached: st.Attached, Events: st.Events, Lost: st.Lost, LostPerf: st.LostPerf,
+		StatsMapFull: st.StatsMapFull, SocksMapFull: st.SocksMapFull, Expired: st.Expired, CloseInferred: st.CloseInferred,
+		KprobeMissed: st.KprobeMissed, HookMisses: st.HookMisses, Connections: st.Connections,
+	}
+	if st.Guess != nil {
+		g := api.TracerGuessJSON(*st.Guess)
+		out.Guess = &g
+	}
+	return out
 }

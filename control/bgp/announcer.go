@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Routes is what the announcer needs of a speaker; *Speaker is one.
@@ -36,7 +37,7 @@ type PrefixState struct {
 	Announced bool
 	// Reason says why the prefix is not announced (empty when it is).
 	Reason string
-	// VIPs are the VIPs at this address (names as control.VIPName).
+	// VIPs are the VIPs at this address (names as lb.VIPName).
 	VIPs []string
 	// Since is when the prefix was last announced or withdrawn.
 	Since time.Time
@@ -148,7 +149,7 @@ func (a *Announcer) Sync() {
 			st = &PrefixState{Prefix: p, Reason: ReasonNoReal}
 			want[p] = st
 		}
-		st.VIPs = append(st.VIPs, control.VIPName(key))
+		st.VIPs = append(st.VIPs, lb.VIPName(key))
 		if ok {
 			st.Reason = ReasonAnnounced
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 	"net"
 	"net/netip"
 	"slices"
@@ -19,7 +20,6 @@ import (
 	bgppkt "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/fakedp"
@@ -132,7 +132,7 @@ func (r *router) waitRoutes(t *testing.T, what string, want ...string) time.Dura
 
 type nopSaver struct{}
 
-func (nopSaver) Save(map[xdp.VIPKey]*control.VIP) error { return nil }
+func (nopSaver) Save(map[lb.VIPKey]*control.VIP) error { return nil }
 
 // switchProber fails the probes of the reals marked down.
 type switchProber struct{ down sync.Map }
@@ -223,9 +223,9 @@ func TestAnnouncementsFollowTheControllerAndDrain(t *testing.T) {
 		v4route = "192.0.2.1/32 via 198.18.0.11 [65101:100]"
 		v6route = "2001:db8::1/128 via 2001:db8:ff::11 [65101:100]"
 	)
-	web := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
-	dns := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 53, Proto: xdp.UDP}
-	web6 := xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 443, Proto: xdp.TCP}
+	web := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
+	dns := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 53, Proto: lb.UDP}
+	web6 := lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 443, Proto: lb.TCP}
 	r1, r2, r6 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("2001:db8:1::1")
 	active := func(a netip.Addr) control.Real { return control.Real{Addr: a, Weight: 1, State: control.RealActive} }
 	must := func(_ any, err error) {

@@ -14,11 +14,12 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/privtest"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 type nopSaver struct{}
 
-func (nopSaver) Save(map[xdp.VIPKey]*control.VIP) error { return nil }
+func (nopSaver) Save(map[lb.VIPKey]*control.VIP) error { return nil }
 
 var (
 	clientMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
@@ -56,10 +57,10 @@ func reals(weights map[string]uint32) []control.Real {
 }
 
 var (
-	web    = xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
-	dns    = xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 53, Proto: xdp.UDP}
-	sticky = xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.2"), Port: 443, Proto: xdp.TCP}
-	web6   = xdp.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 443, Proto: xdp.TCP}
+	web    = lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
+	dns    = lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 53, Proto: lb.UDP}
+	sticky = lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.2"), Port: 443, Proto: lb.TCP}
+	web6   = lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 443, Proto: lb.TCP}
 
 	webReals    = map[string]uint32{"10.0.0.1": 1, "10.0.0.2": 2, "10.0.0.3": 1, "10.0.0.4": 3, "10.0.0.5": 1}
 	dnsReals    = map[string]uint32{"10.0.0.3": 1, "10.0.0.6": 1, "10.0.0.7": 1}
@@ -88,12 +89,12 @@ func configureInOrder(t *testing.T, n *node) {
 // reverse order, one real is added and taken away again.
 func configureOtherwise(t *testing.T, n *node) {
 	t.Helper()
-	decoy := xdp.VIPKey{Addr: netip.MustParseAddr("198.51.100.1"), Port: 1, Proto: xdp.UDP}
+	decoy := lb.VIPKey{Addr: netip.MustParseAddr("198.51.100.1"), Port: 1, Proto: lb.UDP}
 	if _, err := n.ctl.CreateVIP(control.VIP{Key: decoy, RingSize: 1021, Reals: reals(map[string]uint32{"10.9.9.9": 1, "10.0.0.9": 1, "2001:db8:1::3": 1})}); err != nil {
 		t.Fatal(err)
 	}
 	for _, v := range []struct {
-		key    xdp.VIPKey
+		key    lb.VIPKey
 		sticky bool
 		reals  map[string]uint32
 	}{{web6, false, web6Reals}, {sticky, true, stickyReals}, {dns, false, dnsReals}, {web, false, webReals}} {
@@ -121,7 +122,7 @@ func configureOtherwise(t *testing.T, n *node) {
 
 // flow is one client connection to a VIP.
 type flow struct {
-	vip    xdp.VIPKey
+	vip    lb.VIPKey
 	client netip.AddrPort
 }
 
@@ -133,19 +134,19 @@ func (f flow) frame(t *testing.T, syn bool, payload string) []byte {
 	if f.vip.Addr.Is6() {
 		eth.EthernetType = layers.EthernetTypeIPv6
 		l := &layers.IPv6{Version: 6, HopLimit: 64, SrcIP: f.client.Addr().AsSlice(), DstIP: f.vip.Addr.AsSlice(), NextHeader: layers.IPProtocolTCP}
-		if f.vip.Proto == xdp.UDP {
+		if f.vip.Proto == lb.UDP {
 			l.NextHeader = layers.IPProtocolUDP
 		}
 		ip, ipl = l, l
 	} else {
 		l := &layers.IPv4{Version: 4, TTL: 64, SrcIP: f.client.Addr().AsSlice(), DstIP: f.vip.Addr.AsSlice(), Protocol: layers.IPProtocolTCP}
-		if f.vip.Proto == xdp.UDP {
+		if f.vip.Proto == lb.UDP {
 			l.Protocol = layers.IPProtocolUDP
 		}
 		ip, ipl = l, l
 	}
 	var l4 gopacket.SerializableLayer
-	if f.vip.Proto == xdp.UDP {
+	if f.vip.Proto == lb.UDP {
 		u := &layers.UDP{SrcPort: layers.UDPPort(f.client.Port()), DstPort: layers.UDPPort(f.vip.Port)}
 		_ = u.SetNetworkLayerForChecksum(ip)
 		l4 = u
@@ -161,7 +162,7 @@ func (f flow) frame(t *testing.T, syn bool, payload string) []byte {
 	return buf.Bytes()
 }
 
-func randomFlows(r *rand.Rand, vip xdp.VIPKey, n int) []flow {
+func randomFlows(r *rand.Rand, vip lb.VIPKey, n int) []flow {
 	out := make([]flow, n)
 	for i := range out {
 		var a netip.Addr
@@ -220,9 +221,9 @@ func TestNodesAgreeOnEveryFlow(t *testing.T) {
 	}
 
 	r := rand.New(rand.NewPCG(1, 2))
-	want := map[xdp.VIPKey]map[string]uint32{web: webReals, dns: dnsReals, sticky: stickyReals, web6: web6Reals}
-	for _, vip := range []xdp.VIPKey{web, dns, sticky, web6} {
-		t.Run(control.VIPName(vip), func(t *testing.T) {
+	want := map[lb.VIPKey]map[string]uint32{web: webReals, dns: dnsReals, sticky: stickyReals, web6: web6Reals}
+	for _, vip := range []lb.VIPKey{web, dns, sticky, web6} {
+		t.Run(lb.VIPName(vip), func(t *testing.T) {
 			flows := randomFlows(r, vip, 400)
 			perReal := map[netip.Addr]int{}
 			// First packets: half the flows start on node a, half on b;
@@ -240,7 +241,7 @@ func TestNodesAgreeOnEveryFlow(t *testing.T) {
 				}
 				dst := outerDst(out1)
 				if _, ok := want[vip][dst.String()]; !ok {
-					t.Fatalf("flow %v went to %s, not a real of %s", f.client, dst, control.VIPName(vip))
+					t.Fatalf("flow %v went to %s, not a real of %s", f.client, dst, lb.VIPName(vip))
 				}
 				perReal[dst]++
 			}
@@ -264,7 +265,7 @@ func TestNodesAgreeOnEveryFlow(t *testing.T) {
 					t.Fatalf("established flow %v moved to the other node: %v %x vs %v %x", f.client, act1, out1, act2, out2)
 				}
 			}
-			t.Logf("%s: 400 new flows and 200 moved flows identical on both nodes; flows per real %v", control.VIPName(vip), perReal)
+			t.Logf("%s: 400 new flows and 200 moved flows identical on both nodes; flows per real %v", lb.VIPName(vip), perReal)
 		})
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestRealCountersAddUpToVIPs: traffic through the real datapath
@@ -19,8 +20,8 @@ import (
 // from zero.
 func TestRealCountersAddUpToVIPs(t *testing.T) {
 	n := newNode(t)
-	a := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: xdp.TCP}
-	b := xdp.VIPKey{Addr: netip.MustParseAddr("192.0.2.2"), Port: 80, Proto: xdp.TCP}
+	a := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
+	b := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.2"), Port: 80, Proto: lb.TCP}
 	shared, r2, r3, r4 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.3"), netip.MustParseAddr("10.0.0.4")
 	active := func(addrs ...netip.Addr) []control.Real {
 		var out []control.Real
@@ -37,7 +38,7 @@ func TestRealCountersAddUpToVIPs(t *testing.T) {
 	}
 
 	type pair struct {
-		vip  xdp.VIPKey
+		vip  lb.VIPKey
 		real netip.Addr
 	}
 	type count struct{ packets, bytes uint64 }
@@ -64,7 +65,7 @@ func TestRealCountersAddUpToVIPs(t *testing.T) {
 	}
 	check := func(phase string) {
 		t.Helper()
-		for _, key := range []xdp.VIPKey{a, b} {
+		for _, key := range []lb.VIPKey{a, b} {
 			st, err := n.ctl.VIPStats(key)
 			if err != nil {
 				t.Fatal(err)
@@ -77,7 +78,7 @@ func TestRealCountersAddUpToVIPs(t *testing.T) {
 				got[r.Addr] = r
 			}
 			if sum.packets != st.Packets || sum.bytes != st.Bytes {
-				t.Errorf("%s: VIP %s counts %d packets %d bytes, its reals %d and %d: %+v", phase, control.VIPName(key), st.Packets, st.Bytes, sum.packets, sum.bytes, st.Reals)
+				t.Errorf("%s: VIP %s counts %d packets %d bytes, its reals %d and %d: %+v", phase, lb.VIPName(key), st.Packets, st.Bytes, sum.packets, sum.bytes, st.Reals)
 			}
 			for p, c := range want {
 				if p.vip != key {
@@ -85,13 +86,13 @@ func TestRealCountersAddUpToVIPs(t *testing.T) {
 				}
 				r, ok := got[p.real]
 				if !ok || r.Packets != c.packets || r.Bytes != c.bytes {
-					t.Errorf("%s: VIP %s real %s: counters %+v (listed %v), sent %d packets %d bytes", phase, control.VIPName(key), p.real, r, ok, c.packets, c.bytes)
+					t.Errorf("%s: VIP %s real %s: counters %+v (listed %v), sent %d packets %d bytes", phase, lb.VIPName(key), p.real, r, ok, c.packets, c.bytes)
 				}
 				delete(got, p.real)
 			}
 			for addr, r := range got {
 				if r.Packets != 0 || r.Bytes != 0 {
-					t.Errorf("%s: VIP %s real %s counts %+v, none sent", phase, control.VIPName(key), addr, r)
+					t.Errorf("%s: VIP %s real %s counts %+v, none sent", phase, lb.VIPName(key), addr, r)
 				}
 			}
 		}

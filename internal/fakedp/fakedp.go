@@ -14,13 +14,14 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // Datapath is the fake. Its exported fields are its state, for tests to
 // inspect and tamper with.
 type Datapath struct {
-	VIPMap       map[xdp.VIPKey]xdp.VIP
-	Rings        map[xdp.VIPKey][]xdp.RealID
+	VIPMap       map[lb.VIPKey]xdp.VIP
+	Rings        map[lb.VIPKey][]xdp.RealID
 	RealMap      map[netip.Addr]xdp.RealID // the latest index of each address
 	Slots        map[xdp.RealID]netip.Addr // every defined index
 	Usage        xdp.TableUsage
@@ -28,7 +29,7 @@ type Datapath struct {
 	nextID       xdp.RealID
 	MaxVIPs      int
 	FlowList     []xdp.Flow
-	VIPCounters  map[xdp.VIPKey]xdp.VIPStats
+	VIPCounters  map[lb.VIPKey]xdp.VIPStats
 	RealCounters map[xdp.RealID]xdp.RealStats
 	Global       xdp.GlobalStats
 	Config       xdp.Config
@@ -46,9 +47,9 @@ type Datapath struct {
 // New returns an empty fake with room for 512 VIPs.
 func New() *Datapath {
 	return &Datapath{
-		VIPMap: map[xdp.VIPKey]xdp.VIP{}, Rings: map[xdp.VIPKey][]xdp.RealID{},
+		VIPMap: map[lb.VIPKey]xdp.VIP{}, Rings: map[lb.VIPKey][]xdp.RealID{},
 		RealMap: map[netip.Addr]xdp.RealID{}, Slots: map[xdp.RealID]netip.Addr{}, nextID: 1, MaxVIPs: 512,
-		VIPCounters: map[xdp.VIPKey]xdp.VIPStats{}, RealCounters: map[xdp.RealID]xdp.RealStats{},
+		VIPCounters: map[lb.VIPKey]xdp.VIPStats{}, RealCounters: map[xdp.RealID]xdp.RealStats{},
 	}
 }
 
@@ -63,7 +64,7 @@ func (f *Datapath) mutate(op string) error {
 	return nil
 }
 
-func (f *Datapath) AddVIP(key xdp.VIPKey, flags xdp.VIPFlags) error {
+func (f *Datapath) AddVIP(key lb.VIPKey, flags xdp.VIPFlags) error {
 	if err := f.mutate("AddVIP " + key.String()); err != nil {
 		return err
 	}
@@ -94,7 +95,7 @@ func (f *Datapath) RestoreVIP(v xdp.VIP) error {
 // ReadMaps returns the fake's state as the kernel maps would hold it: the
 // fake has no drift below its own bookkeeping.
 func (f *Datapath) ReadMaps() (*xdp.MapState, error) {
-	s := &xdp.MapState{VIPs: map[xdp.VIPKey]uint32{}, VIPInfo: map[uint32]xdp.VIPInfo{},
+	s := &xdp.MapState{VIPs: map[lb.VIPKey]uint32{}, VIPInfo: map[uint32]xdp.VIPInfo{},
 		VIPAddrs: map[netip.Addr]xdp.AddrFlags{}, Reals: map[xdp.RealID]netip.Addr{}, Config: f.Config}
 	keys := slices.Collect(maps.Keys(f.VIPMap))
 	for k, v := range f.VIPMap {
@@ -111,8 +112,8 @@ func (f *Datapath) ReadMaps() (*xdp.MapState, error) {
 // FilterOf: the fake has no filter.
 func (f *Datapath) FilterOf([]netip.Addr) []uint64 { return nil }
 
-func (f *Datapath) RepairVIP(key xdp.VIPKey) error { return f.mutate("RepairVIP " + key.String()) }
-func (f *Datapath) ClearVIPEntry(key xdp.VIPKey) error {
+func (f *Datapath) RepairVIP(key lb.VIPKey) error { return f.mutate("RepairVIP " + key.String()) }
+func (f *Datapath) ClearVIPEntry(key lb.VIPKey) error {
 	return f.mutate("ClearVIPEntry " + key.String())
 }
 func (f *Datapath) ClearVIPInfo(num uint32) error { return f.mutate(fmt.Sprint("ClearVIPInfo ", num)) }
@@ -129,7 +130,7 @@ func (f *Datapath) SetConfig(c xdp.Config) error {
 	return nil
 }
 
-func (f *Datapath) SetVIPFlags(key xdp.VIPKey, flags xdp.VIPFlags) error {
+func (f *Datapath) SetVIPFlags(key lb.VIPKey, flags xdp.VIPFlags) error {
 	if err := f.mutate("SetVIPFlags " + key.String()); err != nil {
 		return err
 	}
@@ -142,7 +143,7 @@ func (f *Datapath) SetVIPFlags(key xdp.VIPKey, flags xdp.VIPFlags) error {
 	return nil
 }
 
-func (f *Datapath) RemoveVIP(key xdp.VIPKey) error {
+func (f *Datapath) RemoveVIP(key lb.VIPKey) error {
 	if err := f.mutate("RemoveVIP " + key.String()); err != nil {
 		return err
 	}
@@ -156,7 +157,7 @@ func (f *Datapath) RemoveVIP(key xdp.VIPKey) error {
 
 func (f *Datapath) VIPs() []xdp.VIP { return slices.Collect(maps.Values(f.VIPMap)) }
 
-func (f *Datapath) LookupVIP(key xdp.VIPKey) (xdp.VIP, error) {
+func (f *Datapath) LookupVIP(key lb.VIPKey) (xdp.VIP, error) {
 	v, ok := f.VIPMap[key]
 	if !ok {
 		return xdp.VIP{}, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
@@ -164,7 +165,7 @@ func (f *Datapath) LookupVIP(key xdp.VIPKey) (xdp.VIP, error) {
 	return v, nil
 }
 
-func (f *Datapath) SetRing(key xdp.VIPKey, ring []xdp.RealID) error {
+func (f *Datapath) SetRing(key lb.VIPKey, ring []xdp.RealID) error {
 	if err := f.mutate("SetRing " + key.String()); err != nil {
 		return err
 	}
@@ -183,7 +184,7 @@ func (f *Datapath) SetRing(key xdp.VIPKey, ring []xdp.RealID) error {
 	return nil
 }
 
-func (f *Datapath) Ring(key xdp.VIPKey) ([]xdp.RealID, error) {
+func (f *Datapath) Ring(key lb.VIPKey) ([]xdp.RealID, error) {
 	if _, ok := f.VIPMap[key]; !ok {
 		return nil, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
 	}
@@ -245,7 +246,7 @@ func (f *Datapath) RemoveRealSlots(ids []xdp.RealID) (map[xdp.RealID]xdp.RealSta
 
 func (f *Datapath) RealSlots() map[xdp.RealID]netip.Addr { return maps.Clone(f.Slots) }
 
-func (f *Datapath) ResetVIPStats(key xdp.VIPKey) error {
+func (f *Datapath) ResetVIPStats(key lb.VIPKey) error {
 	if err := f.mutate("ResetVIPStats " + key.String()); err != nil {
 		return err
 	}
@@ -279,7 +280,7 @@ func (f *Datapath) Reals() map[netip.Addr]xdp.RealID { return maps.Clone(f.RealM
 
 func (f *Datapath) GlobalStats() (xdp.GlobalStats, error) { return f.Global, nil }
 
-func (f *Datapath) VIPStats(key xdp.VIPKey) (xdp.VIPStats, error) {
+func (f *Datapath) VIPStats(key lb.VIPKey) (xdp.VIPStats, error) {
 	if _, ok := f.VIPMap[key]; !ok {
 		return xdp.VIPStats{}, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
 	}

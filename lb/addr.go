@@ -1,14 +1,14 @@
-// Package mapaddr converts IP addresses to and from the form lbd's BPF
-// programs keep them in (bpf/include/lbd_types.h): four 32-bit words
-// whose memory bytes are the address in network order, IPv4 in word 0
-// only, and a family number.
-package mapaddr
+package lb
 
 import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
 )
+
+// An address as lbd's BPF programs keep it (bpf/include/lbd_types.h): four
+// 32-bit words whose memory bytes are the address in network order, IPv4
+// in word 0 only, and a family number.
 
 // The family numbers of the programs (enum lbd_family).
 const (
@@ -17,9 +17,9 @@ const (
 	FamilyIPv6 = 6
 )
 
-// Words returns a's words and family. An IPv4-mapped IPv6 address counts
-// as IPv4.
-func Words(a netip.Addr) (w [4]uint32, family uint32) {
+// AddrWords returns a's words and family. An IPv4-mapped IPv6 address
+// counts as IPv4.
+func AddrWords(a netip.Addr) (w [4]uint32, family uint32) {
 	a = a.Unmap()
 	if a.Is4() {
 		b := a.As4()
@@ -33,8 +33,8 @@ func Words(a netip.Addr) (w [4]uint32, family uint32) {
 	return w, FamilyIPv6
 }
 
-// Addr is the inverse of Words.
-func Addr(w [4]uint32, family uint32) (netip.Addr, error) {
+// WordsAddr is the inverse of AddrWords.
+func WordsAddr(w [4]uint32, family uint32) (netip.Addr, error) {
 	switch family {
 	case FamilyIPv4:
 		var b [4]byte
