@@ -9,6 +9,7 @@ import (
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestVIPDescription: a VIP's description (plain text, markup allowed)
@@ -57,9 +58,8 @@ func TestVIPDescription(t *testing.T) {
 		t.Errorf("patch description: %+v", vip)
 	}
 	// PATCH of something else keeps it
-	sticky := true
-	h.expect(req{method: "PATCH", path: path, body: VIPPatchJSON{Sticky: &sticky}}, http.StatusOK, &vip)
-	if vip.Description != desc || !vip.Sticky {
+	h.expect(req{method: "PATCH", path: path, body: VIPPatchJSON{SetFlags: lb.VIPSticky}}, http.StatusOK, &vip)
+	if vip.Description != desc || !vip.Flags.Has(lb.VIPSticky) {
 		t.Errorf("patch sticky: %+v", vip)
 	}
 	h.expect(req{method: "GET", path: path}, http.StatusOK, &vip)

@@ -48,13 +48,12 @@ func TestDisableVIP(t *testing.T) {
 		t.Errorf("get: %+v, list %+v", vip, list.VIPs)
 	}
 	// another PATCH keeps it
-	sticky := true
-	h.expect(req{method: "PATCH", path: path, body: VIPPatchJSON{Sticky: &sticky}}, http.StatusOK, &vip)
-	if !vip.Disabled || !vip.Sticky {
+	h.expect(req{method: "PATCH", path: path, body: VIPPatchJSON{SetFlags: lb.VIPSticky}}, http.StatusOK, &vip)
+	if !vip.Disabled || !vip.Flags.Has(lb.VIPSticky) {
 		t.Errorf("patch sticky: %+v", vip)
 	}
 	h.expect(req{method: "PATCH", path: path, body: `{"disabled":false,"sticky":false}`}, http.StatusOK, &vip)
-	if vip.Disabled || vip.Sticky || !slices.Equal(h.dp.Rings[key], before) {
+	if vip.Disabled || vip.Flags.Has(lb.VIPSticky) || !slices.Equal(h.dp.Rings[key], before) {
 		t.Errorf("enabled: %+v; ring restored: %v", vip, slices.Equal(h.dp.Rings[key], before))
 	}
 

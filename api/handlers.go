@@ -228,7 +228,7 @@ func (s *Server) patchVIP(c echo.Context) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	u := control.VIPUpdate{Sticky: in.Sticky, NoLRU: in.NoLRU, NoFlowSearch: in.NoFlowSearch, RingSize: in.RingSize, Disabled: in.Disabled, Description: in.Description}
+	u := control.VIPUpdate{SetFlags: in.SetFlags, ClearFlags: in.ClearFlags, RingSize: in.RingSize, Disabled: in.Disabled, Description: in.Description}
 	if in.Encap != nil {
 		e := control.Encap(*in.Encap)
 		u.Encap = &e

@@ -167,9 +167,9 @@ func TestEveryOperation(t *testing.T) {
 	if vip.Name != "tcp-192.0.2.1-80" || len(vip.Reals) != 2 || *vip.Reals[1].Weight != 3 || vip.Reals[0].State != "active" || vip.Encap != "ipip" {
 		t.Fatalf("created %+v", vip)
 	}
-	h.expect(req{method: "PUT", path: "/api/v1/vips/udp-2001:db8::1-53", body: VIPSettingsJSON{NoLRU: true, RingSize: 4099, Reals: []RealJSON{{Address: "2001:db8:1::1"}}}}, http.StatusCreated, &vip)
-	h.expect(req{method: "PUT", path: "/api/v1/vips/udp-2001:db8::1-53", body: VIPSettingsJSON{Sticky: true, RingSize: 4099}}, http.StatusOK, &vip)
-	if !vip.Sticky || vip.NoLRU || len(vip.Reals) != 0 {
+	h.expect(req{method: "PUT", path: "/api/v1/vips/udp-2001:db8::1-53", body: VIPSettingsJSON{Flags: lb.VIPNoLRU, RingSize: 4099, Reals: []RealJSON{{Address: "2001:db8:1::1"}}}}, http.StatusCreated, &vip)
+	h.expect(req{method: "PUT", path: "/api/v1/vips/udp-2001:db8::1-53", body: VIPSettingsJSON{Flags: lb.VIPSticky, RingSize: 4099}}, http.StatusOK, &vip)
+	if !vip.Flags.Has(lb.VIPSticky) || vip.Flags.Has(lb.VIPNoLRU) || len(vip.Reals) != 0 {
 		t.Errorf("PUT did not replace the whole VIP: %+v", vip)
 	}
 
@@ -184,7 +184,7 @@ func TestEveryOperation(t *testing.T) {
 	if vip.Encap != "gue" || len(vip.Reals) != 2 {
 		t.Errorf("patch %+v", vip)
 	}
-	if h.dp.VIPMap[lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}].Flags != xdp.VIPGUE {
+	if h.dp.VIPMap[lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}].Flags != lb.VIPGUE {
 		t.Error("patch did not reach the datapath")
 	}
 

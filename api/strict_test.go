@@ -66,7 +66,7 @@ func TestStrictJSON(t *testing.T) {
 	h.t = t
 	var v VIPJSON
 	h.expect(req{method: "GET", path: vip}, http.StatusOK, &v)
-	if v.Sticky || v.NoLRU || len(v.Reals) != 0 || v.HealthCheck.Type != "none" || len(h.ctl.VIPs()) != 1 {
+	if v.Flags != 0 || len(v.Reals) != 0 || v.HealthCheck.Type != "none" || len(h.ctl.VIPs()) != 1 {
 		t.Errorf("refused bodies changed the VIP: %+v", v)
 	}
 }

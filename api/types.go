@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"time"
 
+	"encoding/json"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/lb"
@@ -67,17 +68,16 @@ type RealListJSON struct {
 
 // VIPSettingsJSON is the body of PUT /vips/{vip}.
 type VIPSettingsJSON struct {
-	Sticky       bool             `json:"sticky,omitempty"`
-	NoLRU        bool             `json:"no_lru,omitempty"`
-	NoFlowSearch bool             `json:"no_flow_search,omitempty"`
-	Encap        string           `json:"encap,omitempty"`
-	RingSize     uint32           `json:"ring_size,omitempty"`
-	Reals        []RealJSON       `json:"reals,omitempty"`
-	HealthCheck  *HealthCheckJSON `json:"health_check,omitempty"`
-	DownFlows    string           `json:"down_flows,omitempty"`
-	AllDown      string           `json:"all_down,omitempty"`
-	Disabled     bool             `json:"disabled,omitempty"`
-	Description  string           `json:"description,omitempty"`
+	// Flags are the flags set, a key each: "sticky": true (lb.VIPFlagTable).
+	Flags       lb.VIPFlags      `json:"-"`
+	Encap       string           `json:"encap,omitempty"`
+	RingSize    uint32           `json:"ring_size,omitempty"`
+	Reals       []RealJSON       `json:"reals,omitempty"`
+	HealthCheck *HealthCheckJSON `json:"health_check,omitempty"`
+	DownFlows   string           `json:"down_flows,omitempty"`
+	AllDown     string           `json:"all_down,omitempty"`
+	Disabled    bool             `json:"disabled,omitempty"`
+	Description string           `json:"description,omitempty"`
 }
 
 // VIPCreateJSON is the body of POST /vips.
@@ -88,37 +88,115 @@ type VIPCreateJSON struct {
 	VIPSettingsJSON
 }
 
+// The VIP flags are keys of their own in the JSON ("sticky": true): see
+// lb.MarshalFlags. The types that hold them marshal themselves.
+
+// MarshalJSON writes the flags set.
+func (s VIPSettingsJSON) MarshalJSON() ([]byte, error) {
+	type plain VIPSettingsJSON
+	return lb.MarshalFlags(plain(s), "", s.Flags, 0)
+}
+
+// UnmarshalJSON reads the flags set true.
+func (s *VIPSettingsJSON) UnmarshalJSON(b []byte) error {
+	type plain VIPSettingsJSON
+	on, _, err := lb.UnmarshalFlags(b, (*plain)(s))
+	s.Flags = on
+	return err
+}
+
+// vipCreateHead is the part of VIPCreateJSON before its settings.
+type vipCreateHead struct {
+	Protocol string `json:"protocol"`
+	Address  string `json:"address"`
+	Port     *int   `json:"port"`
+}
+
+// MarshalJSON writes the VIP's key, then its settings.
+func (c VIPCreateJSON) MarshalJSON() ([]byte, error) {
+	head, err := json.Marshal(vipCreateHead{c.Protocol, c.Address, c.Port})
+	if err != nil {
+		return nil, err
+	}
+	rest, err := c.VIPSettingsJSON.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) == 2 { // {}
+		return head, nil
+	}
+	return append(append(head[:len(head)-1], ','), rest[1:]...), nil
+}
+
+// UnmarshalJSON reads the VIP's key and its settings.
+func (c *VIPCreateJSON) UnmarshalJSON(b []byte) error {
+	var h vipCreateHead
+	if err := json.Unmarshal(b, &h); err != nil {
+		return err
+	}
+	c.Protocol, c.Address, c.Port = h.Protocol, h.Address, h.Port
+	return c.VIPSettingsJSON.UnmarshalJSON(b)
+}
+
 // VIPPatchJSON is the body of PATCH /vips/{vip}.
 type VIPPatchJSON struct {
-	Sticky       *bool            `json:"sticky,omitempty"`
-	NoLRU        *bool            `json:"no_lru,omitempty"`
-	NoFlowSearch *bool            `json:"no_flow_search,omitempty"`
-	Encap        *string          `json:"encap,omitempty"`
-	RingSize     *uint32          `json:"ring_size,omitempty"`
-	HealthCheck  *HealthCheckJSON `json:"health_check,omitempty"`
-	DownFlows    *string          `json:"down_flows,omitempty"`
-	AllDown      *string          `json:"all_down,omitempty"`
-	Disabled     *bool            `json:"disabled,omitempty"`
-	Description  *string          `json:"description,omitempty"`
+	// SetFlags are the flags given true, ClearFlags those given false
+	// (a key each: "sticky": false); the others are left alone.
+	SetFlags    lb.VIPFlags      `json:"-"`
+	ClearFlags  lb.VIPFlags      `json:"-"`
+	Encap       *string          `json:"encap,omitempty"`
+	RingSize    *uint32          `json:"ring_size,omitempty"`
+	HealthCheck *HealthCheckJSON `json:"health_check,omitempty"`
+	DownFlows   *string          `json:"down_flows,omitempty"`
+	AllDown     *string          `json:"all_down,omitempty"`
+	Disabled    *bool            `json:"disabled,omitempty"`
+	Description *string          `json:"description,omitempty"`
+}
+
+// MarshalJSON writes the flags given.
+func (p VIPPatchJSON) MarshalJSON() ([]byte, error) {
+	type plain VIPPatchJSON
+	return lb.MarshalFlags(plain(p), "", p.SetFlags, p.ClearFlags)
+}
+
+// UnmarshalJSON reads the flags given.
+func (p *VIPPatchJSON) UnmarshalJSON(b []byte) error {
+	type plain VIPPatchJSON
+	var err error
+	p.SetFlags, p.ClearFlags, err = lb.UnmarshalFlags(b, (*plain)(p))
+	return err
 }
 
 // VIPJSON is a VIP in answers.
 type VIPJSON struct {
-	Name         string          `json:"name"`
-	Protocol     string          `json:"protocol"`
-	Address      string          `json:"address"`
-	Port         uint16          `json:"port"`
-	Sticky       bool            `json:"sticky"`
-	NoLRU        bool            `json:"no_lru"`
-	NoFlowSearch bool            `json:"no_flow_search"`
-	Encap        string          `json:"encap"`
-	RingSize     uint32          `json:"ring_size"`
-	Reals        []RealJSON      `json:"reals"`
-	HealthCheck  HealthCheckJSON `json:"health_check"`
-	DownFlows    string          `json:"down_flows"`
-	AllDown      string          `json:"all_down"`
-	Disabled     bool            `json:"disabled"`
-	Description  string          `json:"description"` // "" when none
+	Name     string `json:"name"`
+	Protocol string `json:"protocol"`
+	Address  string `json:"address"`
+	Port     uint16 `json:"port"`
+	// Flags: every flag setting, a key each, after port: "sticky": true.
+	Flags       lb.VIPFlags     `json:"-"`
+	Encap       string          `json:"encap"`
+	RingSize    uint32          `json:"ring_size"`
+	Reals       []RealJSON      `json:"reals"`
+	HealthCheck HealthCheckJSON `json:"health_check"`
+	DownFlows   string          `json:"down_flows"`
+	AllDown     string          `json:"all_down"`
+	Disabled    bool            `json:"disabled"`
+	Description string          `json:"description"` // "" when none
+}
+
+// MarshalJSON writes every flag setting, true or false.
+func (v VIPJSON) MarshalJSON() ([]byte, error) {
+	type plain VIPJSON
+	return lb.MarshalFlags(plain(v), "port", v.Flags, lb.SettingVIPFlags&^v.Flags)
+}
+
+// UnmarshalJSON reads the flags.
+func (v *VIPJSON) UnmarshalJSON(b []byte) error {
+	type plain VIPJSON
+	on, _, err := lb.UnmarshalFlags(b, (*plain)(v))
+	v.Flags = on
+	return err
 }
 
 // VIPListJSON is the answer of GET /vips.
@@ -278,7 +356,7 @@ type ProblemJSON struct {
 func vipJSON(v *control.VIP, health func(netip.Addr) *RealHealthJSON) VIPJSON {
 	out := VIPJSON{
 		Name: lb.VIPName(v.Key), Protocol: v.Key.Proto.String(), Address: v.Key.Addr.String(), Port: v.Key.Port,
-		Sticky: v.Sticky, NoLRU: v.NoLRU, NoFlowSearch: v.NoFlowSearch, Encap: string(v.Encap), RingSize: v.RingSize, Reals: []RealJSON{},
+		Flags: v.Flags, Encap: string(v.Encap), RingSize: v.RingSize, Reals: []RealJSON{},
 		HealthCheck: healthCheckJSON(v.Health), DownFlows: string(v.DownFlows), AllDown: string(v.AllDown), Disabled: v.Disabled, Description: v.Description,
 	}
 	for _, r := range v.Reals {
@@ -375,7 +453,7 @@ func (s VIPSettingsJSON) toVIP(key lb.VIPKey) (control.VIP, error) {
 	if err != nil {
 		return control.VIP{}, err
 	}
-	return control.VIP{Key: key, Sticky: s.Sticky, NoLRU: s.NoLRU, NoFlowSearch: s.NoFlowSearch, Encap: control.Encap(s.Encap), RingSize: s.RingSize, Reals: reals,
+	return control.VIP{Key: key, Flags: s.Flags, Encap: control.Encap(s.Encap), RingSize: s.RingSize, Reals: reals,
 		Health: spec, DownFlows: control.DownFlows(s.DownFlows), AllDown: control.AllDown(s.AllDown), Disabled: s.Disabled, Description: s.Description}, nil
 }
 

@@ -178,15 +178,14 @@ func (c *Controller) PutVIP(v VIP) (vip *VIP, created bool, err error) {
 
 // VIPUpdate changes some settings of a VIP; nil fields are left alone.
 type VIPUpdate struct {
-	Sticky *bool
-	NoLRU  *bool
-	// NoFlowSearch: see VIP.NoFlowSearch.
-	NoFlowSearch *bool
-	Encap        *Encap
-	RingSize     *uint32
-	Health       *health.Spec
-	DownFlows    *DownFlows
-	AllDown      *AllDown
+	// SetFlags are set and ClearFlags cleared (VIP.Flags).
+	SetFlags   lb.VIPFlags
+	ClearFlags lb.VIPFlags
+	Encap      *Encap
+	RingSize   *uint32
+	Health     *health.Spec
+	DownFlows  *DownFlows
+	AllDown    *AllDown
 	// Disabled: see VIP.Disabled.
 	Disabled    *bool
 	Description *string
@@ -198,15 +197,7 @@ func (c *Controller) UpdateVIP(key lb.VIPKey, u VIPUpdate) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
-		if u.Sticky != nil {
-			cur.Sticky = *u.Sticky
-		}
-		if u.NoLRU != nil {
-			cur.NoLRU = *u.NoLRU
-		}
-		if u.NoFlowSearch != nil {
-			cur.NoFlowSearch = *u.NoFlowSearch
-		}
+		cur.Flags = cur.Flags&^u.ClearFlags | u.SetFlags
 		if u.Encap != nil {
 			cur.Encap = *u.Encap
 		}
@@ -450,7 +441,7 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 		return changes, nil
 	}
 
-	flags := want.Flags()
+	flags := want.DatapathFlags()
 	switch {
 	case !exists:
 		if err := c.dp.AddVIP(key, flags); err != nil {

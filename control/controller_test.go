@@ -77,8 +77,8 @@ func checkInSync(t *testing.T, c *Controller, dp *fakedp.Datapath) {
 		if !ok {
 			t.Fatalf("VIP %s missing from datapath", lb.VIPName(v.Key))
 		}
-		if have.Flags != v.Flags() {
-			t.Errorf("VIP %s flags %#x, want %#x", lb.VIPName(v.Key), have.Flags, v.Flags())
+		if have.Flags != v.DatapathFlags() {
+			t.Errorf("VIP %s flags %#x, want %#x", lb.VIPName(v.Key), have.Flags, v.DatapathFlags())
 		}
 		for _, r := range v.Reals {
 			used[r.Addr] = true
@@ -99,14 +99,14 @@ func checkInSync(t *testing.T, c *Controller, dp *fakedp.Datapath) {
 
 func TestCreateVIPInstallsEverything(t *testing.T) {
 	c, dp, st := newTestController(t)
-	v, err := c.CreateVIP(VIP{Key: vipA, Sticky: true, Encap: EncapGUE, Reals: []Real{active(r2, 1), active(r1, 3)}})
+	v, err := c.CreateVIP(VIP{Key: vipA, Flags: lb.VIPSticky, Encap: EncapGUE, Reals: []Real{active(r2, 1), active(r1, 3)}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v.RingSize != maglev.DefaultSize || v.Reals[0].Addr != r1 {
 		t.Errorf("defaults/sorting not applied: %+v", v)
 	}
-	if dp.VIPMap[vipA].Flags != xdp.VIPSticky|xdp.VIPGUE {
+	if dp.VIPMap[vipA].Flags != lb.VIPSticky|lb.VIPGUE {
 		t.Errorf("flags %#x", dp.VIPMap[vipA].Flags)
 	}
 	checkInSync(t, c, dp)
@@ -290,8 +290,7 @@ func TestFailedChangesRollBack(t *testing.T) {
 			return err
 		}, "SetRing"},
 		{"flags change fails", func(c *Controller) error {
-			yes := true
-			_, err := c.UpdateVIP(vipA, VIPUpdate{NoLRU: &yes})
+			_, err := c.UpdateVIP(vipA, VIPUpdate{SetFlags: lb.VIPNoLRU})
 			return err
 		}, "SetVIPFlags"},
 		{"delete VIP fails", func(c *Controller) error { return c.DeleteVIP(vipA) }, "RemoveVIP"},
@@ -366,7 +365,7 @@ func TestLimitIsReported(t *testing.T) {
 func TestReconcileInstallsAndRepairsDrift(t *testing.T) {
 	desired := map[lb.VIPKey]*VIP{
 		vipA: {Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 2)}},
-		vipB: {Key: vipB, RingSize: 4099, NoLRU: true, Reals: []Real{active(r3, 1)}},
+		vipB: {Key: vipB, RingSize: 4099, Flags: lb.VIPNoLRU, Reals: []Real{active(r3, 1)}},
 	}
 	for _, v := range desired {
 		v.normalize()

@@ -11,8 +11,8 @@ import (
 // Datapath is what the controller needs of the XDP balancer. *xdp.Balancer
 // implements it; tests use an in-memory fake that can be made to fail.
 type Datapath interface {
-	AddVIP(key lb.VIPKey, flags xdp.VIPFlags) error
-	SetVIPFlags(key lb.VIPKey, flags xdp.VIPFlags) error
+	AddVIP(key lb.VIPKey, flags lb.VIPFlags) error
+	SetVIPFlags(key lb.VIPKey, flags lb.VIPFlags) error
 	RemoveVIP(key lb.VIPKey) error
 	VIPs() []xdp.VIP
 	LookupVIP(key lb.VIPKey) (xdp.VIP, error)

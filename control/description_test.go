@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/lbd-dev/lbd/lb"
 )
 
 // TestDescription: a VIP's description is plain text (markup allowed),
@@ -77,9 +79,8 @@ func TestDescription(t *testing.T) {
 		t.Errorf("a description change through PutVIP touched the datapath: %v", dp.Calls[calls:])
 	}
 	// with another change too, the datapath follows
-	sticky := true
 	d = "fourth"
-	if v, err = c.UpdateVIP(vipA, VIPUpdate{Sticky: &sticky, Description: &d}); err != nil || v.Description != d || !v.Sticky {
+	if v, err = c.UpdateVIP(vipA, VIPUpdate{SetFlags: lb.VIPSticky, Description: &d}); err != nil || v.Description != d || !v.Flags.Has(lb.VIPSticky) {
 		t.Fatalf("update description and sticky: %+v %v", v, err)
 	}
 	if !slices.ContainsFunc(dp.Calls[calls:], func(op string) bool { return strings.HasPrefix(op, "SetVIPFlags") }) {

@@ -71,12 +71,12 @@ func dumpMaps(t *testing.T, b *xdp.Balancer) string {
 	return sb.String()
 }
 
-func flagNames(f xdp.VIPFlags) string {
+func flagNames(f lb.VIPFlags) string {
 	var names []string
 	for _, x := range []struct {
-		f    xdp.VIPFlags
+		f    lb.VIPFlags
 		name string
-	}{{xdp.VIPSticky, "sticky"}, {xdp.VIPNoLRU, "no-lru"}, {xdp.VIPGUE, "gue"}} {
+	}{{lb.VIPSticky, "sticky"}, {lb.VIPNoLRU, "no-lru"}, {lb.VIPGUE, "gue"}} {
 		if f&x.f != 0 {
 			names = append(names, x.name)
 		}
@@ -99,7 +99,6 @@ func TestGoldenScript(t *testing.T) {
 
 	a := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
 	v6 := lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 0, Proto: lb.UDP}
-	yes := true
 	steps := []struct {
 		name string
 		do   func() error
@@ -109,7 +108,7 @@ func TestGoldenScript(t *testing.T) {
 			return err
 		}},
 		{"create port-less udp-2001:db8::10-0, sticky, sharing 10.0.0.1, plus an IPv6 real", func() error {
-			_, err := c.CreateVIP(VIP{Key: v6, Sticky: true, RingSize: 1021, Reals: []Real{active(r1, 1), active(r3, 1)}})
+			_, err := c.CreateVIP(VIP{Key: v6, Flags: lb.VIPSticky, RingSize: 1021, Reals: []Real{active(r1, 1), active(r3, 1)}})
 			return err
 		}},
 		{"drain 10.0.0.2 (keeps its definition, leaves the ring)", func() error {
@@ -126,7 +125,7 @@ func TestGoldenScript(t *testing.T) {
 		}},
 		{"no-lru and GUE on tcp-192.0.2.1-80, larger ring", func() error {
 			gue, size := EncapGUE, uint32(4099)
-			_, err := c.UpdateVIP(a, VIPUpdate{NoLRU: &yes, Encap: &gue, RingSize: &size})
+			_, err := c.UpdateVIP(a, VIPUpdate{SetFlags: lb.VIPNoLRU, Encap: &gue, RingSize: &size})
 			return err
 		}},
 		{"remove 10.0.0.1 from udp-2001:db8::10-0 (no VIP uses it now: undefined)", func() error {

@@ -70,18 +70,12 @@ func (r Real) Eligible() bool { return r.Weight > 0 && r.State == RealActive }
 // VIP is the desired state of one VIP.
 type VIP struct {
 	Key lb.VIPKey
-	// Sticky hashes the client address only, so that all of a client's
-	// flows go to the same real.
-	Sticky bool
-	// NoLRU keeps the VIP's flows out of the connection table: every
-	// packet follows the current ring.
-	NoLRU bool
-	// NoFlowSearch is accepted and changes nothing: the connection
-	// table is shared by all CPUs, there is nothing to search.
-	NoFlowSearch bool
-	Encap        Encap
-	RingSize     uint32 // a prime from maglev.Sizes
-	Reals        []Real // sorted by address, unique
+	// Flags are the VIP's flag settings (lb.VIPFlagTable, the ones with
+	// Setting true: sticky, no_lru, ...).
+	Flags    lb.VIPFlags
+	Encap    Encap
+	RingSize uint32 // a prime from maglev.Sizes
+	Reals    []Real // sorted by address, unique
 	// Health says how to check the reals; health.None (the default)
 	// checks nothing and every real counts as up.
 	Health health.Spec
@@ -137,20 +131,12 @@ const (
 	DropAll AllDown = "drop"
 )
 
-// Flags are the datapath flags the VIP needs.
-func (v *VIP) Flags() xdp.VIPFlags {
-	var f xdp.VIPFlags
-	if v.Sticky {
-		f |= xdp.VIPSticky
-	}
-	if v.NoLRU {
-		f |= xdp.VIPNoLRU
-	}
+// DatapathFlags are the datapath flags the VIP needs: its settings and
+// what its encap asks.
+func (v *VIP) DatapathFlags() lb.VIPFlags {
+	f := v.Flags
 	if v.Encap == EncapGUE {
-		f |= xdp.VIPGUE
-	}
-	if v.NoFlowSearch {
-		f |= xdp.VIPNoSearch
+		f |= lb.VIPGUE
 	}
 	return f
 }
@@ -222,6 +208,9 @@ func (v *VIP) validate(usable bool) error {
 		if err := validHealthPath(v.Health.Path); err != nil {
 			return err
 		}
+	}
+	if bad := v.Flags &^ lb.SettingVIPFlags; bad != 0 {
+		return invalid("flags", "flags %s are not settings of a VIP", bad)
 	}
 	switch v.Encap {
 	case EncapIPIP, EncapGUE:

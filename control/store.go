@@ -49,9 +49,7 @@ type vipRecord struct {
 	Proto     string        `json:"protocol"`
 	Addr      netip.Addr    `json:"address"`
 	Port      uint16        `json:"port"`
-	Sticky    bool          `json:"sticky,omitempty"`
-	NoLRU     bool          `json:"no_lru,omitempty"`
-	NoSearch  bool          `json:"no_flow_search,omitempty"`
+	Flags     lb.VIPFlags   `json:"-"` // a key each, after port (see MarshalJSON)
 	Encap     Encap         `json:"encap"`
 	RingSize  uint32        `json:"ring_size"`
 	Reals     []realRecord  `json:"reals"`
@@ -63,6 +61,21 @@ type vipRecord struct {
 	Disabled bool `json:"disabled,omitempty"`
 	// Description is absent in files written before VIPs had one.
 	Description string `json:"description,omitempty"`
+}
+
+// MarshalJSON writes the flags set as keys of their own ("sticky": true),
+// as lbd always wrote them.
+func (r vipRecord) MarshalJSON() ([]byte, error) {
+	type plain vipRecord
+	return lb.MarshalFlags(plain(r), "port", r.Flags, 0)
+}
+
+// UnmarshalJSON reads the flags' keys.
+func (r *vipRecord) UnmarshalJSON(b []byte) error {
+	type plain vipRecord
+	on, _, err := lb.UnmarshalFlags(b, (*plain)(r))
+	r.Flags = on
+	return err
 }
 
 type healthRecord struct {
@@ -105,8 +118,8 @@ func (s *Store) Load() (map[lb.VIPKey]*VIP, error) {
 			return nil, fmt.Errorf("state file %s: %w", s.path, err)
 		}
 		v := &VIP{
-			Key:    lb.VIPKey{Addr: r.Addr, Port: r.Port, Proto: proto},
-			Sticky: r.Sticky, NoLRU: r.NoLRU, NoFlowSearch: r.NoSearch, Encap: r.Encap, RingSize: r.RingSize,
+			Key:   lb.VIPKey{Addr: r.Addr, Port: r.Port, Proto: proto},
+			Flags: r.Flags, Encap: r.Encap, RingSize: r.RingSize,
 			DownFlows: r.DownFlows, AllDown: r.AllDown, Disabled: r.Disabled, Description: r.Description,
 		}
 		if h := r.Health; h != nil {
@@ -136,7 +149,7 @@ func (s *Store) Save(vips map[lb.VIPKey]*VIP) error {
 	for _, v := range sortedVIPs(vips) {
 		r := vipRecord{
 			Proto: v.Key.Proto.String(), Addr: v.Key.Addr, Port: v.Key.Port,
-			Sticky: v.Sticky, NoLRU: v.NoLRU, NoSearch: v.NoFlowSearch, Encap: v.Encap, RingSize: v.RingSize,
+			Flags: v.Flags, Encap: v.Encap, RingSize: v.RingSize,
 			Reals: []realRecord{}, DownFlows: v.DownFlows, AllDown: v.AllDown, Disabled: v.Disabled, Description: v.Description,
 		}
 		if h := v.Health; h.Type != "" && h.Type != health.None {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/lb"
+	"net/netip"
 )
 
 func TestStoreRoundTrip(t *testing.T) {
@@ -23,8 +24,8 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Fatalf("first start: %v %v", empty, err)
 	}
 	vips := map[lb.VIPKey]*VIP{
-		vipA: {Key: vipA, Sticky: true, NoFlowSearch: true, Encap: EncapGUE, RingSize: 1021, Reals: []Real{active(r1, 5), {Addr: r2, Weight: 0, State: RealDraining}}},
-		vipB: {Key: vipB, NoLRU: true, Encap: EncapIPIP, RingSize: 655373},
+		vipA: {Key: vipA, Flags: lb.VIPSticky | lb.VIPNoFlowSearch, Encap: EncapGUE, RingSize: 1021, Reals: []Real{active(r1, 5), {Addr: r2, Weight: 0, State: RealDraining}}},
+		vipB: {Key: vipB, Flags: lb.VIPNoLRU, Encap: EncapIPIP, RingSize: 655373},
 	}
 	vips[vipA].Health = health.Spec{Type: health.HTTP, Path: "/healthz", Interval: 1500 * time.Millisecond, Rise: 4}
 	vips[vipA].DownFlows, vips[vipA].AllDown = ResetFlows, DropAll
@@ -38,7 +39,7 @@ func TestStoreRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got[vipA], vips[vipA]) || got[vipB].RingSize != 655373 || !got[vipB].NoLRU || len(got) != 2 {
+	if !reflect.DeepEqual(got[vipA], vips[vipA]) || got[vipB].RingSize != 655373 || !got[vipB].Flags.Has(lb.VIPNoLRU) || len(got) != 2 {
 		t.Errorf("round trip:\n got %+v\nwant %+v", got[vipA], vips[vipA])
 	}
 	entries, _ := os.ReadDir(dir)
@@ -69,5 +70,46 @@ func TestStoreRefusesBadFiles(t *testing.T) {
 				t.Fatalf("loaded a bad file, or the error does not name it: %v", err)
 			}
 		})
+	}
+}
+
+// A state file written before the flag table (control/testdata, written
+// by lbd of issue 18.1) loads with its flags, and is written back byte
+// for byte: the format did not change.
+func TestStoreLoadsOldFlags(t *testing.T) {
+	old, err := os.ReadFile(filepath.Join("testdata", "state-v1-flags.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	s, err := NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.Path(), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vips, err := s.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	portless := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.3"), Port: 0, Proto: lb.TCP}
+	for k, want := range map[lb.VIPKey]lb.VIPFlags{
+		vipA:     lb.VIPSticky | lb.VIPNoFlowSearch,
+		vipB:     lb.VIPNoLRU,
+		portless: lb.VIPSticky | lb.VIPNoLRU | lb.VIPNoFlowSearch,
+	} {
+		if v := vips[k]; v == nil || v.Flags != want {
+			t.Errorf("VIP %s: %+v, want flags %s", k, v, want)
+		}
+	}
+	if vips[vipA].Encap != EncapGUE || vips[vipA].DatapathFlags() != lb.VIPSticky|lb.VIPNoFlowSearch|lb.VIPGUE {
+		t.Errorf("VIP %s: datapath flags %s", vipA, vips[vipA].DatapathFlags())
+	}
+	if err := s.Save(vips); err != nil {
+		t.Fatal(err)
+	}
+	if now, _ := os.ReadFile(s.Path()); string(now) != string(old) {
+		t.Errorf("written back differently:\n%s\nwas\n%s", now, old)
 	}
 }

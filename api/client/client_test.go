@@ -117,8 +117,8 @@ func TestEveryOperation(t *testing.T) {
 	if g := must[api.VIPJSON](t)(c.GetVIP(ctx, name)); g.RingSize != 1021 {
 		t.Errorf("get: %+v", g)
 	}
-	p := must[api.VIPJSON](t)(c.PatchVIP(ctx, name, api.VIPPatchJSON{Sticky: ptr(true)}))
-	if !p.Sticky || f.dp.VIPMap[key].Flags != xdp.VIPSticky {
+	p := must[api.VIPJSON](t)(c.PatchVIP(ctx, name, api.VIPPatchJSON{SetFlags: lb.VIPSticky}))
+	if !p.Flags.Has(lb.VIPSticky) || f.dp.VIPMap[key].Flags != lb.VIPSticky {
 		t.Errorf("patch: %+v", p)
 	}
 	put, created, err := c.PutVIP(ctx, "udp-2001:db8::1-53", api.VIPSettingsJSON{Encap: "gue", RingSize: 4099})

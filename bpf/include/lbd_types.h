@@ -33,7 +33,7 @@ enum lbd_vip_flag {
 	 * other CPUs' tables. The table is shared by all CPUs now, there is
 	 * no search, and the flag is accepted but changes nothing.
 	 */
-	LBD_VIP_F_NO_SEARCH = 1 << 3,
+	LBD_VIP_F_NO_FLOW_SEARCH = 1 << 3,
 };
 
 /* Per-address summary in vip_addrs: which lookups a packet to it needs. */
@@ -76,7 +76,7 @@ struct vip_meta {
 	 */
 	__u32 ring_size;
 	__u32 gen;
-	__u32 pad; /* not read here; user space keeps the last gen given to the number */
+	__u32 last_gen; /* not read here: user space keeps the last gen given to the number, also once it is free */
 };
 
 #define LBD_RING_SIZE_MASK 0x7fffffffu

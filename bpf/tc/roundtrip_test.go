@@ -34,7 +34,7 @@ func TestRoundTrip(t *testing.T) {
 	cases := []struct {
 		name  string
 		vip   lb.VIPKey
-		flags xdp.VIPFlags
+		flags lb.VIPFlags
 		real  string
 		src   string
 		stat  Stat
@@ -43,10 +43,10 @@ func TestRoundTrip(t *testing.T) {
 		{"ipip 6in4", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 80, Proto: lb.TCP}, 0, "10.0.1.1", "2001:db8:1::1", StatIPIP6in4},
 		{"ipip 4in6", lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.2"), Port: 80, Proto: lb.TCP}, 0, "fd00::1:1", "198.51.100.1", StatIPIP4in6},
 		{"ipip 6in6", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::20"), Port: 443, Proto: lb.UDP}, 0, "fd00::1:1", "2001:db8:1::1", StatIPIP6in6},
-		{"gue 4in4", lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 443, Proto: lb.UDP}, xdp.VIPGUE, "10.0.1.1", "198.51.100.1", StatGUE4in4},
-		{"gue 6in4", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 443, Proto: lb.UDP}, xdp.VIPGUE, "10.0.1.1", "2001:db8:1::1", StatGUE6in4},
-		{"gue 4in6", lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.2"), Port: 443, Proto: lb.TCP}, xdp.VIPGUE, "fd00::1:1", "198.51.100.1", StatGUE4in6},
-		{"gue 6in6", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::20"), Port: 80, Proto: lb.TCP}, xdp.VIPGUE, "fd00::1:1", "2001:db8:1::1", StatGUE6in6},
+		{"gue 4in4", lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 443, Proto: lb.UDP}, lb.VIPGUE, "10.0.1.1", "198.51.100.1", StatGUE4in4},
+		{"gue 6in4", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::10"), Port: 443, Proto: lb.UDP}, lb.VIPGUE, "10.0.1.1", "2001:db8:1::1", StatGUE6in4},
+		{"gue 4in6", lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.2"), Port: 443, Proto: lb.TCP}, lb.VIPGUE, "fd00::1:1", "198.51.100.1", StatGUE4in6},
+		{"gue 6in6", lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::20"), Port: 80, Proto: lb.TCP}, lb.VIPGUE, "fd00::1:1", "2001:db8:1::1", StatGUE6in6},
 	}
 	for _, c := range cases {
 		if err := bal.AddVIP(c.vip, c.flags); err != nil {

@@ -83,10 +83,10 @@ const (
 type balancerLbdVipFlag uint32
 
 const (
-	balancerLbdVipFlagLBD_VIP_F_STICKY    balancerLbdVipFlag = 1
-	balancerLbdVipFlagLBD_VIP_F_NO_LRU    balancerLbdVipFlag = 2
-	balancerLbdVipFlagLBD_VIP_F_GUE       balancerLbdVipFlag = 4
-	balancerLbdVipFlagLBD_VIP_F_NO_SEARCH balancerLbdVipFlag = 8
+	balancerLbdVipFlagLBD_VIP_F_STICKY         balancerLbdVipFlag = 1
+	balancerLbdVipFlagLBD_VIP_F_NO_LRU         balancerLbdVipFlag = 2
+	balancerLbdVipFlagLBD_VIP_F_GUE            balancerLbdVipFlag = 4
+	balancerLbdVipFlagLBD_VIP_F_NO_FLOW_SEARCH balancerLbdVipFlag = 8
 )
 
 type balancerRealCounters struct {
@@ -122,7 +122,7 @@ type balancerVipMeta struct {
 	Flags    balancerLbdVipFlag
 	RingSize uint32
 	Gen      uint32
-	Pad      uint32
+	LastGen  uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -70,20 +70,20 @@ func newTestLBOpts(t testing.TB, opts Options) *testLB {
 	l := &testLB{Balancer: b, cfg: cfg, rings: map[lb.VIPKey][]RealID{}}
 	l.addVIP(t, vipTCP, 0, reals4)
 	l.addVIP(t, vipUDP, 0, reals4)
-	l.addVIP(t, vipGUE, VIPGUE, reals4)
+	l.addVIP(t, vipGUE, lb.VIPGUE, reals4)
 	l.addVIP(t, vip4to6, 0, reals6)
 	l.addVIP(t, vipPortless, 0, reals4)
-	l.addVIP(t, vipSticky, VIPSticky, reals4)
+	l.addVIP(t, vipSticky, lb.VIPSticky, reals4)
 	l.addVIP(t, vipEmpty, 0, nil)
-	l.addVIP(t, vipNoLRU, VIPNoLRU, reals4)
+	l.addVIP(t, vipNoLRU, lb.VIPNoLRU, reals4)
 	l.addVIP(t, vip6, 0, reals6)
 	l.addVIP(t, vip6to4, 0, reals4)
-	l.addVIP(t, vip6GUE, VIPGUE, reals6)
+	l.addVIP(t, vip6GUE, lb.VIPGUE, reals6)
 	return l
 }
 
 // addVIP installs a VIP whose ring cycles through the given reals.
-func (l *testLB) addVIP(t testing.TB, key lb.VIPKey, flags VIPFlags, reals []string) {
+func (l *testLB) addVIP(t testing.TB, key lb.VIPKey, flags lb.VIPFlags, reals []string) {
 	t.Helper()
 	if err := l.AddVIP(key, flags); err != nil {
 		t.Fatal(err)
@@ -122,7 +122,7 @@ func (l *testLB) ringReal(t testing.TB, vip lb.VIPKey, k FlowKey) netip.Addr {
 		t.Fatal(err)
 	}
 	ring := l.rings[vip]
-	id := ring[RingSlot(k, v.Flags&VIPSticky != 0, uint32(len(ring)))]
+	id := ring[RingSlot(k, v.Flags&lb.VIPSticky != 0, uint32(len(ring)))]
 	a, ok := l.RealAddr(id)
 	if !ok {
 		t.Fatalf("real %d not defined", id)
@@ -138,8 +138,8 @@ func (l *testLB) expectEncap(t testing.TB, in []byte, vip lb.VIPKey, k FlowKey, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := FlowHash(k, v.Flags&VIPSticky != 0)
-	e := encapExpect{real: real, hash: h, gue: v.Flags&VIPGUE != 0, guePort: l.cfg.GUEPort}
+	h := FlowHash(k, v.Flags&lb.VIPSticky != 0)
+	e := encapExpect{real: real, hash: h, gue: v.Flags&lb.VIPGUE != 0, guePort: l.cfg.GUEPort}
 	switch {
 	case e.gue && real.Is4():
 		e.outerSrc = l.cfg.GUESourceV4

@@ -105,7 +105,7 @@ type benchVipMeta struct {
 	Flags    uint32
 	RingSize uint32
 	Gen      uint32
-	Pad      uint32
+	LastGen  uint32
 }
 
 // Names of all BPF objects in the ELF.

@@ -35,9 +35,9 @@ func TestBenchReport(t *testing.T) {
 	setBigRing(t, l, vipNoLRU)
 	// The same UDP service on a VIP with the no_flow_search flag (which
 	// changes nothing since the connection table is shared).
-	vipUDPNoSearch := lb.VIPKey{Addr: vipUDP.Addr, Port: 5353, Proto: lb.UDP}
-	l.addVIP(t, vipUDPNoSearch, VIPNoSearch, reals4)
-	setBigRing(t, l, vipUDPNoSearch)
+	vipUDPNoFlowSearch := lb.VIPKey{Addr: vipUDP.Addr, Port: 5353, Proto: lb.UDP}
+	l.addVIP(t, vipUDPNoFlowSearch, lb.VIPNoFlowSearch, reals4)
+	setBigRing(t, l, vipUDPNoFlowSearch)
 
 	established := pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "PA", payload: make([]byte, 64)}
 	established6 := pkt{src: "2001:db8:1::1", dst: "2001:db8::10", sport: 31337, dport: 80, proto: lb.TCP, flags: "PA", payload: make([]byte, 64)}
@@ -94,7 +94,7 @@ func TestBenchReport(t *testing.T) {
 		{name: "new UDP flow (new 5-tuple each run)", prog: l.Program(),
 			counters: []Stat{StatTX, StatLRUMiss}, next: newFlowTo(vipUDP)},
 		{name: "new UDP flow to a no-flow-search VIP (the flag changes nothing now)", prog: l.Program(),
-			counters: []Stat{StatTX, StatLRUMiss}, next: newFlowTo(vipUDPNoSearch)},
+			counters: []Stat{StatTX, StatLRUMiss}, next: newFlowTo(vipUDPNoFlowSearch)},
 	}
 	for _, r := range rows {
 		r.selfCheck(t, l)

@@ -33,7 +33,7 @@ func TestFlowHashMatchesDatapath(t *testing.T) {
 		ring[i] = id
 	}
 	for _, v := range []lb.VIPKey{vip, vip6} {
-		if err := l.AddVIP(v, VIPNoLRU); err != nil {
+		if err := l.AddVIP(v, lb.VIPNoLRU); err != nil {
 			t.Fatal(err)
 		}
 		l.setRing(t, v, ring)
@@ -464,7 +464,7 @@ func TestFlowMovesBetweenCPUs(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.SetConfig(l.cfg) })
-		if err := l.SetVIPFlags(vipUDP, VIPNoSearch); err != nil {
+		if err := l.SetVIPFlags(vipUDP, lb.VIPNoFlowSearch); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.SetVIPFlags(vipUDP, 0) })

@@ -23,7 +23,7 @@ const (
 
 // VIPInfo is a vip_info entry as the kernel holds it.
 type VIPInfo struct {
-	Flags    VIPFlags
+	Flags    lb.VIPFlags
 	RingSize uint32 // slots of the live ring
 	Buf      uint32 // the live ring buffer, 0 or 1
 	Gen      uint32 // 0: the number is free
@@ -120,7 +120,7 @@ func (b *Balancer) ReadMaps() (*MapState, error) {
 		if m.Gen == 0 && m.Flags == 0 && m.RingSize == 0 {
 			continue
 		}
-		s.VIPInfo[uint32(n)] = VIPInfo{Flags: VIPFlags(m.Flags), RingSize: m.RingSize & ringSizeMask, Buf: m.RingSize >> ringBufShift, Gen: m.Gen}
+		s.VIPInfo[uint32(n)] = VIPInfo{Flags: lb.VIPFlags(m.Flags), RingSize: m.RingSize & ringSizeMask, Buf: m.RingSize >> ringBufShift, Gen: m.Gen}
 	}
 
 	var ak balancerAddrKey
@@ -266,7 +266,7 @@ func (b *Balancer) ClearVIPInfo(num uint32) error {
 		return fmt.Errorf("read vip_info[%d]: %w", num, err)
 	}
 	b.lastGen = max(b.lastGen, m.Gen)
-	if err := b.objs.VipInfo.Update(num, freeMeta(max(m.Gen, m.Pad)), ebpf.UpdateAny); err != nil {
+	if err := b.objs.VipInfo.Update(num, freeMeta(max(m.Gen, m.LastGen)), ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("free vip_info[%d]: %w", num, err)
 	}
 	return nil

@@ -25,14 +25,14 @@ import (
 // oneRealVariant is how the VIP and configuration are set up.
 type oneRealVariant struct {
 	name  string
-	flags VIPFlags
+	flags lb.VIPFlags
 	rate  uint32 // FlowSearchRate; spent is true: used up before the packets that matter
 	spent bool
 }
 
 var oneRealVariants = []oneRealVariant{
 	{name: "default", rate: DefaultConfig().FlowSearchRate},
-	{name: "no_flow_search", flags: VIPNoSearch, rate: DefaultConfig().FlowSearchRate},
+	{name: "no_flow_search", flags: lb.VIPNoFlowSearch, rate: DefaultConfig().FlowSearchRate},
 	{name: "allowance exhausted", rate: 1, spent: true},
 	{name: "search off", rate: 0},
 }

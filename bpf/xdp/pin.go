@@ -281,7 +281,7 @@ func (b *Balancer) recover() error {
 		if err := b.objs.VipInfo.Lookup(uint32(num), &metas[num]); err != nil {
 			return fmt.Errorf("recover: read vip_info[%d]: %w", num, err)
 		}
-		b.lastGen = max(b.lastGen, metas[num].Gen, metas[num].Pad)
+		b.lastGen = max(b.lastGen, metas[num].Gen, metas[num].LastGen)
 	}
 
 	var rk balancerVipKey
@@ -301,7 +301,7 @@ func (b *Balancer) recover() error {
 			return fmt.Errorf("recover: VIP %s (number %d) has no vip_info entry (%s)", key, num, cleanupHint)
 		}
 		b.vipNums[num] = true
-		b.vips[key] = vipEntry{num: num, flags: VIPFlags(m.Flags), ringSize: m.RingSize & ringSizeMask, buf: m.RingSize >> ringBufShift, gen: m.Gen}
+		b.vips[key] = vipEntry{num: num, flags: lb.VIPFlags(m.Flags), ringSize: m.RingSize & ringSizeMask, buf: m.RingSize >> ringBufShift, gen: m.Gen}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("recover: read vips map: %w", err)
@@ -312,7 +312,7 @@ func (b *Balancer) recover() error {
 			continue
 		}
 		// A VIP whose add or remove did not finish: its number is free.
-		if err := b.objs.VipInfo.Update(uint32(n), freeMeta(max(m.Gen, m.Pad)), ebpf.UpdateAny); err != nil {
+		if err := b.objs.VipInfo.Update(uint32(n), freeMeta(max(m.Gen, m.LastGen)), ebpf.UpdateAny); err != nil {
 			return fmt.Errorf("recover: free vip_info[%d]: %w", n, err)
 		}
 		if err := b.dropRings(uint32(n)); err != nil {

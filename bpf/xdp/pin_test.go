@@ -197,7 +197,7 @@ func TestReopen(t *testing.T) {
 
 	// The removed VIP's number is free again, under a new generation: the
 	// table entry it left must not match the VIP that now has the number.
-	if err := l2.AddVIP(vip6GUE, VIPGUE); err != nil {
+	if err := l2.AddVIP(vip6GUE, lb.VIPGUE); err != nil {
 		t.Fatal(err)
 	}
 	v, _ := l2.LookupVIP(vip6GUE)
@@ -278,7 +278,7 @@ func TestReopenIncompatible(t *testing.T) {
 	dir := testPinDir(t)
 	limits := Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64}
 	b := openPinned(t, limits, dir)
-	if err := b.AddVIP(vipTCP, VIPSticky); err != nil {
+	if err := b.AddVIP(vipTCP, lb.VIPSticky); err != nil {
 		t.Fatal(err)
 	}
 	b.Close()
@@ -316,7 +316,7 @@ func TestReopenIncompatible(t *testing.T) {
 	if !b.Recovered() {
 		t.Error("pins not recovered after refused opens")
 	}
-	if v, err := b.LookupVIP(vipTCP); err != nil || v.Flags != VIPSticky {
+	if v, err := b.LookupVIP(vipTCP); err != nil || v.Flags != lb.VIPSticky {
 		t.Errorf("VIP after refused opens: %+v, %v", v, err)
 	}
 	b.Close()

@@ -22,7 +22,7 @@ func TestRingBuffers(t *testing.T) {
 	limits := Limits{MaxVIPs: 4, MaxReals: 8, MaxFlows: 64}
 	b := openPinned(t, limits, dir)
 	key := lb.VIPKey{Addr: netip.MustParseAddr("10.10.0.1"), Port: 80, Proto: lb.TCP}
-	if err := b.AddVIP(key, VIPNoLRU); err != nil { // every packet follows the ring
+	if err := b.AddVIP(key, lb.VIPNoLRU); err != nil { // every packet follows the ring
 		t.Fatal(err)
 	}
 	var ids []RealID

@@ -16,29 +16,10 @@ func rawVIPKey(k lb.VIPKey) balancerVipKey {
 	return balancerVipKey{Addr: words, Port: htons(k.Port), Proto: uint8(k.Proto), Family: fam}
 }
 
-// VIPFlags select per-VIP behaviour.
-type VIPFlags uint32
-
-// The VIP flags (lbd_vip_flag in lbd_types.h).
-const (
-	// VIPSticky hashes only the client address: a client's flows all go to one real.
-	VIPSticky VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_STICKY)
-	// VIPNoLRU skips the connection table: every packet follows the current ring.
-	VIPNoLRU VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_NO_LRU)
-	// VIPGUE encapsulates in GUE (UDP) instead of IP-in-IP.
-	VIPGUE VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_GUE)
-	// VIPNoSearch is accepted and changes nothing: it kept a miss in one
-	// CPU's connection table from searching the other CPUs' tables, and
-	// the table is shared by all CPUs now.
-	VIPNoSearch VIPFlags = VIPFlags(balancerLbdVipFlagLBD_VIP_F_NO_SEARCH)
-
-	allVIPFlags = VIPSticky | VIPNoLRU | VIPGUE | VIPNoSearch
-)
-
 // vipEntry is what the balancer remembers of a VIP it installed.
 type vipEntry struct {
 	num      uint32
-	flags    VIPFlags
+	flags    lb.VIPFlags
 	ringSize uint32
 	buf      uint32 // the live ring buffer, 0 or 1: rings[2*num+buf]
 	gen      uint32
@@ -48,7 +29,7 @@ type vipEntry struct {
 type VIP struct {
 	Key      lb.VIPKey
 	Num      uint32 // index of its ring and counters
-	Flags    VIPFlags
+	Flags    lb.VIPFlags
 	RingSize uint32 // 0 until SetRing
 	Buf      uint32 // the live ring buffer, 0 or 1
 	// Gen is the generation the number was given with: it tells this VIP
@@ -60,12 +41,12 @@ type VIP struct {
 // AddVIP installs a VIP with no ring: until SetRing gives it one, its
 // packets are dropped (counted as no-real). It fails with ErrExists, or
 // with ErrLimit when all MaxVIPs numbers are taken.
-func (b *Balancer) AddVIP(key lb.VIPKey, flags VIPFlags) error {
+func (b *Balancer) AddVIP(key lb.VIPKey, flags lb.VIPFlags) error {
 	if err := key.Validate(); err != nil {
 		return err
 	}
-	if flags&^allVIPFlags != 0 {
-		return fmt.Errorf("VIP %s: unknown flags %#x", key, uint32(flags&^allVIPFlags))
+	if flags&^lb.AllVIPFlags != 0 {
+		return fmt.Errorf("VIP %s: unknown flags %#x", key, uint32(flags&^lb.AllVIPFlags))
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -113,9 +94,9 @@ func (b *Balancer) AddVIP(key lb.VIPKey, flags VIPFlags) error {
 }
 
 // SetVIPFlags replaces a VIP's flags.
-func (b *Balancer) SetVIPFlags(key lb.VIPKey, flags VIPFlags) error {
-	if flags&^allVIPFlags != 0 {
-		return fmt.Errorf("VIP %s: unknown flags %#x", key, uint32(flags&^allVIPFlags))
+func (b *Balancer) SetVIPFlags(key lb.VIPKey, flags lb.VIPFlags) error {
+	if flags&^lb.AllVIPFlags != 0 {
+		return fmt.Errorf("VIP %s: unknown flags %#x", key, uint32(flags&^lb.AllVIPFlags))
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -180,14 +161,14 @@ func (b *Balancer) LookupVIP(key lb.VIPKey) (VIP, error) {
 }
 
 func (b *Balancer) writeMeta(key lb.VIPKey, e vipEntry) error {
-	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), RingSize: e.ringSize | e.buf<<ringBufShift, Gen: e.gen, Pad: e.gen}
+	meta := balancerVipMeta{Flags: balancerLbdVipFlag(e.flags), RingSize: e.ringSize | e.buf<<ringBufShift, Gen: e.gen, LastGen: e.gen}
 	if err := b.objs.VipInfo.Update(e.num, &meta, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("VIP %s: write vip_info map: %w", key, err)
 	}
 	return nil
 }
 
-// vip_meta.pad is not read by the datapath; user space keeps in it the
+// vip_meta.last_gen is not read by the datapath; user space keeps in it the
 // last generation given to the number, also once the number is free
 // (gen 0). Open recovers its generation counter from these, so that after
 // a restart no VIP is given a (number, generation) pair that connection
@@ -195,7 +176,7 @@ func (b *Balancer) writeMeta(key lb.VIPKey, e vipEntry) error {
 
 // freeMeta is the vip_info entry of a free number last given generation gen.
 func freeMeta(gen uint32) *balancerVipMeta {
-	return &balancerVipMeta{Pad: gen}
+	return &balancerVipMeta{LastGen: gen}
 }
 
 // syncAddr rewrites the vip_addrs entry of addr from the VIPs that use it.

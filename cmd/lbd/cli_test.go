@@ -211,7 +211,7 @@ func TestVIPCommands(t *testing.T) {
 
 	// IPv6 in both spellings, with GUE and a weighted IPv6 real.
 	d.ok("vip", "add", "udp/[2001:db8::1]:53", "--encap", "gue", "--ring-size", "4099", "--sticky", "--no-flow-search", "--real", "[2001:db8::10]:2")
-	if f := d.dp.VIPMap[vip6].Flags; f != xdp.VIPGUE|xdp.VIPSticky|xdp.VIPNoSearch {
+	if f := d.dp.VIPMap[vip6].Flags; f != lb.VIPGUE|lb.VIPSticky|lb.VIPNoFlowSearch {
 		t.Errorf("IPv6 VIP flags %v, want GUE|sticky|no-search", f)
 	}
 	out = d.ok("vip", "get", "udp-2001:db8::1-53")
@@ -234,15 +234,15 @@ func TestVIPCommands(t *testing.T) {
 	// set changes only the flags given.
 	out = d.ok("vip", "set", "tcp/192.0.2.1:80", "--no-lru")
 	wantRow(t, out, "NO LRU", "true")
-	if f := d.dp.VIPMap[vip4].Flags; f != xdp.VIPNoLRU {
+	if f := d.dp.VIPMap[vip4].Flags; f != lb.VIPNoLRU {
 		t.Errorf("after set --no-lru: flags %v, want no-lru only", f)
 	}
 	var got api.VIPJSON
 	d.okJSON(&got, "vip", "set", "tcp/192.0.2.1:80", "--no-lru=false", "--sticky")
-	if !got.Sticky || got.NoLRU || got.RingSize != 1021 || got.Encap != "ipip" || len(got.Reals) != 2 {
+	if got.Flags != lb.VIPSticky || got.RingSize != 1021 || got.Encap != "ipip" || len(got.Reals) != 2 {
 		t.Errorf("after set --no-lru=false --sticky: %+v", got)
 	}
-	if f := d.dp.VIPMap[vip4].Flags; f != xdp.VIPSticky {
+	if f := d.dp.VIPMap[vip4].Flags; f != lb.VIPSticky {
 		t.Errorf("datapath flags %v, want sticky only", f)
 	}
 	wantErr(t, d.fail("vip", "set", "tcp/192.0.2.1:80"), "nothing to change")
@@ -273,12 +273,12 @@ func TestVIPCommands(t *testing.T) {
 	}
 	wantRow(t, d.ok("vip", "list"), "tcp/192.0.2.1:80", "tcp-192.0.2.1-80", "ipip", "1021", "disabled,sticky", "2 (2 active)")
 	d.okJSON(&got, "vip", "set", "tcp/192.0.2.1:80", "--disabled=false")
-	if got.Disabled || !got.Sticky || !slices.Equal(d.dp.Rings[vip4], full) {
+	if got.Disabled || !got.Flags.Has(lb.VIPSticky) || !slices.Equal(d.dp.Rings[vip4], full) {
 		t.Errorf("after set --disabled=false: %+v, ring restored %v", got, slices.Equal(d.dp.Rings[vip4], full))
 	}
 	wantRow(t, d.ok("vip", "list"), "tcp/192.0.2.1:80", "tcp-192.0.2.1-80", "ipip", "1021", "sticky", "2 (2 active)")
 	d.ok("vip", "set", "udp/[2001:db8::1]:53", "--no-flow-search=false")
-	if f := d.dp.VIPMap[vip6].Flags; f != xdp.VIPGUE|xdp.VIPSticky {
+	if f := d.dp.VIPMap[vip6].Flags; f != lb.VIPGUE|lb.VIPSticky {
 		t.Errorf("after set --no-flow-search=false: flags %v, want GUE|sticky", f)
 	}
 

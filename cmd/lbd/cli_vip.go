@@ -84,14 +84,28 @@ func newVIPCommand(cfg *clientConfig) *cobra.Command {
 
 // vipSettingFlags are the flags of vip add and vip set.
 type vipSettingFlags struct {
-	sticky, noLRU, noSearch bool
-	disabled                bool
-	encap                   string
-	ringSize                uint32
-	health                  api.HealthCheckJSON
-	downFlows               string
-	allDown                 string
-	description             string
+	flags       map[lb.VIPFlags]*bool // a --flag each (lb.VIPFlagTable)
+	disabled    bool
+	encap       string
+	ringSize    uint32
+	health      api.HealthCheckJSON
+	downFlows   string
+	allDown     string
+	description string
+}
+
+// given returns the VIP flags given true and those given false.
+func (f *vipSettingFlags) given(cmd *cobra.Command) (on, off lb.VIPFlags) {
+	for _, d := range lb.VIPFlagTable {
+		if p := f.flags[d.Flag]; p != nil && cmd.Flags().Changed(d.CLIName()) {
+			if *p {
+				on |= d.Flag
+			} else {
+				off |= d.Flag
+			}
+		}
+	}
+	return on, off
 }
 
 // healthChanged reports whether any health-check flag was given.
@@ -106,9 +120,12 @@ func healthChanged(cmd *cobra.Command) bool {
 
 func (f *vipSettingFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.BoolVar(&f.sticky, "sticky", false, "hash the client address only: all of a client's flows go to one real")
-	fl.BoolVar(&f.noLRU, "no-lru", false, "keep the VIP's flows out of the connection table: every packet follows the current ring")
-	fl.BoolVar(&f.noSearch, "no-flow-search", false, "accepted, changes nothing (the connection table is shared by all CPUs)")
+	f.flags = map[lb.VIPFlags]*bool{}
+	for _, d := range lb.VIPFlagTable {
+		if d.Setting {
+			f.flags[d.Flag] = fl.Bool(d.CLIName(), false, d.Doc)
+		}
+	}
 	fl.StringVar(&f.encap, "encap", "", "how packets reach the reals: ipip (default) or gue")
 	fl.Uint32Var(&f.ringSize, "ring-size", 0, "Maglev ring size, a prime: 1021, 4099, 16381, 65537 (default), 131071, 262139 or 655373")
 	fl.StringVar(&f.health.Type, "health", "", "health check of the reals: none (default), tcp, http, https or udp")
@@ -143,7 +160,8 @@ func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
 			return err
 		}
 		in := api.VIPCreateJSON{Protocol: key.Proto.String(), Address: key.Addr.String(), Port: new(int(key.Port))}
-		in.Sticky, in.NoLRU, in.NoFlowSearch, in.Encap, in.RingSize = f.sticky, f.noLRU, f.noSearch, f.encap, f.ringSize
+		in.Flags, _ = f.given(cmd)
+		in.Encap, in.RingSize = f.encap, f.ringSize
 		in.DownFlows, in.AllDown, in.Disabled, in.Description = f.downFlows, f.allDown, f.disabled, f.description
 		if healthChanged(cmd) {
 			if f.health.Type == "" {
@@ -191,15 +209,7 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 		}
 		var p api.VIPPatchJSON
 		changed := cmd.Flags().Changed
-		if changed("sticky") {
-			p.Sticky = &f.sticky
-		}
-		if changed("no-lru") {
-			p.NoLRU = &f.noLRU
-		}
-		if changed("no-flow-search") {
-			p.NoFlowSearch = &f.noSearch
-		}
+		p.SetFlags, p.ClearFlags = f.given(cmd)
 		if changed("encap") {
 			p.Encap = &f.encap
 		}
@@ -248,9 +258,11 @@ func (s *session) emitVIP(v api.VIPJSON) error {
 		row(w, "DESCRIPTION", desc)
 		row(w, "ENCAP", v.Encap)
 		row(w, "RING SIZE", v.RingSize)
-		row(w, "STICKY", v.Sticky)
-		row(w, "NO LRU", v.NoLRU)
-		row(w, "NO FLOW SEARCH", v.NoFlowSearch)
+		for _, d := range lb.VIPFlagTable {
+			if d.Setting {
+				row(w, d.Label(), v.Flags.Has(d.Flag))
+			}
+		}
 		row(w, "DISABLED", v.Disabled)
 		hc := v.HealthCheck.Type
 		if hc != "" && hc != "none" {
@@ -338,14 +350,8 @@ func vipFlags(v api.VIPJSON) string {
 	if v.Disabled {
 		f = append(f, "disabled")
 	}
-	if v.Sticky {
-		f = append(f, "sticky")
-	}
-	if v.NoLRU {
-		f = append(f, "no-lru")
-	}
-	if v.NoFlowSearch {
-		f = append(f, "no-flow-search")
+	if v.Flags != 0 {
+		f = append(f, v.Flags.String())
 	}
 	if len(f) == 0 {
 		return "-"

@@ -74,7 +74,7 @@ func configureInOrder(t *testing.T, n *node) {
 	for _, v := range []control.VIP{
 		{Key: web, RingSize: 1021, Reals: reals(webReals)},
 		{Key: dns, RingSize: 1021, Reals: reals(dnsReals)},
-		{Key: sticky, RingSize: 1021, Sticky: true, Reals: reals(stickyReals)},
+		{Key: sticky, RingSize: 1021, Flags: lb.VIPSticky, Reals: reals(stickyReals)},
 		{Key: web6, RingSize: 1021, Reals: reals(web6Reals)},
 	} {
 		if _, err := n.ctl.CreateVIP(v); err != nil {
@@ -94,11 +94,11 @@ func configureOtherwise(t *testing.T, n *node) {
 		t.Fatal(err)
 	}
 	for _, v := range []struct {
-		key    lb.VIPKey
-		sticky bool
-		reals  map[string]uint32
-	}{{web6, false, web6Reals}, {sticky, true, stickyReals}, {dns, false, dnsReals}, {web, false, webReals}} {
-		if _, err := n.ctl.CreateVIP(control.VIP{Key: v.key, RingSize: 1021, Sticky: v.sticky}); err != nil {
+		key   lb.VIPKey
+		flags lb.VIPFlags
+		reals map[string]uint32
+	}{{web6, 0, web6Reals}, {sticky, lb.VIPSticky, stickyReals}, {dns, 0, dnsReals}, {web, 0, webReals}} {
+		if _, err := n.ctl.CreateVIP(control.VIP{Key: v.key, RingSize: 1021, Flags: v.flags}); err != nil {
 			t.Fatal(err)
 		}
 		rs := reals(v.reals)

@@ -64,7 +64,7 @@ func (f *Datapath) mutate(op string) error {
 	return nil
 }
 
-func (f *Datapath) AddVIP(key lb.VIPKey, flags xdp.VIPFlags) error {
+func (f *Datapath) AddVIP(key lb.VIPKey, flags lb.VIPFlags) error {
 	if err := f.mutate("AddVIP " + key.String()); err != nil {
 		return err
 	}
@@ -130,7 +130,7 @@ func (f *Datapath) SetConfig(c xdp.Config) error {
 	return nil
 }
 
-func (f *Datapath) SetVIPFlags(key lb.VIPKey, flags xdp.VIPFlags) error {
+func (f *Datapath) SetVIPFlags(key lb.VIPKey, flags lb.VIPFlags) error {
 	if err := f.mutate("SetVIPFlags " + key.String()); err != nil {
 		return err
 	}
