@@ -94,7 +94,7 @@ type liveTimer struct {
 	last time.Time
 }
 
-func (l *liveTimer) SetRing(key lb.VIPKey, ring []xdp.RealID) error {
+func (l *liveTimer) SetRing(key lb.VIPKey, ring []uint32) error {
 	err := l.Balancer.SetRing(key, ring)
 	l.last = time.Now()
 	return err

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/lb"
 )
 
@@ -33,7 +32,7 @@ func TestDisableVIP(t *testing.T) {
 	if !vip.Disabled || len(vip.Reals) != 2 || vip.RingSize != 1021 {
 		t.Errorf("patch disabled: %+v", vip)
 	}
-	if !slices.Equal(h.dp.Rings[key], []xdp.RealID{0}) || h.dp.VIPMap[key].Num != num {
+	if !slices.Equal(h.dp.Rings[key], []uint32{0}) || h.dp.VIPMap[key].Num != num {
 		t.Errorf("disabled: ring of %d slots, VIP number %d (was %d)", len(h.dp.Rings[key]), h.dp.VIPMap[key].Num, num)
 	}
 	var ring RingJSON
@@ -59,7 +58,7 @@ func TestDisableVIP(t *testing.T) {
 
 	// PUT and create carry it too; PUT without it enables
 	h.expect(req{method: "PUT", path: path, body: `{"ring_size":1021,"disabled":true,"reals":[{"address":"10.0.0.1"}]}`}, http.StatusOK, &vip)
-	if !vip.Disabled || !slices.Equal(h.dp.Rings[key], []xdp.RealID{0}) {
+	if !vip.Disabled || !slices.Equal(h.dp.Rings[key], []uint32{0}) {
 		t.Errorf("put disabled: %+v", vip)
 	}
 	h.expect(req{method: "PUT", path: path, body: `{"ring_size":1021,"reals":[{"address":"10.0.0.1"}]}`}, http.StatusOK, &vip)

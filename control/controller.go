@@ -457,7 +457,7 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 
 	live := c.dp.RealSlots()
 	ids := make(map[netip.Addr]xdp.RealID, len(want.Reals))
-	var liveRing []xdp.RealID // read only to adopt indices
+	var liveRing []uint32 // read only to adopt indices
 	ringRead := false
 	unreadable := false
 	for _, r := range want.Reals {
@@ -538,7 +538,8 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 }
 
 // ringPlan is a VIP's Maglev ring built before its reals have datapath
-// IDs: a slot holds 1 + the index of its real in reals, 0 none. A ring
+// IDs: a slot holds 1 + the index of its real in reals, 0 none; ring
+// puts the IDs in, and the datapath takes the table as it is then. A ring
 // depends on the reals' names and weights only, so a change can build it
 // while its state is being saved, before any real is defined.
 type ringPlan struct {
@@ -547,12 +548,12 @@ type ringPlan struct {
 }
 
 // ring is the plan with the reals' IDs.
-func (p *ringPlan) ring(ids map[netip.Addr]xdp.RealID) []xdp.RealID {
-	byIndex := make([]xdp.RealID, len(p.reals)+1)
+func (p *ringPlan) ring(ids map[netip.Addr]xdp.RealID) []uint32 {
+	byIndex := make([]uint32, len(p.reals)+1)
 	for i, a := range p.reals {
-		byIndex[i+1] = ids[a]
+		byIndex[i+1] = uint32(ids[a])
 	}
-	ring := make([]xdp.RealID, len(p.table))
+	ring := make([]uint32, len(p.table))
 	for i, x := range p.table {
 		ring[i] = byIndex[x]
 	}
@@ -642,13 +643,13 @@ type ringSum struct {
 	sum uint64
 }
 
-func (c *Controller) sumRing(ring []xdp.RealID) uint64 {
+func (c *Controller) sumRing(ring []uint32) uint64 {
 	var h maphash.Hash
 	h.SetSeed(c.ringSeed)
 	var buf [4096]byte
 	b := buf[:0]
 	for _, id := range ring {
-		b = binary.NativeEndian.AppendUint32(b, uint32(id))
+		b = binary.NativeEndian.AppendUint32(b, id)
 		if len(b) == len(buf) {
 			h.Write(b)
 			b = buf[:0]
@@ -664,13 +665,13 @@ func (c *Controller) sumRing(ring []xdp.RealID) uint64 {
 // any such index sends to the same address, so forwarding is right
 // whichever is taken (only counters of a real shared by VIPs could be
 // attributed to the other VIP, if neither ring holds it).
-func (c *Controller) adoptSlot(addr netip.Addr, live map[xdp.RealID]netip.Addr, ring []xdp.RealID) (xdp.RealID, bool) {
+func (c *Controller) adoptSlot(addr netip.Addr, live map[xdp.RealID]netip.Addr, ring []uint32) (xdp.RealID, bool) {
 	owned := make(map[xdp.RealID]bool, len(c.slots))
 	for _, id := range c.slots {
 		owned[id] = true
 	}
-	for _, id := range ring {
-		if id != 0 && live[id] == addr && !owned[id] {
+	for _, slot := range ring {
+		if id := xdp.RealID(slot); id != 0 && live[id] == addr && !owned[id] {
 			return id, true
 		}
 	}
@@ -836,7 +837,7 @@ func (c *Controller) Ring(key lb.VIPKey) (size int, shares []RingShare, empty in
 	}
 	counts := make(map[xdp.RealID]int)
 	for _, id := range ring {
-		counts[id]++
+		counts[xdp.RealID(id)]++
 	}
 	c.mu.Lock()
 	reals := make(map[netip.Addr]xdp.RealID, len(v.Reals))

@@ -34,10 +34,10 @@ func active(a netip.Addr, w uint32) Real { return Real{Addr: a, Weight: w, State
 
 // wantRing is the ring the controller must install: Maglev over the
 // eligible reals, with the fake's IDs.
-func wantRing(t *testing.T, dp *fakedp.Datapath, v VIP) []xdp.RealID {
+func wantRing(t *testing.T, dp *fakedp.Datapath, v VIP) []uint32 {
 	t.Helper()
 	if v.Disabled {
-		return []xdp.RealID{0}
+		return []uint32{0}
 	}
 	var bs []maglev.Backend
 	for _, r := range v.Reals {
@@ -46,7 +46,7 @@ func wantRing(t *testing.T, dp *fakedp.Datapath, v VIP) []xdp.RealID {
 		}
 	}
 	if len(bs) == 0 {
-		return []xdp.RealID{0}
+		return []uint32{0}
 	}
 	size := v.RingSize
 	if size == 0 {
@@ -56,11 +56,7 @@ func wantRing(t *testing.T, dp *fakedp.Datapath, v VIP) []xdp.RealID {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ring := make([]xdp.RealID, len(table))
-	for i, id := range table {
-		ring[i] = xdp.RealID(id)
-	}
-	return ring
+	return table
 }
 
 // checkInSync asserts that the datapath holds exactly the controller's
@@ -186,7 +182,7 @@ func TestDrainingAndZeroWeightKeepRealDefinedButOutOfRing(t *testing.T) {
 		t.Errorf("draining real was redefined (id %d → %d): its flows would be lost", id2, dp.RealMap[r2])
 	}
 	for _, id := range dp.Rings[vipA] {
-		if id != dp.RealMap[r1] {
+		if xdp.RealID(id) != dp.RealMap[r1] {
 			t.Fatalf("ring holds real %d; only %s (id %d) is eligible", id, r1, dp.RealMap[r1])
 		}
 	}
@@ -194,7 +190,7 @@ func TestDrainingAndZeroWeightKeepRealDefinedButOutOfRing(t *testing.T) {
 	if _, _, err := c.PutReal(vipA, Real{Addr: r1, Weight: 1, State: RealDraining}); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(dp.Rings[vipA], []xdp.RealID{0}) || len(dp.RealMap) != 3 {
+	if !slices.Equal(dp.Rings[vipA], []uint32{0}) || len(dp.RealMap) != 3 {
 		t.Errorf("no eligible reals: ring %v, reals %v", dp.Rings[vipA][:min(3, len(dp.Rings[vipA]))], dp.RealMap)
 	}
 }
@@ -234,12 +230,12 @@ func mustCreate(t *testing.T, c *Controller, v VIP) {
 // snapshot copies the fake's observable state.
 type snapshot struct {
 	vips  map[lb.VIPKey]xdp.VIP
-	rings map[lb.VIPKey][]xdp.RealID
+	rings map[lb.VIPKey][]uint32
 	reals map[netip.Addr]xdp.RealID
 }
 
 func snap(dp *fakedp.Datapath) snapshot {
-	s := snapshot{map[lb.VIPKey]xdp.VIP{}, map[lb.VIPKey][]xdp.RealID{}, map[netip.Addr]xdp.RealID{}}
+	s := snapshot{map[lb.VIPKey]xdp.VIP{}, map[lb.VIPKey][]uint32{}, map[netip.Addr]xdp.RealID{}}
 	for k, v := range dp.VIPMap {
 		s.vips[k] = v
 	}
@@ -402,7 +398,7 @@ func TestReconcileInstallsAndRepairsDrift(t *testing.T) {
 	}
 
 	// Someone overwrote a ring slot and a flag behind lbd's back.
-	dp.Rings[vipA][7] = dp.RealMap[r3]
+	dp.Rings[vipA][7] = uint32(dp.RealMap[r3])
 	v := dp.VIPMap[vipB]
 	v.Flags = 0
 	dp.VIPMap[vipB] = v

@@ -16,8 +16,8 @@ type Datapath interface {
 	RemoveVIP(key lb.VIPKey) error
 	VIPs() []xdp.VIP
 	LookupVIP(key lb.VIPKey) (xdp.VIP, error)
-	SetRing(key lb.VIPKey, ring []xdp.RealID) error
-	Ring(key lb.VIPKey) ([]xdp.RealID, error)
+	SetRing(key lb.VIPKey, ring []uint32) error
+	Ring(key lb.VIPKey) ([]uint32, error)
 
 	// Each (VIP, real) pair has its own real index (slot), so that the
 	// datapath's per-index counters are per pair.

@@ -43,7 +43,7 @@ func TestDisabledVIPEmptiesItsRingAndKeepsTheRest(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no vip_changed event")
 	}
-	if !slices.Equal(dp.Rings[vipA], []xdp.RealID{0}) {
+	if !slices.Equal(dp.Rings[vipA], []uint32{0}) {
 		t.Fatalf("disabled VIP's ring has %d slots, want one empty slot", len(dp.Rings[vipA]))
 	}
 	// a new flow hashes to an empty slot, whatever its hash
@@ -75,14 +75,14 @@ func TestDisabledVIPEmptiesItsRingAndKeepsTheRest(t *testing.T) {
 	}
 	// a ring written behind lbd's back is emptied again
 	dp.Rings[vipA] = slices.Clone(before)
-	if drifts, err := c.Reconcile(); err != nil || len(drifts) != 1 || !slices.Equal(dp.Rings[vipA], []xdp.RealID{0}) {
+	if drifts, err := c.Reconcile(); err != nil || len(drifts) != 1 || !slices.Equal(dp.Rings[vipA], []uint32{0}) {
 		t.Errorf("drift of a disabled VIP's ring: %+v %v, ring of %d", drifts, err, len(dp.Rings[vipA]))
 	}
 	// a change of the reals while disabled keeps the ring empty
 	if _, _, err := c.PutReal(vipA, active(r3, 1)); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(dp.Rings[vipA], []xdp.RealID{0}) {
+	if !slices.Equal(dp.Rings[vipA], []uint32{0}) {
 		t.Error("adding a real to a disabled VIP filled its ring")
 	}
 	if _, err := c.DeleteReal(vipA, r3); err != nil {
@@ -128,7 +128,7 @@ func TestDisabledIgnoresAllDownAndEmptyRings(t *testing.T) {
 	c.mu.Lock()
 	sigB2 := c.ringSums[vipB].sig
 	c.mu.Unlock()
-	if sigB == sigB2 || !slices.Equal(emptyB, []xdp.RealID{0}) || !slices.Equal(dp.Rings[vipB], emptyB) {
+	if sigB == sigB2 || !slices.Equal(emptyB, []uint32{0}) || !slices.Equal(dp.Rings[vipB], emptyB) {
 		t.Errorf("disabling an empty VIP: signature %q -> %q, ring %v -> %v", sigB, sigB2, emptyB, dp.Rings[vipB])
 	}
 	// every real of A goes down: serve-all would fail open, disabled does not
@@ -143,7 +143,7 @@ func TestDisabledIgnoresAllDownAndEmptyRings(t *testing.T) {
 		e := waitEvent(t, ev, netip.Addr{}, health.Down)
 		seen[e.Real] = true
 	}
-	if !slices.Equal(dp.Rings[vipA], []xdp.RealID{0}) {
+	if !slices.Equal(dp.Rings[vipA], []uint32{0}) {
 		t.Error("serve-all filled a disabled VIP's ring")
 	}
 	if drifts, err := c.Reconcile(); err != nil || len(drifts) != 0 {
@@ -188,7 +188,7 @@ func TestDisabledSurvivesRestart(t *testing.T) {
 	if _, err := c.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Equal(dp.Rings[vipA], []xdp.RealID{0}) || len(dp.Rings[vipB]) != 1021 {
+	if !slices.Equal(dp.Rings[vipA], []uint32{0}) || len(dp.Rings[vipB]) != 1021 {
 		t.Errorf("after restart: rings of %d and %d slots", len(dp.Rings[vipA]), len(dp.Rings[vipB]))
 	}
 	checkInSync(t, c, dp)

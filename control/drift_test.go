@@ -463,14 +463,14 @@ type unreadableRings struct {
 	setRing int
 }
 
-func (u *unreadableRings) Ring(key lb.VIPKey) ([]xdp.RealID, error) {
+func (u *unreadableRings) Ring(key lb.VIPKey) ([]uint32, error) {
 	if !u.written[key] {
 		return nil, fmt.Errorf("VIP %s: open ring buffer 0: %w: %w", key, xdp.ErrRingUnreadable, syscall.EPERM)
 	}
 	return u.Datapath.Ring(key)
 }
 
-func (u *unreadableRings) SetRing(key lb.VIPKey, ring []xdp.RealID) error {
+func (u *unreadableRings) SetRing(key lb.VIPKey, ring []uint32) error {
 	u.setRing++
 	u.written[key] = true
 	return u.Datapath.SetRing(key, ring)

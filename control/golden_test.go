@@ -49,7 +49,7 @@ func dumpMaps(t *testing.T, b *xdp.Balancer) string {
 		for _, id := range ring {
 			name := "empty"
 			if id != 0 {
-				a, ok := byID[id]
+				a, ok := byID[xdp.RealID(id)]
 				if !ok {
 					t.Fatalf("ring of %s holds undefined real %d", lb.VIPName(v.Key), id)
 				}

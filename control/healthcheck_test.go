@@ -72,7 +72,7 @@ func waitEvent(t *testing.T, ev <-chan Event, real netip.Addr, state health.Stat
 func ringHolds(dp *fakedp.Datapath, key lb.VIPKey) map[xdp.RealID]int {
 	n := map[xdp.RealID]int{}
 	for _, id := range dp.Rings[key] {
-		n[id]++
+		n[xdp.RealID(id)]++
 	}
 	return n
 }
@@ -161,7 +161,7 @@ func TestAllRealsDownPolicy(t *testing.T) {
 					t.Error("serve-all: with every real down the ring should hold them all")
 				}
 			case DropAll:
-				if !slices.Equal(dp.Rings[vipA], []xdp.RealID{0}) {
+				if !slices.Equal(dp.Rings[vipA], []uint32{0}) {
 					t.Error("drop: with every real down the ring should be empty")
 				}
 			}

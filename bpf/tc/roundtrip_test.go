@@ -56,9 +56,9 @@ func TestRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ring := make([]xdp.RealID, 13)
+		ring := make([]uint32, 13)
 		for i := range ring {
-			ring[i] = id
+			ring[i] = uint32(id)
 		}
 		if err := bal.SetRing(c.vip, ring); err != nil {
 			t.Fatal(err)

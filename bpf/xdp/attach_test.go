@@ -513,7 +513,7 @@ func TestKill9Restart(t *testing.T) {
 		if err := b.AddVIP(vipTCP, 0); err != nil {
 			t.Fatal(err)
 		}
-		if err := b.SetRing(vipTCP, []RealID{id, id, id}); err != nil {
+		if err := b.SetRing(vipTCP, ringOf(id, id, id)); err != nil {
 			t.Fatal(err)
 		}
 		if act, _, err := b.Simulate(syn.frame(t)); err != nil || act != ActionTX {

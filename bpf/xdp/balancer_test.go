@@ -20,7 +20,7 @@ import (
 type testLB struct {
 	*Balancer
 	cfg   Config
-	rings map[lb.VIPKey][]RealID
+	rings map[lb.VIPKey][]uint32
 }
 
 var (
@@ -67,7 +67,7 @@ func newTestLBOpts(t testing.TB, opts Options) *testLB {
 	if err := b.SetConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	l := &testLB{Balancer: b, cfg: cfg, rings: map[lb.VIPKey][]RealID{}}
+	l := &testLB{Balancer: b, cfg: cfg, rings: map[lb.VIPKey][]uint32{}}
 	l.addVIP(t, vipTCP, 0, reals4)
 	l.addVIP(t, vipUDP, 0, reals4)
 	l.addVIP(t, vipGUE, lb.VIPGUE, reals4)
@@ -106,12 +106,22 @@ func (l *testLB) addVIP(t testing.TB, key lb.VIPKey, flags lb.VIPFlags, reals []
 	l.setRing(t, key, ring)
 }
 
-func (l *testLB) setRing(t testing.TB, key lb.VIPKey, ring []RealID) {
+func (l *testLB) setRing(t testing.TB, key lb.VIPKey, ids []RealID) {
 	t.Helper()
+	ring := ringOf(ids...)
 	if err := l.SetRing(key, ring); err != nil {
 		t.Fatal(err)
 	}
 	l.rings[key] = ring
+}
+
+// ringOf is a ring of these reals, slot by slot.
+func ringOf(ids ...RealID) []uint32 {
+	ring := make([]uint32, len(ids))
+	for i, id := range ids {
+		ring[i] = uint32(id)
+	}
+	return ring
 }
 
 // ringReal is the real the VIP's ring gives a new flow.
@@ -122,7 +132,7 @@ func (l *testLB) ringReal(t testing.TB, vip lb.VIPKey, k FlowKey) netip.Addr {
 		t.Fatal(err)
 	}
 	ring := l.rings[vip]
-	id := ring[RingSlot(k, v.Flags&lb.VIPSticky != 0, uint32(len(ring)))]
+	id := RealID(ring[RingSlot(k, v.Flags&lb.VIPSticky != 0, uint32(len(ring)))])
 	a, ok := l.RealAddr(id)
 	if !ok {
 		t.Fatalf("real %d not defined", id)
@@ -473,8 +483,8 @@ func otherRing(t *testing.T, l *testLB, vip lb.VIPKey, not RealID) []RealID {
 	t.Helper()
 	var ids []RealID
 	seen := map[RealID]bool{}
-	for _, id := range l.rings[vip] {
-		if id != not && !seen[id] {
+	for _, slot := range l.rings[vip] {
+		if id := RealID(slot); id != not && !seen[id] {
 			seen[id] = true
 			ids = append(ids, id)
 		}

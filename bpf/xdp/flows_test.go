@@ -335,7 +335,7 @@ func TestLimits(t *testing.T) {
 	if _, err := b.AddReal(netip.MustParseAddr("10.1.0.3")); !errors.Is(err, ErrLimit) {
 		t.Errorf("third real: err = %v, want ErrLimit", err)
 	}
-	if err := b.SetRing(lb.VIPKey{Addr: netip.MustParseAddr("10.0.0.1"), Port: 80, Proto: lb.TCP}, []RealID{1, 2, 99}); err == nil {
+	if err := b.SetRing(lb.VIPKey{Addr: netip.MustParseAddr("10.0.0.1"), Port: 80, Proto: lb.TCP}, []uint32{1, 2, 99}); err == nil {
 		t.Error("ring with an undefined real was accepted")
 	}
 	// A removed VIP frees its slot.

@@ -57,7 +57,7 @@ type lbState struct {
 	VIPs      []VIP
 	Gens      map[lb.VIPKey]uint32
 	Reals     map[netip.Addr]RealID
-	Rings     map[lb.VIPKey][]RealID
+	Rings     map[lb.VIPKey][]uint32
 	Global    GlobalStats
 	VIPStats  map[lb.VIPKey]VIPStats
 	RealStats map[RealID]RealStats
@@ -68,7 +68,7 @@ type lbState struct {
 func snapshot(t *testing.T, b *Balancer) lbState {
 	t.Helper()
 	s := lbState{
-		VIPs: b.VIPs(), Gens: map[lb.VIPKey]uint32{}, Reals: b.Reals(), Rings: map[lb.VIPKey][]RealID{},
+		VIPs: b.VIPs(), Gens: map[lb.VIPKey]uint32{}, Reals: b.Reals(), Rings: map[lb.VIPKey][]uint32{},
 		VIPStats: map[lb.VIPKey]VIPStats{}, RealStats: map[RealID]RealStats{}, Flows: map[FlowKey]Flow{},
 	}
 	slices.SortFunc(s.VIPs, func(a, b VIP) int { return int(a.Num) - int(b.Num) })

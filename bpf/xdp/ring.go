@@ -40,10 +40,11 @@ var ErrRingUnreadable = errors.New("ring buffer not readable without CAP_SYS_ADM
 // ringSlot is the outer map index of a VIP's ring buffer.
 func ringSlot(num, buf uint32) uint32 { return 2*num + buf }
 
-// SetRing gives a VIP a new ring: ring[slot] is the RealID that takes the
+// SetRing gives a VIP a new ring, the Maglev table as it is built:
+// ring[slot] is the RealID (as a uint32) that takes the
 // flows hashing to slot (0: none, such packets are dropped). Every
 // non-zero entry must be a real added with AddReal.
-func (b *Balancer) SetRing(key lb.VIPKey, ring []RealID) error {
+func (b *Balancer) SetRing(key lb.VIPKey, ring []uint32) error {
 	if len(ring) == 0 || len(ring) > maxRingSize {
 		return fmt.Errorf("VIP %s: ring size %d: must be between 1 and %d", key, len(ring), maxRingSize)
 	}
@@ -54,7 +55,7 @@ func (b *Balancer) SetRing(key lb.VIPKey, ring []RealID) error {
 		return fmt.Errorf("VIP %s: %w", key, ErrNotFound)
 	}
 	for slot, id := range ring {
-		if id != 0 && (int(id) >= len(b.realIDs) || !b.realIDs[id]) {
+		if id != 0 && (uint64(id) >= uint64(len(b.realIDs)) || !b.realIDs[id]) {
 			return fmt.Errorf("VIP %s: ring slot %d holds real %d, which is not defined", key, slot, id)
 		}
 	}
@@ -76,7 +77,7 @@ func (b *Balancer) SetRing(key lb.VIPKey, ring []RealID) error {
 
 // writeRing fills an idle ring buffer: in place when its map has the
 // ring's size, else in a new map put in its place in the outer map.
-func (b *Balancer) writeRing(slot uint32, ring []RealID) error {
+func (b *Balancer) writeRing(slot uint32, ring []uint32) error {
 	if m, err := b.ringMap(slot); err == nil && m.MaxEntries() == uint32(len(ring)) {
 		if err := fillArray(m, ring); err != nil {
 			return fmt.Errorf("fill ring buffer %d: %w", slot, err)
@@ -143,7 +144,7 @@ var newMapFromID = ebpf.NewMapFromID
 
 // Ring reads a VIP's live ring back from the kernel. A live buffer that
 // cannot be opened for want of permission gives ErrRingUnreadable.
-func (b *Balancer) Ring(key lb.VIPKey) ([]RealID, error) {
+func (b *Balancer) Ring(key lb.VIPKey) ([]uint32, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	e, ok := b.vips[key]
@@ -190,21 +191,20 @@ const arrayStride = 8
 // BPF_F_MMAPABLE so that this is one copy into shared memory (tens of
 // microseconds for 65537 slots) rather than a batch update through the
 // syscall (about 10 ms); maps without the flag take the slow path.
-func fillArray(m *ebpf.Map, ring []RealID) error {
+func fillArray(m *ebpf.Map, ring []uint32) error {
 	if mem, err := m.Memory(); err == nil {
 		buf := make([]byte, arrayStride*len(ring))
 		for i, id := range ring {
-			binary.NativeEndian.PutUint32(buf[arrayStride*i:], uint32(id))
+			binary.NativeEndian.PutUint32(buf[arrayStride*i:], id)
 		}
 		_, err := mem.WriteAt(buf, 0)
 		return err
 	}
 	keys := make([]uint32, len(ring))
-	vals := make([]uint32, len(ring))
-	for i, id := range ring {
+	for i := range keys {
 		keys[i] = uint32(i)
-		vals[i] = uint32(id)
 	}
+	vals := ring
 	_, err := m.BatchUpdate(keys, vals, nil)
 	if err == nil {
 		return nil
@@ -222,15 +222,15 @@ func fillArray(m *ebpf.Map, ring []RealID) error {
 
 // readArray reads a whole ring map back, through its memory mapping when
 // it has one.
-func readArray(m *ebpf.Map) ([]RealID, error) {
-	ring := make([]RealID, m.MaxEntries())
+func readArray(m *ebpf.Map) ([]uint32, error) {
+	ring := make([]uint32, m.MaxEntries())
 	if mem, err := m.Memory(); err == nil {
 		buf := make([]byte, arrayStride*len(ring))
 		if _, err := mem.ReadAt(buf, 0); err != nil {
 			return nil, err
 		}
 		for i := range ring {
-			ring[i] = RealID(binary.NativeEndian.Uint32(buf[arrayStride*i:]))
+			ring[i] = binary.NativeEndian.Uint32(buf[arrayStride*i:])
 		}
 		return ring, nil
 	}
@@ -242,7 +242,7 @@ func readArray(m *ebpf.Map) ([]RealID, error) {
 		return nil, err
 	}
 	for i := 0; i < n; i++ {
-		ring[keys[i]] = RealID(vals[i])
+		ring[keys[i]] = vals[i]
 	}
 	return ring, nil
 }

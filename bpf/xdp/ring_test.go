@@ -42,10 +42,10 @@ func TestRingBuffers(t *testing.T) {
 		}
 		return netip.AddrFrom4([4]byte(out[14+16 : 14+20])) // outer IPv4 destination
 	}
-	uniform := func(id RealID, n int) []RealID {
-		r := make([]RealID, n)
+	uniform := func(id RealID, n int) []uint32 {
+		r := make([]uint32, n)
 		for i := range r {
-			r[i] = id
+			r[i] = uint32(id)
 		}
 		return r
 	}
@@ -63,7 +63,7 @@ func TestRingBuffers(t *testing.T) {
 			t.Fatalf("change %d: packet went to %s, want %s", i, got, want)
 		}
 		ring, err := b.Ring(key)
-		if err != nil || len(ring) != size || ring[0] != id {
+		if err != nil || len(ring) != size || ring[0] != uint32(id) {
 			t.Fatalf("change %d: Ring() = %d slots of %v, %v", i, len(ring), ring[:1], err)
 		}
 	}
@@ -110,7 +110,7 @@ func TestRingUnreadable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ring := slices.Repeat([]RealID{id}, 1021)
+	ring := slices.Repeat(ringOf(id), 1021)
 	if err := b.SetRing(key, ring); err != nil {
 		t.Fatal(err)
 	}

@@ -174,7 +174,7 @@ func ringCounts(t *testing.T, dp *fakedp.Datapath, key lb.VIPKey) map[netip.Addr
 	out := map[netip.Addr]int{}
 	for _, id := range dp.Rings[key] {
 		if id != 0 {
-			out[byID[id]]++
+			out[byID[xdp.RealID(id)]]++
 		}
 	}
 	return out
@@ -268,7 +268,7 @@ func TestVIPCommands(t *testing.T) {
 	full := slices.Clone(d.dp.Rings[vip4])
 	out = d.ok("vip", "set", "tcp/192.0.2.1:80", "--disabled")
 	wantRow(t, out, "DISABLED", "true")
-	if v, _ := d.ctl.VIP(vip4); !v.Disabled || len(v.Reals) != 2 || !slices.Equal(d.dp.Rings[vip4], []xdp.RealID{0}) {
+	if v, _ := d.ctl.VIP(vip4); !v.Disabled || len(v.Reals) != 2 || !slices.Equal(d.dp.Rings[vip4], []uint32{0}) {
 		t.Errorf("after set --disabled: %+v, ring of %d slots", v, len(d.dp.Rings[vip4]))
 	}
 	wantRow(t, d.ok("vip", "list"), "tcp/192.0.2.1:80", "tcp-192.0.2.1-80", "ipip", "1021", "disabled,sticky", "2 (2 active)")

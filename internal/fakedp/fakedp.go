@@ -21,7 +21,7 @@ import (
 // inspect and tamper with.
 type Datapath struct {
 	VIPMap       map[lb.VIPKey]xdp.VIP
-	Rings        map[lb.VIPKey][]xdp.RealID
+	Rings        map[lb.VIPKey][]uint32
 	RealMap      map[netip.Addr]xdp.RealID // the latest index of each address
 	Slots        map[xdp.RealID]netip.Addr // every defined index
 	Usage        xdp.TableUsage
@@ -47,7 +47,7 @@ type Datapath struct {
 // New returns an empty fake with room for 512 VIPs.
 func New() *Datapath {
 	return &Datapath{
-		VIPMap: map[lb.VIPKey]xdp.VIP{}, Rings: map[lb.VIPKey][]xdp.RealID{},
+		VIPMap: map[lb.VIPKey]xdp.VIP{}, Rings: map[lb.VIPKey][]uint32{},
 		RealMap: map[netip.Addr]xdp.RealID{}, Slots: map[xdp.RealID]netip.Addr{}, nextID: 1, MaxVIPs: 512,
 		VIPCounters: map[lb.VIPKey]xdp.VIPStats{}, RealCounters: map[xdp.RealID]xdp.RealStats{},
 	}
@@ -165,7 +165,7 @@ func (f *Datapath) LookupVIP(key lb.VIPKey) (xdp.VIP, error) {
 	return v, nil
 }
 
-func (f *Datapath) SetRing(key lb.VIPKey, ring []xdp.RealID) error {
+func (f *Datapath) SetRing(key lb.VIPKey, ring []uint32) error {
 	if err := f.mutate("SetRing " + key.String()); err != nil {
 		return err
 	}
@@ -174,7 +174,7 @@ func (f *Datapath) SetRing(key lb.VIPKey, ring []xdp.RealID) error {
 		return fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
 	}
 	for _, id := range ring {
-		if _, ok := f.Slots[id]; id != 0 && !ok {
+		if _, ok := f.Slots[xdp.RealID(id)]; id != 0 && !ok {
 			return fmt.Errorf("ring holds undefined real %d", id)
 		}
 	}
@@ -184,7 +184,7 @@ func (f *Datapath) SetRing(key lb.VIPKey, ring []xdp.RealID) error {
 	return nil
 }
 
-func (f *Datapath) Ring(key lb.VIPKey) ([]xdp.RealID, error) {
+func (f *Datapath) Ring(key lb.VIPKey) ([]uint32, error) {
 	if _, ok := f.VIPMap[key]; !ok {
 		return nil, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
 	}
