@@ -4,15 +4,13 @@ import (
 	"bytes"
 	"encoding/hex"
 	"net/netip"
-	"os"
-	"regexp"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/lbd-dev/lbd/internal/cenumtest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
@@ -233,28 +231,11 @@ func TestVIPSet(t *testing.T) {
 // TestStatNamesMatchHeader keeps the Go counter list in the order of enum
 // lbd_decap_stat, which the program indexes by.
 func TestStatNamesMatchHeader(t *testing.T) {
-	src, err := os.ReadFile("../include/lbd_decap.h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := regexp.MustCompile(`(?s)enum lbd_decap_stat \{(.*?)\};`).FindSubmatch(src)
-	if body == nil {
-		t.Fatal("enum lbd_decap_stat not found")
-	}
 	var names []string
-	for _, m := range regexp.MustCompile(`LBD_DECAP_([A-Z0-9_]+)`).FindAllSubmatch(body[1], -1) {
-		if n := string(m[1]); n != "STAT_MAX" {
-			names = append(names, strings.ToLower(n))
-		}
+	for i := range NumStats {
+		names = append(names, i.String())
 	}
-	if len(names) != int(NumStats) {
-		t.Fatalf("header has %d counters, Go has %d", len(names), NumStats)
-	}
-	for i, n := range names {
-		if Stat(i).String() != n {
-			t.Errorf("counter %d: header %q, Go %q", i, n, Stat(i))
-		}
-	}
+	cenumtest.CheckSequence(t, "../include/lbd_decap.h", "lbd_decap_stat", "LBD_DECAP_", names, "LBD_DECAP_STAT_MAX")
 	var c decapDecapCounters
 	if len(c.Counters) != int(NumStats) {
 		t.Errorf("generated decap_counters has %d counters, want %d", len(c.Counters), NumStats)

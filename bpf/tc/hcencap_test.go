@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"encoding/hex"
 	"net/netip"
-	"os"
-	"regexp"
-	"strings"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/lbd-dev/lbd/internal/cenumtest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
@@ -158,28 +156,11 @@ func TestHCEncapFixtures(t *testing.T) {
 // TestHCStatNamesMatchHeader keeps the Go counter list in the order of
 // enum lbd_hc_stat.
 func TestHCStatNamesMatchHeader(t *testing.T) {
-	src, err := os.ReadFile("../include/lbd_hcencap.h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := regexp.MustCompile(`(?s)enum lbd_hc_stat \{(.*?)\};`).FindSubmatch(src)
-	if body == nil {
-		t.Fatal("enum lbd_hc_stat not found")
-	}
 	var names []string
-	for _, m := range regexp.MustCompile(`LBD_HC_([A-Z0-9_]+)`).FindAllSubmatch(body[1], -1) {
-		if n := string(m[1]); n != "STAT_MAX" {
-			names = append(names, strings.ToLower(n))
-		}
+	for i := range NumHCStats {
+		names = append(names, i.String())
 	}
-	if len(names) != int(NumHCStats) {
-		t.Fatalf("header has %d counters, Go has %d", len(names), NumHCStats)
-	}
-	for i, n := range names {
-		if HCStat(i).String() != n {
-			t.Errorf("counter %d: header %q, Go %q", i, n, HCStat(i))
-		}
-	}
+	cenumtest.CheckSequence(t, "../include/lbd_hcencap.h", "lbd_hc_stat", "LBD_HC_", names, "LBD_HC_STAT_MAX")
 	var c hcencapHcCounters
 	if len(c.Counters) != int(NumHCStats) {
 		t.Errorf("generated hc_counters has %d counters, want %d", len(c.Counters), NumHCStats)

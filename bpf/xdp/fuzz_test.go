@@ -4,12 +4,11 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
-	"regexp"
-	"strings"
 	"testing"
 
 	"github.com/google/gopacket/layers"
+
+	"github.com/lbd-dev/lbd/internal/cenumtest"
 )
 
 // FuzzBalancer feeds mutated frames through the program. Whatever comes
@@ -170,28 +169,11 @@ func ipChecksum(b []byte) uint16 {
 // TestStatNamesMatchHeader keeps the Go counter list in the order of
 // enum lbd_stat, which the datapath indexes by.
 func TestStatNamesMatchHeader(t *testing.T) {
-	src, err := os.ReadFile("../include/lbd_types.h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := regexp.MustCompile(`(?s)enum lbd_stat \{(.*?)\};`).FindSubmatch(src)
-	if body == nil {
-		t.Fatal("enum lbd_stat not found")
-	}
 	var names []string
-	for _, m := range regexp.MustCompile(`LBD_STAT_([A-Z0-9_]+)`).FindAllSubmatch(body[1], -1) {
-		if n := string(m[1]); n != "MAX" {
-			names = append(names, strings.ToLower(n))
-		}
+	for i := range NumStats {
+		names = append(names, i.String())
 	}
-	if len(names) != int(NumStats) {
-		t.Fatalf("header has %d counters, Go has %d", len(names), NumStats)
-	}
-	for i, n := range names {
-		if Stat(i).String() != n {
-			t.Errorf("counter %d: header %q, Go %q", i, n, Stat(i))
-		}
-	}
+	cenumtest.CheckSequence(t, "../include/lbd_types.h", "lbd_stat", "LBD_STAT_", names, "LBD_STAT_MAX")
 	var g balancerGlobalCounters
 	if len(g.Counters) != int(NumStats) {
 		t.Errorf("generated global_counters has %d counters, want %d", len(g.Counters), NumStats)
