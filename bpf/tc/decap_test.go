@@ -11,6 +11,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/lbd-dev/lbd/internal/cenumtest"
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
@@ -119,17 +120,17 @@ func TestDecapPasses(t *testing.T) {
 	other6 := clientPacket(t, "2001:db8:1::1", "2001:db8::99", 5353, 53, false, "query")
 	vip4 := clientPacket(t, "198.51.100.1", "10.10.0.1", 5353, 53, false, "query")
 	plain := func(ip []byte) []byte {
-		return serialize(t, true, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: realMAC, EthernetType: ethType(ip)}, gopacket.Payload(ip))
+		return packettest.Serialize(t, true, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.RealMAC, EthernetType: packettest.IPEtherType(ip)}, gopacket.Payload(ip))
 	}
-	arp := serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: realMAC, EthernetType: layers.EthernetTypeARP},
+	arp := packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.RealMAC, EthernetType: layers.EthernetTypeARP},
 		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-			Operation: layers.ARPRequest, SourceHwAddress: clientMAC, SourceProtAddress: []byte{10, 0, 1, 9},
+			Operation: layers.ARPRequest, SourceHwAddress: packettest.ClientMAC, SourceProtAddress: []byte{10, 0, 1, 9},
 			DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 0, 1, 1}})
 	otherPort := gue4
 	otherPort.port = 6081
 	// GUE variant 0: a GUE header (version bits 00) before the inner packet.
 	variant0 := encapFrame(t, append([]byte{0x00, 0x04, 0, 0}, vip4...), gue4)
-	frag := mut(encapFrame(t, vip4, in4), func(b []byte) { b[14+6] = 0x20; fixIPv4Checksum(b, 14) })
+	frag := mut(encapFrame(t, vip4, in4), func(b []byte) { b[14+6] = 0x20; packettest.FixIPv4Checksum(b, 14) })
 	cases := []struct {
 		name string
 		in   []byte
@@ -178,7 +179,7 @@ func TestDecapMalformed(t *testing.T) {
 	g4 := encapFrame(t, vip4, gue4)
 	// outerLen sets the outer IPv4 total length (and fixes the checksum).
 	outerLen := func(n int) func([]byte) {
-		return func(b []byte) { b[16], b[17] = byte(n>>8), byte(n); fixIPv4Checksum(b, 14) }
+		return func(b []byte) { b[16], b[17] = byte(n>>8), byte(n); packettest.FixIPv4Checksum(b, 14) }
 	}
 	cases := []struct {
 		name string

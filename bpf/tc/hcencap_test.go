@@ -10,6 +10,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/lbd-dev/lbd/internal/cenumtest"
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
@@ -41,7 +42,7 @@ func newTestHC(t testing.TB) *HCEncap {
 // probeFrame is a probe as the LB node's stack hands it to the egress:
 // the node's MAC, the MAC of the VIP's next hop.
 func probeFrame(t testing.TB, inner []byte) []byte {
-	return serialize(t, true, &layers.Ethernet{SrcMAC: lbMAC, DstMAC: realMAC, EthernetType: ethType(inner)}, gopacket.Payload(inner))
+	return packettest.Serialize(t, true, &layers.Ethernet{SrcMAC: packettest.LBMAC, DstMAC: packettest.RealMAC, EthernetType: packettest.IPEtherType(inner)}, gopacket.Payload(inner))
 }
 
 func runHC(t *testing.T, h *HCEncap, in []byte, mark uint32, want Verdict, wantOut []byte, wantStats map[HCStat]uint64) []byte {
@@ -85,7 +86,7 @@ func TestHCEncapFixtures(t *testing.T) {
 	h := newTestHC(t)
 	d := newTestDecap(t)
 	probe4 := clientPacket(t, "192.0.2.10", "10.10.0.1", 41000, 80, true, "")
-	probe4tos := mut(probe4, func(b []byte) { b[1] = 0xb8; fixIPv4Checksum(b, 0) })
+	probe4tos := mut(probe4, func(b []byte) { b[1] = 0xb8; packettest.FixIPv4Checksum(b, 0) })
 	probe6 := clientPacket(t, "2001:db8:ffff::10", "2001:db8::10", 41000, 80, true, "")
 	probe6udp := clientPacket(t, "2001:db8:ffff::10", "2001:db8::10", 41000, 53, false, "health?")
 	for _, c := range []struct {

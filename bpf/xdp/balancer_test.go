@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
@@ -60,7 +61,7 @@ func newTestLBOpts(t testing.TB, opts Options) *testLB {
 	privtest.CheckNotSupported(t, "load balancer", err)
 	t.Cleanup(func() { b.Close() })
 	cfg := DefaultConfig()
-	cfg.GatewayMAC = gatewayMAC
+	cfg.GatewayMAC = packettest.GatewayMAC
 	cfg.GUESourceV4 = netip.MustParseAddr("192.0.2.100")
 	cfg.GUESourceV6 = netip.MustParseAddr("2001:db8:ffff::100")
 	if err := b.SetConfig(cfg); err != nil {
@@ -269,10 +270,10 @@ func TestPassAndDrop(t *testing.T) {
 	tcpTo := func(dst string, dport uint16) []byte {
 		return pkt{src: "198.51.100.1", dst: dst, sport: 999, dport: dport, proto: TCP, flags: "S"}.frame(t)
 	}
-	arp := serialize(t, false,
-		&layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeARP},
+	arp := packettest.Serialize(t, false,
+		&layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeARP},
 		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-			Operation: layers.ARPRequest, SourceHwAddress: clientMAC, SourceProtAddress: []byte{10, 0, 0, 1},
+			Operation: layers.ARPRequest, SourceHwAddress: packettest.ClientMAC, SourceProtAddress: []byte{10, 0, 0, 1},
 			DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 10, 0, 1}})
 	cases := []struct {
 		name  string
@@ -347,14 +348,14 @@ func TestMalformed(t *testing.T) {
 func ipv4Raw(t testing.TB, src, dst string, proto uint8, payload []byte) []byte {
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocol(proto),
 		SrcIP: netip.MustParseAddr(src).AsSlice(), DstIP: netip.MustParseAddr(dst).AsSlice()}
-	return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4}, ip, gopacket.Payload(payload))
+	return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv4}, ip, gopacket.Payload(payload))
 }
 
 func icmp4(t testing.TB, src, dst string, typ, code uint8, payload []byte) []byte {
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 99, Protocol: layers.IPProtocolICMPv4,
 		SrcIP: netip.MustParseAddr(src).AsSlice(), DstIP: netip.MustParseAddr(dst).AsSlice()}
 	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Id: 0x1234, Seq: 7}
-	return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload(payload))
+	return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload(payload))
 }
 
 // quoted is the start of a packet the VIP sent to a client, as an ICMP
@@ -367,11 +368,11 @@ func quoted(t testing.TB, vip, client string, vport, cport uint16, proto Proto) 
 	if src.Is4() {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocol(proto), Length: 1500,
 			SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
-		return serialize(t, true, ip, gopacket.Payload(l4))
+		return packettest.Serialize(t, true, ip, gopacket.Payload(l4))
 	}
 	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocol(proto), Length: 1460,
 		SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
-	return serialize(t, true, ip, gopacket.Payload(l4))
+	return packettest.Serialize(t, true, ip, gopacket.Payload(l4))
 }
 
 // fragNeeded is a router's ICMP "fragmentation needed" about a VIP's reply.
@@ -380,7 +381,7 @@ func fragNeeded(t testing.TB, vip, client string, vport, cport uint16, proto Pro
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4,
 		SrcIP: []byte{192, 0, 2, 1}, DstIP: netip.MustParseAddr(vip).AsSlice()}
 	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded), Seq: 1400}
-	return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload(q))
+	return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload(q))
 }
 
 // packetTooBig is a router's ICMPv6 "packet too big" about a VIP's reply.
@@ -393,7 +394,7 @@ func packetTooBig(t testing.TB, vip, client string, vport, cport uint16, proto P
 		t.Fatal(err)
 	}
 	mtu := []byte{0, 0, 0x05, 0x00}
-	return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv6}, ip, ic, gopacket.Payload(append(mtu, q...)))
+	return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv6}, ip, ic, gopacket.Payload(append(mtu, q...)))
 }
 
 // TestICMP: echo requests to a VIP address are answered; too-big errors
@@ -406,7 +407,7 @@ func TestICMP(t *testing.T) {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 99, Protocol: layers.IPProtocolICMPv4,
 			SrcIP: []byte{10, 10, 0, 1}, DstIP: []byte{198, 51, 100, 1}}
 		ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoReply, 0), Id: 0x1234, Seq: 7}
-		want := serialize(t, false, &layers.Ethernet{SrcMAC: lbMAC, DstMAC: clientMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload("ping payload"))
+		want := packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.LBMAC, DstMAC: packettest.ClientMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload("ping payload"))
 		l.run(t, in, ActionTX, want, map[Stat]uint64{StatICMPEchoReply: 1})
 	})
 	t.Run("echo request v6", func(t *testing.T) {
@@ -418,10 +419,10 @@ func TestICMP(t *testing.T) {
 				t.Fatal(err)
 			}
 			echo := &layers.ICMPv6Echo{Identifier: 0x4242, SeqNumber: 3}
-			return serialize(t, false, &layers.Ethernet{SrcMAC: smac, DstMAC: dmac, EthernetType: layers.EthernetTypeIPv6}, ip, ic, echo, gopacket.Payload("ping6"))
+			return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: smac, DstMAC: dmac, EthernetType: layers.EthernetTypeIPv6}, ip, ic, echo, gopacket.Payload("ping6"))
 		}
-		in := mk("2001:db8:1::1", "2001:db8::10", layers.ICMPv6TypeEchoRequest, clientMAC, lbMAC, 50)
-		want := mk("2001:db8::10", "2001:db8:1::1", layers.ICMPv6TypeEchoReply, lbMAC, clientMAC, 64)
+		in := mk("2001:db8:1::1", "2001:db8::10", layers.ICMPv6TypeEchoRequest, packettest.ClientMAC, packettest.LBMAC, 50)
+		want := mk("2001:db8::10", "2001:db8:1::1", layers.ICMPv6TypeEchoReply, packettest.LBMAC, packettest.ClientMAC, 64)
 		l.run(t, in, ActionTX, want, map[Stat]uint64{StatICMPEchoReply: 1})
 	})
 
@@ -501,7 +502,7 @@ func TestNoGatewayMAC(t *testing.T) {
 	} {
 		in := p.frame(t)
 		want := l.expectEncap(t, in, vipTCP, p.flowKey(), l.ringReal(t, vipTCP, p.flowKey()))
-		copy(want[0:6], clientMAC)
+		copy(want[0:6], packettest.ClientMAC)
 		l.run(t, in, ActionTX, want, txNew)
 	}
 }
