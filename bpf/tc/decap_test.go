@@ -1,8 +1,6 @@
 package tc
 
 import (
-	"bytes"
-	"encoding/hex"
 	"net/netip"
 	"slices"
 	"testing"
@@ -38,34 +36,8 @@ func newTestDecap(t testing.TB) *Decap {
 // output frame (nil: unchanged) and the exact change of every counter.
 func run(t *testing.T, d *Decap, in []byte, want Verdict, wantOut []byte, wantStats map[Stat]uint64) {
 	t.Helper()
-	before, err := d.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, out, err := d.Simulate(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v != want {
-		t.Errorf("verdict = %v, want %v", v, want)
-	}
-	if wantOut == nil {
-		wantOut = in
-	}
-	if !bytes.Equal(out, wantOut) {
-		t.Errorf("output frame differs\n got: %s\nwant: %s\ngot:\n%swant:\n%s", hex.EncodeToString(out), hex.EncodeToString(wantOut),
-			gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default).Dump(),
-			gopacket.NewPacket(wantOut, layers.LayerTypeEthernet, gopacket.Default).Dump())
-	}
-	after, err := d.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for s := Stat(0); s < NumStats; s++ {
-		if got := after[s] - before[s]; got != wantStats[s] {
-			t.Errorf("counter %s changed by %d, want %d", s, got, wantStats[s])
-		}
-	}
+	counters := func() ([]uint64, error) { s, err := d.Stats(); return s[:], err }
+	packettest.ExpectRun(t, counters, func() (Verdict, []byte, error) { return d.Simulate(in) }, in, want, wantOut, wantStats)
 }
 
 func one(s Stat) map[Stat]uint64 { return map[Stat]uint64{s: 1} }
@@ -232,13 +204,8 @@ func TestVIPSet(t *testing.T) {
 // TestStatNamesMatchHeader keeps the Go counter list in the order of enum
 // lbd_decap_stat, which the program indexes by.
 func TestStatNamesMatchHeader(t *testing.T) {
-	var names []string
-	for i := range NumStats {
-		names = append(names, i.String())
-	}
-	cenumtest.CheckSequence(t, "../include/lbd_decap.h", "lbd_decap_stat", "LBD_DECAP_", names, "LBD_DECAP_STAT_MAX")
-	var c decapDecapCounters
-	if len(c.Counters) != int(NumStats) {
-		t.Errorf("generated decap_counters has %d counters, want %d", len(c.Counters), NumStats)
+	cenumtest.CheckSequence(t, "../include/lbd_decap.h", "lbd_decap_stat", "LBD_DECAP_", cenumtest.Stringers(NumStats), "LBD_DECAP_STAT_MAX")
+	if n := len(decapDecapCounters{}.Counters); n != int(NumStats) {
+		t.Errorf("generated decap_counters has %d counters, want %d", n, NumStats)
 	}
 }

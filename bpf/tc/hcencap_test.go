@@ -1,8 +1,6 @@
 package tc
 
 import (
-	"bytes"
-	"encoding/hex"
 	"net/netip"
 	"testing"
 
@@ -47,35 +45,8 @@ func probeFrame(t testing.TB, inner []byte) []byte {
 
 func runHC(t *testing.T, h *HCEncap, in []byte, mark uint32, want Verdict, wantOut []byte, wantStats map[HCStat]uint64) []byte {
 	t.Helper()
-	before, err := h.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, out, err := h.Simulate(in, mark)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v != want {
-		t.Errorf("verdict = %v, want %v", v, want)
-	}
-	if wantOut == nil {
-		wantOut = in
-	}
-	if !bytes.Equal(out, wantOut) {
-		t.Errorf("output frame differs\n got: %s\nwant: %s\ngot:\n%swant:\n%s", hex.EncodeToString(out), hex.EncodeToString(wantOut),
-			gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default).Dump(),
-			gopacket.NewPacket(wantOut, layers.LayerTypeEthernet, gopacket.Default).Dump())
-	}
-	after, err := h.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for s := HCStat(0); s < NumHCStats; s++ {
-		if got := after[s] - before[s]; got != wantStats[s] {
-			t.Errorf("counter %s changed by %d, want %d", s, got, wantStats[s])
-		}
-	}
-	return out
+	counters := func() ([]uint64, error) { s, err := h.Stats(); return s[:], err }
+	return packettest.ExpectRun(t, counters, func() (Verdict, []byte, error) { return h.Simulate(in, mark) }, in, want, wantOut, wantStats)
 }
 
 // TestHCEncapFixtures: a marked probe leaves encapsulated towards its real
@@ -157,13 +128,8 @@ func TestHCEncapFixtures(t *testing.T) {
 // TestHCStatNamesMatchHeader keeps the Go counter list in the order of
 // enum lbd_hc_stat.
 func TestHCStatNamesMatchHeader(t *testing.T) {
-	var names []string
-	for i := range NumHCStats {
-		names = append(names, i.String())
-	}
-	cenumtest.CheckSequence(t, "../include/lbd_hcencap.h", "lbd_hc_stat", "LBD_HC_", names, "LBD_HC_STAT_MAX")
-	var c hcencapHcCounters
-	if len(c.Counters) != int(NumHCStats) {
-		t.Errorf("generated hc_counters has %d counters, want %d", len(c.Counters), NumHCStats)
+	cenumtest.CheckSequence(t, "../include/lbd_hcencap.h", "lbd_hc_stat", "LBD_HC_", cenumtest.Stringers(NumHCStats), "LBD_HC_STAT_MAX")
+	if n := len(hcencapHcCounters{}.Counters); n != int(NumHCStats) {
+		t.Errorf("generated hc_counters has %d counters, want %d", n, NumHCStats)
 	}
 }

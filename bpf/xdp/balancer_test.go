@@ -2,7 +2,6 @@ package xdp
 
 import (
 	"bytes"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -163,38 +162,9 @@ func (l *testLB) run(t *testing.T, in []byte, want Action, wantOut []byte, wantS
 // runOn is run on the given CPU.
 func (l *testLB) runOn(t *testing.T, cpu int, in []byte, want Action, wantOut []byte, wantStats map[Stat]uint64) {
 	t.Helper()
-	before, err := l.GlobalStats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	act, out, err := simulateOn(l.Balancer, cpu, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if act != want {
-		t.Errorf("action = %v, want %v", act, want)
-	}
-	if wantOut == nil {
-		wantOut = in // PASS and DROP leave the frame alone
-	}
-	if !bytes.Equal(out, wantOut) {
-		t.Errorf("output frame differs\n got: %s\nwant: %s\n%s", hex.EncodeToString(out), hex.EncodeToString(wantOut), diffPackets(out, wantOut))
-	}
-	after, err := l.GlobalStats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for s := StatTX; s < NumStats; s++ {
-		if d := after[s] - before[s]; d != wantStats[s] {
-			t.Errorf("counter %s changed by %d, want %d", s, d, wantStats[s])
-		}
-	}
-}
-
-// diffPackets decodes both frames, to make a byte mismatch readable.
-func diffPackets(got, want []byte) string {
-	return "got:\n" + gopacket.NewPacket(got, layers.LayerTypeEthernet, gopacket.Default).Dump() +
-		"want:\n" + gopacket.NewPacket(want, layers.LayerTypeEthernet, gopacket.Default).Dump()
+	counters := func() ([]uint64, error) { s, err := l.GlobalStats(); return s[:], err }
+	packettest.ExpectRun(t, counters, func() (Action, []byte, error) { return simulateOn(l.Balancer, cpu, in) },
+		in, want, wantOut, wantStats)
 }
 
 var (

@@ -155,13 +155,8 @@ func checkEchoReply(in, out []byte) error {
 // TestStatNamesMatchHeader keeps the Go counter list in the order of
 // enum lbd_stat, which the datapath indexes by.
 func TestStatNamesMatchHeader(t *testing.T) {
-	var names []string
-	for i := range NumStats {
-		names = append(names, i.String())
-	}
-	cenumtest.CheckSequence(t, "../include/lbd_types.h", "lbd_stat", "LBD_STAT_", names, "LBD_STAT_MAX")
-	var g balancerGlobalCounters
-	if len(g.Counters) != int(NumStats) {
-		t.Errorf("generated global_counters has %d counters, want %d", len(g.Counters), NumStats)
+	cenumtest.CheckSequence(t, "../include/lbd_types.h", "lbd_stat", "LBD_STAT_", cenumtest.Stringers(NumStats), "LBD_STAT_MAX")
+	if n := len(balancerGlobalCounters{}.Counters); n != int(NumStats) {
+		t.Errorf("generated global_counters has %d counters, want %d", n, NumStats)
 	}
 }

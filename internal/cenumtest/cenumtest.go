@@ -110,7 +110,13 @@ func Names(ms []Member, prefix string, skip ...string) []string {
 // BPF program indexes an array by and Go prints by name.
 func CheckSequence(t testing.TB, path, name, prefix string, goNames []string, skip ...string) {
 	t.Helper()
-	ms := Load(t, path, name)
+	for _, e := range sequenceErrors(Load(t, path, name), name, prefix, goNames, skip) {
+		t.Error(e)
+	}
+}
+
+// sequenceErrors is CheckSequence's comparison: what differs, one line each.
+func sequenceErrors(ms []Member, name, prefix string, goNames, skip []string) []string {
 	var kept []Member
 	for _, m := range ms {
 		if !slices.Contains(skip, m.Name) {
@@ -118,19 +124,20 @@ func CheckSequence(t testing.TB, path, name, prefix string, goNames []string, sk
 		}
 	}
 	if len(kept) != len(goNames) {
-		t.Errorf("enum %s has %d members, Go has %d names: header %v, Go %v",
-			name, len(kept), len(goNames), Names(kept, prefix), goNames)
-		return
+		return []string{fmt.Sprintf("enum %s has %d members, Go has %d names: header %v, Go %v",
+			name, len(kept), len(goNames), Names(kept, prefix), goNames)}
 	}
+	var errs []string
 	for i, m := range kept {
 		c := strings.ToLower(strings.TrimPrefix(m.Name, prefix))
 		if c != goNames[i] {
-			t.Errorf("enum %s member %d: header %s (%q), Go %q", name, i, m.Name, c, goNames[i])
+			errs = append(errs, fmt.Sprintf("enum %s member %d: header %s (%q), Go %q", name, i, m.Name, c, goNames[i]))
 		}
 		if m.Value != int64(i) {
-			t.Errorf("enum %s: %s = %d, Go indexes it as %d", name, m.Name, m.Value, i)
+			errs = append(errs, fmt.Sprintf("enum %s: %s = %d, Go indexes it as %d", name, m.Name, m.Value, i))
 		}
 	}
+	return errs
 }
 
 func isIdent(s string) bool {
@@ -199,27 +206,26 @@ func (p *parser) peek() string {
 }
 
 func (p *parser) or() (int64, error) {
-	v, err := p.shift()
-	for err == nil && p.peek() == "|" {
-		p.i++
-		var r int64
-		if r, err = p.shift(); err == nil {
-			v |= r
-		}
-	}
-	return v, err
+	return p.binary("|", p.shift, func(a, b int64) (int64, error) { return a | b, nil })
 }
 
 func (p *parser) shift() (int64, error) {
-	v, err := p.atom()
-	for err == nil && p.peek() == "<<" {
+	return p.binary("<<", p.atom, func(a, b int64) (int64, error) {
+		if b < 0 || b > 62 {
+			return 0, fmt.Errorf("shift by %d", b)
+		}
+		return a << b, nil
+	})
+}
+
+// binary reads operand (op operand)*, left to right.
+func (p *parser) binary(op string, operand func() (int64, error), apply func(a, b int64) (int64, error)) (int64, error) {
+	v, err := operand()
+	for err == nil && p.peek() == op {
 		p.i++
 		var r int64
-		if r, err = p.atom(); err == nil {
-			if r < 0 || r > 62 {
-				return 0, fmt.Errorf("shift by %d", r)
-			}
-			v <<= r
+		if r, err = operand(); err == nil {
+			v, err = apply(v, r)
 		}
 	}
 	return v, err
@@ -252,4 +258,17 @@ func (p *parser) atom() (int64, error) {
 		return v, nil
 	}
 	return 0, fmt.Errorf("unexpected %q", t)
+}
+
+// Stringers lists the String of each value from 0 to n-1: the Go side of
+// a counter enum, for CheckSequence.
+func Stringers[S interface {
+	~int
+	fmt.Stringer
+}](n S) []string {
+	out := make([]string, 0, int(n))
+	for i := range n {
+		out = append(out, i.String())
+	}
+	return out
 }

@@ -4,7 +4,10 @@
 package packettest
 
 import (
+	"bytes"
 	"encoding/binary"
+	"encoding/hex"
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -233,4 +236,66 @@ func FixIPv4Checksum(b []byte, off int) {
 	hl := int(b[off]&0xf) * 4
 	b[off+10], b[off+11] = 0, 0
 	binary.BigEndian.PutUint16(b[off+10:], Checksum(b[off:off+hl]))
+}
+
+// ExpectFrame fails t unless got is want byte for byte; the message shows
+// both in hex and decoded, so that a mismatch is readable.
+func ExpectFrame(t testing.TB, got, want []byte) {
+	t.Helper()
+	if bytes.Equal(got, want) {
+		return
+	}
+	t.Errorf("output frame differs\n got: %s\nwant: %s\ngot:\n%swant:\n%s", hex.EncodeToString(got), hex.EncodeToString(want),
+		gopacket.NewPacket(got, layers.LayerTypeEthernet, gopacket.Default).Dump(),
+		gopacket.NewPacket(want, layers.LayerTypeEthernet, gopacket.Default).Dump())
+}
+
+// ExpectCounterDeltas fails t unless every counter i changed from before
+// to after by exactly want[i] (0 for a counter want does not name): a
+// test names what a packet must count, and that nothing else moved.
+func ExpectCounterDeltas[S interface {
+	~int
+	fmt.Stringer
+}](t testing.TB, before, after []uint64, want map[S]uint64) {
+	t.Helper()
+	for i := range before {
+		s := S(i)
+		if d := after[i] - before[i]; d != want[s] {
+			t.Errorf("counter %s changed by %d, want %d", s, d, want[s])
+		}
+	}
+}
+
+// ExpectRun is one test run of a BPF program on the frame in: run runs
+// it, counters reads the program's counters (before and after). It fails
+// t unless the run gives want, the output frame is wantOut byte for byte
+// (nil: in, unchanged, as a PASS or DROP leaves it) and the counters
+// changed as ExpectCounterDeltas wants. It returns the output frame.
+func ExpectRun[V comparable, S interface {
+	~int
+	fmt.Stringer
+}](t testing.TB, counters func() ([]uint64, error), run func() (V, []byte, error),
+	in []byte, want V, wantOut []byte, wantStats map[S]uint64) []byte {
+	t.Helper()
+	before, err := counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, out, err := run()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("result = %v, want %v", got, want)
+	}
+	if wantOut == nil {
+		wantOut = in
+	}
+	ExpectFrame(t, out, wantOut)
+	after, err := counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ExpectCounterDeltas(t, before, after, wantStats)
+	return out
 }
