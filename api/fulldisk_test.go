@@ -23,6 +23,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -109,18 +110,15 @@ func datapathDump(t *testing.T, b *xdp.Balancer) string {
 	return sb.String()
 }
 
-// tcpFrame is one TCP packet from client to vip.
+// tcpFrame is one TCP packet from client to vip: a SYN, or an ACK.
 func tcpFrame(t *testing.T, client, vip netip.AddrPort, syn bool) []byte {
 	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: []byte{2, 0, 0, 0, 0, 1}, DstMAC: []byte{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: client.Addr().AsSlice(), DstIP: vip.Addr().AsSlice(), Protocol: layers.IPProtocolTCP}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(client.Port()), DstPort: layers.TCPPort(vip.Port()), Seq: 1, Window: 65535, SYN: syn, ACK: !syn}
-	_ = tcp.SetNetworkLayerForChecksum(ip)
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, tcp, gopacket.Payload("x")); err != nil {
-		t.Fatal(err)
+	flags := "A"
+	if syn {
+		flags = "S"
 	}
-	return buf.Bytes()
+	return packettest.Packet{Src: client.Addr(), Dst: vip.Addr(), SPort: client.Port(), DPort: vip.Port(),
+		Proto: layers.IPProtocolTCP, Flags: flags, Payload: []byte("x")}.Frame(t)
 }
 
 // sendTo runs a frame through the balancer and returns its action and,

@@ -39,11 +39,7 @@ type Controller struct {
 	usageMu sync.Mutex
 	usage   TableUsage // the last count of the connection tables
 
-	subMu         sync.Mutex
-	subs          map[chan Event]struct{}
-	seq           uint64  // the latest event's Seq (under subMu)
-	hist          []Event // the latest EventHistory events (under subMu)
-	eventsDropped atomic.Uint64
+	events eventBus
 
 	mu       sync.Mutex
 	health   *healthState // nil until StartHealth
@@ -93,7 +89,8 @@ func New(dp Datapath, store Saver, desired map[lb.VIPKey]*VIP, log *slog.Logger)
 	for k, v := range desired {
 		vips[k] = v.Clone()
 	}
-	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(), subs: map[chan Event]struct{}{},
+	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(),
+		events:   eventBus{subs: map[chan Event]struct{}{}},
 		ringSums: map[lb.VIPKey]ringSum{}, ringSeed: maphash.MakeSeed(),
 		slots: map[RealKey]xdp.RealID{}, removed: map[RealKey]xdp.RealStats{}, adopt: true}
 }

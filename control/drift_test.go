@@ -21,6 +21,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -87,15 +88,13 @@ func newDriftLab(t *testing.T) *driftLab {
 // returns the action and, for TX, the outer destination (the real).
 func (l *driftLab) send(t *testing.T, client netip.AddrPort, syn bool) (xdp.Action, netip.Addr) {
 	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: []byte{2, 0, 0, 0, 0, 1}, DstMAC: []byte{2, 0, 0, 0, 0, 2}, EthernetType: layers.EthernetTypeIPv4}
-	ip := &layers.IPv4{Version: 4, TTL: 64, SrcIP: client.Addr().AsSlice(), DstIP: l.vipA.Addr.AsSlice(), Protocol: layers.IPProtocolTCP}
-	tcp := &layers.TCP{SrcPort: layers.TCPPort(client.Port()), DstPort: layers.TCPPort(l.vipA.Port), Seq: 1, Window: 65535, SYN: syn, ACK: !syn}
-	_ = tcp.SetNetworkLayerForChecksum(ip)
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ip, tcp, gopacket.Payload("x")); err != nil {
-		t.Fatal(err)
+	flags := "A"
+	if syn {
+		flags = "S"
 	}
-	act, out, err := l.b.Simulate(buf.Bytes())
+	frame := packettest.Packet{Src: client.Addr(), Dst: l.vipA.Addr, SPort: client.Port(), DPort: l.vipA.Port,
+		Proto: layers.IPProtocolTCP, Flags: flags, Payload: []byte("x")}.Frame(t)
+	act, out, err := l.b.Simulate(frame)
 	if err != nil {
 		t.Fatal(err)
 	}

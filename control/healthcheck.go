@@ -1,11 +1,8 @@
 package control
 
 import (
-	"cmp"
 	"context"
 	"net/netip"
-	"slices"
-	"time"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
@@ -222,98 +219,4 @@ func (c *Controller) resetFlows(key lb.VIPKey, addrs ...netip.Addr) int {
 		c.log.Error("reset flows", "vip", lb.VIPName(key), "reals", addrs, "err", err)
 	}
 	return n
-}
-
-// EventHistory is how many of the latest events the controller keeps, so
-// that a subscriber that reconnects (SSE Last-Event-ID) gets those it
-// missed.
-const EventHistory = 1024
-
-// Event is something that happened, for the API's event stream.
-type Event struct {
-	// Seq numbers the controller's events from 1, in order, without gaps.
-	Seq          uint64    `json:"seq"`
-	Time         time.Time `json:"time"`
-	Type         string    `json:"type"` // real_health, vip_changed
-	VIP          string    `json:"vip,omitempty"`
-	Real         string    `json:"real,omitempty"`
-	State        string    `json:"state,omitempty"`
-	Reason       string    `json:"reason,omitempty"`
-	FlowsRemoved int       `json:"flows_removed,omitempty"`
-}
-
-// Subscribe returns a channel of events from now on and a function that
-// ends the subscription. A subscriber that falls buf events behind loses
-// events (counted in EventsDropped), never slows the controller.
-func (c *Controller) Subscribe(buf int) (<-chan Event, func()) {
-	ch := make(chan Event, buf)
-	c.subMu.Lock()
-	defer c.subMu.Unlock()
-	c.subs[ch] = struct{}{}
-	return ch, c.unsubscribe(ch)
-}
-
-// LastSeq is the Seq of the latest event (0: none yet).
-func (c *Controller) LastSeq() uint64 {
-	c.subMu.Lock()
-	defer c.subMu.Unlock()
-	return c.seq
-}
-
-// SubscribeAfter is Subscribe for a subscriber that has seen the events
-// up to Seq seq: it also returns the kept events after seq, oldest first,
-// and whether they are all the events after seq (false when some already
-// left the history, or seq is later than any event of this controller,
-// as when it comes from an earlier run of the daemon). The channel
-// carries the events after the replayed ones, none twice, none missed.
-func (c *Controller) SubscribeAfter(buf int, seq uint64) (replay []Event, complete bool, ch <-chan Event, stop func()) {
-	c.subMu.Lock()
-	defer c.subMu.Unlock()
-	switch {
-	case seq > c.seq:
-		replay, complete = slices.Clone(c.hist), false
-	default:
-		i, _ := slices.BinarySearchFunc(c.hist, seq+1, func(e Event, s uint64) int { return cmp.Compare(e.Seq, s) })
-		replay = slices.Clone(c.hist[i:])
-		// complete when the first event after seq is kept (or none is due)
-		complete = seq == c.seq || (len(c.hist) > 0 && c.hist[0].Seq <= seq+1)
-	}
-	sub := make(chan Event, buf)
-	c.subs[sub] = struct{}{}
-	return replay, complete, sub, c.unsubscribe(sub)
-}
-
-func (c *Controller) unsubscribe(ch chan Event) func() {
-	return func() {
-		c.subMu.Lock()
-		if _, ok := c.subs[ch]; ok {
-			delete(c.subs, ch)
-			close(ch)
-		}
-		c.subMu.Unlock()
-	}
-}
-
-// EventsDropped counts events that subscribers were too slow to take.
-func (c *Controller) EventsDropped() uint64 { return c.eventsDropped.Load() }
-
-func (c *Controller) publish(e Event) {
-	if e.Time.IsZero() {
-		e.Time = time.Now()
-	}
-	c.subMu.Lock()
-	defer c.subMu.Unlock()
-	c.seq++
-	e.Seq = c.seq
-	c.hist = append(c.hist, e)
-	if n := len(c.hist) - EventHistory; n > 0 {
-		c.hist = slices.Delete(c.hist, 0, n)
-	}
-	for ch := range c.subs {
-		select {
-		case ch <- e:
-		default:
-			c.eventsDropped.Add(1)
-		}
-	}
 }

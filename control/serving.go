@@ -46,8 +46,3 @@ func (c *Controller) serving(key lb.VIPKey) bool {
 	}
 	return false
 }
-
-// Publish sends an event of another part of the daemon (e.g. BGP session
-// and announcement changes) to the controller's subscribers, so that one
-// stream carries everything that happened.
-func (c *Controller) Publish(e Event) { c.publish(e) }

@@ -14,14 +14,12 @@
 #include <bpf/bpf_helpers.h>
 
 #include "lbd_tracer.h"
+#include "tracepoints.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 const enum lbd_guess_what *unused_guess_what __attribute__((unused));
 const enum lbd_guess_state *unused_guess_state __attribute__((unused));
-
-#define TCP_SYN_SENT 2
-#define TCP_CLOSE 7
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -29,17 +27,6 @@ struct {
 	__type(value, struct guess_status);
 	__uint(max_entries, 1);
 } guess_map SEC(".maps");
-
-struct tp_inet_sock_set_state {
-	__u64 common;
-	const void *skaddr;
-	int oldstate;
-	int newstate;
-	__u16 sport;
-	__u16 dport;
-	__u16 family;
-	__u16 protocol;
-};
 
 SEC("tracepoint/sock/inet_sock_set_state")
 int guess_set_state(struct tp_inet_sock_set_state *ctx)

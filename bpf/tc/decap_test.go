@@ -1,18 +1,15 @@
 package tc
 
 import (
-	"bytes"
-	"encoding/hex"
 	"net/netip"
-	"os"
-	"regexp"
 	"slices"
-	"strings"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/lbd-dev/lbd/internal/cenumtest"
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
@@ -39,34 +36,8 @@ func newTestDecap(t testing.TB) *Decap {
 // output frame (nil: unchanged) and the exact change of every counter.
 func run(t *testing.T, d *Decap, in []byte, want Verdict, wantOut []byte, wantStats map[Stat]uint64) {
 	t.Helper()
-	before, err := d.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, out, err := d.Simulate(in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v != want {
-		t.Errorf("verdict = %v, want %v", v, want)
-	}
-	if wantOut == nil {
-		wantOut = in
-	}
-	if !bytes.Equal(out, wantOut) {
-		t.Errorf("output frame differs\n got: %s\nwant: %s\ngot:\n%swant:\n%s", hex.EncodeToString(out), hex.EncodeToString(wantOut),
-			gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default).Dump(),
-			gopacket.NewPacket(wantOut, layers.LayerTypeEthernet, gopacket.Default).Dump())
-	}
-	after, err := d.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for s := Stat(0); s < NumStats; s++ {
-		if got := after[s] - before[s]; got != wantStats[s] {
-			t.Errorf("counter %s changed by %d, want %d", s, got, wantStats[s])
-		}
-	}
+	counters := func() ([]uint64, error) { s, err := d.Stats(); return s[:], err }
+	packettest.ExpectRun(t, counters, func() (Verdict, []byte, error) { return d.Simulate(in) }, in, want, wantOut, wantStats)
 }
 
 func one(s Stat) map[Stat]uint64 { return map[Stat]uint64{s: 1} }
@@ -121,17 +92,17 @@ func TestDecapPasses(t *testing.T) {
 	other6 := clientPacket(t, "2001:db8:1::1", "2001:db8::99", 5353, 53, false, "query")
 	vip4 := clientPacket(t, "198.51.100.1", "10.10.0.1", 5353, 53, false, "query")
 	plain := func(ip []byte) []byte {
-		return serialize(t, true, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: realMAC, EthernetType: ethType(ip)}, gopacket.Payload(ip))
+		return packettest.Serialize(t, true, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.RealMAC, EthernetType: packettest.IPEtherType(ip)}, gopacket.Payload(ip))
 	}
-	arp := serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: realMAC, EthernetType: layers.EthernetTypeARP},
+	arp := packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.RealMAC, EthernetType: layers.EthernetTypeARP},
 		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-			Operation: layers.ARPRequest, SourceHwAddress: clientMAC, SourceProtAddress: []byte{10, 0, 1, 9},
+			Operation: layers.ARPRequest, SourceHwAddress: packettest.ClientMAC, SourceProtAddress: []byte{10, 0, 1, 9},
 			DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 0, 1, 1}})
 	otherPort := gue4
 	otherPort.port = 6081
 	// GUE variant 0: a GUE header (version bits 00) before the inner packet.
 	variant0 := encapFrame(t, append([]byte{0x00, 0x04, 0, 0}, vip4...), gue4)
-	frag := mut(encapFrame(t, vip4, in4), func(b []byte) { b[14+6] = 0x20; fixIPv4Checksum(b, 14) })
+	frag := mut(encapFrame(t, vip4, in4), func(b []byte) { b[14+6] = 0x20; packettest.FixIPv4Checksum(b, 14) })
 	cases := []struct {
 		name string
 		in   []byte
@@ -180,7 +151,7 @@ func TestDecapMalformed(t *testing.T) {
 	g4 := encapFrame(t, vip4, gue4)
 	// outerLen sets the outer IPv4 total length (and fixes the checksum).
 	outerLen := func(n int) func([]byte) {
-		return func(b []byte) { b[16], b[17] = byte(n>>8), byte(n); fixIPv4Checksum(b, 14) }
+		return func(b []byte) { b[16], b[17] = byte(n>>8), byte(n); packettest.FixIPv4Checksum(b, 14) }
 	}
 	cases := []struct {
 		name string
@@ -233,30 +204,8 @@ func TestVIPSet(t *testing.T) {
 // TestStatNamesMatchHeader keeps the Go counter list in the order of enum
 // lbd_decap_stat, which the program indexes by.
 func TestStatNamesMatchHeader(t *testing.T) {
-	src, err := os.ReadFile("../include/lbd_decap.h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := regexp.MustCompile(`(?s)enum lbd_decap_stat \{(.*?)\};`).FindSubmatch(src)
-	if body == nil {
-		t.Fatal("enum lbd_decap_stat not found")
-	}
-	var names []string
-	for _, m := range regexp.MustCompile(`LBD_DECAP_([A-Z0-9_]+)`).FindAllSubmatch(body[1], -1) {
-		if n := string(m[1]); n != "STAT_MAX" {
-			names = append(names, strings.ToLower(n))
-		}
-	}
-	if len(names) != int(NumStats) {
-		t.Fatalf("header has %d counters, Go has %d", len(names), NumStats)
-	}
-	for i, n := range names {
-		if Stat(i).String() != n {
-			t.Errorf("counter %d: header %q, Go %q", i, n, Stat(i))
-		}
-	}
-	var c decapDecapCounters
-	if len(c.Counters) != int(NumStats) {
-		t.Errorf("generated decap_counters has %d counters, want %d", len(c.Counters), NumStats)
+	cenumtest.CheckSequence(t, "../include/lbd_decap.h", "lbd_decap_stat", "LBD_DECAP_", cenumtest.Stringers(NumStats), "LBD_DECAP_STAT_MAX")
+	if n := len(decapDecapCounters{}.Counters); n != int(NumStats) {
+		t.Errorf("generated decap_counters has %d counters, want %d", n, NumStats)
 	}
 }

@@ -1,17 +1,14 @@
 package tc
 
 import (
-	"bytes"
-	"encoding/hex"
 	"net/netip"
-	"os"
-	"regexp"
-	"strings"
 	"testing"
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/lbd-dev/lbd/internal/cenumtest"
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 )
 
@@ -43,40 +40,13 @@ func newTestHC(t testing.TB) *HCEncap {
 // probeFrame is a probe as the LB node's stack hands it to the egress:
 // the node's MAC, the MAC of the VIP's next hop.
 func probeFrame(t testing.TB, inner []byte) []byte {
-	return serialize(t, true, &layers.Ethernet{SrcMAC: lbMAC, DstMAC: realMAC, EthernetType: ethType(inner)}, gopacket.Payload(inner))
+	return packettest.Serialize(t, true, &layers.Ethernet{SrcMAC: packettest.LBMAC, DstMAC: packettest.RealMAC, EthernetType: packettest.IPEtherType(inner)}, gopacket.Payload(inner))
 }
 
 func runHC(t *testing.T, h *HCEncap, in []byte, mark uint32, want Verdict, wantOut []byte, wantStats map[HCStat]uint64) []byte {
 	t.Helper()
-	before, err := h.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, out, err := h.Simulate(in, mark)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if v != want {
-		t.Errorf("verdict = %v, want %v", v, want)
-	}
-	if wantOut == nil {
-		wantOut = in
-	}
-	if !bytes.Equal(out, wantOut) {
-		t.Errorf("output frame differs\n got: %s\nwant: %s\ngot:\n%swant:\n%s", hex.EncodeToString(out), hex.EncodeToString(wantOut),
-			gopacket.NewPacket(out, layers.LayerTypeEthernet, gopacket.Default).Dump(),
-			gopacket.NewPacket(wantOut, layers.LayerTypeEthernet, gopacket.Default).Dump())
-	}
-	after, err := h.Stats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for s := HCStat(0); s < NumHCStats; s++ {
-		if got := after[s] - before[s]; got != wantStats[s] {
-			t.Errorf("counter %s changed by %d, want %d", s, got, wantStats[s])
-		}
-	}
-	return out
+	counters := func() ([]uint64, error) { s, err := h.Stats(); return s[:], err }
+	return packettest.ExpectRun(t, counters, func() (Verdict, []byte, error) { return h.Simulate(in, mark) }, in, want, wantOut, wantStats)
 }
 
 // TestHCEncapFixtures: a marked probe leaves encapsulated towards its real
@@ -87,7 +57,7 @@ func TestHCEncapFixtures(t *testing.T) {
 	h := newTestHC(t)
 	d := newTestDecap(t)
 	probe4 := clientPacket(t, "192.0.2.10", "10.10.0.1", 41000, 80, true, "")
-	probe4tos := mut(probe4, func(b []byte) { b[1] = 0xb8; fixIPv4Checksum(b, 0) })
+	probe4tos := mut(probe4, func(b []byte) { b[1] = 0xb8; packettest.FixIPv4Checksum(b, 0) })
 	probe6 := clientPacket(t, "2001:db8:ffff::10", "2001:db8::10", 41000, 80, true, "")
 	probe6udp := clientPacket(t, "2001:db8:ffff::10", "2001:db8::10", 41000, 53, false, "health?")
 	for _, c := range []struct {
@@ -158,30 +128,8 @@ func TestHCEncapFixtures(t *testing.T) {
 // TestHCStatNamesMatchHeader keeps the Go counter list in the order of
 // enum lbd_hc_stat.
 func TestHCStatNamesMatchHeader(t *testing.T) {
-	src, err := os.ReadFile("../include/lbd_hcencap.h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := regexp.MustCompile(`(?s)enum lbd_hc_stat \{(.*?)\};`).FindSubmatch(src)
-	if body == nil {
-		t.Fatal("enum lbd_hc_stat not found")
-	}
-	var names []string
-	for _, m := range regexp.MustCompile(`LBD_HC_([A-Z0-9_]+)`).FindAllSubmatch(body[1], -1) {
-		if n := string(m[1]); n != "STAT_MAX" {
-			names = append(names, strings.ToLower(n))
-		}
-	}
-	if len(names) != int(NumHCStats) {
-		t.Fatalf("header has %d counters, Go has %d", len(names), NumHCStats)
-	}
-	for i, n := range names {
-		if HCStat(i).String() != n {
-			t.Errorf("counter %d: header %q, Go %q", i, n, HCStat(i))
-		}
-	}
-	var c hcencapHcCounters
-	if len(c.Counters) != int(NumHCStats) {
-		t.Errorf("generated hc_counters has %d counters, want %d", len(c.Counters), NumHCStats)
+	cenumtest.CheckSequence(t, "../include/lbd_hcencap.h", "lbd_hc_stat", "LBD_HC_", cenumtest.Stringers(NumHCStats), "LBD_HC_STAT_MAX")
+	if n := len(hcencapHcCounters{}.Counters); n != int(NumHCStats) {
+		t.Errorf("generated hc_counters has %d counters, want %d", n, NumHCStats)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/google/gopacket/layers"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -24,7 +25,7 @@ func TestRoundTrip(t *testing.T) {
 	privtest.CheckNotSupported(t, "load balancer", err)
 	t.Cleanup(func() { bal.Close() })
 	cfg := xdp.DefaultConfig()
-	cfg.GatewayMAC = realMAC
+	cfg.GatewayMAC = packettest.RealMAC
 	cfg.GUESourceV4 = netip.MustParseAddr("192.0.2.100")
 	cfg.GUESourceV6 = netip.MustParseAddr("2001:db8:ffff::100")
 	if err := bal.SetConfig(cfg); err != nil {
@@ -67,7 +68,7 @@ func TestRoundTrip(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			inner := clientPacket(t, c.src, c.vip.Addr.String(), 40000, c.vip.Port, c.vip.Proto == lb.TCP, "round trip")
-			client := serialize(t, true, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: ethType(inner)}, gopacket.Payload(inner))
+			client := packettest.Serialize(t, true, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: packettest.IPEtherType(inner)}, gopacket.Payload(inner))
 			act, encap, err := bal.Simulate(client)
 			if err != nil {
 				t.Fatal(err)
@@ -75,7 +76,7 @@ func TestRoundTrip(t *testing.T) {
 			if act != xdp.ActionTX {
 				t.Fatalf("balancer: %v, want XDP_TX", act)
 			}
-			if !bytes.Equal(encap[:6], realMAC) {
+			if !bytes.Equal(encap[:6], packettest.RealMAC) {
 				t.Fatalf("balancer sent to %x, want the real's MAC", encap[:6])
 			}
 			// The client frame's Ethernet padding travels behind the inner

@@ -24,6 +24,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -407,7 +408,7 @@ func (s *rawSock) exchange(t *testing.T, frame []byte) []byte {
 		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
 			continue
 		}
-		if n >= 14 && bytes.Equal(buf[:6], gatewayMAC) {
+		if n >= 14 && bytes.Equal(buf[:6], packettest.GatewayMAC) {
 			return append([]byte(nil), buf[:n]...)
 		}
 	}

@@ -2,7 +2,6 @@ package xdp
 
 import (
 	"bytes"
-	"encoding/hex"
 	"fmt"
 	"net/netip"
 	"runtime"
@@ -12,6 +11,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -61,7 +61,7 @@ func newTestLBOpts(t testing.TB, opts Options) *testLB {
 	privtest.CheckNotSupported(t, "load balancer", err)
 	t.Cleanup(func() { b.Close() })
 	cfg := DefaultConfig()
-	cfg.GatewayMAC = gatewayMAC
+	cfg.GatewayMAC = packettest.GatewayMAC
 	cfg.GUESourceV4 = netip.MustParseAddr("192.0.2.100")
 	cfg.GUESourceV6 = netip.MustParseAddr("2001:db8:ffff::100")
 	if err := b.SetConfig(cfg); err != nil {
@@ -173,38 +173,9 @@ func (l *testLB) run(t *testing.T, in []byte, want Action, wantOut []byte, wantS
 // runOn is run on the given CPU.
 func (l *testLB) runOn(t *testing.T, cpu int, in []byte, want Action, wantOut []byte, wantStats map[Stat]uint64) {
 	t.Helper()
-	before, err := l.GlobalStats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	act, out, err := simulateOn(l.Balancer, cpu, in)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if act != want {
-		t.Errorf("action = %v, want %v", act, want)
-	}
-	if wantOut == nil {
-		wantOut = in // PASS and DROP leave the frame alone
-	}
-	if !bytes.Equal(out, wantOut) {
-		t.Errorf("output frame differs\n got: %s\nwant: %s\n%s", hex.EncodeToString(out), hex.EncodeToString(wantOut), diffPackets(out, wantOut))
-	}
-	after, err := l.GlobalStats()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for s := StatTX; s < NumStats; s++ {
-		if d := after[s] - before[s]; d != wantStats[s] {
-			t.Errorf("counter %s changed by %d, want %d", s, d, wantStats[s])
-		}
-	}
-}
-
-// diffPackets decodes both frames, to make a byte mismatch readable.
-func diffPackets(got, want []byte) string {
-	return "got:\n" + gopacket.NewPacket(got, layers.LayerTypeEthernet, gopacket.Default).Dump() +
-		"want:\n" + gopacket.NewPacket(want, layers.LayerTypeEthernet, gopacket.Default).Dump()
+	counters := func() ([]uint64, error) { s, err := l.GlobalStats(); return s[:], err }
+	packettest.ExpectRun(t, counters, func() (Action, []byte, error) { return simulateOn(l.Balancer, cpu, in) },
+		in, want, wantOut, wantStats)
 }
 
 var (
@@ -280,10 +251,10 @@ func TestPassAndDrop(t *testing.T) {
 	tcpTo := func(dst string, dport uint16) []byte {
 		return pkt{src: "198.51.100.1", dst: dst, sport: 999, dport: dport, proto: lb.TCP, flags: "S"}.frame(t)
 	}
-	arp := serialize(t, false,
-		&layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeARP},
+	arp := packettest.Serialize(t, false,
+		&layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeARP},
 		&layers.ARP{AddrType: layers.LinkTypeEthernet, Protocol: layers.EthernetTypeIPv4, HwAddressSize: 6, ProtAddressSize: 4,
-			Operation: layers.ARPRequest, SourceHwAddress: clientMAC, SourceProtAddress: []byte{10, 0, 0, 1},
+			Operation: layers.ARPRequest, SourceHwAddress: packettest.ClientMAC, SourceProtAddress: []byte{10, 0, 0, 1},
 			DstHwAddress: make([]byte, 6), DstProtAddress: []byte{10, 10, 0, 1}})
 	cases := []struct {
 		name  string
@@ -358,14 +329,14 @@ func TestMalformed(t *testing.T) {
 func ipv4Raw(t testing.TB, src, dst string, proto uint8, payload []byte) []byte {
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocol(proto),
 		SrcIP: netip.MustParseAddr(src).AsSlice(), DstIP: netip.MustParseAddr(dst).AsSlice()}
-	return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4}, ip, gopacket.Payload(payload))
+	return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv4}, ip, gopacket.Payload(payload))
 }
 
 func icmp4(t testing.TB, src, dst string, typ, code uint8, payload []byte) []byte {
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 99, Protocol: layers.IPProtocolICMPv4,
 		SrcIP: netip.MustParseAddr(src).AsSlice(), DstIP: netip.MustParseAddr(dst).AsSlice()}
 	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code), Id: 0x1234, Seq: 7}
-	return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload(payload))
+	return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload(payload))
 }
 
 // quoted is the start of a packet the VIP sent to a client, as an ICMP
@@ -378,11 +349,11 @@ func quoted(t testing.TB, vip, client string, vport, cport uint16, proto lb.Prot
 	if src.Is4() {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocol(proto), Length: 1500,
 			SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
-		return serialize(t, true, ip, gopacket.Payload(l4))
+		return packettest.Serialize(t, true, ip, gopacket.Payload(l4))
 	}
 	ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocol(proto), Length: 1460,
 		SrcIP: src.AsSlice(), DstIP: dst.AsSlice()}
-	return serialize(t, true, ip, gopacket.Payload(l4))
+	return packettest.Serialize(t, true, ip, gopacket.Payload(l4))
 }
 
 // fragNeeded is a router's ICMP "fragmentation needed" about a VIP's reply.
@@ -391,7 +362,7 @@ func fragNeeded(t testing.TB, vip, client string, vport, cport uint16, proto lb.
 	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolICMPv4,
 		SrcIP: []byte{192, 0, 2, 1}, DstIP: netip.MustParseAddr(vip).AsSlice()}
 	ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeDestinationUnreachable, layers.ICMPv4CodeFragmentationNeeded), Seq: 1400}
-	return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload(q))
+	return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload(q))
 }
 
 // packetTooBig is a router's ICMPv6 "packet too big" about a VIP's reply.
@@ -404,7 +375,7 @@ func packetTooBig(t testing.TB, vip, client string, vport, cport uint16, proto l
 		t.Fatal(err)
 	}
 	mtu := []byte{0, 0, 0x05, 0x00}
-	return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv6}, ip, ic, gopacket.Payload(append(mtu, q...)))
+	return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv6}, ip, ic, gopacket.Payload(append(mtu, q...)))
 }
 
 // TestICMP: echo requests to a VIP address are answered; too-big errors
@@ -417,7 +388,7 @@ func TestICMP(t *testing.T) {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 99, Protocol: layers.IPProtocolICMPv4,
 			SrcIP: []byte{10, 10, 0, 1}, DstIP: []byte{198, 51, 100, 1}}
 		ic := &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(layers.ICMPv4TypeEchoReply, 0), Id: 0x1234, Seq: 7}
-		want := serialize(t, false, &layers.Ethernet{SrcMAC: lbMAC, DstMAC: clientMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload("ping payload"))
+		want := packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.LBMAC, DstMAC: packettest.ClientMAC, EthernetType: layers.EthernetTypeIPv4}, ip, ic, gopacket.Payload("ping payload"))
 		l.run(t, in, ActionTX, want, map[Stat]uint64{StatICMPEchoReply: 1})
 	})
 	t.Run("echo request v6", func(t *testing.T) {
@@ -429,10 +400,10 @@ func TestICMP(t *testing.T) {
 				t.Fatal(err)
 			}
 			echo := &layers.ICMPv6Echo{Identifier: 0x4242, SeqNumber: 3}
-			return serialize(t, false, &layers.Ethernet{SrcMAC: smac, DstMAC: dmac, EthernetType: layers.EthernetTypeIPv6}, ip, ic, echo, gopacket.Payload("ping6"))
+			return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: smac, DstMAC: dmac, EthernetType: layers.EthernetTypeIPv6}, ip, ic, echo, gopacket.Payload("ping6"))
 		}
-		in := mk("2001:db8:1::1", "2001:db8::10", layers.ICMPv6TypeEchoRequest, clientMAC, lbMAC, 50)
-		want := mk("2001:db8::10", "2001:db8:1::1", layers.ICMPv6TypeEchoReply, lbMAC, clientMAC, 64)
+		in := mk("2001:db8:1::1", "2001:db8::10", layers.ICMPv6TypeEchoRequest, packettest.ClientMAC, packettest.LBMAC, 50)
+		want := mk("2001:db8::10", "2001:db8:1::1", layers.ICMPv6TypeEchoReply, packettest.LBMAC, packettest.ClientMAC, 64)
 		l.run(t, in, ActionTX, want, map[Stat]uint64{StatICMPEchoReply: 1})
 	})
 
@@ -512,7 +483,7 @@ func TestNoGatewayMAC(t *testing.T) {
 	} {
 		in := p.frame(t)
 		want := l.expectEncap(t, in, vipTCP, p.flowKey(), l.ringReal(t, vipTCP, p.flowKey()))
-		copy(want[0:6], clientMAC)
+		copy(want[0:6], packettest.ClientMAC)
 		l.run(t, in, ActionTX, want, txNew)
 	}
 }

@@ -1,32 +1,18 @@
 package xdp
 
 import (
-	"os"
-	"regexp"
-	"strconv"
 	"testing"
 
+	"github.com/lbd-dev/lbd/internal/cenumtest"
 	"github.com/lbd-dev/lbd/lb"
 )
 
 // lb.VIPFlagTable is the datapath's enum lbd_vip_flag: the same names
 // and bits, no more, no fewer.
 func TestVIPFlagTableIsTheCEnum(t *testing.T) {
-	src, err := os.ReadFile("../include/lbd_types.h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	enum := regexp.MustCompile(`(?s)enum lbd_vip_flag \{(.*?)\};`).FindSubmatch(src)
-	if enum == nil {
-		t.Fatal("no enum lbd_vip_flag in lbd_types.h")
-	}
 	c := map[string]lb.VIPFlags{}
-	for _, m := range regexp.MustCompile(`(LBD_VIP_F_\w+)\s*=\s*1\s*<<\s*(\d+)`).FindAllSubmatch(enum[1], -1) {
-		n, _ := strconv.Atoi(string(m[2]))
-		c[string(m[1])] = 1 << n
-	}
-	if len(c) == 0 {
-		t.Fatal("enum lbd_vip_flag: no entries read")
+	for _, m := range cenumtest.Load(t, "../include/lbd_types.h", "lbd_vip_flag") {
+		c[m.Name] = lb.VIPFlags(m.Value)
 	}
 	for _, f := range lb.VIPFlagTable {
 		bit, ok := c[f.CName()]

@@ -12,6 +12,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -235,7 +236,7 @@ func TestFragments(t *testing.T) {
 	frag4 := func(dst string, flags layers.IPv4Flag, off uint16) []byte {
 		ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Id: 5, Flags: flags, FragOffset: off, Protocol: layers.IPProtocolUDP,
 			SrcIP: []byte{198, 51, 100, 1}, DstIP: netip.MustParseAddr(dst).AsSlice()}
-		return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv4}, ip, gopacket.Payload(make([]byte, 64)))
+		return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv4}, ip, gopacket.Payload(make([]byte, 64)))
 	}
 	frag6 := func(off uint16, more bool) []byte {
 		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolIPv6Fragment,
@@ -247,7 +248,7 @@ func TestFragments(t *testing.T) {
 			v |= 1
 		}
 		fh[2], fh[3] = byte(v>>8), byte(v)
-		return serialize(t, false, &layers.Ethernet{SrcMAC: clientMAC, DstMAC: lbMAC, EthernetType: layers.EthernetTypeIPv6}, ip, gopacket.Payload(append(fh, make([]byte, 64)...)))
+		return packettest.Serialize(t, false, &layers.Ethernet{SrcMAC: packettest.ClientMAC, DstMAC: packettest.LBMAC, EthernetType: layers.EthernetTypeIPv6}, ip, gopacket.Payload(append(fh, make([]byte, 64)...)))
 	}
 	first := frag4("10.10.0.1", layers.IPv4MoreFragments, 0)
 	later := frag4("10.10.0.1", 0, 100)

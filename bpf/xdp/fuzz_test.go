@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"os"
-	"regexp"
-	"strings"
 	"testing"
 
 	"github.com/google/gopacket/layers"
 
+	"github.com/lbd-dev/lbd/internal/cenumtest"
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/lb"
 )
 
@@ -70,8 +69,8 @@ func checkOutcome(in []byte, act Action, out []byte, guePort uint16) error {
 }
 
 func checkEncap(in, out []byte, guePort uint16) error {
-	l2 := l2Len(in)
-	if len(out) < l2+20 || l2Len(out) != l2 {
+	l2 := packettest.L2Len(in)
+	if len(out) < l2+20 || packettest.L2Len(out) != l2 {
 		return fmt.Errorf("TX frame of %d bytes with a different L2 header", len(out))
 	}
 	ethType := binary.BigEndian.Uint16(out[l2-2:])
@@ -83,7 +82,7 @@ func checkEncap(in, out []byte, guePort uint16) error {
 		if outer[0] != 0x45 {
 			return fmt.Errorf("outer IPv4 header byte 0 = %#x", outer[0])
 		}
-		if ipChecksum(outer[:20]) != 0 {
+		if packettest.Checksum(outer[:20]) != 0 {
 			return fmt.Errorf("outer IPv4 checksum is wrong")
 		}
 		olen, next, totalLen = 20, int(outer[9]), int(binary.BigEndian.Uint16(outer[2:]))
@@ -118,7 +117,7 @@ func checkEncap(in, out []byte, guePort uint16) error {
 }
 
 func checkEchoReply(in, out []byte) error {
-	l2 := l2Len(in)
+	l2 := packettest.L2Len(in)
 	if !bytes.Equal(out[0:6], in[6:12]) || !bytes.Equal(out[6:12], in[0:6]) {
 		return fmt.Errorf("echo reply MACs not swapped")
 	}
@@ -130,14 +129,14 @@ func checkEchoReply(in, out []byte) error {
 		}
 		// Checksums are updated incrementally: valid stays valid (and a
 		// corrupt request gets a reply its sender will discard).
-		if ipChecksum(ip[:hl]) == 0 && ipChecksum(oip[:hl]) != 0 {
+		if packettest.Checksum(ip[:hl]) == 0 && packettest.Checksum(oip[:hl]) != 0 {
 			return fmt.Errorf("echo reply IPv4 checksum wrong")
 		}
 		if ip[9] != 1 || ip[hl] != 8 || oip[hl] != 0 {
 			return fmt.Errorf("not an echo request turned into a reply")
 		}
 		tot := int(binary.BigEndian.Uint16(ip[2:]))
-		if ipChecksum(ip[hl:tot]) == 0 && ipChecksum(oip[hl:tot]) != 0 {
+		if packettest.Checksum(ip[hl:tot]) == 0 && packettest.Checksum(oip[hl:tot]) != 0 {
 			return fmt.Errorf("echo reply ICMP checksum wrong")
 		}
 		if !bytes.Equal(oip[hl+4:], ip[hl+4:]) {
@@ -154,48 +153,11 @@ func checkEchoReply(in, out []byte) error {
 	return nil
 }
 
-// ipChecksum is the Internet checksum of b: 0 over a header with a valid check.
-func ipChecksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(b[i:]))
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
-}
-
 // TestStatNamesMatchHeader keeps the Go counter list in the order of
 // enum lbd_stat, which the datapath indexes by.
 func TestStatNamesMatchHeader(t *testing.T) {
-	src, err := os.ReadFile("../include/lbd_types.h")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body := regexp.MustCompile(`(?s)enum lbd_stat \{(.*?)\};`).FindSubmatch(src)
-	if body == nil {
-		t.Fatal("enum lbd_stat not found")
-	}
-	var names []string
-	for _, m := range regexp.MustCompile(`LBD_STAT_([A-Z0-9_]+)`).FindAllSubmatch(body[1], -1) {
-		if n := string(m[1]); n != "MAX" {
-			names = append(names, strings.ToLower(n))
-		}
-	}
-	if len(names) != int(NumStats) {
-		t.Fatalf("header has %d counters, Go has %d", len(names), NumStats)
-	}
-	for i, n := range names {
-		if Stat(i).String() != n {
-			t.Errorf("counter %d: header %q, Go %q", i, n, Stat(i))
-		}
-	}
-	var g balancerGlobalCounters
-	if len(g.Counters) != int(NumStats) {
-		t.Errorf("generated global_counters has %d counters, want %d", len(g.Counters), NumStats)
+	cenumtest.CheckSequence(t, "../include/lbd_types.h", "lbd_stat", "LBD_STAT_", cenumtest.Stringers(NumStats), "LBD_STAT_MAX")
+	if n := len(balancerGlobalCounters{}.Counters); n != int(NumStats) {
+		t.Errorf("generated global_counters has %d counters, want %d", n, NumStats)
 	}
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/lb"
 )
 
@@ -187,7 +188,7 @@ func loadKatran(t *testing.T, path string, reals []netip.Addr, vip lb.VIPKey) *k
 
 	// ctl_array[0]: the default gateway's MAC (KatranLb::changeMac, kMacAddrPos 0).
 	var mac katranCtlValue
-	copy(mac[:], gatewayMAC)
+	copy(mac[:], packettest.GatewayMAC)
 	if err := coll.Maps["ctl_array"].Put(uint32(0), mac); err != nil {
 		t.Fatalf("ctl_array: %v", err)
 	}
@@ -608,8 +609,8 @@ func katranSelfCheck(t *testing.T, k *katranLB, in []byte, reals []netip.Addr) {
 	}
 	dst, _ := netip.AddrFromSlice(out[14+16 : 14+20])
 	switch {
-	case !bytes.Equal(out[0:6], gatewayMAC):
-		t.Fatalf("Katran: dst MAC %x, want the gateway's %x", out[0:6], []byte(gatewayMAC))
+	case !bytes.Equal(out[0:6], packettest.GatewayMAC):
+		t.Fatalf("Katran: dst MAC %x, want the gateway's %x", out[0:6], []byte(packettest.GatewayMAC))
 	case binary.BigEndian.Uint16(out[12:]) != unix.ETH_P_IP || out[14]>>4 != 4 || out[14+9] != unix.IPPROTO_IPIP:
 		t.Fatalf("Katran: not an IPv4 IPIP frame: %x", out[:34])
 	case !slices.Contains(reals, dst):

@@ -18,6 +18,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -403,12 +404,12 @@ func TestReopenUpgradesConfig(t *testing.T) {
 	if err := b.objs.Config.Lookup(uint32(0), &r); err != nil {
 		t.Fatal(err)
 	}
-	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_GW_MAC == 0 || r.GwMac != [6]uint8(gatewayMAC) {
-		t.Fatalf("after reopen: flags %#x, gateway MAC %x; want the flag and %s", r.Flags, r.GwMac, gatewayMAC)
+	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_GW_MAC == 0 || r.GwMac != [6]uint8(packettest.GatewayMAC) {
+		t.Fatalf("after reopen: flags %#x, gateway MAC %x; want the flag and %s", r.Flags, r.GwMac, packettest.GatewayMAC)
 	}
 	syn := pkt{src: "198.51.100.92", dst: "10.10.0.1", sport: 40902, dport: 80, proto: lb.TCP, flags: "S"}
 	act, out, err := b.Simulate(syn.frame(t))
-	if err != nil || act != ActionTX || !bytes.Equal(out[0:6], gatewayMAC) {
-		t.Fatalf("SYN after reopen: %v %v, destination MAC %x, want TX to %s", act, err, out[:6], gatewayMAC)
+	if err != nil || act != ActionTX || !bytes.Equal(out[0:6], packettest.GatewayMAC) {
+		t.Fatalf("SYN after reopen: %v %v, destination MAC %x, want TX to %s", act, err, out[:6], packettest.GatewayMAC)
 	}
 }

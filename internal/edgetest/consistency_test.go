@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/netip"
 	"testing"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -21,11 +21,8 @@ type nopSaver struct{}
 
 func (nopSaver) Save(map[lb.VIPKey]*control.VIP) error { return nil }
 
-var (
-	clientMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x01}
-	nodeMAC   = net.HardwareAddr{0x02, 0, 0, 0, 0, 0x02}
-	routerMAC = net.HardwareAddr{0x02, 0, 0, 0, 0, 0xfe}
-)
+// The router in front of the nodes: their gateway.
+var routerMAC = packettest.GatewayMAC
 
 // node is one lbd node: its own datapath (loaded without pins) and its
 // own controller.
@@ -126,40 +123,15 @@ type flow struct {
 	client netip.AddrPort
 }
 
+// frame is a packet of the flow: for TCP a SYN, or else data (PSH, ACK).
 func (f flow) frame(t *testing.T, syn bool, payload string) []byte {
 	t.Helper()
-	eth := &layers.Ethernet{SrcMAC: clientMAC, DstMAC: nodeMAC, EthernetType: layers.EthernetTypeIPv4}
-	var ip gopacket.NetworkLayer
-	var ipl gopacket.SerializableLayer
-	if f.vip.Addr.Is6() {
-		eth.EthernetType = layers.EthernetTypeIPv6
-		l := &layers.IPv6{Version: 6, HopLimit: 64, SrcIP: f.client.Addr().AsSlice(), DstIP: f.vip.Addr.AsSlice(), NextHeader: layers.IPProtocolTCP}
-		if f.vip.Proto == lb.UDP {
-			l.NextHeader = layers.IPProtocolUDP
-		}
-		ip, ipl = l, l
-	} else {
-		l := &layers.IPv4{Version: 4, TTL: 64, SrcIP: f.client.Addr().AsSlice(), DstIP: f.vip.Addr.AsSlice(), Protocol: layers.IPProtocolTCP}
-		if f.vip.Proto == lb.UDP {
-			l.Protocol = layers.IPProtocolUDP
-		}
-		ip, ipl = l, l
+	flags := "PA"
+	if syn {
+		flags = "S"
 	}
-	var l4 gopacket.SerializableLayer
-	if f.vip.Proto == lb.UDP {
-		u := &layers.UDP{SrcPort: layers.UDPPort(f.client.Port()), DstPort: layers.UDPPort(f.vip.Port)}
-		_ = u.SetNetworkLayerForChecksum(ip)
-		l4 = u
-	} else {
-		tc := &layers.TCP{SrcPort: layers.TCPPort(f.client.Port()), DstPort: layers.TCPPort(f.vip.Port), Seq: 1000, Window: 65535, SYN: syn, ACK: !syn, PSH: !syn}
-		_ = tc.SetNetworkLayerForChecksum(ip)
-		l4 = tc
-	}
-	buf := gopacket.NewSerializeBuffer()
-	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, eth, ipl, l4, gopacket.Payload(payload)); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return packettest.Packet{Src: f.client.Addr(), Dst: f.vip.Addr, SPort: f.client.Port(), DPort: f.vip.Port,
+		Proto: layers.IPProtocol(f.vip.Proto), Flags: flags, Payload: []byte(payload)}.Frame(t)
 }
 
 func randomFlows(r *rand.Rand, vip lb.VIPKey, n int) []flow {
