@@ -390,31 +390,9 @@ func onlyDescriptionChanged(cur, next *VIP) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// rollback puts the datapath and the state file back as they were before
-// a change whose new state was saved but could not be applied: the VIP
-// (as before, had: the datapath's view then) under its old number and
-// generation, and the old state saved again.
+// rollback is rollbackMany for one VIP.
 func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, before xdp.VIP, had bool, cause error) error {
-	var rbErr error
-	if _, err := c.dp.LookupVIP(key); had && errors.Is(err, xdp.ErrNotFound) {
-		rbErr = c.dp.RestoreVIP(before)
-	}
-	if rbErr == nil {
-		_, rbErr = c.converge(key, prev, true)
-	}
-	// Pairs the failed change defined were never part of the state:
-	// their indices go, without keeping counters as removed reals.
-	c.collectReals(c.vips, false)
-	c.saveCounters()
-	if err := c.store.Save(c.vips); err != nil {
-		rbErr = errors.Join(rbErr, fmt.Errorf("the state file keeps the change the datapath does not have: %w", err))
-	}
-	if rbErr != nil {
-		c.log.Error("change failed and rollback failed", "op", op, "err", cause, "rollback_err", rbErr)
-		return &ApplyError{Op: op, Err: cause, RollbackErr: rbErr}
-	}
-	c.log.Warn("change failed, rolled back", "op", op, "err", cause)
-	return &ApplyError{Op: op, Err: cause, RolledBack: true}
+	return c.rollbackMany(op, []undo{{key: key, prev: prev, before: before, had: had}}, cause)
 }
 
 // converge makes the datapath's view of one VIP match want (nil: absent)
