@@ -103,8 +103,9 @@ func diffSets(cur, want map[xdp.VIPKey]*VIP) Diff {
 // new state is saved, then the datapath converged; on any failure
 // nothing changes (an *ApplyError or *InvalidError says why). Applying
 // the set the controller already has changes nothing and writes nothing.
-// With dryRun it only says what it would change.
-func (c *Controller) Apply(vips []VIP, dryRun bool) (Diff, error) {
+// With dryRun it only says what it would change. conds are checked
+// first, under the same lock (a dry run checks them too).
+func (c *Controller) Apply(vips []VIP, dryRun bool, conds ...Precondition) (Diff, error) {
 	want := make(map[xdp.VIPKey]*VIP, len(vips))
 	for i := range vips {
 		v := vips[i].Clone()
@@ -119,6 +120,9 @@ func (c *Controller) Apply(vips []VIP, dryRun bool) (Diff, error) {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.checkPreconditions(conds); err != nil {
+		return Diff{}, err
+	}
 	for _, v := range sortedVIPs(want) {
 		if err := c.checkEncap(v); err != nil {
 			return Diff{}, err

@@ -181,3 +181,42 @@ func TestFingerprint(t *testing.T) {
 		seen[got] = name
 	}
 }
+
+func TestPreconditionsRefuseStaleChanges(t *testing.T) {
+	c, dp, st := newTestController(t)
+	mustCreate(t, c, VIP{Key: vipA, Reals: []Real{active(r1, 1), active(r2, 1)}})
+	read, _ := c.VIP(vipA)
+	setRead := c.SetVersion()
+	r1Read, _ := read.Real(r1)
+	// Someone else changes r2's weight meanwhile.
+	if _, _, err := c.PutReal(vipA, active(r2, 7)); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := c.VIP(vipA)
+	if after.Version() == read.Version() || c.SetVersion() == setRead {
+		t.Fatal("a weight change kept the versions")
+	}
+	before, saves := snap(dp), st.saves
+	for name, err := range map[string]error{
+		"VIP":   func() error { _, _, err := c.PutReal(vipA, active(r1, 3), IfVIP(vipA, read.Version())); return err }(),
+		"set":   func() error { _, err := c.Apply(nil, false, IfSet(setRead)); return err }(),
+		"gone":  c.DeleteVIP(vipA, IfVIP(vipB, "")),
+		"real3": func() error { _, err := c.DeleteReal(vipA, r1, IfReal(vipA, r3, "")); return err }(),
+	} {
+		if !errors.Is(err, ErrStale) {
+			t.Errorf("%s: got %v, want ErrStale", name, err)
+		}
+	}
+	sameSnap(t, before, snap(dp))
+	if st.saves != saves {
+		t.Error("a stale change was saved")
+	}
+	// r1 itself did not change: a precondition on it passes.
+	if _, _, err := c.PutReal(vipA, active(r1, 3), IfReal(vipA, r1, r1Read.Version())); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := c.VIP(vipA)
+	if _, err := c.Apply([]VIP{*cur}, false, IfVIP(vipA, cur.Version()), IfSet(c.SetVersion())); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -147,8 +147,8 @@ func (c *Controller) VIP(key xdp.VIPKey) (*VIP, error) {
 }
 
 // CreateVIP adds a VIP; it fails with ErrConflict if it exists.
-func (c *Controller) CreateVIP(v VIP) (*VIP, error) {
-	return c.change("create VIP "+VIPName(v.Key), v.Key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) CreateVIP(v VIP, conds ...Precondition) (*VIP, error) {
+	return c.change("create VIP "+VIPName(v.Key), v.Key, conds, func(cur *VIP) (*VIP, error) {
 		if cur != nil {
 			// a bad body is refused as such before the conflict
 			chk := v.Clone()
@@ -167,8 +167,8 @@ func (c *Controller) CreateVIP(v VIP) (*VIP, error) {
 
 // PutVIP creates or replaces a VIP as a whole (settings and reals) and
 // reports whether it was created.
-func (c *Controller) PutVIP(v VIP) (vip *VIP, created bool, err error) {
-	vip, err = c.change("put VIP "+VIPName(v.Key), v.Key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) PutVIP(v VIP, conds ...Precondition) (vip *VIP, created bool, err error) {
+	vip, err = c.change("put VIP "+VIPName(v.Key), v.Key, conds, func(cur *VIP) (*VIP, error) {
 		created = cur == nil
 		return &v, nil
 	})
@@ -192,8 +192,8 @@ type VIPUpdate struct {
 }
 
 // UpdateVIP changes a VIP's settings, keeping its reals.
-func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
-	return c.change("update VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate, conds ...Precondition) (*VIP, error) {
+	return c.change("update VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -233,8 +233,8 @@ func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
 
 // DeleteVIP removes a VIP. Its connection table entries stop matching at
 // once and age out of the table.
-func (c *Controller) DeleteVIP(key xdp.VIPKey) error {
-	_, err := c.change("delete VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) DeleteVIP(key xdp.VIPKey, conds ...Precondition) error {
+	_, err := c.change("delete VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -244,8 +244,8 @@ func (c *Controller) DeleteVIP(key xdp.VIPKey) error {
 }
 
 // SetReals replaces a VIP's whole set of reals.
-func (c *Controller) SetReals(key xdp.VIPKey, reals []Real) (*VIP, error) {
-	return c.change("set reals of VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) SetReals(key xdp.VIPKey, reals []Real, conds ...Precondition) (*VIP, error) {
+	return c.change("set reals of VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -256,8 +256,8 @@ func (c *Controller) SetReals(key xdp.VIPKey, reals []Real) (*VIP, error) {
 
 // PutReal adds a real to a VIP or changes its weight and state, and
 // reports whether it was added.
-func (c *Controller) PutReal(key xdp.VIPKey, r Real) (vip *VIP, created bool, err error) {
-	vip, err = c.change("put real "+r.Addr.String()+" of VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) PutReal(key xdp.VIPKey, r Real, conds ...Precondition) (vip *VIP, created bool, err error) {
+	vip, err = c.change("put real "+r.Addr.String()+" of VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -275,8 +275,8 @@ func (c *Controller) PutReal(key xdp.VIPKey, r Real) (vip *VIP, created bool, er
 
 // DeleteReal removes a real from a VIP. Its flows of this VIP move to
 // other reals (set it draining first to let them finish).
-func (c *Controller) DeleteReal(key xdp.VIPKey, addr netip.Addr) (*VIP, error) {
-	return c.change("delete real "+addr.String()+" of VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) DeleteReal(key xdp.VIPKey, addr netip.Addr, conds ...Precondition) (*VIP, error) {
+	return c.change("delete real "+addr.String()+" of VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -291,11 +291,15 @@ func (c *Controller) DeleteReal(key xdp.VIPKey, addr netip.Addr) (*VIP, error) {
 
 // change runs one transaction on one VIP: fn turns the current desired
 // VIP (a copy, nil if absent) into the next one (nil deletes it); the
-// result is validated, converged into the datapath and saved. On any
+// result is validated, converged into the datapath and saved; conds
+// are checked first, under the same lock. On any
 // failure the datapath is converged back and the state is unchanged.
-func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, error)) (*VIP, error) {
+func (c *Controller) change(op string, key xdp.VIPKey, conds []Precondition, fn func(cur *VIP) (*VIP, error)) (*VIP, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.checkPreconditions(conds); err != nil {
+		return nil, err
+	}
 	cur := c.vips[key]
 	next, err := fn(cur.Clone())
 	if err != nil {
