@@ -235,6 +235,11 @@ type StatusJSON struct {
 	// ReconcileDrifts counts the VIPs reconciles found differing from the
 	// desired state (and repaired) since the daemon started.
 	ReconcileDrifts uint64 `json:"reconcile_drifts"`
+	// Fingerprint names everything that decides where a packet goes
+	// (control.Controller.Fingerprint); FingerprintShort is its first 12
+	// hex digits.
+	Fingerprint      string `json:"fingerprint"`
+	FingerprintShort string `json:"fingerprint_short"`
 }
 
 // HealthJSON answers /healthz and /readyz.
@@ -343,6 +348,22 @@ func toReals(rs []RealJSON) ([]control.Real, error) {
 		out = append(out, real)
 	}
 	return out, nil
+}
+
+// toVIP reads a VIP, address and all.
+func (in VIPCreateJSON) toVIP() (control.VIP, error) {
+	proto, err := xdp.ParseProto(in.Protocol)
+	if err != nil {
+		return control.VIP{}, &control.InvalidError{Field: "protocol", Msg: err.Error()}
+	}
+	addr, err := netip.ParseAddr(in.Address)
+	if err != nil {
+		return control.VIP{}, &control.InvalidError{Field: "address", Msg: fmt.Sprintf("VIP address %q: not an IPv4 or IPv6 address", in.Address)}
+	}
+	if in.Port == nil || *in.Port < 0 || *in.Port > 65535 {
+		return control.VIP{}, &control.InvalidError{Field: "port", Msg: "port is required: 1-65535, or 0 for a port-less VIP"}
+	}
+	return in.VIPSettingsJSON.toVIP(xdp.VIPKey{Addr: addr, Port: uint16(*in.Port), Proto: proto})
 }
 
 func (s VIPSettingsJSON) toVIP(key xdp.VIPKey) (control.VIP, error) {

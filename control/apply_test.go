@@ -200,8 +200,8 @@ func TestPreconditionsRefuseStaleChanges(t *testing.T) {
 	for name, err := range map[string]error{
 		"VIP":   func() error { _, _, err := c.PutReal(vipA, active(r1, 3), IfVIP(vipA, read.Version())); return err }(),
 		"set":   func() error { _, err := c.Apply(nil, false, IfSet(setRead)); return err }(),
-		"gone":  c.DeleteVIP(vipA, IfVIP(vipB, "")),
-		"real3": func() error { _, err := c.DeleteReal(vipA, r1, IfReal(vipA, r3, "")); return err }(),
+		"gone":  c.DeleteVIP(vipA, IfVIP(vipB)),
+		"real3": func() error { _, err := c.DeleteReal(vipA, r1, IfReal(vipA, r3)); return err }(),
 	} {
 		if !errors.Is(err, ErrStale) {
 			t.Errorf("%s: got %v, want ErrStale", name, err)
