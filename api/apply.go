@@ -21,7 +21,7 @@ const HeaderFingerprint = "Lbd-Fingerprint"
 
 // ApplyJSON is the body of PUT /vips: the whole desired set of VIPs.
 type ApplyJSON struct {
-	VIPs []VIPCreateJSON `json:"vips"`
+	VIPs []VIPCreateJSON `json:"vips" yaml:"vips"`
 }
 
 // DiffJSON is the answer of PUT /vips: what the set changed (or, in a
