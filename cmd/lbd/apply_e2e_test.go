@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -35,26 +34,6 @@ func (l *daemonLab) cliOK(args ...string) string {
 		l.t.Fatalf("lbd %s: %v\n%s", strings.Join(args, " "), err, out)
 	}
 	return out
-}
-
-// request sends one API request with headers and returns the answer.
-func (l *daemonLab) request(method, path, body string, header http.Header) (*http.Response, string) {
-	l.t.Helper()
-	req, _ := http.NewRequest(method, "http://"+l.listen+path, strings.NewReader(body))
-	for k, v := range header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Authorization", "Bearer "+l.token)
-	if body != "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		l.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp, string(data)
 }
 
 // TestApplyExportAgainstServe: lbd apply, export, dry run and If-Match
@@ -138,16 +117,22 @@ func TestApplyExportAgainstServe(t *testing.T) {
 	l.call("GET", "/api/v1/status", nil, 200, &st)
 	want := st.Fingerprint
 
+	// sameSet checks that the daemon exports the file and has its fingerprint.
+	sameSet := func(when string) {
+		t.Helper()
+		if got := l.cliOK("export"); got != exported {
+			t.Errorf("export %s differs:\n%s\nwant:\n%s", when, got, exported)
+		}
+		l.call("GET", "/api/v1/status", nil, 200, &st)
+		if st.Fingerprint != want {
+			t.Errorf("fingerprint %s %s, want %s", when, st.Fingerprint, want)
+		}
+	}
+
 	// A restart keeps the set (saved durably), fingerprint and all.
 	stop(t, d)
 	d = l.start("--tracer", "off")
-	if got := l.cliOK("export"); got != exported {
-		t.Errorf("export after a restart differs:\n%s\nwant:\n%s", got, exported)
-	}
-	l.call("GET", "/api/v1/status", nil, 200, &st)
-	if st.Fingerprint != want {
-		t.Errorf("fingerprint after a restart %s, want %s", st.Fingerprint, want)
-	}
+	sameSet("after a restart")
 
 	// A fresh daemon (no state, no pins) given the export.
 	stop(t, d)
@@ -161,12 +146,6 @@ func TestApplyExportAgainstServe(t *testing.T) {
 		t.Fatalf("fresh daemon has %d VIPs", st.VIPs)
 	}
 	l.cliOK("apply", "-f", expFile)
-	if got := l.cliOK("export"); got != exported {
-		t.Errorf("export of a fresh daemon after apply differs:\n%s\nwant:\n%s", got, exported)
-	}
-	l.call("GET", "/api/v1/status", nil, 200, &st)
-	if st.Fingerprint != want {
-		t.Errorf("fresh daemon's fingerprint %s, want %s", st.Fingerprint, want)
-	}
+	sameSet("of a fresh daemon after apply")
 	stop(t, d)
 }
