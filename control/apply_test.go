@@ -220,3 +220,23 @@ func TestPreconditionsRefuseStaleChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestApplyUnsavableTouchesNothing(t *testing.T) {
+	c, dp, st := newTestController(t)
+	mustCreate(t, c, VIP{Key: vipA, Reals: []Real{active(r1, 1)}})
+	before, fp := snap(dp), c.Fingerprint()
+	st.err = errors.New("no space left on device")
+	writes := countWrites(dp)
+	_, err := c.Apply([]VIP{{Key: vipB, Reals: []Real{active(r3, 1)}}}, false)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || !ae.RolledBack || !strings.Contains(err.Error(), "no space") {
+		t.Fatalf("got %v, want a rolled-back ApplyError", err)
+	}
+	if *writes != 0 {
+		t.Errorf("%d datapath writes for a change that could not be saved", *writes)
+	}
+	sameSnap(t, before, snap(dp))
+	if c.Fingerprint() != fp || len(c.VIPs()) != 1 {
+		t.Error("desired state changed")
+	}
+}
