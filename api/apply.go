@@ -123,11 +123,11 @@ func (s *Server) diffJSON(d control.Diff) DiffJSON {
 		out.Removed = append(out.Removed, vipJSON(v, nil))
 	}
 	for _, ch := range d.Changed {
-		old, new := settingsMap(ch.Old), settingsMap(ch.New)
+		before, after := settingsMap(ch.Old), settingsMap(ch.New)
 		cj := VIPChangeJSON{Name: control.VIPName(ch.New.Key), Settings: []SettingChangeJSON{},
 			AddedReals: []RealJSON{}, RemovedReals: []RealJSON{}, ChangedReals: []RealChangeJSON{}}
 		for _, name := range ch.Settings {
-			cj.Settings = append(cj.Settings, SettingChangeJSON{Setting: name, Old: old[name], New: new[name]})
+			cj.Settings = append(cj.Settings, SettingChangeJSON{Setting: name, Old: before[name], New: after[name]})
 		}
 		for _, r := range ch.AddedReals {
 			cj.AddedReals = append(cj.AddedReals, realJSON(r))
