@@ -168,7 +168,7 @@ func UnmarshalFlags(b []byte, v any) (on, off VIPFlags, err error) {
 		if err := dec.Decode(&raw); err != nil {
 			return 0, 0, err
 		}
-		if d, ok := settingByKey(k); ok {
+		if d, ok := SettingVIPFlag(k); ok {
 			var set bool
 			if err := json.Unmarshal(raw, &set); err != nil || string(raw) == "null" {
 				return 0, 0, fmt.Errorf("field %q must be a boolean, not %s", k, raw)
@@ -190,7 +190,8 @@ func UnmarshalFlags(b []byte, v any) (on, off VIPFlags, err error) {
 	return on, off, json.Unmarshal(rest, v)
 }
 
-func settingByKey(k string) (VIPFlag, bool) {
+// SettingVIPFlag is the flag setting whose key is k.
+func SettingVIPFlag(k string) (VIPFlag, bool) {
 	for _, d := range VIPFlagTable {
 		if d.Setting && d.Key == k {
 			return d, true

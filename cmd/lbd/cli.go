@@ -61,6 +61,8 @@ func addClientCommands(root *cobra.Command) {
 		newConnsCommand(cfg),
 		newTopCommand(cfg),
 		newEventsCommand(cfg),
+		newApplyCommand(cfg),
+		newExportCommand(cfg),
 	)
 }
 
