@@ -147,8 +147,8 @@ func (c *Controller) VIP(key xdp.VIPKey) (*VIP, error) {
 }
 
 // CreateVIP adds a VIP; it fails with ErrConflict if it exists.
-func (c *Controller) CreateVIP(v VIP) (*VIP, error) {
-	return c.change("create VIP "+VIPName(v.Key), v.Key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) CreateVIP(v VIP, conds ...Precondition) (*VIP, error) {
+	return c.change("create VIP "+VIPName(v.Key), v.Key, conds, func(cur *VIP) (*VIP, error) {
 		if cur != nil {
 			// a bad body is refused as such before the conflict
 			chk := v.Clone()
@@ -167,8 +167,8 @@ func (c *Controller) CreateVIP(v VIP) (*VIP, error) {
 
 // PutVIP creates or replaces a VIP as a whole (settings and reals) and
 // reports whether it was created.
-func (c *Controller) PutVIP(v VIP) (vip *VIP, created bool, err error) {
-	vip, err = c.change("put VIP "+VIPName(v.Key), v.Key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) PutVIP(v VIP, conds ...Precondition) (vip *VIP, created bool, err error) {
+	vip, err = c.change("put VIP "+VIPName(v.Key), v.Key, conds, func(cur *VIP) (*VIP, error) {
 		created = cur == nil
 		return &v, nil
 	})
@@ -192,8 +192,8 @@ type VIPUpdate struct {
 }
 
 // UpdateVIP changes a VIP's settings, keeping its reals.
-func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
-	return c.change("update VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate, conds ...Precondition) (*VIP, error) {
+	return c.change("update VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -233,8 +233,8 @@ func (c *Controller) UpdateVIP(key xdp.VIPKey, u VIPUpdate) (*VIP, error) {
 
 // DeleteVIP removes a VIP. Its connection table entries stop matching at
 // once and age out of the table.
-func (c *Controller) DeleteVIP(key xdp.VIPKey) error {
-	_, err := c.change("delete VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) DeleteVIP(key xdp.VIPKey, conds ...Precondition) error {
+	_, err := c.change("delete VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -244,8 +244,8 @@ func (c *Controller) DeleteVIP(key xdp.VIPKey) error {
 }
 
 // SetReals replaces a VIP's whole set of reals.
-func (c *Controller) SetReals(key xdp.VIPKey, reals []Real) (*VIP, error) {
-	return c.change("set reals of VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) SetReals(key xdp.VIPKey, reals []Real, conds ...Precondition) (*VIP, error) {
+	return c.change("set reals of VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -256,8 +256,8 @@ func (c *Controller) SetReals(key xdp.VIPKey, reals []Real) (*VIP, error) {
 
 // PutReal adds a real to a VIP or changes its weight and state, and
 // reports whether it was added.
-func (c *Controller) PutReal(key xdp.VIPKey, r Real) (vip *VIP, created bool, err error) {
-	vip, err = c.change("put real "+r.Addr.String()+" of VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) PutReal(key xdp.VIPKey, r Real, conds ...Precondition) (vip *VIP, created bool, err error) {
+	vip, err = c.change("put real "+r.Addr.String()+" of VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -275,8 +275,8 @@ func (c *Controller) PutReal(key xdp.VIPKey, r Real) (vip *VIP, created bool, er
 
 // DeleteReal removes a real from a VIP. Its flows of this VIP move to
 // other reals (set it draining first to let them finish).
-func (c *Controller) DeleteReal(key xdp.VIPKey, addr netip.Addr) (*VIP, error) {
-	return c.change("delete real "+addr.String()+" of VIP "+VIPName(key), key, func(cur *VIP) (*VIP, error) {
+func (c *Controller) DeleteReal(key xdp.VIPKey, addr netip.Addr, conds ...Precondition) (*VIP, error) {
+	return c.change("delete real "+addr.String()+" of VIP "+VIPName(key), key, conds, func(cur *VIP) (*VIP, error) {
 		if cur == nil {
 			return nil, notFound(key)
 		}
@@ -291,11 +291,15 @@ func (c *Controller) DeleteReal(key xdp.VIPKey, addr netip.Addr) (*VIP, error) {
 
 // change runs one transaction on one VIP: fn turns the current desired
 // VIP (a copy, nil if absent) into the next one (nil deletes it); the
-// result is validated, converged into the datapath and saved. On any
+// result is validated, converged into the datapath and saved; conds
+// are checked first, under the same lock. On any
 // failure the datapath is converged back and the state is unchanged.
-func (c *Controller) change(op string, key xdp.VIPKey, fn func(cur *VIP) (*VIP, error)) (*VIP, error) {
+func (c *Controller) change(op string, key xdp.VIPKey, conds []Precondition, fn func(cur *VIP) (*VIP, error)) (*VIP, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.checkPreconditions(conds); err != nil {
+		return nil, err
+	}
 	cur := c.vips[key]
 	next, err := fn(cur.Clone())
 	if err != nil {
@@ -390,31 +394,9 @@ func onlyDescriptionChanged(cur, next *VIP) bool {
 	return reflect.DeepEqual(a, b)
 }
 
-// rollback puts the datapath and the state file back as they were before
-// a change whose new state was saved but could not be applied: the VIP
-// (as before, had: the datapath's view then) under its old number and
-// generation, and the old state saved again.
+// rollback is rollbackMany for one VIP.
 func (c *Controller) rollback(op string, key xdp.VIPKey, prev *VIP, before xdp.VIP, had bool, cause error) error {
-	var rbErr error
-	if _, err := c.dp.LookupVIP(key); had && errors.Is(err, xdp.ErrNotFound) {
-		rbErr = c.dp.RestoreVIP(before)
-	}
-	if rbErr == nil {
-		_, rbErr = c.converge(key, prev, true)
-	}
-	// Pairs the failed change defined were never part of the state:
-	// their indices go, without keeping counters as removed reals.
-	c.collectReals(c.vips, false)
-	c.saveCounters()
-	if err := c.store.Save(c.vips); err != nil {
-		rbErr = errors.Join(rbErr, fmt.Errorf("the state file keeps the change the datapath does not have: %w", err))
-	}
-	if rbErr != nil {
-		c.log.Error("change failed and rollback failed", "op", op, "err", cause, "rollback_err", rbErr)
-		return &ApplyError{Op: op, Err: cause, RollbackErr: rbErr}
-	}
-	c.log.Warn("change failed, rolled back", "op", op, "err", cause)
-	return &ApplyError{Op: op, Err: cause, RolledBack: true}
+	return c.rollbackMany(op, []undo{{key: key, prev: prev, before: before, had: had}}, cause)
 }
 
 // converge makes the datapath's view of one VIP match want (nil: absent)
