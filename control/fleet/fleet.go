@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"time"
@@ -30,6 +31,8 @@ type Config struct {
 	// ReportTTL is the lease of the node's report: a node silent that
 	// long leaves the fleet's status.
 	ReportTTL time.Duration
+	// Log receives what the node cannot apply (nil: discarded).
+	Log *slog.Logger
 	// ConflictRetry bounds how long a write retries when another writer
 	// changed the desired state between its read and its transaction.
 	ConflictRetry time.Duration
@@ -70,6 +73,9 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.ReportTTL <= 0 {
 		cfg.ReportTTL = 5 * time.Second
 	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
 	if cfg.ConflictRetry <= 0 {
 		cfg.ConflictRetry = 2 * time.Second
 	}
@@ -82,6 +88,8 @@ func Open(cfg Config) (*Store, error) {
 	}
 	return &Store{cfg: cfg, cli: cli}, nil
 }
+
+func (s *Store) log(msg string, args ...any) { s.cfg.Log.Warn(msg, args...) }
 
 // Close ends the connection.
 func (s *Store) Close() error { return s.cli.Close() }
