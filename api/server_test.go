@@ -310,6 +310,7 @@ func TestEveryOperation(t *testing.T) {
 	}
 
 	exerciseBGPDisabled(t, h)
+	exerciseFleetDisabled(t, h)
 
 	exerciseTracer(h)
 	for path, item := range h.doc.Paths.Map() {
