@@ -119,12 +119,13 @@ func (s *Server) openapi(c echo.Context) error {
 }
 
 func (s *Server) status(c echo.Context) error {
+	fp := s.ctl.Fingerprint()
 	dp := map[string]any{}
 	if s.opts.Datapath != nil {
 		dp = s.opts.Datapath()
 	}
 	return reply(c, http.StatusOK, StatusJSON{Version: s.opts.Build.Version, Commit: s.opts.Build.Commit, BuildDate: s.opts.Build.Date, VIPs: len(s.ctl.VIPs()), StateFile: s.opts.StateFile, Datapath: dp,
-		ReconcileDrifts: s.ctl.Drifts()})
+		ReconcileDrifts: s.ctl.Drifts(), Fingerprint: fp, FingerprintShort: control.ShortFingerprint(fp)})
 }
 
 func (s *Server) reconcile(c echo.Context) error {
@@ -140,9 +141,11 @@ func (s *Server) reconcile(c echo.Context) error {
 
 func (s *Server) listVIPs(c echo.Context) error {
 	out := VIPListJSON{VIPs: []VIPJSON{}}
-	for _, v := range s.ctl.VIPs() {
+	vips := s.ctl.VIPs()
+	for _, v := range vips {
 		out.VIPs = append(out.VIPs, s.vipJSON(v))
 	}
+	c.Response().Header().Set(headerETag, etag(control.SetVersion(vips)))
 	return reply(c, http.StatusOK, out)
 }
 
@@ -151,27 +154,20 @@ func (s *Server) createVIP(c echo.Context) error {
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	proto, err := xdp.ParseProto(in.Protocol)
-	if err != nil {
-		return &control.InvalidError{Field: "protocol", Msg: err.Error()}
-	}
-	addr, err := netip.ParseAddr(in.Address)
-	if err != nil {
-		return &control.InvalidError{Field: "address", Msg: fmt.Sprintf("VIP address %q: not an IPv4 or IPv6 address", in.Address)}
-	}
-	if in.Port == nil || *in.Port < 0 || *in.Port > 65535 {
-		return &control.InvalidError{Field: "port", Msg: "port is required: 1-65535, or 0 for a port-less VIP"}
-	}
-	v, err := in.VIPSettingsJSON.toVIP(xdp.VIPKey{Addr: addr, Port: uint16(*in.Port), Proto: proto})
+	v, err := in.toVIP()
 	if err != nil {
 		return err
 	}
-	created, err := s.ctl.CreateVIP(v)
+	conds, err := ifMatchSet(c)
+	if err != nil {
+		return err
+	}
+	created, err := s.ctl.CreateVIP(v, conds...)
 	if err != nil {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+control.VIPName(created.Key))
-	return reply(c, http.StatusCreated, s.vipJSON(created))
+	return s.replyVIP(c, http.StatusCreated, created)
 }
 
 func (s *Server) getVIP(c echo.Context) error {
@@ -183,7 +179,7 @@ func (s *Server) getVIP(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return reply(c, http.StatusOK, s.vipJSON(v))
+	return s.replyVIP(c, http.StatusOK, v)
 }
 
 func (s *Server) putVIP(c echo.Context) error {
@@ -199,15 +195,19 @@ func (s *Server) putVIP(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out, created, err := s.ctl.PutVIP(v)
+	conds, err := ifMatchVIP(c, key)
+	if err != nil {
+		return err
+	}
+	out, created, err := s.ctl.PutVIP(v, conds...)
 	if err != nil {
 		return err
 	}
 	if created {
 		c.Response().Header().Set(echo.HeaderLocation, "/api/v1/vips/"+control.VIPName(key))
-		return reply(c, http.StatusCreated, s.vipJSON(out))
+		return s.replyVIP(c, http.StatusCreated, out)
 	}
-	return reply(c, http.StatusOK, s.vipJSON(out))
+	return s.replyVIP(c, http.StatusOK, out)
 }
 
 func (s *Server) patchVIP(c echo.Context) error {
@@ -239,11 +239,15 @@ func (s *Server) patchVIP(c echo.Context) error {
 		a := control.AllDown(*in.AllDown)
 		u.AllDown = &a
 	}
-	out, err := s.ctl.UpdateVIP(key, u)
+	conds, err := ifMatchVIP(c, key)
 	if err != nil {
 		return err
 	}
-	return reply(c, http.StatusOK, s.vipJSON(out))
+	out, err := s.ctl.UpdateVIP(key, u, conds...)
+	if err != nil {
+		return err
+	}
+	return s.replyVIP(c, http.StatusOK, out)
 }
 
 func (s *Server) deleteVIP(c echo.Context) error {
@@ -251,7 +255,11 @@ func (s *Server) deleteVIP(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.ctl.DeleteVIP(key); err != nil {
+	conds, err := ifMatchVIP(c, key)
+	if err != nil {
+		return err
+	}
+	if err := s.ctl.DeleteVIP(key, conds...); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -298,6 +306,7 @@ func (s *Server) listReals(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	c.Response().Header().Set(headerETag, etag(v.Version()))
 	return reply(c, http.StatusOK, RealListJSON{Reals: s.vipJSON(v).Reals})
 }
 
@@ -317,10 +326,15 @@ func (s *Server) replaceReals(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v, err := s.ctl.SetReals(key, reals)
+	conds, err := ifMatchVIP(c, key)
 	if err != nil {
 		return err
 	}
+	v, err := s.ctl.SetReals(key, reals, conds...)
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(headerETag, etag(v.Version()))
 	return reply(c, http.StatusOK, RealListJSON{Reals: s.vipJSON(v).Reals})
 }
 
@@ -336,7 +350,7 @@ func (s *Server) getReal(c echo.Context) error {
 	if _, ok := v.Real(addr); !ok {
 		return fmt.Errorf("real %s of VIP %s: %w", addr, control.VIPName(key), control.ErrNotFound)
 	}
-	return reply(c, http.StatusOK, s.realOf(v, addr))
+	return s.replyReal(c, http.StatusOK, v, addr)
 }
 
 func (s *Server) putReal(c echo.Context) error {
@@ -352,14 +366,18 @@ func (s *Server) putReal(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	v, created, err := s.ctl.PutReal(key, r)
+	conds, err := ifMatchReal(c, key, addr)
+	if err != nil {
+		return err
+	}
+	v, created, err := s.ctl.PutReal(key, r, conds...)
 	if err != nil {
 		return err
 	}
 	if created {
-		return reply(c, http.StatusCreated, s.realOf(v, addr))
+		return s.replyReal(c, http.StatusCreated, v, addr)
 	}
-	return reply(c, http.StatusOK, s.realOf(v, addr))
+	return s.replyReal(c, http.StatusOK, v, addr)
 }
 
 func (s *Server) deleteReal(c echo.Context) error {
@@ -367,7 +385,11 @@ func (s *Server) deleteReal(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.ctl.DeleteReal(key, addr); err != nil {
+	conds, err := ifMatchReal(c, key, addr)
+	if err != nil {
+		return err
+	}
+	if _, err := s.ctl.DeleteReal(key, addr, conds...); err != nil {
 		return err
 	}
 	return c.NoContent(http.StatusNoContent)
@@ -512,6 +534,20 @@ func (s *Server) vipJSON(v *control.VIP) VIPJSON {
 		}
 		return healthJSON(st)
 	})
+}
+
+// replyVIP answers with a VIP and its entity tag.
+func (s *Server) replyVIP(c echo.Context, status int, v *control.VIP) error {
+	c.Response().Header().Set(headerETag, etag(v.Version()))
+	return reply(c, status, s.vipJSON(v))
+}
+
+// replyReal answers with a real of a VIP and its entity tag.
+func (s *Server) replyReal(c echo.Context, status int, v *control.VIP, addr netip.Addr) error {
+	if r, ok := v.Real(addr); ok {
+		c.Response().Header().Set(headerETag, etag(r.Version()))
+	}
+	return reply(c, status, s.realOf(v, addr))
 }
 
 // realOf renders one real of a VIP, with its health.

@@ -73,6 +73,7 @@ var (
 	descDatapath    = prometheus.NewDesc("lbd_datapath_packets_total", "Datapath outcomes and events by counter: tx, pass_*, drop_* (drops by reason), lru_*.", []string{"counter"}, nil)
 	descDrifts      = prometheus.NewDesc("lbd_reconcile_drifts_total", "Differences between the datapath and the desired state found (and repaired) by reconciles.", nil, nil)
 	descRealUp      = prometheus.NewDesc("lbd_real_up", "Health of a real of a VIP that checks its reals: 1 up, 0 down.", []string{"vip", "real"}, nil)
+	descFingerprint = prometheus.NewDesc("lbd_config_fingerprint_info", "Always 1; the label is the node's fingerprint (everything that decides where a packet goes): nodes that route alike show the same.", []string{"fingerprint"}, nil)
 	descScrapeError = prometheus.NewDesc("lbd_datapath_scrape_errors_total", "Failed reads of the datapath counters during this scrape.", nil, nil)
 )
 
@@ -82,13 +83,14 @@ type datapathCollector struct {
 }
 
 func (d *datapathCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, x := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPHits, descVIPMisses, descRealPackets, descRealBytes, descPairPackets, descPairBytes, descFlowEntries, descFlowCap, descDatapath, descDrifts, descRealUp, descScrapeError} {
+	for _, x := range []*prometheus.Desc{descVIPPackets, descVIPBytes, descVIPHits, descVIPMisses, descRealPackets, descRealBytes, descPairPackets, descPairBytes, descFlowEntries, descFlowCap, descDatapath, descDrifts, descRealUp, descFingerprint, descScrapeError} {
 		ch <- x
 	}
 }
 
 func (d *datapathCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descDrifts, prometheus.CounterValue, float64(d.ctl.Drifts()))
+	ch <- prometheus.MustNewConstMetric(descFingerprint, prometheus.GaugeValue, 1, d.ctl.Fingerprint())
 	all, err := d.ctl.AllStats()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(descScrapeError, err)

@@ -134,6 +134,7 @@ func New(o Options) (*Server, error) {
 	e.Use(s.observe)
 	e.Use(s.bodyLimit)
 	e.Use(s.authenticate)
+	e.Use(s.fingerprint)
 
 	if o.UI != nil {
 		e.GET("/ui/*", echo.WrapHandler(o.UI))
@@ -153,6 +154,7 @@ func New(o Options) (*Server, error) {
 	v1.GET("/flows", s.flows)
 	v1.GET("/vips", s.listVIPs)
 	v1.POST("/vips", s.createVIP)
+	v1.PUT("/vips", s.applyVIPs)
 	v1.GET("/vips/:vip", s.getVIP)
 	v1.PUT("/vips/:vip", s.putVIP)
 	v1.PATCH("/vips/:vip", s.patchVIP)
@@ -296,6 +298,8 @@ func (s *Server) handleError(err error, c echo.Context) {
 		p = ProblemJSON{Status: http.StatusUnprocessableEntity, Detail: inv.Msg, Field: inv.Field}
 	case errors.Is(err, control.ErrNotFound):
 		p = ProblemJSON{Status: http.StatusNotFound, Detail: err.Error()}
+	case errors.Is(err, control.ErrStale):
+		p = ProblemJSON{Status: http.StatusPreconditionFailed, Detail: err.Error()}
 	case errors.Is(err, control.ErrConflict):
 		p = ProblemJSON{Status: http.StatusConflict, Detail: err.Error()}
 	case errors.As(err, &app):

@@ -41,6 +41,8 @@ type harness struct {
 	router routers.Router
 	called map[string]bool // operation IDs exercised
 	ready  error
+	// answered is the header of the last answer.
+	answered http.Header
 }
 
 func newHarness(t testing.TB) *harness {
@@ -72,6 +74,7 @@ type req struct {
 	token        string // default testToken; "-" for none
 	contentType  string // default application/json
 	invalid      bool   // the request breaks the document on purpose: don't validate it
+	header       http.Header
 }
 
 // do sends r and returns the status and body, after validating the answer
@@ -96,6 +99,9 @@ func (h *harness) do(r req) (int, []byte) {
 			ct = "application/json"
 		}
 		hr.Header.Set("Content-Type", ct)
+	}
+	for k, vs := range r.header {
+		hr.Header[k] = vs
 	}
 	switch r.token {
 	case "":
@@ -127,6 +133,7 @@ func (h *harness) do(r req) (int, []byte) {
 	w := httptest.NewRecorder()
 	h.srv.ServeHTTP(w, hr)
 	out := w.Body.Bytes()
+	h.answered = w.Header()
 	rv := &openapi3filter.ResponseValidationInput{
 		RequestValidationInput: in, Status: w.Code, Header: w.Header(),
 		Options: &openapi3filter.Options{IncludeResponseStatus: true},
@@ -311,6 +318,7 @@ func TestEveryOperation(t *testing.T) {
 
 	exerciseBGPDisabled(t, h)
 	exerciseFleetDisabled(t, h)
+	exerciseApply(t, h)
 
 	exerciseTracer(h)
 	for path, item := range h.doc.Paths.Map() {

@@ -11,16 +11,18 @@ import (
 )
 
 // The JSON bodies of the API, as openapi.yaml describes them. Pointers
-// mark optional input fields, so that "absent" and "zero" differ.
+// mark optional input fields, so that "absent" and "zero" differ. The
+// bodies of a VIP set (ApplyJSON) also have YAML names, the same: that
+// is the file of lbd apply and lbd export.
 
 // RealJSON is a real in requests and answers.
 type RealJSON struct {
-	Address string  `json:"address"`
-	Weight  *uint32 `json:"weight,omitempty"`
-	State   string  `json:"state,omitempty"`
+	Address string  `json:"address" yaml:"address"`
+	Weight  *uint32 `json:"weight,omitempty" yaml:"weight,omitempty"`
+	State   string  `json:"state,omitempty" yaml:"state,omitempty"`
 	// Health is set in answers when the VIP checks its reals (ignored in
 	// requests).
-	Health *RealHealthJSON `json:"health,omitempty"`
+	Health *RealHealthJSON `json:"health,omitempty" yaml:"-"`
 }
 
 // RealHealthJSON is what health checks know of a real.
@@ -44,14 +46,14 @@ type ProbeResultJSON struct {
 
 // HealthCheckJSON is a VIP's health check.
 type HealthCheckJSON struct {
-	Type         string `json:"type"`
-	Port         uint16 `json:"port,omitempty"`
-	Path         string `json:"path,omitempty"`
-	ExpectStatus int    `json:"expect_status,omitempty"`
-	Interval     string `json:"interval,omitempty"` // Go duration, e.g. "5s"
-	Timeout      string `json:"timeout,omitempty"`
-	Rise         int    `json:"rise,omitempty"`
-	Fall         int    `json:"fall,omitempty"`
+	Type         string `json:"type" yaml:"type"`
+	Port         uint16 `json:"port,omitempty" yaml:"port,omitempty"`
+	Path         string `json:"path,omitempty" yaml:"path,omitempty"`
+	ExpectStatus int    `json:"expect_status,omitempty" yaml:"expect_status,omitempty"`
+	Interval     string `json:"interval,omitempty" yaml:"interval,omitempty"` // Go duration, e.g. "5s"
+	Timeout      string `json:"timeout,omitempty" yaml:"timeout,omitempty"`
+	Rise         int    `json:"rise,omitempty" yaml:"rise,omitempty"`
+	Fall         int    `json:"fall,omitempty" yaml:"fall,omitempty"`
 }
 
 // RealSettingsJSON is the body of PUT .../reals/{addr}.
@@ -67,25 +69,25 @@ type RealListJSON struct {
 
 // VIPSettingsJSON is the body of PUT /vips/{vip}.
 type VIPSettingsJSON struct {
-	Sticky       bool             `json:"sticky,omitempty"`
-	NoLRU        bool             `json:"no_lru,omitempty"`
-	NoFlowSearch bool             `json:"no_flow_search,omitempty"`
-	Encap        string           `json:"encap,omitempty"`
-	RingSize     uint32           `json:"ring_size,omitempty"`
-	Reals        []RealJSON       `json:"reals,omitempty"`
-	HealthCheck  *HealthCheckJSON `json:"health_check,omitempty"`
-	DownFlows    string           `json:"down_flows,omitempty"`
-	AllDown      string           `json:"all_down,omitempty"`
-	Disabled     bool             `json:"disabled,omitempty"`
-	Description  string           `json:"description,omitempty"`
+	Sticky       bool             `json:"sticky,omitempty" yaml:"sticky,omitempty"`
+	NoLRU        bool             `json:"no_lru,omitempty" yaml:"no_lru,omitempty"`
+	NoFlowSearch bool             `json:"no_flow_search,omitempty" yaml:"no_flow_search,omitempty"`
+	Encap        string           `json:"encap,omitempty" yaml:"encap,omitempty"`
+	RingSize     uint32           `json:"ring_size,omitempty" yaml:"ring_size,omitempty"`
+	Reals        []RealJSON       `json:"reals,omitempty" yaml:"reals,omitempty"`
+	HealthCheck  *HealthCheckJSON `json:"health_check,omitempty" yaml:"health_check,omitempty"`
+	DownFlows    string           `json:"down_flows,omitempty" yaml:"down_flows,omitempty"`
+	AllDown      string           `json:"all_down,omitempty" yaml:"all_down,omitempty"`
+	Disabled     bool             `json:"disabled,omitempty" yaml:"disabled,omitempty"`
+	Description  string           `json:"description,omitempty" yaml:"description,omitempty"`
 }
 
 // VIPCreateJSON is the body of POST /vips.
 type VIPCreateJSON struct {
-	Protocol string `json:"protocol"`
-	Address  string `json:"address"`
-	Port     *int   `json:"port"`
-	VIPSettingsJSON
+	Protocol        string `json:"protocol" yaml:"protocol"`
+	Address         string `json:"address" yaml:"address"`
+	Port            *int   `json:"port" yaml:"port"`
+	VIPSettingsJSON `yaml:",inline"`
 }
 
 // VIPPatchJSON is the body of PATCH /vips/{vip}.
@@ -235,6 +237,11 @@ type StatusJSON struct {
 	// ReconcileDrifts counts the VIPs reconciles found differing from the
 	// desired state (and repaired) since the daemon started.
 	ReconcileDrifts uint64 `json:"reconcile_drifts"`
+	// Fingerprint names everything that decides where a packet goes
+	// (control.Controller.Fingerprint); FingerprintShort is its first 12
+	// hex digits.
+	Fingerprint      string `json:"fingerprint"`
+	FingerprintShort string `json:"fingerprint_short"`
 }
 
 // HealthJSON answers /healthz and /readyz.
@@ -343,6 +350,22 @@ func toReals(rs []RealJSON) ([]control.Real, error) {
 		out = append(out, real)
 	}
 	return out, nil
+}
+
+// toVIP reads a VIP, address and all.
+func (in VIPCreateJSON) toVIP() (control.VIP, error) {
+	proto, err := xdp.ParseProto(in.Protocol)
+	if err != nil {
+		return control.VIP{}, &control.InvalidError{Field: "protocol", Msg: err.Error()}
+	}
+	addr, err := netip.ParseAddr(in.Address)
+	if err != nil {
+		return control.VIP{}, &control.InvalidError{Field: "address", Msg: fmt.Sprintf("VIP address %q: not an IPv4 or IPv6 address", in.Address)}
+	}
+	if in.Port == nil || *in.Port < 0 || *in.Port > 65535 {
+		return control.VIP{}, &control.InvalidError{Field: "port", Msg: "port is required: 1-65535, or 0 for a port-less VIP"}
+	}
+	return in.VIPSettingsJSON.toVIP(xdp.VIPKey{Addr: addr, Port: uint16(*in.Port), Proto: proto})
 }
 
 func (s VIPSettingsJSON) toVIP(key xdp.VIPKey) (control.VIP, error) {

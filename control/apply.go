@@ -111,10 +111,10 @@ func (c *Controller) Apply(vips []VIP, dryRun bool, conds ...Precondition) (Diff
 		v := vips[i].Clone()
 		v.normalize()
 		if err := v.Validate(); err != nil {
-			return Diff{}, err
+			return Diff{}, inSet(i, v.Key, err)
 		}
 		if _, dup := want[v.Key]; dup {
-			return Diff{}, invalid("vips", "VIP %s is listed twice: list each VIP once", VIPName(v.Key))
+			return Diff{}, invalid(fmt.Sprintf("vips[%d]", i), "VIP %s is listed twice: list each VIP once", VIPName(v.Key))
 		}
 		want[v.Key] = v
 	}
@@ -123,9 +123,9 @@ func (c *Controller) Apply(vips []VIP, dryRun bool, conds ...Precondition) (Diff
 	if err := c.checkPreconditions(conds); err != nil {
 		return Diff{}, err
 	}
-	for _, v := range sortedVIPs(want) {
-		if err := c.checkEncap(v); err != nil {
-			return Diff{}, err
+	for i := range vips {
+		if err := c.checkEncap(want[vips[i].Key]); err != nil {
+			return Diff{}, inSet(i, vips[i].Key, err)
 		}
 	}
 	d := diffSets(c.vips, want)
@@ -174,6 +174,15 @@ func (c *Controller) Apply(vips []VIP, dryRun bool, conds ...Precondition) (Diff
 	c.saveCounters()
 	c.log.Info("applied", "op", op)
 	return d, nil
+}
+
+// inSet says which VIP of a set (the i-th, from 0) an error is about.
+func inSet(i int, key xdp.VIPKey, err error) error {
+	var inv *InvalidError
+	if !errors.As(err, &inv) {
+		return err
+	}
+	return invalid(fmt.Sprintf("vips[%d].%s", i, inv.Field), "VIP %d of the set (%s): %s", i+1, VIPName(key), inv.Msg)
 }
 
 // Fingerprint is a hash (SHA-256, hex) of everything that decides where

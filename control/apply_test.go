@@ -200,8 +200,8 @@ func TestPreconditionsRefuseStaleChanges(t *testing.T) {
 	for name, err := range map[string]error{
 		"VIP":   func() error { _, _, err := c.PutReal(vipA, active(r1, 3), IfVIP(vipA, read.Version())); return err }(),
 		"set":   func() error { _, err := c.Apply(nil, false, IfSet(setRead)); return err }(),
-		"gone":  c.DeleteVIP(vipA, IfVIP(vipB, "")),
-		"real3": func() error { _, err := c.DeleteReal(vipA, r1, IfReal(vipA, r3, "")); return err }(),
+		"gone":  c.DeleteVIP(vipA, IfVIP(vipB)),
+		"real3": func() error { _, err := c.DeleteReal(vipA, r1, IfReal(vipA, r3)); return err }(),
 	} {
 		if !errors.Is(err, ErrStale) {
 			t.Errorf("%s: got %v, want ErrStale", name, err)
@@ -218,5 +218,25 @@ func TestPreconditionsRefuseStaleChanges(t *testing.T) {
 	cur, _ := c.VIP(vipA)
 	if _, err := c.Apply([]VIP{*cur}, false, IfVIP(vipA, cur.Version()), IfSet(c.SetVersion())); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestApplyUnsavableTouchesNothing(t *testing.T) {
+	c, dp, st := newTestController(t)
+	mustCreate(t, c, VIP{Key: vipA, Reals: []Real{active(r1, 1)}})
+	before, fp := snap(dp), c.Fingerprint()
+	st.err = errors.New("no space left on device")
+	writes := countWrites(dp)
+	_, err := c.Apply([]VIP{{Key: vipB, Reals: []Real{active(r3, 1)}}}, false)
+	var ae *ApplyError
+	if !errors.As(err, &ae) || !ae.RolledBack || !strings.Contains(err.Error(), "no space") {
+		t.Fatalf("got %v, want a rolled-back ApplyError", err)
+	}
+	if *writes != 0 {
+		t.Errorf("%d datapath writes for a change that could not be saved", *writes)
+	}
+	sameSnap(t, before, snap(dp))
+	if c.Fingerprint() != fp || len(c.VIPs()) != 1 {
+		t.Error("desired state changed")
 	}
 }

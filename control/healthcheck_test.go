@@ -99,8 +99,12 @@ func TestHealthTakesRealsOutOfTheRingAndBack(t *testing.T) {
 		t.Fatalf("tunnel marks %v", tun.marks)
 	}
 
+	fpUp := c.Fingerprint()
 	p.set(r2, false)
 	e := waitEvent(t, ev, r2, health.Down)
+	if c.Fingerprint() == fpUp {
+		t.Error("a real went down and the fingerprint stayed: it must show the health state the ring is built with")
+	}
 	if e.FlowsRemoved != 1 || len(dp.FlowList) != 1 || dp.FlowList[0].Real != dp.RealMap[r1] {
 		t.Errorf("reset policy: removed %d, left %+v", e.FlowsRemoved, dp.FlowList)
 	}
@@ -117,6 +121,9 @@ func TestHealthTakesRealsOutOfTheRingAndBack(t *testing.T) {
 
 	p.set(r2, true)
 	waitEvent(t, ev, r2, health.Up)
+	if c.Fingerprint() != fpUp {
+		t.Error("r2 back up: the fingerprint is not the one it had")
+	}
 	if !slices.Equal(dp.Rings[vipA], before) {
 		t.Error("r2 back up: the ring is not the original one")
 	}

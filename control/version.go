@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 )
@@ -39,9 +41,10 @@ func (v *VIP) Version() string { return version(v) }
 // Version names the content of a real (address, weight and state).
 func (r Real) Version() string { return version(r) }
 
-// SetVersion names the content of a whole desired state.
-func SetVersion(vips map[xdp.VIPKey]*VIP) string {
-	all := sortedVIPs(vips)
+// SetVersion names the content of a whole desired state (in any order).
+func SetVersion(vips []*VIP) string {
+	all := slices.Clone(vips)
+	slices.SortFunc(all, func(a, b *VIP) int { return compareKeys(a.Key, b.Key) })
 	versions := make([]string, len(all))
 	for i, v := range all {
 		versions[i] = v.Version()
@@ -58,53 +61,59 @@ func version(v any) string {
 	return hex.EncodeToString(sum[:10])
 }
 
-// IfVIP is a Precondition that the VIP exists and, if version is not "",
-// has that version.
-func IfVIP(key xdp.VIPKey, version string) Precondition {
+// IfVIP is a Precondition that the VIP exists and, if versions are
+// given, has one of them.
+func IfVIP(key xdp.VIPKey, versions ...string) Precondition {
 	return func(vips map[xdp.VIPKey]*VIP) error {
 		v, ok := vips[key]
-		switch {
-		case !ok:
+		if !ok {
 			return fmt.Errorf("VIP %s does not exist (any more): %w", VIPName(key), ErrStale)
-		case version != "" && v.Version() != version:
-			return fmt.Errorf("VIP %s %w (version %s, not %s): read it again and redo the change", VIPName(key), ErrStale, v.Version(), version)
+		}
+		if !anyOf(v.Version(), versions) {
+			return fmt.Errorf("VIP %s %w (it is at version %s): read it again and redo the change", VIPName(key), ErrStale, v.Version())
 		}
 		return nil
 	}
 }
 
-// IfReal is a Precondition that the VIP has the real and, if version is
-// not "", at that version.
-func IfReal(key xdp.VIPKey, addr netip.Addr, version string) Precondition {
+// IfReal is a Precondition that the VIP has the real and, if versions
+// are given, at one of them.
+func IfReal(key xdp.VIPKey, addr netip.Addr, versions ...string) Precondition {
 	return func(vips map[xdp.VIPKey]*VIP) error {
 		var r Real
 		ok := false
 		if v := vips[key]; v != nil {
 			r, ok = v.Real(addr)
 		}
-		switch {
-		case !ok:
+		if !ok {
 			return fmt.Errorf("real %s of VIP %s does not exist (any more): %w", addr, VIPName(key), ErrStale)
-		case version != "" && r.Version() != version:
-			return fmt.Errorf("real %s of VIP %s %w (version %s, not %s): read it again and redo the change", addr, VIPName(key), ErrStale, r.Version(), version)
+		}
+		if !anyOf(r.Version(), versions) {
+			return fmt.Errorf("real %s of VIP %s %w (it is at version %s): read it again and redo the change", addr, VIPName(key), ErrStale, r.Version())
 		}
 		return nil
 	}
 }
 
-// IfSet is a Precondition that the whole desired state has the version.
-func IfSet(version string) Precondition {
+// IfSet is a Precondition that the whole desired state has one of the
+// versions (none given: any).
+func IfSet(versions ...string) Precondition {
 	return func(vips map[xdp.VIPKey]*VIP) error {
-		if got := SetVersion(vips); got != version {
-			return fmt.Errorf("the set of VIPs %w (version %s, not %s): read it again and redo the change", ErrStale, got, version)
+		if got := SetVersion(slices.Collect(maps.Values(vips))); !anyOf(got, versions) {
+			return fmt.Errorf("the set of VIPs %w (it is at version %s): read it again and redo the change", ErrStale, got)
 		}
 		return nil
 	}
+}
+
+// anyOf reports whether v is one of versions, or versions is empty.
+func anyOf(v string, versions []string) bool {
+	return len(versions) == 0 || slices.Contains(versions, v)
 }
 
 // SetVersion is the version of the controller's whole desired state.
 func (c *Controller) SetVersion() string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return SetVersion(c.vips)
+	return SetVersion(sortedVIPs(c.vips))
 }

@@ -159,6 +159,13 @@ func IsNotFound(err error) bool {
 	return errors.As(err, &e) && e.Status == http.StatusNotFound
 }
 
+// IsStale reports whether err is the server refusing a change made with
+// If-Match because the resource changed since it was read (412).
+func IsStale(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusPreconditionFailed
+}
+
 // UnreachableError says that no connection to the daemon could be made.
 type UnreachableError struct {
 	Server string
@@ -174,6 +181,12 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // do sends one request: in (if not nil) as the JSON body, the answer
 // decoded into out (if not nil). It returns the status of a success.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, in, out any) (int, error) {
+	status, _, err := c.doHeader(ctx, method, path, query, nil, in, out)
+	return status, err
+}
+
+// doHeader is do with request headers, returning the answer's headers.
+func (c *Client) doHeader(ctx context.Context, method, path string, query url.Values, header http.Header, in, out any) (int, http.Header, error) {
 	if c.opts.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.Timeout)
@@ -189,40 +202,43 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return 0, fmt.Errorf("encode request for %s %s: %w", method, path, err)
+			return 0, nil, fmt.Errorf("encode request for %s %s: %w", method, path, err)
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, target, body)
 	if err != nil {
-		return 0, fmt.Errorf("build request %s %s: %w", method, path, err)
+		return 0, nil, fmt.Errorf("build request %s %s: %w", method, path, err)
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json, application/problem+json")
 	req.Header.Set("User-Agent", c.opts.UserAgent)
+	for k, vs := range header {
+		req.Header[k] = vs
+	}
 	if c.opts.Token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.opts.Token)
 	}
 	resp, err := c.opts.HTTPClient.Do(req)
 	if err != nil {
-		return 0, c.transportError(method, path, err)
+		return 0, nil, c.transportError(method, path, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswer))
 	if err != nil {
-		return 0, c.transportError(method, path, fmt.Errorf("read answer: %w", err))
+		return 0, nil, c.transportError(method, path, fmt.Errorf("read answer: %w", err))
 	}
 	if resp.StatusCode >= 300 {
-		return resp.StatusCode, decodeProblem(resp, data)
+		return resp.StatusCode, resp.Header, decodeProblem(resp, data)
 	}
 	if out != nil && resp.StatusCode != http.StatusNoContent {
 		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("%s %s: answer is not the expected JSON (is %s an lbd daemon?): %w", method, path, c.base, err)
+			return resp.StatusCode, resp.Header, fmt.Errorf("%s %s: answer is not the expected JSON (is %s an lbd daemon?): %w", method, path, c.base, err)
 		}
 	}
-	return resp.StatusCode, nil
+	return resp.StatusCode, resp.Header, nil
 }
 
 // transportError names the likely cause of a failed request.
@@ -501,5 +517,52 @@ func (c *Client) Drain(ctx context.Context) (api.BGPStatusJSON, error) {
 func (c *Client) Undrain(ctx context.Context) (api.BGPStatusJSON, error) {
 	var out api.BGPStatusJSON
 	_, err := c.do(ctx, http.MethodDelete, "/api/v1/drain", nil, nil, &out)
+	return out, err
+}
+
+// ifMatch is the If-Match header for an entity tag ("" for none).
+func ifMatch(etag string) http.Header {
+	if etag == "" {
+		return nil
+	}
+	return http.Header{"If-Match": {etag}}
+}
+
+// ListVIPsTagged is ListVIPs with the set's entity tag, for ApplyVIPs'
+// If-Match.
+func (c *Client) ListVIPsTagged(ctx context.Context) ([]api.VIPJSON, string, error) {
+	var out api.VIPListJSON
+	_, h, err := c.doHeader(ctx, http.MethodGet, "/api/v1/vips", nil, nil, nil, &out)
+	return out.VIPs, h.Get("ETag"), err
+}
+
+// ApplyVIPs makes the daemon's whole set of VIPs exactly set and returns
+// the diff (with dryRun, only the diff). ifMatch, if not "", is the
+// entity tag of the set it is based on: the change is refused (IsStale)
+// if the set changed since.
+func (c *Client) ApplyVIPs(ctx context.Context, set api.ApplyJSON, dryRun bool, ifMatchTag string) (api.DiffJSON, error) {
+	if set.VIPs == nil {
+		set.VIPs = []api.VIPCreateJSON{} // the server wants the field present
+	}
+	var q url.Values
+	if dryRun {
+		q = url.Values{"dry_run": {"true"}}
+	}
+	var out api.DiffJSON
+	_, _, err := c.doHeader(ctx, http.MethodPut, "/api/v1/vips", q, ifMatch(ifMatchTag), set, &out)
+	return out, err
+}
+
+// GetRealTagged is GetReal with the real's entity tag.
+func (c *Client) GetRealTagged(ctx context.Context, vip, addr string) (api.RealJSON, string, error) {
+	var out api.RealJSON
+	_, h, err := c.doHeader(ctx, http.MethodGet, realPath(vip, addr), nil, nil, nil, &out)
+	return out, h.Get("ETag"), err
+}
+
+// PutRealIfMatch is PutReal made only if the real still has the entity
+// tag (IsStale otherwise).
+func (c *Client) PutRealIfMatch(ctx context.Context, vip, addr string, s api.RealSettingsJSON, etag string) (out api.RealJSON, err error) {
+	_, _, err = c.doHeader(ctx, http.MethodPut, realPath(vip, addr), nil, ifMatch(etag), s, &out)
 	return out, err
 }

@@ -198,6 +198,7 @@ func TestEveryOperation(t *testing.T) {
 	}
 	exerciseBGP(t, c)
 	exerciseTracerClient(t, ctx, c)
+	exerciseApplyClient(t, ctx, c)
 
 	doc, err := api.Spec()
 	if err != nil {
@@ -308,5 +309,36 @@ func TestPathEscaping(t *testing.T) {
 	var e *client.Error
 	if !errors.As(err, &e) || e.Status != 422 || e.Field != "vip" || strings.Contains(e.Detail, "%25") {
 		t.Errorf("GetVIP with a slash in the name: %#v", err)
+	}
+}
+
+// exerciseApplyClient applies a set with and without If-Match, and
+// changes a real on its entity tag.
+func exerciseApplyClient(t *testing.T, ctx context.Context, c *client.Client) {
+	t.Helper()
+	vips, tag, err := c.ListVIPsTagged(ctx)
+	if err != nil || tag == "" {
+		t.Fatalf("list tagged: %v, tag %q", err, tag)
+	}
+	set := api.ApplyJSON{VIPs: []api.VIPCreateJSON{{Protocol: "tcp", Address: "192.0.2.50", Port: ptr(80), VIPSettingsJSON: api.VIPSettingsJSON{Reals: []api.RealJSON{{Address: "10.0.0.50"}}}}}}
+	d, err := c.ApplyVIPs(ctx, set, true, tag)
+	if err != nil || !d.DryRun || len(d.Added) != 1 || len(d.Removed) != len(vips) {
+		t.Fatalf("dry run: %+v, %v", d, err)
+	}
+	if d, err = c.ApplyVIPs(ctx, set, false, tag); err != nil || d.DryRun || len(d.Added) != 1 || d.Fingerprint == "" {
+		t.Fatalf("apply: %+v, %v", d, err)
+	}
+	if _, err := c.ApplyVIPs(ctx, api.ApplyJSON{}, false, tag); !client.IsStale(err) {
+		t.Fatalf("apply on a stale tag: %v, want 412", err)
+	}
+	r, rtag, err := c.GetRealTagged(ctx, "tcp-192.0.2.50-80", "10.0.0.50")
+	if err != nil || rtag == "" || r.Address != "10.0.0.50" {
+		t.Fatalf("get real tagged: %+v %q %v", r, rtag, err)
+	}
+	if _, err := c.PutRealIfMatch(ctx, "tcp-192.0.2.50-80", "10.0.0.50", api.RealSettingsJSON{Weight: ptr(uint32(4))}, rtag); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.PutRealIfMatch(ctx, "tcp-192.0.2.50-80", "10.0.0.50", api.RealSettingsJSON{Weight: ptr(uint32(5))}, rtag); !client.IsStale(err) {
+		t.Fatalf("put real on a stale tag: %v, want 412", err)
 	}
 }

@@ -62,6 +62,8 @@ func addClientCommands(root *cobra.Command) {
 		newConnsCommand(cfg),
 		newTopCommand(cfg),
 		newEventsCommand(cfg),
+		newApplyCommand(cfg),
+		newExportCommand(cfg),
 	)
 }
 

@@ -283,6 +283,7 @@ func newStatusCommand(cfg *clientConfig) *cobra.Command {
 				row(w, "VERSION", st.Version)
 				row(w, "READY", ready)
 				row(w, "VIPS", st.VIPs)
+				row(w, "FINGERPRINT", st.FingerprintShort)
 				row(w, "STATE FILE", st.StateFile)
 				for _, k := range slices.Sorted(maps.Keys(st.Datapath)) {
 					row(w, "DATAPATH "+k, plain(st.Datapath[k]))

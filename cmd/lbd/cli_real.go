@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/control"
 )
 
@@ -135,8 +136,9 @@ func newRealSetCommand(cfg *clientConfig) *cobra.Command {
 
 // changeReal sets some of an existing real's settings. The API's PUT
 // replaces a real's settings as a whole, so the others are read first
-// and sent back unchanged (a concurrent change to them in between is
-// overwritten).
+// and sent back unchanged, with If-Match: the real's entity tag. If the
+// real changed in between (412), it is read again and the change redone
+// on what it is now, a few times.
 func (s *session) changeReal(vipArg, addrArg string, weight *uint32, state *string) error {
 	name, err := vipName(vipArg)
 	if err != nil {
@@ -146,23 +148,35 @@ func (s *session) changeReal(vipArg, addrArg string, weight *uint32, state *stri
 	if err != nil {
 		return err
 	}
-	cur, err := s.api.GetReal(s.ctx, name, addr.String())
-	if err != nil {
-		return err
+	for attempt := 1; ; attempt++ {
+		cur, tag, err := s.api.GetRealTagged(s.ctx, name, addr.String())
+		if err != nil {
+			return err
+		}
+		in := api.RealSettingsJSON{Weight: cur.Weight, State: cur.State}
+		if weight != nil {
+			in.Weight = weight
+		}
+		if state != nil {
+			in.State = *state
+		}
+		r, err := s.api.PutRealIfMatch(s.ctx, name, addr.String(), in, tag)
+		if client.IsStale(err) && attempt < changeAttempts {
+			continue // changed meanwhile: redo it on the new settings
+		}
+		if client.IsStale(err) {
+			return fmt.Errorf("real %s of VIP %s kept changing while this change was made (%d attempts): try again: %w", addr, vipArg, attempt, err)
+		}
+		if err != nil {
+			return err
+		}
+		return s.emit(r, func(w io.Writer) { realsTable(w, []api.RealJSON{r}) })
 	}
-	in := api.RealSettingsJSON{Weight: cur.Weight, State: cur.State}
-	if weight != nil {
-		in.Weight = weight
-	}
-	if state != nil {
-		in.State = *state
-	}
-	r, _, err := s.api.PutReal(s.ctx, name, addr.String(), in)
-	if err != nil {
-		return err
-	}
-	return s.emit(r, func(w io.Writer) { realsTable(w, []api.RealJSON{r}) })
 }
+
+// changeAttempts bounds the read-modify-write rounds of a change that
+// other writers keep overtaking.
+const changeAttempts = 5
 
 func newRealReplaceCommand(cfg *clientConfig) *cobra.Command {
 	var none bool

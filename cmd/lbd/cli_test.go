@@ -42,6 +42,8 @@ type daemon struct {
 	url       string
 	tokenFile string
 	ready     error
+	// before, if set, sees each request before the server does.
+	before func(r *http.Request)
 }
 
 func newDaemon(t *testing.T) *daemon {
@@ -62,7 +64,12 @@ func newDaemon(t *testing.T) *daemon {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewServer(srv)
+	ts := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d.before != nil {
+			d.before(r)
+		}
+		srv.ServeHTTP(w, r)
+	}))
 	t.Cleanup(ts.Close)
 	d.url = ts.URL
 	d.tokenFile = filepath.Join(t.TempDir(), "token")

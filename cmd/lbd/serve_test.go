@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -175,14 +174,32 @@ func (l *daemonLab) start(extra ...string) *exec.Cmd {
 
 func (l *daemonLab) call(method, path string, body any, want int, out any) {
 	l.t.Helper()
-	var rd io.Reader
+	text := ""
 	if body != nil {
 		data, _ := json.Marshal(body)
-		rd = bytes.NewReader(data)
+		text = string(data)
 	}
-	req, _ := http.NewRequest(method, "http://"+l.listen+path, rd)
+	resp, data := l.request(method, path, text, nil)
+	if resp.StatusCode != want {
+		l.t.Fatalf("%s %s: %d, want %d: %s", method, path, resp.StatusCode, want, data)
+	}
+	if out != nil {
+		if err := json.Unmarshal([]byte(data), out); err != nil {
+			l.t.Fatalf("%s %s: %v: %s", method, path, err, data)
+		}
+	}
+}
+
+// request sends one API request (a JSON body unless "") with headers and
+// returns the answer and its body.
+func (l *daemonLab) request(method, path, body string, header http.Header) (*http.Response, string) {
+	l.t.Helper()
+	req, _ := http.NewRequest(method, "http://"+l.listen+path, strings.NewReader(body))
+	for k, v := range header {
+		req.Header[k] = v
+	}
 	req.Header.Set("Authorization", "Bearer "+l.token)
-	if body != nil {
+	if body != "" {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -191,14 +208,7 @@ func (l *daemonLab) call(method, path string, body any, want int, out any) {
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != want {
-		l.t.Fatalf("%s %s: %d, want %d: %s", method, path, resp.StatusCode, want, data)
-	}
-	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			l.t.Fatalf("%s %s: %v: %s", method, path, err, data)
-		}
-	}
+	return resp, string(data)
 }
 
 // send sends one UDP datagram to the VIP from the client namespace from

@@ -1,0 +1,242 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/control"
+)
+
+// HeaderFingerprint is the answer header of every change (every method
+// but GET and HEAD): the node's fingerprint once the change is done (see
+// control.Controller.Fingerprint).
+const HeaderFingerprint = "Lbd-Fingerprint"
+
+// ApplyJSON is the body of PUT /vips: the whole desired set of VIPs.
+type ApplyJSON struct {
+	VIPs []VIPCreateJSON `json:"vips" yaml:"vips"`
+}
+
+// DiffJSON is the answer of PUT /vips: what the set changed (or, in a
+// dry run, would change).
+type DiffJSON struct {
+	DryRun      bool            `json:"dry_run"`
+	Added       []VIPJSON       `json:"added"`
+	Removed     []VIPJSON       `json:"removed"`
+	Changed     []VIPChangeJSON `json:"changed"`
+	Fingerprint string          `json:"fingerprint"`
+}
+
+// VIPChangeJSON is how one VIP changes.
+type VIPChangeJSON struct {
+	Name         string              `json:"name"`
+	Settings     []SettingChangeJSON `json:"settings"`
+	AddedReals   []RealJSON          `json:"added_reals"`
+	RemovedReals []RealJSON          `json:"removed_reals"`
+	ChangedReals []RealChangeJSON    `json:"changed_reals"`
+}
+
+// SettingChangeJSON is one setting of a VIP that changes, with its old
+// and new values as the VIP shows them.
+type SettingChangeJSON struct {
+	Setting string `json:"setting"`
+	Old     any    `json:"old"`
+	New     any    `json:"new"`
+}
+
+// RealChangeJSON is a real whose weight or state changes.
+type RealChangeJSON struct {
+	Address string   `json:"address"`
+	Old     RealJSON `json:"old"`
+	New     RealJSON `json:"new"`
+}
+
+// applyVIPs makes the desired state exactly the body's set.
+func (s *Server) applyVIPs(c echo.Context) error {
+	dryRun := false
+	if q := c.QueryParam("dry_run"); q != "" {
+		b, err := strconv.ParseBool(q)
+		if err != nil {
+			return &control.InvalidError{Field: "dry_run", Msg: fmt.Sprintf("dry_run %q: use true or false", q)}
+		}
+		dryRun = b
+	}
+	var in ApplyJSON
+	if err := decode(c, &in); err != nil {
+		return err
+	}
+	if in.VIPs == nil {
+		return &control.InvalidError{Field: "vips", Msg: `"vips" is required: the whole set of VIPs (an empty list removes every VIP)`}
+	}
+	vips := make([]control.VIP, 0, len(in.VIPs))
+	for i, vj := range in.VIPs {
+		v, err := vj.toVIP()
+		if err != nil {
+			return atVIP(i, vj, err)
+		}
+		vips = append(vips, v)
+	}
+	conds, err := ifMatchSet(c)
+	if err != nil {
+		return err
+	}
+	d, err := s.ctl.Apply(vips, dryRun, conds...)
+	if err != nil {
+		return err
+	}
+	out := s.diffJSON(d)
+	out.DryRun = dryRun
+	out.Fingerprint = s.ctl.Fingerprint()
+	if !dryRun {
+		c.Response().Header().Set(headerETag, etag(s.ctl.SetVersion()))
+	}
+	return reply(c, http.StatusOK, out)
+}
+
+// atVIP names the VIP of a set (the i-th, from 0) that cannot be read.
+func atVIP(i int, vj VIPCreateJSON, err error) error {
+	inv, ok := err.(*control.InvalidError)
+	if !ok {
+		return err
+	}
+	port := "?"
+	if vj.Port != nil {
+		port = strconv.Itoa(*vj.Port)
+	}
+	return &control.InvalidError{Field: fmt.Sprintf("vips[%d].%s", i, inv.Field),
+		Msg: fmt.Sprintf("VIP %d of the set (%s %s port %s): %s", i+1, vj.Protocol, vj.Address, port, inv.Msg)}
+}
+
+func (s *Server) diffJSON(d control.Diff) DiffJSON {
+	out := DiffJSON{Added: []VIPJSON{}, Removed: []VIPJSON{}, Changed: []VIPChangeJSON{}}
+	for _, v := range d.Added {
+		out.Added = append(out.Added, vipJSON(v, nil))
+	}
+	for _, v := range d.Removed {
+		out.Removed = append(out.Removed, vipJSON(v, nil))
+	}
+	for _, ch := range d.Changed {
+		before, after := settingsMap(ch.Old), settingsMap(ch.New)
+		cj := VIPChangeJSON{Name: control.VIPName(ch.New.Key), Settings: []SettingChangeJSON{},
+			AddedReals: []RealJSON{}, RemovedReals: []RealJSON{}, ChangedReals: []RealChangeJSON{}}
+		for _, name := range ch.Settings {
+			cj.Settings = append(cj.Settings, SettingChangeJSON{Setting: name, Old: before[name], New: after[name]})
+		}
+		for _, r := range ch.AddedReals {
+			cj.AddedReals = append(cj.AddedReals, realJSON(r))
+		}
+		for _, r := range ch.RemovedReals {
+			cj.RemovedReals = append(cj.RemovedReals, realJSON(r))
+		}
+		for _, r := range ch.ChangedReals {
+			cj.ChangedReals = append(cj.ChangedReals, RealChangeJSON{Address: r.New.Addr.String(), Old: realJSON(r.Old), New: realJSON(r.New)})
+		}
+		out.Changed = append(out.Changed, cj)
+	}
+	return out
+}
+
+// settingsMap is a VIP's settings as its JSON shows them, by name.
+func settingsMap(v *control.VIP) map[string]any {
+	b, err := json.Marshal(vipJSON(v, nil))
+	if err != nil {
+		panic(err) // plain data: unreachable
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// headerETag is the entity tag header.
+const headerETag = "ETag"
+
+// etag quotes a version as a strong entity tag.
+func etag(version string) string { return `"` + version + `"` }
+
+// ifMatch reads the If-Match header (RFC 9110 13.1.1): present says
+// whether there is one, star whether it is "*", and tags are its strong
+// entity tags, unquoted. A weak tag never matches (If-Match compares
+// strongly); a list of weak tags alone matches nothing.
+func ifMatch(c echo.Context) (present, star bool, tags []string, err error) {
+	values := c.Request().Header.Values("If-Match")
+	if len(values) == 0 {
+		return false, false, nil, nil
+	}
+	for _, v := range values {
+		for _, t := range strings.Split(v, ",") {
+			t = strings.TrimSpace(t)
+			switch {
+			case t == "":
+			case t == "*":
+				star = true
+			case strings.HasPrefix(t, `W/"`) && len(t) >= 4 && strings.HasSuffix(t, `"`):
+				// weak: matches nothing
+			case len(t) >= 2 && t[0] == '"' && strings.HasSuffix(t, `"`) && !strings.Contains(t[1:len(t)-1], `"`):
+				tags = append(tags, t[1:len(t)-1])
+			default:
+				return false, false, nil, problem(http.StatusBadRequest, fmt.Sprintf("If-Match %q: want * or entity tags in double quotes, as the ETag header gave them", v))
+			}
+		}
+	}
+	if !star && len(tags) == 0 {
+		tags = []string{"\x00"} // weak tags only: matches no version
+	}
+	return true, star, tags, nil
+}
+
+// ifMatchVIP is the precondition If-Match puts on a change of a VIP
+// (and of its list of reals, which has the VIP's entity tag).
+func ifMatchVIP(c echo.Context, key xdp.VIPKey) ([]control.Precondition, error) {
+	present, star, tags, err := ifMatch(c)
+	if !present || err != nil {
+		return nil, err
+	}
+	if star {
+		tags = nil
+	}
+	return []control.Precondition{control.IfVIP(key, tags...)}, nil
+}
+
+// ifMatchReal is the precondition If-Match puts on a change of a real.
+func ifMatchReal(c echo.Context, key xdp.VIPKey, addr netip.Addr) ([]control.Precondition, error) {
+	present, star, tags, err := ifMatch(c)
+	if !present || err != nil {
+		return nil, err
+	}
+	if star {
+		tags = nil
+	}
+	return []control.Precondition{control.IfReal(key, addr, tags...)}, nil
+}
+
+// ifMatchSet is the precondition If-Match puts on a change of the whole
+// set (PUT /vips, POST /vips). The set always exists, so "*" always
+// matches.
+func ifMatchSet(c echo.Context) ([]control.Precondition, error) {
+	present, star, tags, err := ifMatch(c)
+	if !present || star || err != nil {
+		return nil, err
+	}
+	return []control.Precondition{control.IfSet(tags...)}, nil
+}
+
+// fingerprint puts the node's fingerprint on the answer of every change.
+func (s *Server) fingerprint(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead {
+			c.Response().Before(func() {
+				c.Response().Header().Set(HeaderFingerprint, s.ctl.Fingerprint())
+			})
+		}
+		return next(c)
+	}
+}
