@@ -17,6 +17,9 @@ type Fleet interface {
 	Status(ctx context.Context) (st fleet.Status, cached bool, err error)
 	// Node is this node's name.
 	Node() string
+	// Stale tells whether etcd has not answered this node for
+	// --fleet-stale-after.
+	Stale() bool
 }
 
 // FleetStatusJSON answers GET /api/v1/fleet.
@@ -28,6 +31,7 @@ type FleetStatusJSON struct {
 	Agree    bool            `json:"agree"`
 	Disagree []string        `json:"disagree"`
 	Cached   bool            `json:"cached"`
+	Stale    bool            `json:"stale"`
 	Nodes    []FleetNodeJSON `json:"nodes"`
 }
 
@@ -52,6 +56,7 @@ func (s *Server) getFleet(c echo.Context) error {
 		return problem(http.StatusServiceUnavailable, "etcd does not answer and this node has read no fleet status yet: "+err.Error())
 	}
 	out.Enabled, out.Fleet, out.Node, out.Revision, out.Agree, out.Cached = true, st.Fleet, s.opts.Fleet.Node(), st.Revision, st.Agree, cached
+	out.Stale = s.opts.Fleet.Stale()
 	out.Disagree = append(out.Disagree, st.Disagree...)
 	for _, r := range st.Nodes {
 		out.Nodes = append(out.Nodes, FleetNodeJSON{Node: r.Node, Revision: r.Revision, Fingerprint: r.Fingerprint, BGP: r.BGP,

@@ -58,3 +58,4 @@ func TestFleetStatus(t *testing.T) {
 	f.err = errors.New("etcd down")
 	h.expect(req{method: "GET", path: "/api/v1/fleet"}, http.StatusServiceUnavailable, nil)
 }
+func (f *fakeFleet) Stale() bool { return f.cached }

@@ -53,7 +53,9 @@ func fleetTable(w io.Writer, st api.FleetStatusJSON) {
 		agree = "NO"
 	}
 	cached := ""
-	if st.Cached {
+	if st.Stale {
+		cached = " (this node is STALE: cut off from etcd, forwarding with its last applied state)"
+	} else if st.Cached {
 		cached = " (etcd does not answer: last status read)"
 	}
 	row(w, "FLEET", st.Fleet, "REVISION", st.Revision, "AGREE", agree+cached)

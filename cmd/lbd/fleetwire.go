@@ -121,3 +121,4 @@ func (a fleetAPI) Status(ctx context.Context) (fleet.Status, bool, error) {
 	return a.f.loop.FleetStatus(ctx)
 }
 func (a fleetAPI) Node() string { return a.f.node.Store().Node() }
+func (a fleetAPI) Stale() bool  { return a.f.loop.Stale() }
