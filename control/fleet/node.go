@@ -73,25 +73,58 @@ func (n *Node) Save(vips map[xdp.VIPKey]*control.VIP) error {
 		n.applied, n.pending = n.pendingRev, nil
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), n.s.cfg.RequestTimeout)
-	defer cancel()
-	resp, err := n.s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(n.s.DesiredKey()), "=", n.applied)).
-		Then(clientv3.OpPut(n.s.DesiredKey(), string(data))).
-		Commit()
+	resp, err := n.txn(data)
 	if err != nil {
-		return fmt.Errorf("write the fleet's desired state to etcd: %w (the change was not made on any node)", err)
+		return fmt.Errorf("write the fleet's desired state to etcd: %w (not made on this node; etcd did not confirm it either way: see lbd fleet status)", err)
 	}
-	if !resp.Succeeded {
+	if !resp.ok {
 		return fmt.Errorf("%w: the fleet changed since this node applied revision %d; it converges in a moment, then retry", control.ErrConflict, n.applied)
 	}
-	n.applied = resp.Header.Revision
+	n.applied = resp.rev
 	n.contact(time.Now())
-	if err := n.local.Save(vips); err != nil {
-		// etcd has it; the watch will persist it again.
-		return nil
-	}
+	// etcd has it: a local file that cannot be written now is written
+	// again with the next revision the watch applies.
+	_ = n.local.Save(vips)
 	return nil
+}
+
+type txnResult struct {
+	ok  bool
+	rev int64
+}
+
+// txn writes data if the key is still at the applied revision. An
+// attempt that fails on the way (the member it went to died) is retried
+// on the others, three times at most: a retry that finds the key
+// already holding data at a newer revision is the earlier attempt's
+// success. n.mu is held.
+func (n *Node) txn(data []byte) (txnResult, error) {
+	key := n.s.DesiredKey()
+	var last error
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), n.s.cfg.RequestTimeout)
+		resp, err := n.s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", n.applied)).
+			Then(clientv3.OpPut(key, string(data))).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		cancel()
+		if err != nil {
+			last = err
+			continue
+		}
+		if resp.Succeeded {
+			return txnResult{ok: true, rev: resp.Header.Revision}, nil
+		}
+		if last != nil {
+			// An earlier attempt may have written it.
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && bytes.Equal(kvs[0].Value, data) {
+				return txnResult{ok: true, rev: kvs[0].ModRevision}, nil
+			}
+		}
+		return txnResult{}, nil
+	}
+	return txnResult{}, last
 }
 
 func (n *Node) contact(t time.Time) { n.lastContact.Store(t.UnixNano()) }
