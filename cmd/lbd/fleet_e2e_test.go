@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -111,7 +114,8 @@ func TestEdgeFleet(t *testing.T) {
 		proxies = append(proxies, p)
 		if err := l.StartNode(i, "--store", "etcd", "--etcd-endpoints", strings.Join(p.Endpoints(), ","), "--fleet", "lab",
 			"--fleet-node", fmt.Sprintf("n%d", i), "--etcd-dial-timeout", "1s", "--etcd-request-timeout", "1s",
-			"--fleet-report-interval", "200ms", "--fleet-stale-after", "1s", "--fleet-stale-withdraw", "3s"); err != nil {
+			"--fleet-report-interval", "200ms", "--fleet-stale-after", "1s", "--fleet-stale-withdraw", "3s",
+			"--max-vips", "128", "--max-reals", "512"); err != nil {
 			t.Fatal(err)
 		}
 		e.connect(i)
@@ -121,6 +125,47 @@ func TestEdgeFleet(t *testing.T) {
 	for _, r := range l.Reals {
 		reals = append(reals, api.RealJSON{Address: r.Addr4.String()})
 	}
+	for _, i := range all {
+		waitFleetSynced(t, e, i)
+	}
+
+	t.Run("lbd apply of 100 VIPs, then a changed file", func(t *testing.T) {
+		dir := t.TempDir()
+		tok := l.Nodes[0].TokenFile
+		apply := func(set string) (string, time.Duration) {
+			t.Helper()
+			file := filepath.Join(dir, "vips.yaml")
+			if err := os.WriteFile(file, []byte(set), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			root := newRootCommand()
+			var out bytes.Buffer
+			root.SetOut(&out)
+			root.SetErr(&out)
+			root.SetArgs([]string{"apply", "-f", file, "--server", "http://" + l.Nodes[0].API, "--token-file", tok})
+			start := time.Now()
+			if err := root.ExecuteContext(e.ctx); err != nil {
+				t.Fatalf("lbd apply: %v\n%s", err, out.String())
+			}
+			return out.String(), e.waitSame(t, e.fingerprints(t, 0)[0], start, all...)
+		}
+		first, took1 := apply(hundredVIPs(0, 100, 1))
+		if !strings.Contains(first, "applied: 100 added, 0 removed, 0 changed") {
+			t.Fatalf("first apply:\n%s", first)
+		}
+		// VIPs 0-9 go, 10-19 change weight, 100-109 come.
+		second, took2 := apply(hundredVIPs(10, 20, 3) + hundredVIPs(20, 110, 1)[len("vips:\n"):])
+		if !strings.Contains(second, "applied: 10 added, 10 removed, 10 changed") {
+			t.Fatalf("second apply:\n%s", second)
+		}
+		for _, i := range all {
+			if st, err := e.api[i].Status(e.ctx); err != nil || st.VIPs != 100 {
+				t.Fatalf("node %d after the second apply: %d VIPs (%v), want 100", i, st.VIPs, err)
+			}
+		}
+		t.Logf("FLEET lbd apply through node 0 -> every node converged: 100 VIPs %v; then 10 added, 10 removed, 10 changed %v", took1.Round(time.Millisecond), took2.Round(time.Millisecond))
+	})
+
 	vip := vipAPIName("tcp", lab.VIP4)
 	start := time.Now()
 	if _, _, err := e.api[0].PutVIP(e.ctx, vip, api.VIPSettingsJSON{Reals: reals, RingSize: 65537,
@@ -277,5 +322,32 @@ func TestEdgeFleet(t *testing.T) {
 	t.Logf("FLEET long-lived connections: %d pings answered, %d broke (%d to the dead real %s)", ok, len(broken), len(broken)-len(wrong), deadName)
 	if len(wrong) > 0 {
 		t.Errorf("connections to live reals broke: %v", wrong)
+	}
+}
+
+// hundredVIPs is an apply file of the VIPs from..to-1 (10.201.x.y:80,
+// two reals of the lab's address plan, weight w on the first).
+func hundredVIPs(from, to int, w int) string {
+	var b strings.Builder
+	b.WriteString("vips:\n")
+	for i := from; i < to; i++ {
+		fmt.Fprintf(&b, "  - protocol: tcp\n    address: 10.201.%d.%d\n    port: 80\n    ring_size: 1021\n    reals:\n      - address: 10.0.0.1\n        weight: %d\n      - address: 10.0.0.2\n", i/200, 1+i%200, w)
+	}
+	return b.String()
+}
+
+// waitFleetSynced waits (bounded) until node i reports to the fleet.
+func waitFleetSynced(t *testing.T, e *edgeLab, i int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := e.fleetStatus(t, i)
+		if st.Enabled && !st.Stale && len(st.Nodes) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d never joined the fleet: %+v", i, st)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
