@@ -52,6 +52,9 @@ type Options struct {
 	Logger   *slog.Logger
 	// BodyLimit caps request bodies in bytes (default DefaultBodyLimit).
 	BodyLimit int64
+	// Fleet is the node's fleet; nil when the desired state is the local
+	// state file (GET /api/v1/fleet then says enabled: false).
+	Fleet Fleet
 	// BGP is the announcement of the VIPs to the routers; nil when BGP
 	// is not configured.
 	BGP BGP
@@ -166,6 +169,7 @@ func New(o Options) (*Server, error) {
 	v1.PUT("/vips/:vip/reals/:addr", s.putReal)
 	v1.DELETE("/vips/:vip/reals/:addr", s.deleteReal)
 	v1.GET("/vips/:vip/reals/:addr/stats", s.realStats)
+	v1.GET("/fleet", s.getFleet)
 	if err := s.routeBGP(v1); err != nil {
 		return nil, err
 	}

@@ -318,6 +318,7 @@ func TestEveryOperation(t *testing.T) {
 	}
 
 	exerciseBGPDisabled(t, h)
+	exerciseFleetDisabled(t, h)
 	exerciseApply(t, h)
 
 	exerciseTracer(h)

@@ -68,6 +68,10 @@ type Controller struct {
 	// whose connection table entries may belong to another VIP: it is
 	// collected, never adopted.
 	adopt bool
+	// shared: the fleet decides which reals are down (SetSharedDown);
+	// this node's probes only fill localDown, its observations.
+	shared    bool
+	localDown map[RealKey]bool
 	// lastCounters is what the counters file was last written with.
 	lastCounters  Counters
 	countersSaved bool

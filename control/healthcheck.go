@@ -175,6 +175,18 @@ func (c *Controller) healthChanged(ch health.Change) {
 		return
 	}
 	down := ch.Status.State == health.Down
+	if c.shared {
+		// The fleet decides: record the observation, change no ring.
+		rk := RealKey{key, ch.Key.Real}
+		if down {
+			c.localDown[rk] = true
+		} else {
+			delete(c.localDown, rk)
+		}
+		c.publish(Event{Type: "real_health", VIP: ch.Key.VIP, Real: ch.Key.Real.String(), State: string(ch.Status.State),
+			Reason: "observed here (the fleet's quorum decides the ring): " + ch.Status.Reason})
+		return
+	}
 	if down {
 		if c.health.down[key] == nil {
 			c.health.down[key] = map[netip.Addr]bool{}

@@ -108,14 +108,25 @@ func (s *Store) Load() (map[lb.VIPKey]*VIP, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return nil, fmt.Errorf("state file %s is corrupt (%v): restore it from a backup or move it away to start empty", s.path, err)
 	}
+	return DecodeState(data, "state file "+s.path)
+}
+
+// DecodeState reads a desired state in the state file's format (the
+// fleet store keeps the same document in etcd); source names where it
+// came from in errors.
+func DecodeState(data []byte, source string) (map[lb.VIPKey]*VIP, error) {
+	var f stateFile
+	if err := json.Unmarshal(data, &f); err != nil {
+		return nil, fmt.Errorf("%s is corrupt: %v", source, err)
+	}
 	if f.Version != stateVersion {
-		return nil, fmt.Errorf("state file %s has format version %d; this lbd reads version %d", s.path, f.Version, stateVersion)
+		return nil, fmt.Errorf("%s has format version %d; this lbd reads version %d", source, f.Version, stateVersion)
 	}
 	vips := make(map[lb.VIPKey]*VIP, len(f.VIPs))
 	for _, r := range f.VIPs {
 		proto, err := lb.ParseProto(r.Proto)
 		if err != nil {
-			return nil, fmt.Errorf("state file %s: %w", s.path, err)
+			return nil, fmt.Errorf("%s: %w", source, err)
 		}
 		v := &VIP{
 			Key:   lb.VIPKey{Addr: r.Addr, Port: r.Port, Proto: proto},
@@ -132,10 +143,10 @@ func (s *Store) Load() (map[lb.VIPKey]*VIP, error) {
 		}
 		v.normalize()
 		if err := v.validate(false); err != nil {
-			return nil, fmt.Errorf("state file %s: VIP %s: %w", s.path, lb.VIPName(v.Key), err)
+			return nil, fmt.Errorf("%s: VIP %s: %w", source, lb.VIPName(v.Key), err)
 		}
 		if _, dup := vips[v.Key]; dup {
-			return nil, fmt.Errorf("state file %s: VIP %s is listed twice", s.path, lb.VIPName(v.Key))
+			return nil, fmt.Errorf("%s: VIP %s is listed twice", source, lb.VIPName(v.Key))
 		}
 		vips[v.Key] = v
 	}
@@ -145,6 +156,20 @@ func (s *Store) Load() (map[lb.VIPKey]*VIP, error) {
 // Save replaces the state file: write a temporary file, fsync it, rename
 // it over the old one, fsync the directory.
 func (s *Store) Save(vips map[lb.VIPKey]*VIP) error {
+	data, err := EncodeState(vips)
+	if err != nil {
+		return err
+	}
+	err = writeFileAtomic(s.path, data)
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		return fmt.Errorf("%w: %w: free space on the file system of %s (or raise its quota) and retry", ErrNoSpace, err, filepath.Dir(s.path))
+	}
+	return err
+}
+
+// EncodeState writes a desired state in the state file's format, VIPs
+// sorted: the same set always gives the same bytes.
+func EncodeState(vips map[lb.VIPKey]*VIP) ([]byte, error) {
 	f := stateFile{Version: stateVersion, VIPs: []vipRecord{}}
 	for _, v := range sortedVIPs(vips) {
 		r := vipRecord{
@@ -163,14 +188,9 @@ func (s *Store) Save(vips map[lb.VIPKey]*VIP) error {
 	}
 	data, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
-		return fmt.Errorf("encode state: %w", err)
+		return nil, fmt.Errorf("encode state: %w", err)
 	}
-	data = append(data, '\n')
-	err = writeFileAtomic(s.path, data)
-	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
-		return fmt.Errorf("%w: %w: free space on the file system of %s (or raise its quota) and retry", ErrNoSpace, err, filepath.Dir(s.path))
-	}
-	return err
+	return append(data, '\n'), nil
 }
 
 func writeFileAtomic(path string, data []byte) error {

@@ -9,8 +9,9 @@ if command -v dpkg-query >/dev/null; then
   # qemu-system-x86 busybox-static xz-utils zstd: the kernel matrix (make test-kernels);
   # bird2: the router of the multi-node lab (BGP, ECMP; cmd/lbd edge test).
   # chromium: the web console's browser test (cmd/lbd, chromedp);
-  # prometheus: its promtool checks and unit-tests deploy/prometheus's alert rules.
-  for p in clang-19 llvm-19 libbpf-dev iproute2 make git curl iperf3 qemu-system-x86 busybox-static xz-utils zstd bird2 chromium prometheus; do
+  # prometheus: its promtool checks and unit-tests deploy/prometheus's alert rules;
+  # etcd-server (+ etcd-client for etcdctl): the fleet store (control/fleet tests start their own cluster).
+  for p in clang-19 llvm-19 libbpf-dev iproute2 make git curl iperf3 qemu-system-x86 busybox-static xz-utils zstd bird2 chromium prometheus etcd-server etcd-client; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -20,8 +21,9 @@ if command -v dpkg-query >/dev/null; then
     # BGP on the machine's interfaces). policy-rc.d keeps the package's
     # postinst from starting it (systemd or sysv alike); it is then
     # disabled and masked.
-    # The same holds for prometheus (only its promtool is wanted).
-    if [[ " ${need[*]} " == *" bird2 "* || " ${need[*]} " == *" prometheus "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
+    # The same holds for prometheus (only its promtool is wanted) and
+    # etcd-server (tests start their own members; a service would hold 2379).
+    if [[ " ${need[*]} " == *" bird2 "* || " ${need[*]} " == *" prometheus "* || " ${need[*]} " == *" etcd-server "* ]] && [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
       chmod 755 /usr/sbin/policy-rc.d
       trap 'rm -f /usr/sbin/policy-rc.d' EXIT
@@ -29,8 +31,8 @@ if command -v dpkg-query >/dev/null; then
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     # Installed here for the lab (a BIRD someone runs on purpose is left alone).
-    for svc in bird prometheus; do
-      pkg=$svc; [ "$svc" = bird ] && pkg=bird2
+    for svc in bird prometheus etcd; do
+      pkg=$svc; [ "$svc" = bird ] && pkg=bird2; [ "$svc" = etcd ] && pkg=etcd-server
       [[ " ${need[*]} " == *" $pkg "* ]] || continue
       if [ -d /run/systemd/system ]; then
         systemctl disable --now "$svc.service" >/dev/null 2>&1 || true

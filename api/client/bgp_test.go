@@ -13,6 +13,10 @@ import (
 func exerciseBGP(t *testing.T, c *client.Client) {
 	t.Helper()
 	ctx := context.Background()
+	fs, err := c.Fleet(ctx)
+	if err != nil || fs.Enabled || fs.Nodes == nil || len(fs.Nodes) != 0 {
+		t.Errorf("fleet without one: %+v %v", fs, err)
+	}
 	st, err := c.BGP(ctx)
 	if err != nil || st.Enabled || st.Drained {
 		t.Errorf("BGP: %+v %v", st, err)

@@ -496,6 +496,13 @@ func (c *Client) BGP(ctx context.Context) (api.BGPStatusJSON, error) {
 	return out, err
 }
 
+// Fleet is the fleet this node belongs to and every node's report.
+func (c *Client) Fleet(ctx context.Context) (api.FleetStatusJSON, error) {
+	var out api.FleetStatusJSON
+	_, err := c.do(ctx, http.MethodGet, "/api/v1/fleet", nil, nil, &out)
+	return out, err
+}
+
 // Drain withdraws every VIP of the node from its routers (the datapath
 // keeps forwarding); Undrain announces them again. Both return the BGP
 // state after the change. A daemon without BGP answers 409.

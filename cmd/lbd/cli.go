@@ -57,6 +57,7 @@ func addClientCommands(root *cobra.Command) {
 		newStatusCommand(cfg),
 		newReconcileCommand(cfg),
 		newBGPCommand(cfg),
+		newFleetCommand(cfg),
 		newDrainCommand(cfg),
 		newConnsCommand(cfg),
 		newTopCommand(cfg),

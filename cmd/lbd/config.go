@@ -18,6 +18,7 @@ import (
 
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/bgp"
+	"github.com/lbd-dev/lbd/control/fleet"
 	"github.com/lbd-dev/lbd/hostaddr"
 )
 
@@ -71,6 +72,9 @@ type serveConfig struct {
 	AllowPrivatePins bool `yaml:"allow_private_pins"`
 	// BGP announces the VIPs to routers (control/bgp); off when empty.
 	BGP bgp.Settings `yaml:"bgp"`
+	// Fleet keeps the desired state in etcd, shared by many nodes
+	// (control/fleet); off (the state file) by default.
+	Fleet fleet.Settings `yaml:"fleet"`
 
 	tracerConfig `yaml:",inline"`
 	apiConfig    `yaml:",inline"`
@@ -89,6 +93,7 @@ func defaultServeConfig() serveConfig {
 		HealthChecks: true, HealthMaxConcurrent: 64,
 		LogLevel: "info", LogFormat: "text",
 		BGP:          bgp.DefaultSettings(),
+		Fleet:        fleet.DefaultSettings(),
 		tracerConfig: defaultTracerConfig(),
 		apiConfig:    defaultAPIConfig(),
 	}
@@ -127,6 +132,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&c.Detach, "detach", c.Detach, "on exit, detach the XDP program and remove the pins (default: keep forwarding for a hitless restart)")
 	fs.BoolVar(&c.AllowPrivatePins, "allow-private-pins", c.AllowPrivatePins, "start even if the pins would live only in this mount namespace (as under `ip netns exec`) and vanish, with the XDP program, when lbd exits (use `nsenter --net` instead)")
 	c.BGP.BindFlags(fs)
+	c.Fleet.BindFlags(fs)
 	c.tracerConfig.bindFlags(fs)
 	c.apiConfig.bindFlags(fs)
 }
@@ -237,6 +243,9 @@ func (c serveConfig) validate() error {
 		return fmt.Errorf("log format %q: use text or json", c.LogFormat)
 	}
 	if err := c.BGP.Validate(); err != nil {
+		return err
+	}
+	if err := c.Fleet.Validate(); err != nil {
 		return err
 	}
 	if err := c.apiConfig.validate(c.Listen, c.TLSCertFile != ""); err != nil {

@@ -36,6 +36,13 @@ type edgeLab struct {
 }
 
 func newEdgeLab(t *testing.T) *edgeLab {
+	return newEdgeLabWith(t, 2, false)
+}
+
+// newEdgeLabWith builds the lab with nodes lbd nodes behind the BIRD
+// router; with noLBD the nodes' lbd serve is left to the test
+// (lab.StartNode, then connect).
+func newEdgeLabWith(t *testing.T, nodes int, noLBD bool) *edgeLab {
 	privtest.Require(t)
 	bird, err := lab.FindBird()
 	if err != nil {
@@ -74,14 +81,18 @@ func newEdgeLab(t *testing.T) *edgeLab {
 			t.Errorf("lab down left: %s", left)
 		}
 	})
-	l, err := lab.Up(lab.Config{Name: name, Clients: 4, Reals: 3, LBNodes: 2, Bird: bird, Binary: bin, Env: []string{"LBD_TEST_MAIN=1"},
+	l, err := lab.Up(lab.Config{Name: name, Clients: 4, Reals: 3, LBNodes: nodes, NoLBD: noLBD, Bird: bird, Binary: bin, Env: []string{"LBD_TEST_MAIN=1"},
 		API: apiAddr, Log: tlog{t}, RealLink: os.Getenv("LBD_E2E_REAL_LINK"), Decap: os.Getenv("LBD_E2E_DECAP")})
 	if err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, f := range []string{"lbd.log", "lbd1.log", "bird.log"} {
+			files := []string{"bird.log"}
+			for _, n := range l.Nodes {
+				files = append(files, n.Log)
+			}
+			for _, f := range files {
 				if log, err := os.ReadFile(lab.Dir(name) + "/" + f); err == nil {
 					t.Logf("%s:\n%s", f, log)
 				}
@@ -89,8 +100,10 @@ func newEdgeLab(t *testing.T) *edgeLab {
 		}
 	})
 	e := &edgeLab{t: t, lab: l, ctx: context.Background(), api: make([]*client.Client, len(l.Nodes))}
-	for i := range l.Nodes {
-		e.connect(i)
+	if !noLBD {
+		for i := range l.Nodes {
+			e.connect(i)
+		}
 	}
 	return e
 }

@@ -145,7 +145,12 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 		return err
 	}
 	defer func() { err = errors.Join(err, dp.close(cfg, log)) }()
-	ctl := newController(cfg, st, dp, log)
+	fl, err := openFleet(cfg, st.store, log)
+	if err != nil {
+		return err
+	}
+	defer fl.close()
+	ctl := newController(cfg, st, fl.saver(st.store), dp, log)
 	lv.ctl = ctl
 	var ready readiness
 	ready.set(errors.New("starting"))
@@ -161,14 +166,16 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 
 	bg, cancel := context.WithCancel(ctx)
 	defer cancel()
+	fl.start(bg, ctl, log) // before the health checks: with quorum health, probes only observe
 	healthMode, stopHealth := startHealth(bg, cfg, st.gw, ctl, log)
 	defer stopHealth()
 	bgpNode, err := bgp.StartNode(bg, cfg.BGP, ctl, bgp.NodeOptions{Interface: cfg.Interface,
-		DrainFile: filepath.Join(cfg.StateDir, "drained"), Ready: ready.err, Logger: log})
+		DrainFile: filepath.Join(cfg.StateDir, "drained"), Ready: fl.hold(ready.err), Logger: log})
 	if err != nil {
 		return err
 	}
 	defer bgpNode.Close()
+	fl.setBGP(bgpNode)
 	tracer, stopTracer, err := startTracer(ctx, cfg.tracerConfig, log)
 	if err != nil {
 		return err
@@ -178,7 +185,7 @@ func runServe(ctx context.Context, cfg serveConfig, log *slog.Logger, lv *live, 
 		Controller: ctl, Token: st.token, Build: buildinfo.Get(), StateFile: st.store.Path(), Logger: log, Tracer: tracer,
 		Datapath: func() map[string]any { return dp.info(cfg, healthMode, ctl) },
 		BGP:      apiBGP(bgpNode), MaxEventStreams: cfg.MaxEventStreams, TrustedProxies: cfg.mustTrustedProxies(),
-		UI: ui.Handler(), Ready: ready.err,
+		UI: ui.Handler(), Ready: ready.err, Fleet: fl.api(),
 	})
 	if err != nil {
 		return err
@@ -389,8 +396,8 @@ func (d *datapath) info(cfg serveConfig, healthMode string, ctl *control.Control
 }
 
 // newController makes the controller over the opened datapath.
-func newController(cfg serveConfig, st serveState, dp *datapath, log *slog.Logger) *control.Controller {
-	ctl := control.New(dp.b, st.store, st.desired, log)
+func newController(cfg serveConfig, st serveState, saver control.Saver, dp *datapath, log *slog.Logger) *control.Controller {
+	ctl := control.New(dp.b, saver, st.desired, log)
 	ctl.SetDatapathConfig(st.dpConfig)
 	ctl.SetGUESources(st.dpConfig.GUESourceV4.IsValid(), st.dpConfig.GUESourceV6.IsValid())
 	if dp.b.Recovered() {

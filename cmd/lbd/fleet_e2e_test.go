@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/internal/etcdtest"
+	"github.com/lbd-dev/lbd/lab"
+)
+
+// The fleet test (issue 16.2): three lbd nodes behind the BIRD ECMP
+// router, one desired state in a real three-member etcd. Changes through
+// one node reach every ring; etcd loses a member; one node is cut off
+// from etcd (it keeps forwarding, goes stale, withdraws), then healed; a
+// real dies and a quorum of the nodes' probes drops it from every ring.
+// Long-lived connections through the router break only with their real.
+
+// connWatch keeps every connection busy and records which broke.
+type connWatch struct {
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	broken map[int]string // connection -> its real
+	ok     int
+}
+
+func watchConns(conns []*lab.Conn) *connWatch {
+	w := &connWatch{stop: make(chan struct{}), broken: map[int]string{}}
+	for i, c := range conns {
+		w.wg.Go(func() {
+			for k := 0; k < 1000000; k++ { // bounded; stopped long before
+				select {
+				case <-w.stop:
+					return
+				default:
+				}
+				if err := c.Ping(fmt.Sprintf("fleet %d %d", i, k)); err != nil {
+					w.mu.Lock()
+					w.broken[i] = c.Real
+					w.mu.Unlock()
+					return
+				}
+				w.mu.Lock()
+				w.ok++
+				w.mu.Unlock()
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+	return w
+}
+
+func (w *connWatch) finish() (ok int, broken map[int]string) {
+	close(w.stop)
+	w.wg.Wait()
+	return w.ok, w.broken
+}
+
+// fleetStatus is node i's GET /api/v1/fleet.
+func (e *edgeLab) fleetStatus(t *testing.T, i int) api.FleetStatusJSON {
+	t.Helper()
+	st, err := e.api[i].Fleet(e.ctx)
+	if err != nil {
+		t.Fatalf("node %d: fleet status: %v", i, err)
+	}
+	return st
+}
+
+// fingerprints are the nodes' /status fingerprints.
+func (e *edgeLab) fingerprints(t *testing.T, nodes ...int) []string {
+	t.Helper()
+	var fps []string
+	for _, i := range nodes {
+		st, err := e.api[i].Status(e.ctx)
+		if err != nil {
+			t.Fatalf("node %d: status: %v", i, err)
+		}
+		fps = append(fps, st.Fingerprint)
+	}
+	return fps
+}
+
+// waitSame waits (bounded) until the nodes' fingerprints are equal (and,
+// if want is not empty, equal to want); it returns how long it took.
+func (e *edgeLab) waitSame(t *testing.T, want string, start time.Time, nodes ...int) time.Duration {
+	t.Helper()
+	for {
+		fps := e.fingerprints(t, nodes...)
+		if len(slices.Compact(slices.Clone(fps))) == 1 && (want == "" || fps[0] == want) {
+			return time.Since(start)
+		}
+		if time.Since(start) > 20*time.Second {
+			t.Fatalf("fingerprints %v after 20s, want all %q", fps, want)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestEdgeFleet(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	e := newEdgeLabWith(t, 3, true)
+	l := e.lab
+	var proxies []*etcdtest.Proxies
+	for i := range l.Nodes {
+		p := c.Proxies(t)
+		proxies = append(proxies, p)
+		if err := l.StartNode(i, "--store", "etcd", "--etcd-endpoints", strings.Join(p.Endpoints(), ","), "--fleet", "lab",
+			"--fleet-node", fmt.Sprintf("n%d", i), "--etcd-dial-timeout", "1s", "--etcd-request-timeout", "1s",
+			"--fleet-report-interval", "200ms", "--fleet-stale-after", "1s", "--fleet-stale-withdraw", "3s",
+			"--max-vips", "128", "--max-reals", "512"); err != nil {
+			t.Fatal(err)
+		}
+		e.connect(i)
+	}
+	all := []int{0, 1, 2}
+	var reals []api.RealJSON
+	for _, r := range l.Reals {
+		reals = append(reals, api.RealJSON{Address: r.Addr4.String()})
+	}
+	for _, i := range all {
+		waitFleetSynced(t, e, i)
+	}
+
+	t.Run("lbd apply of 100 VIPs, then a changed file", func(t *testing.T) {
+		dir := t.TempDir()
+		tok := l.Nodes[0].TokenFile
+		apply := func(set string) (string, time.Duration) {
+			t.Helper()
+			file := filepath.Join(dir, "vips.yaml")
+			if err := os.WriteFile(file, []byte(set), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			root := newRootCommand()
+			var out bytes.Buffer
+			root.SetOut(&out)
+			root.SetErr(&out)
+			root.SetArgs([]string{"apply", "-f", file, "--server", "http://" + l.Nodes[0].API, "--token-file", tok})
+			start := time.Now()
+			if err := root.ExecuteContext(e.ctx); err != nil {
+				t.Fatalf("lbd apply: %v\n%s", err, out.String())
+			}
+			return out.String(), e.waitSame(t, e.fingerprints(t, 0)[0], start, all...)
+		}
+		first, took1 := apply(hundredVIPs(0, 100, 1))
+		if !strings.Contains(first, "applied: 100 added, 0 removed, 0 changed") {
+			t.Fatalf("first apply:\n%s", first)
+		}
+		// VIPs 0-9 go, 10-19 change weight, 100-109 come.
+		second, took2 := apply(hundredVIPs(10, 20, 3) + hundredVIPs(20, 110, 1)[len("vips:\n"):])
+		if !strings.Contains(second, "applied: 10 added, 10 removed, 10 changed") {
+			t.Fatalf("second apply:\n%s", second)
+		}
+		for _, i := range all {
+			if st, err := e.api[i].Status(e.ctx); err != nil || st.VIPs != 100 {
+				t.Fatalf("node %d after the second apply: %d VIPs (%v), want 100", i, st.VIPs, err)
+			}
+		}
+		t.Logf("FLEET lbd apply through node 0 -> every node converged: 100 VIPs %v; then 10 added, 10 removed, 10 changed %v", took1.Round(time.Millisecond), took2.Round(time.Millisecond))
+	})
+
+	vip := vipAPIName("tcp", lab.VIP4)
+	start := time.Now()
+	if _, _, err := e.api[0].PutVIP(e.ctx, vip, api.VIPSettingsJSON{Reals: reals, RingSize: 65537,
+		HealthCheck: &api.HealthCheckJSON{Type: "tcp", Interval: "200ms", Timeout: "100ms", Rise: 1, Fall: 2}}); err != nil {
+		t.Fatalf("put VIP through node 0: %v", err)
+	}
+	took := e.waitHops(t, 3, start, 30*time.Second)
+	t.Logf("FLEET all three nodes announce %v after the VIP was written through node 0", took.Round(time.Millisecond))
+	e.waitSame(t, "", time.Now(), all...)
+
+	// 100 changes of the VIP's ring, each written through node 0 (before
+	// the long-lived connections: a ring change moves flows that ECMP
+	// later re-hashes to a node without their entry, by design).
+	t.Run("changes through node 0 converge", func(t *testing.T) {
+		var lat []time.Duration
+		for k := range 100 {
+			rs := slices.Clone(reals)
+			w := uint32(1 + (k+1)%20) // the last change (k = 99) leaves equal weights
+			rs[0].Weight = &w
+			start := time.Now()
+			if _, err := e.api[0].ReplaceReals(e.ctx, vip, rs); err != nil {
+				t.Fatal(err)
+			}
+			want := e.fingerprints(t, 0)[0]
+			lat = append(lat, e.waitSame(t, want, start, all...))
+		}
+		slices.Sort(lat)
+		t.Logf("FLEET write through node 0 -> last node's ring live, 100 changes: p50 %v p99 %v", lat[50].Round(time.Microsecond), lat[98].Round(time.Microsecond))
+		newConns := func() {
+			if counts, err := l.ShortTCP(lab.VIP4, 10); err != nil {
+				t.Fatalf("after 100 changes: new connections: %s: %v", counts, err)
+			}
+		}
+		newConns()
+	})
+
+	// Long-lived connections over the three nodes.
+	var conns []*lab.Conn
+	for range 10 {
+		for i := range l.Clients {
+			cn, err := l.Dial(i, lab.VIP4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, cn)
+		}
+	}
+	t.Cleanup(func() {
+		for _, cn := range conns {
+			cn.Close()
+		}
+	})
+	if got := e.carriers(t, "three nodes up", conns, all...); got[0]+got[1]+got[2] != len(conns) {
+		t.Fatalf("connections through the nodes: %v, want %d in all", got, len(conns))
+	}
+	busy := watchConns(conns)
+	// Later changes go to another VIP: they must reach every node
+	// without touching the ring the long-lived connections follow.
+	other := fmt.Sprintf("tcp-%s-%d", lab.VIP4, 9999)
+	changeOther := func(t *testing.T, via int, weight uint32) string {
+		t.Helper()
+		rs := slices.Clone(reals)
+		rs[0].Weight = &weight
+		if _, _, err := e.api[via].PutVIP(e.ctx, other, api.VIPSettingsJSON{Reals: rs}); err != nil {
+			t.Fatalf("change through node %d: %v", via, err)
+		}
+		return e.fingerprints(t, via)[0]
+	}
+	newConns := func(when string) {
+		t.Helper()
+		counts, err := l.ShortTCP(lab.VIP4, 10)
+		if err != nil {
+			t.Fatalf("%s: new connections: %s: %v", when, counts, err)
+		}
+	}
+
+	t.Run("one etcd member dies", func(t *testing.T) {
+		c.Kill(1)
+		defer c.Restart(1)
+		e.waitSame(t, changeOther(t, 1, 7), time.Now(), all...)
+	})
+
+	t.Run("partition and heal", func(t *testing.T) {
+		cut := time.Now()
+		proxies[2].Cut()
+		for !e.fleetStatus(t, 2).Stale {
+			if time.Since(cut) > 20*time.Second {
+				t.Fatal("node 2 never reports itself stale")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		stale := time.Since(cut)
+		withdrawn, err := e.hopsAfter(2, cut, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		hops, _ := l.VIPNextHops(lab.VIP4)
+		if slices.Contains(hops, l.Nodes[2].Addr) {
+			t.Fatalf("next hops %v still hold the cut-off node", hops)
+		}
+		// A change while node 2 is cut off: the others converge.
+		e.waitSame(t, changeOther(t, 0, 9), time.Now(), 0, 1)
+		newConns("node 2 cut off")
+		healed := time.Now()
+		proxies[2].Heal()
+		want := e.fingerprints(t, 0)[0]
+		caught := e.waitSame(t, want, healed, all...)
+		back := e.waitHops(t, 3, healed, 30*time.Second)
+		t.Logf("FLEET partition: stale after %v, withdrawn after %v; heal: caught up after %v, announced again after %v",
+			stale.Round(time.Millisecond), withdrawn.Round(time.Millisecond), caught.Round(time.Millisecond), back.Round(time.Millisecond))
+		newConns("healed")
+	})
+
+	t.Run("a real dies: quorum drops it everywhere", func(t *testing.T) {
+		dead := l.Reals[0]
+		start := time.Now()
+		if err := l.StopReal(0); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			out := 0
+			for _, i := range all {
+				rg, err := e.api[i].Ring(e.ctx, vip)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range rg.Reals {
+					if s.Address == dead.Addr4.String() && s.Slots == 0 {
+						out++
+					}
+				}
+			}
+			if out == 3 {
+				break
+			}
+			if time.Since(start) > 20*time.Second {
+				t.Fatalf("%d of 3 rings dropped the dead real after 20s", out)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		t.Logf("FLEET real stopped -> out of every ring (quorum health, probe 200ms fall 2) after %v", time.Since(start).Round(time.Millisecond))
+		e.waitSame(t, "", time.Now(), all...)
+		newConns("a real dead")
+	})
+
+	ok, broken := busy.finish()
+	deadName := l.Reals[0].Name
+	var wrong []string
+	for i, r := range broken {
+		if r != deadName {
+			wrong = append(wrong, fmt.Sprintf("conn %d to %s", i, r))
+		}
+	}
+	t.Logf("FLEET long-lived connections: %d pings answered, %d broke (%d to the dead real %s)", ok, len(broken), len(broken)-len(wrong), deadName)
+	if len(wrong) > 0 {
+		t.Errorf("connections to live reals broke: %v", wrong)
+	}
+}
+
+// hundredVIPs is an apply file of the VIPs from..to-1 (10.201.x.y:80,
+// two reals of the lab's address plan, weight w on the first).
+func hundredVIPs(from, to int, w int) string {
+	var b strings.Builder
+	b.WriteString("vips:\n")
+	for i := from; i < to; i++ {
+		fmt.Fprintf(&b, "  - protocol: tcp\n    address: 10.201.%d.%d\n    port: 80\n    ring_size: 1021\n    reals:\n      - address: 10.0.0.1\n        weight: %d\n      - address: 10.0.0.2\n", i/200, 1+i%200, w)
+	}
+	return b.String()
+}
+
+// waitFleetSynced waits (bounded) until node i reports to the fleet.
+func waitFleetSynced(t *testing.T, e *edgeLab, i int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		st := e.fleetStatus(t, i)
+		if st.Enabled && !st.Stale && len(st.Nodes) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d never joined the fleet: %+v", i, st)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,263 @@
+// Package fleet keeps many lbd nodes in step through etcd: the fleet's
+// desired state is one etcd key (so that a change of any size is one
+// atomic write), every node watches it, writes are transactions guarded
+// by the revision they read, and every node reports what it runs under a
+// lease. It holds no HTTP and no datapath: the daemon wires it to the
+// controller.
+package fleet
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/lb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Config is how a node reaches its fleet (the serve flags).
+type Config struct {
+	Endpoints   []string
+	Fleet       string
+	Node        string
+	DialTimeout time.Duration
+	// RequestTimeout bounds each etcd request.
+	RequestTimeout time.Duration
+	// ReportTTL is the lease of the node's report: a node silent that
+	// long leaves the fleet's status.
+	ReportTTL time.Duration
+	// Log receives what the node cannot apply (nil: discarded).
+	Log *slog.Logger
+	// ConflictRetry bounds how long a write retries when another writer
+	// changed the desired state between its read and its transaction.
+	ConflictRetry time.Duration
+}
+
+// ErrConflict is a write that kept losing to concurrent writers for
+// Config.ConflictRetry (the API answers 409).
+var ErrConflict = errors.New("the fleet's desired state kept changing under this write; retry")
+
+// ErrStale is a write guarded by a revision that is no longer the fleet's
+// (If-Match mismatch; the API answers 412).
+var ErrStale = errors.New("the fleet's desired state changed since it was read")
+
+// Store is one node's connection to its fleet in etcd.
+type Store struct {
+	cfg Config
+	cli *clientv3.Client
+}
+
+// Open connects to etcd. It does not wait for the cluster: a node cut
+// off at start keeps its local state.
+func Open(cfg Config) (*Store, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("--etcd-endpoints is empty: give the etcd members' client URLs")
+	}
+	if cfg.Fleet == "" || strings.Contains(cfg.Fleet, "/") {
+		return nil, fmt.Errorf("fleet name %q: give a non-empty name without '/'", cfg.Fleet)
+	}
+	if cfg.Node == "" || strings.Contains(cfg.Node, "/") {
+		return nil, fmt.Errorf("node name %q: give a non-empty name without '/'", cfg.Node)
+	}
+	if cfg.DialTimeout <= 0 {
+		cfg.DialTimeout = 2 * time.Second
+	}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = 2 * time.Second
+	}
+	if cfg.ReportTTL <= 0 {
+		cfg.ReportTTL = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.ConflictRetry <= 0 {
+		cfg.ConflictRetry = 2 * time.Second
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout,
+		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: cfg.DialTimeout,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("etcd %s: %w", strings.Join(cfg.Endpoints, ","), err)
+	}
+	return &Store{cfg: cfg, cli: cli}, nil
+}
+
+func (s *Store) log(msg string, args ...any) { s.cfg.Log.Warn(msg, args...) }
+
+// Close ends the connection.
+func (s *Store) Close() error { return s.cli.Close() }
+
+// Node is this node's name in the fleet.
+func (s *Store) Node() string { return s.cfg.Node }
+
+func (s *Store) prefix() string { return "/lbd/fleets/" + s.cfg.Fleet + "/" }
+
+// DesiredKey is the etcd key holding the fleet's whole desired state.
+func (s *Store) DesiredKey() string { return s.prefix() + "desired" }
+
+func (s *Store) nodesPrefix() string { return s.prefix() + "nodes/" }
+
+// Desired is the fleet's desired state at a revision (the key's mod
+// revision; 0 when the fleet has none yet).
+type Desired struct {
+	VIPs     map[lb.VIPKey]*control.VIP
+	Revision int64
+}
+
+// Get reads the fleet's desired state.
+func (s *Store) Get(ctx context.Context) (Desired, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+	defer cancel()
+	resp, err := s.cli.Get(ctx, s.DesiredKey())
+	if err != nil {
+		return Desired{}, fmt.Errorf("read %s from etcd: %w", s.DesiredKey(), err)
+	}
+	if len(resp.Kvs) == 0 {
+		return Desired{VIPs: map[lb.VIPKey]*control.VIP{}}, nil
+	}
+	kv := resp.Kvs[0]
+	vips, err := control.DecodeState(kv.Value, "etcd key "+s.DesiredKey())
+	if err != nil {
+		return Desired{}, err
+	}
+	return Desired{VIPs: vips, Revision: kv.ModRevision}, nil
+}
+
+// Update changes the fleet's desired state: it reads the state, lets
+// change compute the next one, and writes it in a transaction that
+// succeeds only if nobody wrote in between. On a lost race it reads and
+// computes again, for at most ConflictRetry (then ErrConflict). With
+// ifRevision > 0 the write applies only to that revision (ErrStale
+// otherwise). It returns the written state.
+func (s *Store) Update(ctx context.Context, ifRevision int64, change func(cur map[lb.VIPKey]*control.VIP) (map[lb.VIPKey]*control.VIP, error)) (Desired, error) {
+	deadline := time.Now().Add(s.cfg.ConflictRetry)
+	for {
+		cur, err := s.Get(ctx)
+		if err != nil {
+			return Desired{}, err
+		}
+		if ifRevision > 0 && cur.Revision != ifRevision {
+			return Desired{}, fmt.Errorf("%w: read at revision %d, now %d", ErrStale, ifRevision, cur.Revision)
+		}
+		next, err := change(cur.VIPs)
+		if err != nil {
+			return Desired{}, err
+		}
+		data, err := control.EncodeState(next)
+		if err != nil {
+			return Desired{}, err
+		}
+		tctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		resp, err := s.cli.Txn(tctx).
+			If(clientv3.Compare(clientv3.ModRevision(s.DesiredKey()), "=", cur.Revision)).
+			Then(clientv3.OpPut(s.DesiredKey(), string(data))).
+			Commit()
+		cancel()
+		if err != nil {
+			return Desired{}, fmt.Errorf("write %s to etcd: %w", s.DesiredKey(), err)
+		}
+		if resp.Succeeded {
+			return Desired{VIPs: next, Revision: resp.Header.Revision}, nil
+		}
+		if ifRevision > 0 {
+			return Desired{}, fmt.Errorf("%w: read at revision %d", ErrStale, ifRevision)
+		}
+		if time.Now().After(deadline) {
+			return Desired{}, ErrConflict
+		}
+	}
+}
+
+// Watch calls apply with the fleet's desired state now and on every
+// change after it, until ctx ends. A lost connection is retried; after
+// compaction or a reconnect it reads the whole state again, so that
+// apply always gets the latest whole set. contact is called with the
+// time of every answer from etcd (progress notifications included), so
+// the caller can tell how fresh its view is.
+func (s *Store) Watch(ctx context.Context, apply func(Desired), contact func(time.Time)) {
+	for ctx.Err() == nil {
+		d, err := s.Get(ctx)
+		if err != nil {
+			sleep(ctx, 200*time.Millisecond)
+			continue
+		}
+		contact(time.Now())
+		apply(d)
+		s.follow(ctx, d.Revision, apply, contact)
+	}
+}
+
+func (s *Store) follow(ctx context.Context, rev int64, apply func(Desired), contact func(time.Time)) {
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	// Watch from the revision after the one read: nothing between is lost.
+	ch := s.cli.Watch(wctx, s.DesiredKey(), clientv3.WithRev(rev+1), clientv3.WithProgressNotify())
+	progress := time.NewTicker(time.Second)
+	defer progress.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-progress.C:
+			pctx, pcancel := context.WithTimeout(wctx, s.cfg.RequestTimeout)
+			err := s.cli.RequestProgress(pctx)
+			pcancel()
+			if err != nil {
+				return
+			}
+		case resp, ok := <-ch:
+			if !ok || resp.Err() != nil || resp.Canceled {
+				return
+			}
+			contact(time.Now())
+			for _, ev := range resp.Events {
+				if ev.Type != clientv3.EventTypePut {
+					apply(Desired{VIPs: map[lb.VIPKey]*control.VIP{}, Revision: ev.Kv.ModRevision})
+					continue
+				}
+				vips, err := control.DecodeState(ev.Kv.Value, "etcd key "+s.DesiredKey())
+				if err != nil {
+					// A bad document is refused whole; the node keeps what it runs.
+					continue
+				}
+				apply(Desired{VIPs: vips, Revision: ev.Kv.ModRevision})
+			}
+		}
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// A real is named by its VIP and address in health observations.
+func realName(k control.RealKey) string { return lb.VIPName(k.VIP) + "/" + k.Addr.String() }
+
+// ParseRealName is the inverse of the names in Report.Down.
+func ParseRealName(s string) (control.RealKey, error) {
+	i := strings.LastIndexByte(s, '/')
+	if i < 0 {
+		return control.RealKey{}, fmt.Errorf("real %q: want VIP/ADDRESS", s)
+	}
+	key, err := lb.ParseVIPName(s[:i])
+	if err != nil {
+		return control.RealKey{}, err
+	}
+	a, err := netip.ParseAddr(s[i+1:])
+	if err != nil {
+		return control.RealKey{}, fmt.Errorf("real %q: %w", s, err)
+	}
+	return control.RealKey{VIP: key, Addr: a}, nil
+}
