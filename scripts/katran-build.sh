@@ -10,7 +10,8 @@
 #
 # Optional: KATRAN_DEFINES (extra -D flags; empty = Katran's default
 # open-source build, as build_bpf_modules_opensource.sh with no -d), CLANG,
-# LLC (default clang-19, llc-19).
+# LLC (default clang-19, llc-19), KATRAN_COMMIT (the commit, for a
+# checkout without .git).
 #
 # The compile mirrors katran/lib/Makefile-bpf: clang's front end for the
 # host target to LLVM IR (-O2 -g -D__KERNEL__ -DDEBUG, its -Wno flags), then
@@ -35,7 +36,8 @@ if [ ! -f "$src" ]; then
   exit 1
 fi
 
-commit=$(git -C "$KATRAN_SRC" rev-parse HEAD 2>/dev/null || cat "$KATRAN_SRC/KATRAN_COMMIT" 2>/dev/null || echo unknown)
+# A checkout without .git (an export) can name its commit in KATRAN_COMMIT.
+commit=${KATRAN_COMMIT:-$(git -C "$KATRAN_SRC" rev-parse HEAD 2>/dev/null || cat "$KATRAN_SRC/KATRAN_COMMIT" 2>/dev/null || echo unknown)}
 # shellcheck disable=SC2086 # KATRAN_DEFINES is a list of flags
 "$CLANG" -I"$KATRAN_SRC" -I"$KATRAN_SRC/katran/lib/linux_includes" \
   $KATRAN_DEFINES -DDEBUG -D__KERNEL__ \
