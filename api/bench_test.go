@@ -35,7 +35,11 @@ func BenchmarkReplaceReals100(b *testing.B) {
 		b.Fatal(err)
 	}
 	dp := &liveTimer{Balancer: bal}
-	srv, err := New(Options{Controller: control.New(dp, store, nil, nil), Token: testToken})
+	ctl := control.New(dp, store, nil, nil)
+	if _, err := ctl.Reconcile(); err != nil { // as lbd serve does before it serves
+		b.Fatal(err)
+	}
+	srv, err := New(Options{Controller: ctl, Token: testToken})
 	if err != nil {
 		b.Fatal(err)
 	}

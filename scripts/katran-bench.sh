@@ -11,49 +11,22 @@
 #
 #   sudo KATRAN_SRC=/path/to/katran scripts/katran-bench.sh
 #
-# Optional: KATRAN_DEFINES (extra -D flags; empty = Katran's default
-# open-source build, as build_bpf_modules_opensource.sh with no -d), CLANG,
-# LLC (default clang-19, llc-19), LBD_KATRAN_REPORT (a file to write the
-# table to). Extra arguments go to `go test`.
-#
-# The compile mirrors katran/lib/Makefile-bpf: clang's front end for the
-# host target to LLVM IR (-O2 -g -D__KERNEL__ -DDEBUG, its -Wno flags), then
-# llc -march=bpf. (`clang -target bpf` on balancer.bpf.c fails on Debian
-# with "'gnu/stubs-32.h' file not found", as Katran includes glibc's
-# <string.h>; Katran's own build never targets bpf in the front end.)
+# Optional: KATRAN_DEFINES, CLANG, LLC (see scripts/katran-build.sh),
+# LBD_KATRAN_REPORT (a file to write the table to), LBD_KATRAN_RATIOS (a
+# file for the lbd/Katran ratios at equal sizes, "path<TAB>median<TAB>min<TAB>max"),
+# OUT (default docs/katran-comparison.md). Extra arguments go to `go test`.
 set -euo pipefail
 
-: "${KATRAN_SRC:?set KATRAN_SRC to a checkout of github.com/facebookincubator/katran (not part of lbd)}"
-CLANG=${CLANG:-clang-19}
-LLC=${LLC:-llc-19}
-KATRAN_DEFINES=${KATRAN_DEFINES:-}
-
-src=$KATRAN_SRC/katran/lib/bpf/balancer.bpf.c
-if [ ! -f "$src" ]; then
-  # Older checkouts call it balancer_kern.c.
-  src=$KATRAN_SRC/katran/lib/bpf/balancer_kern.c
-fi
-if [ ! -f "$src" ]; then
-  echo "katran-bench: no katran/lib/bpf/balancer.bpf.c (or balancer_kern.c) under KATRAN_SRC=$KATRAN_SRC" >&2
-  exit 1
-fi
-
-commit=$(git -C "$KATRAN_SRC" rev-parse HEAD 2>/dev/null || cat "$KATRAN_SRC/KATRAN_COMMIT" 2>/dev/null || echo unknown)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-
-# shellcheck disable=SC2086 # KATRAN_DEFINES is a list of flags
-"$CLANG" -I"$KATRAN_SRC" -I"$KATRAN_SRC/katran/lib/linux_includes" \
-  $KATRAN_DEFINES -DDEBUG -D__KERNEL__ \
-  -Wno-unused-value -Wno-pointer-sign -Wno-compare-distinct-pointer-types \
-  -O2 -emit-llvm -c -g "$src" -o "$tmp/balancer.bc"
-"$LLC" -march=bpf -filetype=obj -o "$tmp/balancer.o" "$tmp/balancer.bc"
-echo "katran-bench: built Katran $commit ($(basename "$src"), defines: ${KATRAN_DEFINES:-none}) with $("$CLANG" --version | head -1)" >&2
+here=$(cd "$(dirname "$0")" && pwd)
+desc=$(bash "$here/katran-build.sh" "$tmp")
+echo "katran-bench: built $desc" >&2
 
 cd "$(dirname "$0")/.."
 report=$tmp/report.md
 KATRAN_OBJ=$tmp/balancer.o LBD_KATRAN_REPORT=$report \
-  LBD_KATRAN_DESC="Katran $commit, $(basename "$src"), defines: ${KATRAN_DEFINES:-none (open-source default)}, $CLANG -O2 -emit-llvm | $LLC -march=bpf" \
+  LBD_KATRAN_DESC="$desc" \
   go test -count=1 -tags 'lbdbench lbdkatran' -run TestKatranSideBySide -v ./bpf/xdp/ "$@"
 
 # The table goes to docs/katran-comparison.md (or OUT), with how it was made.
@@ -65,12 +38,14 @@ out=${OUT:-docs/katran-comparison.md}
   echo "script builds Katran's balancer from a checkout you give it (KATRAN_SRC) and"
   echo "bpf/xdp/katran_bench_test.go provisions it through its own maps, as Katran's control plane"
   echo "would (gateway MAC, one VIP, three reals, a 65537-slot ring, per-CPU LRU maps of the size"
-  echo "named in each row). Both balancers run in one process, one packet per BPF_PROG_TEST_RUN,"
+  echo "named in each row). Both balancers run in one process, one packet per BPF_PROG_TEST_RUN"
+  echo "(and, where the frame is not changed by the program, a repeat loop),"
   echo "pinned to one CPU, interleaved over rounds; every round checks each row's return code and"
   echo "counters (Katran's too: its LRU-miss, TX and fallback counters, and that its flood guard"
   echo "never tripped, so every new flow was inserted)."
   echo
-  echo "Command: \`KATRAN_SRC=/path/to/katran scripts/katran-bench.sh\` (as root)."
+  echo "Command: \`KATRAN_SRC=/path/to/katran scripts/katran-bench.sh\` (as root), or \`KATRAN_SRC=/path/to/katran make bench\`,"
+  echo "which also writes docs/benchmarks.md from the same run."
   echo
   cat "$report"
 } >"$out"

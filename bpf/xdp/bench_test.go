@@ -4,6 +4,7 @@ package xdp
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -81,14 +82,14 @@ func TestBenchReport(t *testing.T) {
 		{name: "floor: XDP_DROP", prog: bench.BenchDrop, in: established.frame(t), repeat: repeat, floorOf: "repeat"},
 		{name: "floor: IPIP encap only (+undo)", prog: bench.BenchEncapUndo, in: established.frame(t), repeat: repeat, sameOut: true},
 		{name: "LRU hit, IPv4 -> IPIP (+undo)", prog: bench.BenchBalancerUndo, in: established.frame(t), repeat: repeat, sameOut: true,
-			counters: []Stat{StatTX, StatLRUHit}, bar: 5},
+			counters: []Stat{StatTX, StatLRUHit}, katran: "established"},
 		{name: "LRU hit, IPv6 -> IP6IP6 (+undo)", prog: bench.BenchBalancerUndo, in: established6.frame(t), repeat: repeat, sameOut: true,
-			counters: []Stat{StatTX, StatLRUHit}, bar: 5},
+			counters: []Stat{StatTX, StatLRUHit}},
 		{name: "non-VIP pass", prog: l.Program(), in: nonVIP.frame(t), repeat: repeat,
-			counters: []Stat{StatPassNonVIP}, bar: 2.3},
+			counters: []Stat{StatPassNonVIP}, katran: "non-VIP, repeat loop"},
 		{name: "floor: XDP_DROP, one packet per run (a new SYN frame each run)", prog: bench.BenchDrop, next: newSYN, floorOf: "single"},
 		{name: "XDP_DROP, one packet per run (the same frame every run)", prog: bench.BenchDrop, in: established.frame(t)},
-		{name: "new flow (SYN, new 5-tuple each run)", prog: l.Program(), counters: []Stat{StatTX, StatLRUMiss}, bar: 8.5, next: newSYN},
+		{name: "new flow (SYN, new 5-tuple each run)", prog: l.Program(), counters: []Stat{StatTX, StatLRUMiss}, katran: "new flow", next: newSYN},
 		{name: "of which lbd's own work: new flow to a no-LRU VIP (no table insert)", prog: l.Program(), counters: []Stat{StatTX}, next: newFlowTo(vipNoLRU)},
 		{name: "of which the kernel's: the table insert alone (bench_lru_insert)", prog: bench.BenchLruInsert, action: ActionDrop, next: newSYN},
 		{name: "new UDP flow (new 5-tuple each run)", prog: l.Program(),
@@ -144,7 +145,7 @@ type benchRow struct {
 	counters []Stat        // the counters that must grow by one per packet; no other action counter may move
 	action   Action        // if set, what every one-packet run must return
 	floorOf  string        // "repeat" or "single": this row is the floor of rows measured that way
-	bar      float64       // the ratio to the floor we promise not to exceed
+	katran   string        // the path of Katran's equal-size comparison (LBD_KATRAN_RATIOS) this row shows
 	samples  []float64     // ns per packet, one per round
 }
 
@@ -234,7 +235,8 @@ func benchTable(rows []*benchRow) string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "| path | ns/packet (median) | min–max over %d rounds | × floor (median of per-round ratios) | bar |\n", len(rows[0].samples))
+	katran, err := katranRatios()
+	fmt.Fprintf(&b, "| path | ns/packet (median) | min–max over %d rounds | × floor (median of per-round ratios; a fact, not a bar) | lbd / Katran (same run, equal sizes) |\n", len(rows[0].samples))
 	b.WriteString("|---|---:|---:|---:|---:|\n")
 	for _, r := range rows {
 		floor := floors["repeat"]
@@ -247,12 +249,14 @@ func benchTable(rows []*benchRow) string {
 		}
 		ratio := median(ratios)
 		bar := ""
-		if r.bar > 0 {
-			verdict := "met"
-			if ratio > r.bar {
-				verdict = "MISSED"
-			}
-			bar = fmt.Sprintf("≤ %.1f× (%s)", r.bar, verdict)
+		switch {
+		case r.katran == "":
+		case err != nil:
+			bar = err.Error()
+		case katran[r.katran] == "":
+			bar = "not measured"
+		default:
+			bar = katran[r.katran]
 		}
 		fmt.Fprintf(&b, "| %s | %.1f | %.0f–%.0f | %.2f | %s |\n", r.name, median(r.samples),
 			slices.Min(r.samples), slices.Max(r.samples), ratio, bar)
@@ -281,4 +285,25 @@ func loadBenchWrappers(t *testing.T, l *testLB) *benchObjects {
 	}
 	t.Cleanup(func() { objs.Close() })
 	return &objs
+}
+
+// katranRatios reads the lbd/Katran ratios that TestKatranSideBySide wrote
+// in the same make bench run (LBD_KATRAN_RATIOS: "path<TAB>median<TAB>min<TAB>max").
+func katranRatios() (map[string]string, error) {
+	path := os.Getenv("LBD_KATRAN_RATIOS")
+	if path == "" {
+		return nil, errors.New("no Katran (KATRAN_SRC not given)")
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("no Katran ratios: %v", err)
+	}
+	m := map[string]string{}
+	for line := range strings.Lines(string(data)) {
+		f := strings.Split(strings.TrimSpace(line), "\t")
+		if len(f) == 4 {
+			m[f[0]] = fmt.Sprintf("%s (%s–%s)", f[1], f[2], f[3])
+		}
+	}
+	return m, nil
 }

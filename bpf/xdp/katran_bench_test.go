@@ -318,6 +318,8 @@ type sideRow struct {
 	setup   func(t *testing.T)                           // untimed, before the frames are built
 	check   func(t *testing.T) func(t *testing.T, n int) // snapshot before; the returned func verifies after
 	floor   bool
+	repeat  int       // >0: one test run repeating the first frame this often (frames it does not change only)
+	pair    string    // "lbd KEY" or "Katran KEY": rows of one KEY are compared round by round
 	means   []float64 // mean ns per run, one per round
 	perRun  []float64 // every run's ns, all rounds
 	checked string    // what check verified, for the table
@@ -506,6 +508,12 @@ func TestKatranSideBySide(t *testing.T) {
 	}
 
 	lbdName := fmt.Sprintf("lbd shared table %d", l.objs.Conns.MaxEntries())
+	if int(l.objs.Conns.MaxEntries()) != 1<<20 {
+		t.Fatalf("lbd's table has %d entries, Katran's equal-size LRUs %d in all: the comparison would not be at equal sizes", l.objs.Conns.MaxEntries(), 1<<20)
+	}
+	const repeat = 20000
+	katranPass := katranCheck("1M", []katranExpect{{katranStatXDPPass, false, 1, "XDP_PASS"}, {katranStatXDPTX, false, 0, "XDP_TX"},
+		{katranStatXDPDrop, false, 0, "XDP_DROP"}, {katranStatLRU, false, 0, "LRU_CNTRS.v1"}}, nil)
 	lruDesc := func(total int) string {
 		return fmt.Sprintf("per-CPU LRU %d x %d", k.ncpu, total/k.ncpu)
 	}
@@ -513,23 +521,25 @@ func TestKatranSideBySide(t *testing.T) {
 		{name: "floor: lbd XDP_DROP (same frame)", prog: bench.BenchDrop, want: xdpDrop, frames: same(estFrame), floor: true,
 			checked: "returns XDP_DROP"},
 		{name: lbdName + ": new flow (SYN)", prog: l.Program(), want: xdpTX, frames: newSYNs, check: lbdCheck(StatTX, StatLRUMiss),
-			checked: "TX, LRUMiss = runs; no insert fail"},
+			checked: "TX, LRUMiss = runs; no insert fail", pair: "lbd new flow"},
 		{name: lbdName + ": LRU hit (ACK)", prog: l.Program(), want: xdpTX, frames: same(estFrame), setup: lbdOpen, check: lbdCheck(StatTX, StatLRUHit),
-			checked: "TX, LRUHit = runs; no miss"},
+			checked: "TX, LRUHit = runs; no miss", pair: "lbd established"},
 		{name: lbdName + ": non-VIP", prog: l.Program(), want: xdpPass, frames: same(nonVIPFrame), check: lbdCheck(StatPassNonVIP),
-			checked: "PassNonVIP = runs"},
+			checked: "PassNonVIP = runs", pair: "lbd non-VIP"},
+		{name: lbdName + ": non-VIP, repeat loop", prog: l.Program(), want: xdpPass, frames: same(nonVIPFrame), repeat: repeat,
+			check: lbdCheck(StatPassNonVIP), checked: "PassNonVIP = runs", pair: "lbd non-VIP, repeat loop"},
 		{name: "Katran " + lruDesc(katranDefaultLRU) + ": new flow (SYN)", prog: k.prog, want: xdpTX, frames: newSYNs,
-			setup: katranSetup("8M", false), check: katranNew("8M"), checked: "TX, LRU miss(SYN) = runs; flows in CPU's LRU"},
+			setup: katranSetup("8M", false), check: katranNew("8M"), checked: "TX, LRU miss(SYN) = runs; flows in CPU's LRU", pair: "Katran default new flow"},
 		{name: "Katran " + lruDesc(katranDefaultLRU) + ": LRU hit (ACK)", prog: k.prog, want: xdpTX, frames: same(estFrame),
-			setup: katranSetup("8M", true), check: katranHit("8M"), checked: "TX = runs; 0 misses"},
-		{name: "Katran " + lruDesc(katranDefaultLRU) + ": non-VIP", prog: k.prog, want: xdpPass, frames: same(nonVIPFrame),
-			setup: katranSetup("8M", false), checked: "XDP_PASS = runs; no VIP packet",
-			check: katranCheck("8M", []katranExpect{{katranStatXDPPass, false, 1, "XDP_PASS"}, {katranStatXDPTX, false, 0, "XDP_TX"},
-				{katranStatXDPDrop, false, 0, "XDP_DROP"}, {katranStatLRU, false, 0, "LRU_CNTRS.v1"}}, nil)},
+			setup: katranSetup("8M", true), check: katranHit("8M"), checked: "TX = runs; 0 misses", pair: "Katran default established"},
+		{name: "Katran " + lruDesc(1<<20) + ": non-VIP", prog: k.prog, want: xdpPass, frames: same(nonVIPFrame),
+			setup: katranSetup("1M", false), checked: "XDP_PASS = runs; no VIP packet", check: katranPass, pair: "Katran non-VIP"},
+		{name: "Katran " + lruDesc(1<<20) + ": non-VIP, repeat loop", prog: k.prog, want: xdpPass, frames: same(nonVIPFrame), repeat: repeat,
+			setup: katranSetup("1M", false), checked: "XDP_PASS = runs; no VIP packet", check: katranPass, pair: "Katran non-VIP, repeat loop"},
 		{name: "Katran " + lruDesc(1<<20) + ": new flow (SYN)", prog: k.prog, want: xdpTX, frames: newSYNs,
-			setup: katranSetup("1M", false), check: katranNew("1M"), checked: "TX, LRU miss(SYN) = runs; flows in CPU's LRU"},
+			setup: katranSetup("1M", false), check: katranNew("1M"), checked: "TX, LRU miss(SYN) = runs; flows in CPU's LRU", pair: "Katran new flow"},
 		{name: "Katran " + lruDesc(1<<20) + ": LRU hit (ACK)", prog: k.prog, want: xdpTX, frames: same(estFrame),
-			setup: katranSetup("1M", true), check: katranHit("1M"), checked: "TX = runs; 0 misses"},
+			setup: katranSetup("1M", true), check: katranHit("1M"), checked: "TX = runs; 0 misses", pair: "Katran established"},
 		{name: "Katran no per-CPU LRU (fallback_cache 1000): new flow (SYN)", prog: k.prog, want: xdpTX, frames: newSYNs,
 			setup: katranSetup(katranNoLRU, false), check: katranNew(katranNoLRU), checked: "TX, LRU miss(SYN), FALLBACK_LRU = runs"},
 		{name: "Katran no per-CPU LRU (fallback_cache 1000): LRU hit (ACK)", prog: k.prog, want: xdpTX, frames: same(estFrame),
@@ -541,7 +551,22 @@ func TestKatranSideBySide(t *testing.T) {
 		}
 	}
 
-	report := sideTable(rows, rounds, singles)
+	pairs, ratios := pairTable(rows)
+	report := "## Headline: lbd / Katran at equal table sizes\n\n" +
+		fmt.Sprintf("lbd's one shared table of %d entries (per-CPU LRU lists, %d per CPU) against Katran's %s (%d in all). "+
+			"Ratio per round (lbd's round mean over Katran's in the same round), median and range over the rounds; below 1, lbd is faster.\n\n",
+			l.objs.Conns.MaxEntries(), int(l.objs.Conns.MaxEntries())/k.ncpu, lruDesc(1<<20), 1<<20) +
+		pairs + "\n## Every row\n\n" +
+		fmt.Sprintf("Repeat-loop rows: one test run repeating one frame %d times (the kernel's own per-repetition mean); they exist for frames "+
+			"the program does not change (non-VIP): a TX row would see its own IPIP output from the second repetition on, and Katran has no "+
+			"undo wrapper as lbd's bench.bpf.c (lbd's repeat-loop TX rows are in docs/benchmarks.md). Their × floor is against the one-packet floor: "+
+			"read it as a fact, not a comparison. The second labelled fact: Katran at its default size (%s) rows.\n\n", repeat, lruDesc(katranDefaultLRU)) +
+		sideTable(rows, rounds, singles)
+	if out := os.Getenv("LBD_KATRAN_RATIOS"); out != "" {
+		if err := os.WriteFile(out, []byte(ratios), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var hdr strings.Builder
 	var uts unix.Utsname
 	_ = unix.Uname(&uts)
@@ -570,6 +595,21 @@ func (r *sideRow) measure(t *testing.T) {
 	var verify func(t *testing.T, n int)
 	if r.check != nil {
 		verify = r.check(t)
+	}
+	if r.repeat > 0 {
+		ret, d, err := r.prog.Benchmark(frames[0], r.repeat, nil)
+		if err != nil {
+			t.Fatalf("%s: %v", r.name, err)
+		}
+		if ret != r.want {
+			t.Fatalf("%s: returned %d, want %d", r.name, ret, r.want)
+		}
+		if verify != nil {
+			verify(t, r.repeat)
+		}
+		r.means = append(r.means, float64(d.Nanoseconds()))
+		r.perRun = append(r.perRun, float64(d.Nanoseconds()))
+		return
 	}
 	durs := make([]time.Duration, len(frames))
 	rets := make([]uint32, len(frames))
@@ -641,4 +681,51 @@ func sideTable(rows []*sideRow, rounds, singles int) string {
 			slices.Min(r.means), slices.Max(r.means), median(ratios), median(r.perRun), r.checked)
 	}
 	return b.String()
+}
+
+// pairTable compares the rows paired by key ("lbd KEY" with "Katran
+// KEY"), round by round, and returns the Markdown table and the medians
+// as "KEY<TAB>ratio" lines (for make bench's report).
+func pairTable(rows []*sideRow) (string, string) {
+	byPair := map[string]*sideRow{}
+	var keys []string
+	for _, r := range rows {
+		if r.pair == "" {
+			continue
+		}
+		byPair[r.pair] = r
+		if k, ok := strings.CutPrefix(r.pair, "lbd "); ok {
+			keys = append(keys, k)
+		}
+	}
+	var b, lines strings.Builder
+	b.WriteString("| path | lbd / Katran (median of per-round ratios) | min–max over rounds | lbd ns (median) | Katran ns (median) |\n|---|---:|---:|---:|---:|\n")
+	for _, key := range keys {
+		l, k := byPair["lbd "+key], byPair["Katran "+key]
+		if k == nil {
+			continue
+		}
+		ratios := perRound(l, k)
+		fmt.Fprintf(&b, "| %s | %.2f | %.2f–%.2f | %.1f | %.1f |\n", key, median(ratios), slices.Min(ratios), slices.Max(ratios), median(l.means), median(k.means))
+		fmt.Fprintf(&lines, "%s\t%.2f\t%.2f\t%.2f\n", key, median(ratios), slices.Min(ratios), slices.Max(ratios))
+	}
+	// The second fact: against Katran at its default size (not equal).
+	for _, key := range keys {
+		l, k := byPair["lbd "+key], byPair["Katran default "+key]
+		if k == nil {
+			continue
+		}
+		ratios := perRound(l, k)
+		fmt.Fprintf(&b, "| %s, against Katran at its default size (%d in all; NOT equal sizes) | %.2f | %.2f–%.2f | %.1f | %.1f |\n",
+			key, katranDefaultLRU, median(ratios), slices.Min(ratios), slices.Max(ratios), median(l.means), median(k.means))
+	}
+	return b.String(), lines.String()
+}
+
+func perRound(l, k *sideRow) []float64 {
+	ratios := make([]float64, len(l.means))
+	for i := range l.means {
+		ratios[i] = l.means[i] / k.means[i]
+	}
+	return ratios
 }
