@@ -26,6 +26,7 @@ import (
 	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // fullTmpfs mounts a small tmpfs of its own and returns a directory on it.
@@ -77,7 +78,7 @@ func datapathDump(t *testing.T, b *xdp.Balancer) string {
 	}
 	var sb strings.Builder
 	vips := b.VIPs()
-	slices.SortFunc(vips, func(x, y xdp.VIP) int { return strings.Compare(x.Key.String(), y.Key.String()) })
+	slices.SortFunc(vips, func(x, y datapath.VIP) int { return strings.Compare(x.Key.String(), y.Key.String()) })
 	fmt.Fprintf(&sb, "vips %v\nvip_info %v\nvip_addrs %v\nreals %v\nconfig %+v\n", ms.VIPs, ms.VIPInfo, ms.VIPAddrs, ms.Reals, ms.Config)
 	fmt.Fprintf(&sb, "filter %x\n", ms.Filter)
 	for _, v := range vips {

@@ -18,11 +18,11 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 const testToken = "s3cret-token"
@@ -222,9 +222,9 @@ func TestEveryOperation(t *testing.T) {
 	}
 
 	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
-	h.dp.VIPCounters[key] = xdp.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1}
-	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = xdp.RealStats{Packets: 4, Bytes: 600}
-	h.dp.Global[xdp.StatTX] = 10
+	h.dp.VIPCounters[key] = datapath.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1}
+	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = datapath.RealStats{Packets: 4, Bytes: 600}
+	h.dp.Global[datapath.StatTX] = 10
 	var vs VIPStatsJSON
 	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/stats"}, http.StatusOK, &vs)
 	if vs.Packets != 10 || vs.LRUHits != 9 {
@@ -250,9 +250,9 @@ func TestEveryOperation(t *testing.T) {
 		t.Errorf("VIP stats after reset %+v", vs)
 	}
 	h.expect(req{method: "POST", path: "/api/v1/vips/tcp-192.0.2.9-80/stats/reset"}, http.StatusNotFound, nil)
-	h.dp.VIPCounters[key] = xdp.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1} // for the metrics below
-	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = xdp.RealStats{Packets: 4, Bytes: 600}
-	h.dp.Usage = xdp.TableUsage{Entries: 7, Capacity: 200, CPUs: 2}
+	h.dp.VIPCounters[key] = datapath.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1} // for the metrics below
+	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = datapath.RealStats{Packets: 4, Bytes: 600}
+	h.dp.Usage = datapath.TableUsage{Entries: 7, Capacity: 200, CPUs: 2}
 	var ft FlowTablesJSON
 	h.expect(req{method: "GET", path: "/api/v1/flow-tables"}, http.StatusOK, &ft)
 	if ft.Entries != 7 || ft.Capacity != 200 || ft.CPUs != 2 || ft.PerCPUCapacity != 100 {
@@ -260,8 +260,8 @@ func TestEveryOperation(t *testing.T) {
 	}
 
 	now := time.Now()
-	h.dp.FlowList = append(h.dp.FlowList, xdp.Flow{
-		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.MustParseAddrPort("192.0.2.1:80"), Proto: lb.TCP},
+	h.dp.FlowList = append(h.dp.FlowList, datapath.Flow{
+		Key:  datapath.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.MustParseAddrPort("192.0.2.1:80"), Proto: lb.TCP},
 		Real: h.dp.RealMap[netip.MustParseAddr("10.0.0.3")], VIPNum: h.dp.VIPMap[key].Num, VIPGen: h.dp.VIPMap[key].Gen, Packets: 3, Bytes: 180, FirstSeen: now, LastSeen: now,
 	})
 	var fp FlowPageJSON

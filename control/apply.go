@@ -9,9 +9,9 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // Diff is what applying a desired set changes: VIPs added, removed and
@@ -248,7 +248,7 @@ func ShortFingerprint(fp string) string {
 type undo struct {
 	key    lb.VIPKey
 	prev   *VIP
-	before xdp.VIP
+	before datapath.VIP
 	had    bool
 }
 
@@ -260,7 +260,7 @@ func (c *Controller) rollbackMany(op string, undos []undo, cause error) error {
 	var rbErr error
 	for _, u := range slices.Backward(undos) {
 		var err error
-		if _, lerr := c.dp.LookupVIP(u.key); u.had && errors.Is(lerr, xdp.ErrNotFound) {
+		if _, lerr := c.dp.LookupVIP(u.key); u.had && errors.Is(lerr, datapath.ErrNotFound) {
 			err = c.dp.RestoreVIP(u.before)
 		}
 		if err == nil {

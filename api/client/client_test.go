@@ -15,11 +15,11 @@ import (
 
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/api/client"
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 const token = "client-test-token"
@@ -150,9 +150,9 @@ func TestEveryOperation(t *testing.T) {
 		t.Error("deleted real still defined in the datapath")
 	}
 
-	f.dp.VIPCounters[key] = xdp.VIPStats{Packets: 10, Bytes: 600, LRUHits: 9, LRUMisses: 1}
-	f.dp.RealCounters[f.dp.RealMap[netip.MustParseAddr("2001:db8::10")]] = xdp.RealStats{Packets: 10, Bytes: 600}
-	f.dp.Global[xdp.StatTX] = 10
+	f.dp.VIPCounters[key] = datapath.VIPStats{Packets: 10, Bytes: 600, LRUHits: 9, LRUMisses: 1}
+	f.dp.RealCounters[f.dp.RealMap[netip.MustParseAddr("2001:db8::10")]] = datapath.RealStats{Packets: 10, Bytes: 600}
+	f.dp.Global[datapath.StatTX] = 10
 	if s := must[api.VIPStatsJSON](t)(c.VIPStats(ctx, name)); s.Packets != 10 || s.LRUHits != 9 {
 		t.Errorf("VIP stats: %+v", s)
 	}
@@ -172,15 +172,15 @@ func TestEveryOperation(t *testing.T) {
 	if s := must[api.VIPStatsJSON](t)(c.VIPStats(ctx, name)); s.Packets != 0 || len(s.Reals) != 1 || s.Reals[0].Packets != 0 {
 		t.Errorf("VIP stats after reset: %+v", s)
 	}
-	f.dp.Usage = xdp.TableUsage{Entries: 5, Capacity: 10, CPUs: 1}
+	f.dp.Usage = datapath.TableUsage{Entries: 5, Capacity: 10, CPUs: 1}
 	if ft := must[api.FlowTablesJSON](t)(c.FlowTables(ctx)); ft.Entries != 5 || ft.Capacity != 10 || ft.CPUs != 1 || ft.PerCPUCapacity != 10 {
 		t.Errorf("flow tables: %+v", ft)
 	}
 	if ring := must[api.RingJSON](t)(c.Ring(ctx, name)); ring.Size != 1021 || len(ring.Reals) != 1 || ring.Reals[0].Slots != 1021 {
 		t.Errorf("ring: %+v", ring)
 	}
-	f.dp.FlowList = append(f.dp.FlowList, xdp.Flow{
-		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1234"), Dest: netip.AddrPortFrom(key.Addr, 80), Proto: lb.TCP},
+	f.dp.FlowList = append(f.dp.FlowList, datapath.Flow{
+		Key:  datapath.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1234"), Dest: netip.AddrPortFrom(key.Addr, 80), Proto: lb.TCP},
 		Real: f.dp.RealMap[netip.MustParseAddr("2001:db8::10")], VIPNum: f.dp.VIPMap[key].Num, VIPGen: f.dp.VIPMap[key].Gen, Packets: 1, Bytes: 60,
 	})
 	page := must[api.FlowPageJSON](t)(c.Flows(ctx, client.FlowQuery{VIP: name, Client: "198.51.100.0/24", Sort: "last_seen", Limit: 5}))
