@@ -21,6 +21,7 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/packettest"
@@ -210,7 +211,7 @@ func TestFullDiskRefusesEveryWrite(t *testing.T) {
 		if st != http.StatusInsufficientStorage || ct != "application/problem+json" || !strings.Contains(body, "free space") {
 			t.Errorf("%s %s with the state disk full: %d %s %s, want 507 problem+json saying to free space", w.method, w.path, st, ct, body)
 		}
-		var p ProblemJSON
+		var p apiv1.ProblemJSON
 		if err := json.Unmarshal([]byte(body), &p); err != nil || p.RolledBack == nil || !*p.RolledBack {
 			t.Errorf("%s %s: problem %s does not say rolled_back", w.method, w.path, body)
 		}

@@ -234,15 +234,6 @@ func (c *Controller) Fingerprint() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// ShortFingerprint is the first 12 hex digits of a fingerprint, for
-// tables.
-func ShortFingerprint(fp string) string {
-	if len(fp) < 12 {
-		return fp
-	}
-	return fp[:12]
-}
-
 // undo is what a rollback needs to put one VIP back: its desired state
 // before the change (nil: absent) and the datapath's view of it then.
 type undo struct {
