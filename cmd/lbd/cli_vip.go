@@ -235,7 +235,13 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 			p.Description = &f.description
 		}
 		if p == (apiv1.VIPPatchJSON{}) {
-			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --no-flow-search, --encap, --ring-size, --health..., --down-flows, --all-down, --disabled or --description")
+			var flags []string
+			for _, d := range lb.VIPFlagTable {
+				if d.Setting {
+					flags = append(flags, "--"+d.CLIName())
+				}
+			}
+			return fmt.Errorf("nothing to change: pass %s, --encap, --ring-size, --health..., --down-flows, --all-down, --disabled or --description", strings.Join(flags, ", "))
 		}
 		v, err := s.api.PatchVIP(s.ctx, name, p)
 		if err != nil {
