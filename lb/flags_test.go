@@ -19,7 +19,7 @@ func TestMarshalFlags(t *testing.T) {
 		want    string
 	}{
 		{"port", VIPSticky | VIPNoFlowSearch, 0, `{"a":"x\"port\":1","port":80,"sticky":true,"no_flow_search":true,"z":["q"]}`},
-		{"port", VIPNoLRU, SettingVIPFlags &^ VIPNoLRU, `{"a":"x\"port\":1","port":80,"sticky":false,"no_lru":true,"no_flow_search":false,"z":["q"]}`},
+		{"port", VIPNoLRU, VIPSticky | VIPNoFlowSearch, `{"a":"x\"port\":1","port":80,"sticky":false,"no_lru":true,"no_flow_search":false,"z":["q"]}`},
 		{"", VIPSticky, VIPNoLRU, `{"sticky":true,"no_lru":false,"a":"x\"port\":1","port":80,"z":["q"]}`},
 		{"z", VIPSticky | VIPGUE, 0, `{"a":"x\"port\":1","port":80,"z":["q"],"sticky":true}`}, // GUE is no setting
 		{"port", 0, 0, `{"a":"x\"port\":1","port":80,"z":["q"]}`},
