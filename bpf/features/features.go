@@ -15,7 +15,8 @@
 // probe on a throwaway veth could not promise what a real interface
 // accepts, and a trial that fails still has to fall back. The two cheap
 // facts those packages and the report share live here once:
-// KernelRelease and HaveKprobes.
+// KernelRelease, KernelAtLeast (bpf/xdp lists flows with batch lookups
+// from 6.1) and HaveKprobes.
 //
 // The kernel matrix (make test-kernels) runs this package's tests on every
 // kernel lbd supports and asserts the report per kernel; docs/kernels.md
@@ -259,6 +260,12 @@ func KernelRelease() string {
 		return "unknown"
 	}
 	return unix.ByteSliceToString(uts.Release[:])
+}
+
+// KernelAtLeast reports whether the running kernel's major.minor is at
+// least major.minor (false if its release cannot be read).
+func KernelAtLeast(major, minor int) bool {
+	return Report{Version: majorMinor(KernelRelease())}.AtLeast(major, minor)
 }
 
 // HaveKprobes reports, cheaply and without privileges, whether the kernel

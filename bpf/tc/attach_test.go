@@ -3,31 +3,15 @@ package tc
 import (
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
-)
 
-// kernelAtLeast reports whether the running kernel is at least major.minor.
-func kernelAtLeast(t testing.TB, major, minor int) bool {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		t.Fatal(err)
-	}
-	rel := unix.ByteSliceToString(u.Release[:])
-	parts := strings.SplitN(rel, ".", 3)
-	ma, _ := strconv.Atoi(parts[0])
-	mi := 0
-	if len(parts) > 1 {
-		mi, _ = strconv.Atoi(strings.TrimFunc(parts[1], func(r rune) bool { return r < '0' || r > '9' }))
-	}
-	return ma > major || ma == major && mi >= minor
-}
+	"github.com/lbd-dev/lbd/bpf/features"
+)
 
 // attached lists what runs on an interface: TCX program IDs, cls_bpf
 // filters' program IDs, and whether it has a clsact qdisc.
@@ -126,7 +110,7 @@ func attachIn(ns *testNS, ifname string, p *ebpf.Program, opts AttachOptions) (*
 func TestAttach(t *testing.T) {
 	d := newTestDecap(t)
 	id := progID(t, d.Program())
-	haveTCX := kernelAtLeast(t, 6, 6)
+	haveTCX := features.KernelAtLeast(6, 6)
 	for _, c := range []struct {
 		name string
 		opts AttachOptions

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
+
+	"github.com/lbd-dev/lbd/bpf/features"
 )
 
 func bpffsDir(t *testing.T) string {
@@ -58,7 +60,7 @@ func TestPinnedMaps(t *testing.T) {
 func TestPersistAndDetachProgram(t *testing.T) {
 	for _, mode := range []Mode{ModeTCX, ModeClsact} {
 		t.Run(string(mode), func(t *testing.T) {
-			if mode == ModeTCX && !kernelAtLeast(t, 6, 6) {
+			if mode == ModeTCX && !features.KernelAtLeast(6, 6) {
 				t.Skip("kernel < 6.6 has no tcx")
 			}
 			d := newTestDecap(t)

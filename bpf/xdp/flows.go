@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/lb"
 )
 
@@ -193,17 +194,7 @@ func (fb *flowBatch) entries(t *ebpf.Map, errp *error) iter.Seq2[balancerFlowKey
 // later ran the same test clean. Older kernels walk the table key by key,
 // which can miss an entry the walk stands on when it is evicted and
 // reused (docs/operations.md, "Listing flows").
-var batchListingSafe = sync.OnceValue(func() bool {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return false
-	}
-	var major, minor int
-	if _, err := fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor); err != nil {
-		return false
-	}
-	return major > 6 || major == 6 && minor >= 1
-})
+var batchListingSafe = sync.OnceValue(func() bool { return features.KernelAtLeast(6, 1) })
 
 // BatchListing reports whether Flows reads the table with batch lookups
 // (kernels from 6.1; see batchListingSafe), which never miss an entry

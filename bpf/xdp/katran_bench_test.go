@@ -31,6 +31,7 @@ import (
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -568,9 +569,7 @@ func TestKatranSideBySide(t *testing.T) {
 		}
 	}
 	var hdr strings.Builder
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
-	fmt.Fprintf(&hdr, "Kernel %s, %d CPUs, pinned to CPU %d, %s. ", unix.ByteSliceToString(uts.Release[:]), runtime.NumCPU(), cpu, runtime.Version())
+	fmt.Fprintf(&hdr, "Kernel %s, %d CPUs, pinned to CPU %d, %s. ", features.KernelRelease(), runtime.NumCPU(), cpu, runtime.Version())
 	if d := os.Getenv("LBD_KATRAN_DESC"); d != "" {
 		fmt.Fprintf(&hdr, "%s. ", d)
 	}

@@ -6,11 +6,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/vishvananda/netlink"
-	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/control"
 )
 
@@ -35,10 +34,7 @@ func runCheck(cfg serveConfig, out io.Writer) error {
 		say("state: %s: %d VIPs to reconcile into the datapath", state, len(vips))
 	}
 
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
-	release := unix.ByteSliceToString(uts.Release[:])
-	say("kernel: %s", release)
+	say("kernel: %s", features.KernelRelease())
 
 	link, err := netlink.LinkByName(cfg.Interface)
 	if err != nil {
@@ -57,7 +53,7 @@ func runCheck(cfg serveConfig, out io.Writer) error {
 	}
 	// TC: tcx from 6.6, else clsact (bpf/features decides at start).
 	tc := "clsact"
-	if kernelAtLeast(release, 6, 6) {
+	if features.KernelAtLeast(6, 6) {
 		tc = "tcx"
 	}
 	say("tc: health-check encapsulation via %s", tc)
@@ -81,12 +77,4 @@ func runCheck(cfg serveConfig, out io.Writer) error {
 	}
 	say("check ok")
 	return nil
-}
-
-func kernelAtLeast(release string, major, minor int) bool {
-	var ma, mi int
-	if _, err := fmt.Sscanf(strings.SplitN(release, "-", 2)[0], "%d.%d", &ma, &mi); err != nil {
-		return false
-	}
-	return ma > major || (ma == major && mi >= minor)
 }
