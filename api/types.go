@@ -84,7 +84,7 @@ func toReal(r apiv1.RealJSON) (control.Real, error) {
 	if err != nil {
 		return control.Real{}, &control.InvalidError{Field: "address", Msg: "real address " + quote(r.Address) + ": not an IPv4 or IPv6 address"}
 	}
-	out := control.Real{Addr: addr, Weight: 1, State: control.RealState(r.State)}
+	out := control.Real{Addr: addr, Weight: 1, State: lb.RealState(r.State)}
 	if r.Weight != nil {
 		out.Weight = *r.Weight
 	}

@@ -158,7 +158,7 @@ func TestFingerprint(t *testing.T) {
 	for name, change := range map[string]func(c *Controller) error{
 		"weight": func(c *Controller) error { _, _, err := c.PutReal(vipA, active(r1, 3)); return err },
 		"draining": func(c *Controller) error {
-			_, _, err := c.PutReal(vipA, Real{Addr: r1, Weight: 1, State: RealDraining})
+			_, _, err := c.PutReal(vipA, Real{Addr: r1, Weight: 1, State: lb.RealDraining})
 			return err
 		},
 		"real added":   func(c *Controller) error { _, _, err := c.PutReal(vipB, active(r1, 1)); return err },

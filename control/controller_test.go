@@ -30,7 +30,7 @@ func newTestController(t *testing.T) (*Controller, *fakedp.Datapath, *memStore) 
 	return New(dp, st, nil, nil), dp, st
 }
 
-func active(a netip.Addr, w uint32) Real { return Real{Addr: a, Weight: w, State: RealActive} }
+func active(a netip.Addr, w uint32) Real { return Real{Addr: a, Weight: w, State: lb.RealActive} }
 
 // wantRing is the ring the controller must install: Maglev over the
 // eligible reals, with the fake's IDs.
@@ -171,10 +171,10 @@ func TestDrainingAndZeroWeightKeepRealDefinedButOutOfRing(t *testing.T) {
 		t.Fatal(err)
 	}
 	id2 := dp.RealMap[r2]
-	if _, _, err := c.PutReal(vipA, Real{Addr: r2, Weight: 1, State: RealDraining}); err != nil {
+	if _, _, err := c.PutReal(vipA, Real{Addr: r2, Weight: 1, State: lb.RealDraining}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := c.PutReal(vipA, Real{Addr: r3, Weight: 0, State: RealActive}); err != nil {
+	if _, _, err := c.PutReal(vipA, Real{Addr: r3, Weight: 0, State: lb.RealActive}); err != nil {
 		t.Fatal(err)
 	}
 	checkInSync(t, c, dp)
@@ -187,7 +187,7 @@ func TestDrainingAndZeroWeightKeepRealDefinedButOutOfRing(t *testing.T) {
 		}
 	}
 	// Nobody eligible: one empty slot, reals still defined.
-	if _, _, err := c.PutReal(vipA, Real{Addr: r1, Weight: 1, State: RealDraining}); err != nil {
+	if _, _, err := c.PutReal(vipA, Real{Addr: r1, Weight: 1, State: lb.RealDraining}); err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Equal(dp.Rings[vipA], []uint32{0}) || len(dp.RealMap) != 3 {

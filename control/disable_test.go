@@ -113,7 +113,7 @@ func TestDisabledIgnoresAllDownAndEmptyRings(t *testing.T) {
 	c, dp, _ := newTestController(t)
 	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, AllDown: ServeAll, Reals: []Real{active(r1, 1), active(r2, 1)},
 		Health: health.Spec{Type: health.TCP, Interval: 100 * time.Millisecond, Rise: 1, Fall: 1}})
-	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{{Addr: r3, Weight: 1, State: RealDraining}}})
+	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{{Addr: r3, Weight: 1, State: lb.RealDraining}}})
 	on := true
 	if _, err := c.UpdateVIP(vipA, VIPUpdate{Disabled: &on}); err != nil {
 		t.Fatal(err)

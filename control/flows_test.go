@@ -331,7 +331,7 @@ func TestCountersSurviveRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	drain := func(a netip.Addr) Real { return Real{Addr: a, Weight: 1, State: RealDraining} }
+	drain := func(a netip.Addr) Real { return Real{Addr: a, Weight: 1, State: lb.RealDraining} }
 	c := New(dp, store, nil, nil)
 	// B first: its index of r1 is the lower one, which A would adopt by
 	// mistake if the pairs' indices were not restored

@@ -113,7 +113,7 @@ func TestGoldenScript(t *testing.T) {
 			return err
 		}},
 		{"drain 10.0.0.2 (keeps its definition, leaves the ring)", func() error {
-			_, _, err := c.PutReal(a, Real{Addr: r2, Weight: 1, State: RealDraining})
+			_, _, err := c.PutReal(a, Real{Addr: r2, Weight: 1, State: lb.RealDraining})
 			return err
 		}},
 		{"weight 0 for 10.0.0.3 (same as draining)", func() error {

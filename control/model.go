@@ -37,18 +37,6 @@ const (
 	EncapGUE  Encap = "gue"  // GUE variant 1 over UDP
 )
 
-// RealState says whether a real takes new flows.
-type RealState string
-
-// The states of a real.
-const (
-	// RealActive takes new flows in proportion to its weight.
-	RealActive RealState = "active"
-	// RealDraining takes no new flows; flows already in the connection
-	// table keep going to it.
-	RealDraining RealState = "draining"
-)
-
 // Real is one real server of a VIP.
 type Real struct {
 	Addr netip.Addr
@@ -56,7 +44,7 @@ type Real struct {
 	// weights 1 and 3 get a quarter and three quarters. 0 takes no new
 	// flows, like draining.
 	Weight uint32
-	State  RealState
+	State  lb.RealState
 }
 
 // MaxWeight is the largest weight a real may have. Weights are relative,
@@ -65,7 +53,7 @@ type Real struct {
 const MaxWeight = 1_000_000
 
 // Eligible reports whether the real takes new flows.
-func (r Real) Eligible() bool { return r.Weight > 0 && r.State == RealActive }
+func (r Real) Eligible() bool { return r.Weight > 0 && r.State == lb.RealActive }
 
 // VIP is the desired state of one VIP.
 type VIP struct {
@@ -177,7 +165,7 @@ func (v *VIP) normalize() {
 	}
 	for i := range v.Reals {
 		if v.Reals[i].State == "" {
-			v.Reals[i].State = RealActive
+			v.Reals[i].State = lb.RealActive
 		}
 	}
 	slices.SortFunc(v.Reals, func(a, b Real) int { return a.Addr.Compare(b.Addr) })
@@ -380,9 +368,9 @@ func validateReal(r Real, usable bool) error {
 		return invalid("weight", "real %s: weight %d is out of range: use 0 to %d (weights are relative: 1 and 3 give a quarter and three quarters)", a, r.Weight, MaxWeight)
 	}
 	switch r.State {
-	case RealActive, RealDraining:
+	case lb.RealActive, lb.RealDraining:
 	default:
-		return invalid("state", "real %s: state %q: use %q or %q", a, r.State, RealActive, RealDraining)
+		return invalid("state", "real %s: state %q: use %q or %q", a, r.State, lb.RealActive, lb.RealDraining)
 	}
 	return nil
 }

@@ -31,13 +31,13 @@ func TestServing(t *testing.T) {
 	if ctl.Serving(key) {
 		t.Error("a VIP without reals is served")
 	}
-	if _, err := ctl.SetReals(key, []Real{{Addr: a, Weight: 1, State: RealDraining}, {Addr: b, Weight: 0, State: RealActive}}); err != nil {
+	if _, err := ctl.SetReals(key, []Real{{Addr: a, Weight: 1, State: lb.RealDraining}, {Addr: b, Weight: 0, State: lb.RealActive}}); err != nil {
 		t.Fatal(err)
 	}
 	if ctl.Serving(key) {
 		t.Error("a VIP whose reals are draining or weightless is served")
 	}
-	if _, _, err := ctl.PutReal(key, Real{Addr: b, Weight: 1, State: RealActive}); err != nil {
+	if _, _, err := ctl.PutReal(key, Real{Addr: b, Weight: 1, State: lb.RealActive}); err != nil {
 		t.Fatal(err)
 	}
 	if !ctl.Serving(key) || !ctl.ServingVIPs()[key] {

@@ -90,9 +90,9 @@ type healthRecord struct {
 }
 
 type realRecord struct {
-	Addr   netip.Addr `json:"address"`
-	Weight uint32     `json:"weight"`
-	State  RealState  `json:"state"`
+	Addr   netip.Addr   `json:"address"`
+	Weight uint32       `json:"weight"`
+	State  lb.RealState `json:"state"`
 }
 
 // Load reads the state. A missing file is an empty state (first start).

@@ -24,7 +24,7 @@ func TestStoreRoundTrip(t *testing.T) {
 		t.Fatalf("first start: %v %v", empty, err)
 	}
 	vips := map[lb.VIPKey]*VIP{
-		vipA: {Key: vipA, Flags: lb.VIPSticky | lb.VIPNoFlowSearch, Encap: EncapGUE, RingSize: 1021, Reals: []Real{active(r1, 5), {Addr: r2, Weight: 0, State: RealDraining}}},
+		vipA: {Key: vipA, Flags: lb.VIPSticky | lb.VIPNoFlowSearch, Encap: EncapGUE, RingSize: 1021, Reals: []Real{active(r1, 5), {Addr: r2, Weight: 0, State: lb.RealDraining}}},
 		vipB: {Key: vipB, Flags: lb.VIPNoLRU, Encap: EncapIPIP, RingSize: 655373},
 	}
 	vips[vipA].Health = health.Spec{Type: health.HTTP, Path: "/healthz", Interval: 1500 * time.Millisecond, Rise: 4}

@@ -1,8 +1,9 @@
 // Package lb is lbd's vocabulary: the words every layer shares (a VIP's
-// key, its protocol, the text forms of a VIP, a real's address and the
-// way the datapath stores an address). It is a leaf: it imports nothing
-// of the module, so api, control and bpf can all use it without an
-// arrow running back up the layers (scripts/check-layers.sh checks this).
+// key, its protocol, the text forms of a VIP, a real's address and state,
+// the way the datapath stores an address, the VIP flags). It is a leaf: it
+// imports nothing of the module, so api, control and bpf can all use it
+// without an arrow running back up the layers (scripts/check-layers.sh
+// checks this).
 package lb
 
 import (
@@ -159,3 +160,15 @@ func ParseVIPName(s string) (VIPKey, error) {
 	}
 	return VIPKey{Addr: addr, Port: uint16(port), Proto: proto}, nil
 }
+
+// RealState says whether a real takes new flows.
+type RealState string
+
+// The states of a real.
+const (
+	// RealActive takes new flows in proportion to its weight.
+	RealActive RealState = "active"
+	// RealDraining takes no new flows; flows already in the connection
+	// table keep going to it.
+	RealDraining RealState = "draining"
+)

@@ -101,7 +101,7 @@ func TestBGPCommands(t *testing.T) {
 
 	ctl := control.New(fakedp.New(), nopSaver{}, nil, nil)
 	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
-	if _, err := ctl.CreateVIP(control.VIP{Key: key, RingSize: 1021, Reals: []control.Real{{Addr: netip.MustParseAddr("10.0.0.1"), Weight: 1, State: control.RealActive}}}); err != nil {
+	if _, err := ctl.CreateVIP(control.VIP{Key: key, RingSize: 1021, Reals: []control.Real{{Addr: netip.MustParseAddr("10.0.0.1"), Weight: 1, State: lb.RealActive}}}); err != nil {
 		t.Fatal(err)
 	}
 	node, err := bgp.StartNode(context.Background(), cfg.BGP, ctl, bgp.NodeOptions{Interface: cfg.Interface,

@@ -154,9 +154,9 @@ func TestRealSetDoesNotOverwriteConcurrentChange(t *testing.T) {
 		if puts <= 2 {
 			// Someone else drains the real between our read and our
 			// write, twice.
-			state := control.RealDraining
+			state := lb.RealDraining
 			if puts == 2 {
-				state = control.RealActive
+				state = lb.RealActive
 			}
 			if _, _, err := d.ctl.PutReal(vip4, control.Real{Addr: r2, Weight: uint32(10 + puts), State: state}); err != nil {
 				t.Error(err)
@@ -166,14 +166,14 @@ func TestRealSetDoesNotOverwriteConcurrentChange(t *testing.T) {
 	}
 	d.ok("real", "set", "tcp/192.0.2.1:80", "10.0.0.2", "--state", "draining")
 	r, _ := desiredReal(t, d.ctl, vip4, r2)
-	if puts != 3 || r.Weight != 12 || r.State != control.RealDraining {
+	if puts != 3 || r.Weight != 12 || r.State != lb.RealDraining {
 		t.Errorf("after %d PUTs (%d overtaken): %+v; want the concurrent weight 12 kept, draining", puts, stale, r)
 	}
 	// Overtaken every time: it gives up and says so.
 	d.before = func(r *http.Request) {
 		if r.Method == http.MethodPut {
 			puts++
-			if _, _, err := d.ctl.PutReal(vip4, control.Real{Addr: r2, Weight: uint32(puts), State: control.RealActive}); err != nil {
+			if _, _, err := d.ctl.PutReal(vip4, control.Real{Addr: r2, Weight: uint32(puts), State: lb.RealActive}); err != nil {
 				t.Error(err)
 			}
 		}

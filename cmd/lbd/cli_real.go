@@ -8,7 +8,6 @@ import (
 
 	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
-	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
 )
 
@@ -45,7 +44,7 @@ func newRealCommand(cfg *clientConfig) *cobra.Command {
 			Args:    cobra.ExactArgs(2),
 			Example: "  lbd real drain tcp/192.0.2.1:80 10.0.0.1",
 			RunE: cfg.run(func(s *session, args []string) error {
-				return s.changeReal(args[0], args[1], nil, new(string(control.RealDraining)))
+				return s.changeReal(args[0], args[1], nil, new(string(lb.RealDraining)))
 			}),
 		},
 		&cobra.Command{
@@ -94,7 +93,7 @@ func newRealAddCommand(cfg *clientConfig) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		r, created, err := s.api.PutReal(s.ctx, name, addr.String(), apiv1.RealSettingsJSON{Weight: &weight, State: string(control.RealActive)})
+		r, created, err := s.api.PutReal(s.ctx, name, addr.String(), apiv1.RealSettingsJSON{Weight: &weight, State: string(lb.RealActive)})
 		if err != nil {
 			return err
 		}

@@ -337,7 +337,7 @@ func TestRealCommands(t *testing.T) {
 	// set and drain change only what they name.
 	d.ok("real", "set", "tcp/192.0.2.1:80", "10.0.0.2", "--weight", "5")
 	d.ok("real", "drain", "tcp/192.0.2.1:80", "10.0.0.2")
-	if r, _ := desiredReal(t, d.ctl, vip4, r2); r.Weight != 5 || r.State != control.RealDraining {
+	if r, _ := desiredReal(t, d.ctl, vip4, r2); r.Weight != 5 || r.State != lb.RealDraining {
 		t.Errorf("after set --weight 5 and drain: %+v, want weight 5 draining", r)
 	}
 	if got := ringCounts(t, d.dp, vip4); got[r2] != 0 || got[r1] != 1021 {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
-	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
 )
 
@@ -344,7 +343,7 @@ func weightOf(r apiv1.RealJSON) string {
 func realsSummary(reals []apiv1.RealJSON) string {
 	active := 0
 	for _, r := range reals {
-		if (r.State == "" || r.State == string(control.RealActive)) && (r.Weight == nil || *r.Weight > 0) {
+		if (r.State == "" || r.State == string(lb.RealActive)) && (r.Weight == nil || *r.Weight > 0) {
 			active++
 		}
 	}

@@ -227,7 +227,7 @@ func TestAnnouncementsFollowTheControllerAndDrain(t *testing.T) {
 	dns := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 53, Proto: lb.UDP}
 	web6 := lb.VIPKey{Addr: netip.MustParseAddr("2001:db8::1"), Port: 443, Proto: lb.TCP}
 	r1, r2, r6 := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("2001:db8:1::1")
-	active := func(a netip.Addr) control.Real { return control.Real{Addr: a, Weight: 1, State: control.RealActive} }
+	active := func(a netip.Addr) control.Real { return control.Real{Addr: a, Weight: 1, State: lb.RealActive} }
 	must := func(_ any, err error) {
 		t.Helper()
 		if err != nil {
@@ -244,7 +244,7 @@ func TestAnnouncementsFollowTheControllerAndDrain(t *testing.T) {
 	must(ctl.CreateVIP(control.VIP{Key: web6, RingSize: 1021, Health: spec, Reals: []control.Real{active(r6)}}))
 	rt.waitRoutes(t, "second VIP on the same address, IPv6 VIP", v4route, v6route)
 
-	_, _, err = ctl.PutReal(web, control.Real{Addr: r1, Weight: 1, State: control.RealDraining})
+	_, _, err = ctl.PutReal(web, control.Real{Addr: r1, Weight: 1, State: lb.RealDraining})
 	must(nil, err)
 	rt.waitRoutes(t, "only real draining, other VIP at the address has none", v6route)
 	must(ctl.SetReals(dns, []control.Real{active(r2)}))

@@ -48,7 +48,7 @@ func newNode(t *testing.T) *node {
 func reals(weights map[string]uint32) []control.Real {
 	var out []control.Real
 	for a, w := range weights {
-		out = append(out, control.Real{Addr: netip.MustParseAddr(a), Weight: w, State: control.RealActive})
+		out = append(out, control.Real{Addr: netip.MustParseAddr(a), Weight: w, State: lb.RealActive})
 	}
 	return out
 }
@@ -106,7 +106,7 @@ func configureOtherwise(t *testing.T, n *node) {
 		}
 	}
 	extra := netip.MustParseAddr("10.0.0.99")
-	if _, _, err := n.ctl.PutReal(web, control.Real{Addr: extra, Weight: 5, State: control.RealActive}); err != nil {
+	if _, _, err := n.ctl.PutReal(web, control.Real{Addr: extra, Weight: 5, State: lb.RealActive}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := n.ctl.DeleteReal(web, extra); err != nil {

@@ -26,7 +26,7 @@ func TestRealCountersAddUpToVIPs(t *testing.T) {
 	active := func(addrs ...netip.Addr) []control.Real {
 		var out []control.Real
 		for _, x := range addrs {
-			out = append(out, control.Real{Addr: x, Weight: 1, State: control.RealActive})
+			out = append(out, control.Real{Addr: x, Weight: 1, State: lb.RealActive})
 		}
 		return out
 	}
