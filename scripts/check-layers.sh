@@ -12,7 +12,10 @@
 #     interface, in lb/datapath's words; cmd/lbd loads the balancer);
 #   - api and api/client list no bpf/ package;
 #   - api/client (the REST client the CLI links) lists no control
-#     package: it speaks the API's JSON (api/apiv1).
+#     package: it speaks the API's JSON (api/apiv1);
+#   - and so that nothing new creeps in: api depends on control/...
+#     (and what it brings), api/apiv1, lb/... and internal/buildinfo only,
+#     api/client on api/apiv1 and lb only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=$(go list -m)
@@ -54,4 +57,13 @@ never ./control/... '^bpf/' 'control speaks to the datapath through its Datapath
 never ./api '^bpf/' 'api reaches the datapath only through control'
 never ./api/client '^bpf/' 'the client speaks the API JSON (api/apiv1)'
 never ./api/client '^control(/|$)' 'the client speaks the API JSON (api/apiv1), not control'
+# api depends on control (and what control brings) and the vocabulary
+# only, and the version stamp; api/client on the API's JSON and the
+# vocabulary.
+ctl=$(deps ./control/...) || exit 2
+api=$(deps ./api) || exit 2
+if out=$(comm -23 <(echo "$api") <(echo "$ctl") | grep -Ev '^(api|api/apiv1|control(/.*)?|lb(/.*)?|internal/buildinfo)$'); then
+	bad "./api must depend on control and the vocabulary only; it also depends on: $(echo $out)"
+fi
+only ./api/client '^(api/client|api/apiv1|lb)$'
 exit $fail
