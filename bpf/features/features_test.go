@@ -1,6 +1,7 @@
 package features
 
 import (
+	"fmt"
 	"os"
 	"regexp"
 	"testing"
@@ -132,6 +133,19 @@ func TestMajorMinor(t *testing.T) {
 	r := Report{Version: "6.12"}
 	if !r.AtLeast(6, 6) || r.AtLeast(6, 13) || !r.AtLeast(5, 11) || r.AtLeast(7, 0) {
 		t.Errorf("AtLeast wrong for 6.12")
+	}
+}
+
+// TestKernelAtLeast: the running kernel is at least its own major.minor
+// and not at least the next minor, as its release says.
+func TestKernelAtLeast(t *testing.T) {
+	rel := KernelRelease()
+	var ma, mi int
+	if _, err := fmt.Sscanf(majorMinor(rel), "%d.%d", &ma, &mi); err != nil {
+		t.Fatalf("release %q: %v", rel, err)
+	}
+	if !KernelAtLeast(ma, mi) || !KernelAtLeast(ma-1, 99) || KernelAtLeast(ma, mi+1) || KernelAtLeast(ma+1, 0) {
+		t.Errorf("KernelAtLeast wrong on %s", rel)
 	}
 }
 
