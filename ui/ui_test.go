@@ -17,13 +17,13 @@ import (
 
 	"github.com/lbd-dev/lbd/api"
 	"github.com/lbd-dev/lbd/api/apiv1"
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/browsertest"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 	"github.com/lbd-dev/lbd/ui"
 )
 
@@ -127,8 +127,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		Health: health.Spec{Type: health.HTTP, Path: "/healthz?probe=lbd", ExpectStatus: 200, Interval: 100 * time.Millisecond, Timeout: 100 * time.Millisecond, Rise: 1, Fall: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	dp.VIPCounters[vip] = xdp.VIPStats{Packets: 123456, Bytes: 9876543}
-	dp.FlowList = []xdp.Flow{{Key: xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.AddrPortFrom(vip.Addr, 80), Proto: lb.TCP},
+	dp.VIPCounters[vip] = datapath.VIPStats{Packets: 123456, Bytes: 9876543}
+	dp.FlowList = []datapath.Flow{{Key: datapath.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.AddrPortFrom(vip.Addr, 80), Proto: lb.TCP},
 		Real: dp.RealMap[netip.MustParseAddr("10.0.0.1")], VIPNum: dp.VIPMap[vip].Num, Packets: 10, Bytes: 1000, FirstSeen: time.Now().Add(-time.Minute), LastSeen: time.Now()}}
 
 	shots := os.Getenv("LBD_CONSOLE_SHOTS") // a directory to keep the screenshots in
