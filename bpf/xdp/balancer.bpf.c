@@ -279,13 +279,15 @@ static __always_inline void lbd_adopt(struct packet *pkt, const struct flow_key 
  *   other adopts it (lbd_adopt);
  * - LBD_RECORD_REPLACE: replace the entry (a flow whose entry may not be
  *   used; a SYN on a 5-tuple that still has an entry: a new connection on
- *   a reused 5-tuple follows the current ring, as in Katran).
+ *   a reused 5-tuple follows the current ring, as in Katran);
+ * - LBD_RECORD_SYN: a SYN: create nothing, but if its 5-tuple has an
+ *   entry, replace it (as LBD_RECORD_REPLACE).
  */
 enum lbd_record {
 	LBD_RECORD_NO = 0,
 	LBD_RECORD_CREATE,
 	LBD_RECORD_REPLACE,
-	LBD_RECORD_SYN, /* a SYN that found no entry: count the miss, create nothing */
+	LBD_RECORD_SYN,
 };
 
 static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_key *fk,
@@ -297,6 +299,14 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
 	long err;
 
 	c->real_idx = lbd_ring_pick(c->vip_num, c->vm->ring_size, c->hash);
+	/*
+	 * A SYN looks for its 5-tuple's entry here, between reading the ring
+	 * slot and using it: both are reads of memory no earlier packet of
+	 * the flow warmed (a random slot, a random hash bucket), and this
+	 * order lets the CPU wait for the two at once.
+	 */
+	if (record == LBD_RECORD_SYN && !(vflags & LBD_VIP_F_NO_LRU) && bpf_map_lookup_elem(&conns, fk))
+		record = LBD_RECORD_REPLACE;
 	c->real = lbd_real(c->real_idx);
 	if (!c->real)
 		return LBD_STAT_DROP_NO_REAL;
@@ -380,8 +390,7 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	      (pkt->tcp_flags & (LBD_TCP_SYN | LBD_TCP_ACK)) == LBD_TCP_SYN;
 
 	if (syn) {
-		/* Only whether an entry exists matters: a SYN never uses it. */
-		record = bpf_map_lookup_elem(&conns, &fk) ? LBD_RECORD_REPLACE : LBD_RECORD_SYN;
+		record = LBD_RECORD_SYN; /* lbd_choose_new looks for a reused 5-tuple's entry */
 	} else {
 		st = lbd_table_lookup(&fk, cfg, &c);
 		if (st) {
