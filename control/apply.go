@@ -20,6 +20,10 @@ type Diff struct {
 	Added   []*VIP
 	Removed []*VIP
 	Changed []VIPChange
+	// Base is the version (SetVersion) of the set the diff was computed
+	// against: a dry run's Base, given back as IfSet(Base), applies
+	// exactly the diff shown or nothing.
+	Base string
 }
 
 // Empty reports whether the diff changes nothing.
@@ -144,6 +148,7 @@ func (c *Controller) apply(vips []VIP, dryRun bool, save func(map[lb.VIPKey]*VIP
 		}
 	}
 	d := diffSets(c.vips, want)
+	d.Base = SetVersion(sortedVIPs(c.vips))
 	if dryRun || d.Empty() {
 		return d, nil
 	}
