@@ -189,6 +189,16 @@ func (l *Loop) FleetStatus(ctx context.Context) (Status, bool, error) {
 		// reports now rather than after one more etcd timeout.
 		return Agreement(l.Node.s.cfg.Fleet, l.Node.Applied(), rs), true, nil
 	}
+	// Wait for etcd at most until this node would call itself stale:
+	// then the answer is the last reports, marked stale, not one more
+	// request timeout later.
+	if lc := l.Node.LastContact(); !lc.IsZero() && rs != nil {
+		if d := time.Until(lc.Add(l.Safety.StaleAfter)); d < l.Node.s.cfg.RequestTimeout {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, max(d, 10*time.Millisecond))
+			defer cancel()
+		}
+	}
 	st, err := l.Node.s.FleetStatus(ctx)
 	if err == nil {
 		return st, false, nil
