@@ -5,20 +5,67 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/benchmarks.md
-xdp=$(mktemp) maglev=$(mktemp) ctl=$(mktemp) tracer=$(mktemp) ratios=$(mktemp)
-trap 'rm -f "$xdp" "$maglev" "$ctl" "$tracer" "$ratios"' EXIT
+xdp=$(mktemp) maglev=$(mktemp) ctl=$(mktemp) tracer=$(mktemp) ratios=$(mktemp) live=$(mktemp) livesec=$(mktemp)
+kdir=$(mktemp -d)
+trap 'rm -rf "$xdp" "$maglev" "$ctl" "$tracer" "$ratios" "$live" "$livesec" "$kdir"' EXIT
 
 # Katran, when a checkout is given (KATRAN_SRC; never part of lbd): built
-# into a temporary directory and measured first, at equal table sizes;
-# its ratios fill the XDP table's Katran column and it rewrites
-# docs/katran-comparison.md from this same run.
+# once into a temporary directory, measured live next to lbd serve and in
+# test runs at equal table sizes; its ratios fill the XDP table's Katran
+# column and docs/katran-comparison.md is rewritten from this same run.
+unset KATRAN_OBJ LBD_KATRAN_DESC
 if [ -n "${KATRAN_SRC:-}" ]; then
-  LBD_KATRAN_RATIOS=$ratios bash scripts/katran-bench.sh >/dev/null
-  export LBD_KATRAN_RATIOS=$ratios
+  LBD_KATRAN_DESC=$(bash scripts/katran-build.sh "$kdir")
+  export KATRAN_OBJ=$kdir/balancer.o LBD_KATRAN_DESC
   katran_note="Katran built from KATRAN_SRC and measured in this same run (docs/katran-comparison.md, rewritten by it)."
+  live_note="Katran built from KATRAN_SRC ($LBD_KATRAN_DESC)."
 else
+  echo "bench: KATRAN_SRC not given: no Katran in this run, lbd's rows alone" >&2
   unset LBD_KATRAN_RATIOS
   katran_note="No Katran in this run (KATRAN_SRC not given): the Katran column is empty and the × floor ratios are facts only, not a verdict."
+  live_note="No Katran in this run (KATRAN_SRC not given): lbd's rows and the floor alone."
+fi
+
+# Live traffic: lbd serve (bin/lbd, built by make build) and Katran on veth.
+LBD_BIN=$PWD/bin/lbd LBD_LIVE_REPORT=$live go test -count=1 -tags 'lbdbench lbdkatran' -run TestLiveBench ./bpf/xdp/ >/dev/null
+{
+  echo "## Live traffic: lbd serve and Katran on veth"
+  echo
+  echo "Command: \`go test -count=1 -tags 'lbdbench lbdkatran' -run TestLiveBench -v ./bpf/xdp/\` (as root, part of"
+  echo "\`make bench\`; KATRAN_OBJ names a Katran object built by scripts/katran-build.sh, LBD_BIN the lbd binary)."
+  echo "$live_note"
+  echo
+  echo "lbd is \`lbd serve\` as users run it: the real binary with its flags (\`--interface --xdp-mode native"
+  echo "--gateway-mac --listen --state-dir --token-file --pin-dir --detach\`, the default 1048576-entry table),"
+  echo "in a network namespace the benchmark makes, the VIP and its 10 reals configured over the REST API."
+  echo "Katran is attached the same way (native XDP, a BPF link) to a second veth pair in that namespace,"
+  echo "provisioned through its maps as in the test-run comparison, at equal table size (per-CPU LRUs of"
+  echo "524288 each on 2 CPUs). The floor is a trivial XDP_DROP program on a third pair. The sender, in a"
+  echo "second namespace, writes 64-byte frames (60 + FCS: Ethernet, IPv4, TCP, no payload) with AF_PACKET"
+  echo "(PACKET_QDISC_BYPASS, sendmmsg of 64) from CPU 1; each receiving end has threaded NAPI, its thread"
+  echo "pinned to CPU 0. Established: ACKs cycling over 256 flows opened by a SYN each; new flows: a SYN of"
+  echo "a 5-tuple never sent before (the same tuples to lbd and Katran; fewer in all than a CPU's share of"
+  echo "the table, so no insert evicts); non-VIP: ACKs to another address (XDP_PASS into the namespace's"
+  echo "stack, which drops them). lbd, Katran and the floor alternate sample by sample, the order flipped"
+  echo "each round; lbd / Katran is the median (and range) of the per-round ratios."
+  echo
+  echo "ns/packet is the kernel's own run_time_ns / run_cnt of the attached program over the sample, with"
+  echo "run-time stats on through BPF_ENABLE_STATS (what kernel.bpf_stats_enabled=1 turns on, held by a file"
+  echo "descriptor: the sysctl is not touched and the kernel stops counting when the benchmark exits). It"
+  echo "includes the stats' own two clock reads, which is most of the floor's ns/packet. pps per NAPI core is"
+  echo "the packets over the CPU time the NAPI thread used (its schedstat), and NAPI CPU ns per packet its"
+  echo "inverse: the whole receive path of a packet on its core (veth ring, XDP, the XDP_TX to the peer, which"
+  echo "drops it as the sender's end has no XDP program, or the stack for non-VIP). The floor's is the path"
+  echo "itself: on veth it costs about that much per packet whatever the program does, so programs that"
+  echo "differ by tens or hundreds of ns barely show in pps. pps wall is packets over the sending time,"
+  echo "bounded by the one sender core."
+  echo
+  cat "$live"
+} >"$livesec"
+
+if [ -n "${KATRAN_SRC:-}" ]; then
+  LBD_KATRAN_RATIOS=$ratios LBD_LIVE_SECTION=$livesec bash scripts/katran-bench.sh >/dev/null
+  export LBD_KATRAN_RATIOS=$ratios
 fi
 
 LBD_BENCH_REPORT=$xdp go test -count=1 -tags lbdbench -run TestBenchReport ./bpf/xdp/ >/dev/null
@@ -56,6 +103,8 @@ go test -run '^$' -bench . -benchtime 5000x -count=1 ./bpf/kprobe/ | grep -E '^B
   echo "$katran_note"
   echo
   cat "$xdp"
+  echo
+  sed 's/^## /### /' "$livesec"
   echo
   echo "Katran is measured by the same harness, in one process with lbd: docs/katran-comparison.md"
   echo "(\`KATRAN_SRC=/path/to/katran make bench\`, or scripts/katran-bench.sh alone; Katran is built from your"

@@ -14,18 +14,27 @@
 # Optional: KATRAN_DEFINES, CLANG, LLC (see scripts/katran-build.sh),
 # LBD_KATRAN_REPORT (a file to write the table to), LBD_KATRAN_RATIOS (a
 # file for the lbd/Katran ratios at equal sizes, "path<TAB>median<TAB>min<TAB>max"),
-# OUT (default docs/katran-comparison.md). Extra arguments go to `go test`.
+# OUT (default docs/katran-comparison.md), KATRAN_OBJ and LBD_KATRAN_DESC
+# (an object already built by katran-build.sh, and its description line:
+# no build then), LBD_LIVE_SECTION (a file with the live-traffic rows of
+# TestLiveBench, appended). Extra arguments go to `go test`.
 set -euo pipefail
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 here=$(cd "$(dirname "$0")" && pwd)
-desc=$(bash "$here/katran-build.sh" "$tmp")
-echo "katran-bench: built $desc" >&2
+if [ -n "${KATRAN_OBJ:-}" ]; then
+  obj=$KATRAN_OBJ
+  desc=${LBD_KATRAN_DESC:-Katran object $KATRAN_OBJ}
+else
+  desc=$(bash "$here/katran-build.sh" "$tmp")
+  obj=$tmp/balancer.o
+  echo "katran-bench: built $desc" >&2
+fi
 
 cd "$(dirname "$0")/.."
 report=$tmp/report.md
-KATRAN_OBJ=$tmp/balancer.o LBD_KATRAN_REPORT=$report \
+KATRAN_OBJ=$obj LBD_KATRAN_REPORT=$report \
   LBD_KATRAN_DESC="$desc" \
   go test -count=1 -tags 'lbdbench lbdkatran' -run TestKatranSideBySide -v ./bpf/xdp/ "$@"
 
@@ -48,5 +57,9 @@ out=${OUT:-docs/katran-comparison.md}
   echo "which also writes docs/benchmarks.md from the same run."
   echo
   cat "$report"
+  if [ -n "${LBD_LIVE_SECTION:-}" ]; then
+    echo
+    cat "$LBD_LIVE_SECTION"
+  fi
 } >"$out"
 echo "wrote $out" >&2
