@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=docs/benchmarks.md
-xdp=$(mktemp) maglev=$(mktemp) ctl=$(mktemp) tracer=$(mktemp) ratios=$(mktemp) live=$(mktemp) livesec=$(mktemp)
+xdp=$(mktemp) maglev=$(mktemp) ctl=$(mktemp) tracer=$(mktemp) ratios=$(mktemp) live=$(mktemp) livesec=$(mktemp) rest=$(mktemp)
 kdir=$(mktemp -d)
-trap 'rm -rf "$xdp" "$maglev" "$ctl" "$tracer" "$ratios" "$live" "$livesec" "$kdir"' EXIT
+trap 'rm -rf "$xdp" "$maglev" "$ctl" "$tracer" "$ratios" "$live" "$livesec" "$rest" "$kdir"' EXIT
 
 # Katran, when a checkout is given (KATRAN_SRC; never part of lbd): built
 # once into a temporary directory, measured live next to lbd serve and in
@@ -72,6 +72,7 @@ LBD_BENCH_REPORT=$xdp go test -count=1 -tags lbdbench -run TestBenchReport ./bpf
 go test -run '^$' -bench 'BenchmarkBuild' -benchmem -count=1 ./control/maglev/ | grep -E '^Benchmark' >"$maglev"
 go test -run '^$' -bench 'BenchmarkReplaceReals100' -benchtime 300x -count=1 ./api/ | grep -E '^Benchmark' >"$ctl"
 go test -run '^$' -bench 'BenchmarkRingRebuildSwap65537' -benchtime 200x -count=1 ./control/ | grep -E '^Benchmark' >>"$ctl"
+LBD_BIN=$PWD/bin/lbd LBD_REST_REPORT=$rest go test -count=1 -tags 'lbdbench lbdkatran' -run TestLiveRESTChange ./bpf/xdp/ >/dev/null
 go test -run '^$' -bench . -benchtime 5000x -count=1 ./bpf/kprobe/ | grep -E '^Benchmark' >"$tracer"
 
 {
@@ -136,6 +137,15 @@ go test -run '^$' -bench . -benchtime 5000x -count=1 ./bpf/kprobe/ | grep -E '^B
   echo '```'
   cat "$ctl"
   echo '```'
+  echo
+  echo "Against a running \`lbd serve\` (the binary, as in the live-traffic rows): \`go test -count=1 -tags 'lbdbench lbdkatran'"
+  echo "-run TestLiveRESTChange -v ./bpf/xdp/\`. The same change (PUT 100 reals, half of them new, 65537-slot ring)"
+  echo "300 times over the REST API; \"ring live\" is the moment lbd's pinned vip_info entry of the VIP changes (the"
+  echo "flip to the new ring buffer is one store to it), seen by a poller reading it every 50 µs; at that moment"
+  echo "the poller reads the state file, which must already hold the new set (checked for every change: the save"
+  echo "came first). The response comes after the counters file is saved too."
+  echo
+  cat "$rest"
   echo
   echo "## Connection tracer"
   echo

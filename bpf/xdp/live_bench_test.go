@@ -83,6 +83,7 @@ type liveLab struct {
 	api      string // lbd serve's API, inside lbNS
 	token    string
 	pinDir   string
+	stateDir string
 	client   *http.Client
 }
 
@@ -318,15 +319,19 @@ func (l *liveLab) startLBD(bin string, p *livePort) {
 	t := l.t
 	dir := t.TempDir()
 	l.api = "127.0.0.1:18480"
+	l.stateDir = filepath.Join(dir, "state")
 	tokenFile := filepath.Join(dir, "token")
 	logPath := filepath.Join(dir, "lbd.log")
+	if p := os.Getenv("LBD_LIVE_SERVE_LOG"); p != "" {
+		logPath = p // kept after the run
+	}
 	logf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command("nsenter", "--net=/run/netns/"+l.lbNS, bin, "serve",
 		"--interface", p.rx, "--xdp-mode", "native", "--gateway-mac", p.txMAC.String(),
-		"--listen", l.api, "--state-dir", filepath.Join(dir, "state"), "--token-file", tokenFile,
+		"--listen", l.api, "--state-dir", l.stateDir, "--token-file", tokenFile,
 		"--pin-dir", l.pinDir, "--detach")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
