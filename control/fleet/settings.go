@@ -36,7 +36,7 @@ type Settings struct {
 // DefaultSettings are the settings before the file and the flags.
 func DefaultSettings() Settings {
 	return Settings{Store: "file", DialTimeout: 2 * time.Second, RequestTimeout: 2 * time.Second,
-		ReportInterval: time.Second, StaleAfter: 3 * time.Second, StaleWithdraw: -1, Health: string(HealthQuorum)}
+		ReportInterval: time.Second, StaleAfter: 3 * time.Second, StaleWithdraw: -time.Second, Health: string(HealthQuorum)}
 }
 
 // DefaultStaleWithdraw is --fleet-stale-withdraw when BGP is on.
