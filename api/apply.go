@@ -10,53 +10,10 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
 )
-
-// HeaderFingerprint is the answer header of every change (every method
-// but GET and HEAD): the node's fingerprint once the change is done (see
-// control.Controller.Fingerprint).
-const HeaderFingerprint = "Lbd-Fingerprint"
-
-// ApplyJSON is the body of PUT /vips: the whole desired set of VIPs.
-type ApplyJSON struct {
-	VIPs []VIPCreateJSON `json:"vips" yaml:"vips"`
-}
-
-// DiffJSON is the answer of PUT /vips: what the set changed (or, in a
-// dry run, would change).
-type DiffJSON struct {
-	DryRun      bool            `json:"dry_run"`
-	Added       []VIPJSON       `json:"added"`
-	Removed     []VIPJSON       `json:"removed"`
-	Changed     []VIPChangeJSON `json:"changed"`
-	Fingerprint string          `json:"fingerprint"`
-}
-
-// VIPChangeJSON is how one VIP changes.
-type VIPChangeJSON struct {
-	Name         string              `json:"name"`
-	Settings     []SettingChangeJSON `json:"settings"`
-	AddedReals   []RealJSON          `json:"added_reals"`
-	RemovedReals []RealJSON          `json:"removed_reals"`
-	ChangedReals []RealChangeJSON    `json:"changed_reals"`
-}
-
-// SettingChangeJSON is one setting of a VIP that changes, with its old
-// and new values as the VIP shows them.
-type SettingChangeJSON struct {
-	Setting string `json:"setting"`
-	Old     any    `json:"old"`
-	New     any    `json:"new"`
-}
-
-// RealChangeJSON is a real whose weight or state changes.
-type RealChangeJSON struct {
-	Address string   `json:"address"`
-	Old     RealJSON `json:"old"`
-	New     RealJSON `json:"new"`
-}
 
 // applyVIPs makes the desired state exactly the body's set.
 func (s *Server) applyVIPs(c echo.Context) error {
@@ -68,7 +25,7 @@ func (s *Server) applyVIPs(c echo.Context) error {
 		}
 		dryRun = b
 	}
-	var in ApplyJSON
+	var in apiv1.ApplyJSON
 	if err := decode(c, &in); err != nil {
 		return err
 	}
@@ -77,7 +34,7 @@ func (s *Server) applyVIPs(c echo.Context) error {
 	}
 	vips := make([]control.VIP, 0, len(in.VIPs))
 	for i, vj := range in.VIPs {
-		v, err := vj.toVIP()
+		v, err := createdVIP(vj)
 		if err != nil {
 			return atVIP(i, vj, err)
 		}
@@ -101,7 +58,7 @@ func (s *Server) applyVIPs(c echo.Context) error {
 }
 
 // atVIP names the VIP of a set (the i-th, from 0) that cannot be read.
-func atVIP(i int, vj VIPCreateJSON, err error) error {
+func atVIP(i int, vj apiv1.VIPCreateJSON, err error) error {
 	inv, ok := err.(*control.InvalidError)
 	if !ok {
 		return err
@@ -114,8 +71,8 @@ func atVIP(i int, vj VIPCreateJSON, err error) error {
 		Msg: fmt.Sprintf("VIP %d of the set (%s %s port %s): %s", i+1, vj.Protocol, vj.Address, port, inv.Msg)}
 }
 
-func (s *Server) diffJSON(d control.Diff) DiffJSON {
-	out := DiffJSON{Added: []VIPJSON{}, Removed: []VIPJSON{}, Changed: []VIPChangeJSON{}}
+func (s *Server) diffJSON(d control.Diff) apiv1.DiffJSON {
+	out := apiv1.DiffJSON{Added: []apiv1.VIPJSON{}, Removed: []apiv1.VIPJSON{}, Changed: []apiv1.VIPChangeJSON{}}
 	for _, v := range d.Added {
 		out.Added = append(out.Added, vipJSON(v, nil))
 	}
@@ -124,10 +81,10 @@ func (s *Server) diffJSON(d control.Diff) DiffJSON {
 	}
 	for _, ch := range d.Changed {
 		before, after := settingsMap(ch.Old), settingsMap(ch.New)
-		cj := VIPChangeJSON{Name: lb.VIPName(ch.New.Key), Settings: []SettingChangeJSON{},
-			AddedReals: []RealJSON{}, RemovedReals: []RealJSON{}, ChangedReals: []RealChangeJSON{}}
+		cj := apiv1.VIPChangeJSON{Name: lb.VIPName(ch.New.Key), Settings: []apiv1.SettingChangeJSON{},
+			AddedReals: []apiv1.RealJSON{}, RemovedReals: []apiv1.RealJSON{}, ChangedReals: []apiv1.RealChangeJSON{}}
 		for _, name := range ch.Settings {
-			cj.Settings = append(cj.Settings, SettingChangeJSON{Setting: name, Old: before[name], New: after[name]})
+			cj.Settings = append(cj.Settings, apiv1.SettingChangeJSON{Setting: name, Old: before[name], New: after[name]})
 		}
 		for _, r := range ch.AddedReals {
 			cj.AddedReals = append(cj.AddedReals, realJSON(r))
@@ -136,7 +93,7 @@ func (s *Server) diffJSON(d control.Diff) DiffJSON {
 			cj.RemovedReals = append(cj.RemovedReals, realJSON(r))
 		}
 		for _, r := range ch.ChangedReals {
-			cj.ChangedReals = append(cj.ChangedReals, RealChangeJSON{Address: r.New.Addr.String(), Old: realJSON(r.Old), New: realJSON(r.New)})
+			cj.ChangedReals = append(cj.ChangedReals, apiv1.RealChangeJSON{Address: r.New.Addr.String(), Old: realJSON(r.Old), New: realJSON(r.New)})
 		}
 		out.Changed = append(out.Changed, cj)
 	}
@@ -234,7 +191,7 @@ func (s *Server) fingerprint(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if m := c.Request().Method; m != http.MethodGet && m != http.MethodHead {
 			c.Response().Before(func() {
-				c.Response().Header().Set(HeaderFingerprint, s.ctl.Fingerprint())
+				c.Response().Header().Set(apiv1.HeaderFingerprint, s.ctl.Fingerprint())
 			})
 		}
 		return next(c)

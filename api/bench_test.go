@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/privtest"
@@ -48,12 +49,12 @@ func BenchmarkReplaceReals100(b *testing.B) {
 
 	sets := make([][]byte, 2)
 	for s := range sets {
-		var reals []RealJSON
+		var reals []apiv1.RealJSON
 		for i := range 100 {
 			n := 50*s + i
-			reals = append(reals, RealJSON{Address: netip.AddrFrom4([4]byte{10, 1, byte(n >> 8), byte(n)}).String()})
+			reals = append(reals, apiv1.RealJSON{Address: netip.AddrFrom4([4]byte{10, 1, byte(n >> 8), byte(n)}).String()})
 		}
-		sets[s], _ = json.Marshal(RealListJSON{Reals: reals})
+		sets[s], _ = json.Marshal(apiv1.RealListJSON{Reals: reals})
 	}
 	call := func(method, path string, body []byte) {
 		req, _ := http.NewRequest(method, ts.URL+path, bytes.NewReader(body))

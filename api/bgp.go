@@ -6,49 +6,18 @@ import (
 
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // BGP is the daemon's BGP announcement of its VIPs, as the API sees it
 // (the daemon adapts control/bgp to it; nil when BGP is not configured).
 type BGP interface {
 	// Status returns the sessions, the VIP addresses and the drain state.
-	Status(ctx context.Context) (BGPStatusJSON, error)
+	Status(ctx context.Context) (apiv1.BGPStatusJSON, error)
 	// SetDrained withdraws every VIP (true) or announces again what the
 	// node can serve (false); the datapath keeps forwarding either way.
 	SetDrained(drained bool) error
-}
-
-// BGPStatusJSON answers GET /bgp and the drain operations.
-type BGPStatusJSON struct {
-	Enabled  bool            `json:"enabled"`
-	Drained  bool            `json:"drained"`
-	LocalAS  uint32          `json:"local_as,omitempty"`
-	RouterID string          `json:"router_id,omitempty"`
-	Peers    []BGPPeerJSON   `json:"peers"`
-	Prefixes []BGPPrefixJSON `json:"prefixes"`
-}
-
-// BGPPeerJSON is one BGP session.
-type BGPPeerJSON struct {
-	Address string `json:"address"`
-	AS      uint32 `json:"as"`
-	// State is idle, connect, active, opensent, openconfirm or established.
-	State string `json:"state"`
-	// EstablishedAt is when the session came up (RFC 3339; absent when it is not up).
-	EstablishedAt  string `json:"established_at,omitempty"`
-	UptimeSeconds  int64  `json:"uptime_seconds,omitempty"`
-	RoutesSent     uint64 `json:"routes_sent"`
-	RoutesReceived uint64 `json:"routes_received"`
-	LastError      string `json:"last_error,omitempty"`
-}
-
-// BGPPrefixJSON is one VIP address and whether it is announced.
-type BGPPrefixJSON struct {
-	Prefix    string   `json:"prefix"`
-	Announced bool     `json:"announced"`
-	Reason    string   `json:"reason,omitempty"`
-	VIPs      []string `json:"vips"`
-	Since     string   `json:"since,omitempty"`
 }
 
 func (s *Server) routeBGP(g *echo.Group) error {
@@ -58,9 +27,9 @@ func (s *Server) routeBGP(g *echo.Group) error {
 	return s.opts.Registry.Register(&bgpCollector{bgp: s.opts.BGP})
 }
 
-func (s *Server) bgpStatus(c echo.Context) (BGPStatusJSON, error) {
+func (s *Server) bgpStatus(c echo.Context) (apiv1.BGPStatusJSON, error) {
 	if s.opts.BGP == nil {
-		return BGPStatusJSON{Peers: []BGPPeerJSON{}, Prefixes: []BGPPrefixJSON{}}, nil
+		return apiv1.BGPStatusJSON{Peers: []apiv1.BGPPeerJSON{}, Prefixes: []apiv1.BGPPrefixJSON{}}, nil
 	}
 	return s.opts.BGP.Status(c.Request().Context())
 }
@@ -104,7 +73,7 @@ func (b *bgpCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (b *bgpCollector) Collect(ch chan<- prometheus.Metric) {
-	var st BGPStatusJSON
+	var st apiv1.BGPStatusJSON
 	if b.bgp != nil {
 		var err error
 		if st, err = b.bgp.Status(context.Background()); err != nil {

@@ -7,20 +7,22 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // fakeBGP is a BGP whose state the test sets.
 type fakeBGP struct {
 	mu      sync.Mutex
-	st      BGPStatusJSON
+	st      apiv1.BGPStatusJSON
 	failSet error
 }
 
-func (f *fakeBGP) Status(context.Context) (BGPStatusJSON, error) {
+func (f *fakeBGP) Status(context.Context) (apiv1.BGPStatusJSON, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st := f.st
-	st.Prefixes = append([]BGPPrefixJSON(nil), f.st.Prefixes...)
+	st.Prefixes = append([]apiv1.BGPPrefixJSON(nil), f.st.Prefixes...)
 	for i := range st.Prefixes {
 		if f.st.Drained {
 			st.Prefixes[i].Announced, st.Prefixes[i].Reason = false, "node is drained"
@@ -53,7 +55,7 @@ func newBGPHarness(t *testing.T, b BGP) *harness {
 // (TestEveryOperation's), each checked against the document.
 func exerciseBGPDisabled(t *testing.T, h *harness) {
 	t.Helper()
-	var st BGPStatusJSON
+	var st apiv1.BGPStatusJSON
 	h.expect(req{method: "GET", path: "/api/v1/bgp"}, http.StatusOK, &st)
 	if st.Enabled || st.Drained || st.Peers == nil || st.Prefixes == nil || len(st.Peers)+len(st.Prefixes) != 0 {
 		t.Errorf("BGP off: %+v", st)
@@ -67,19 +69,19 @@ func exerciseBGPDisabled(t *testing.T, h *harness) {
 }
 
 func TestBGPInTheAPI(t *testing.T) {
-	b := &fakeBGP{st: BGPStatusJSON{
+	b := &fakeBGP{st: apiv1.BGPStatusJSON{
 		Enabled: true, LocalAS: 65101, RouterID: "10.255.0.11",
-		Peers: []BGPPeerJSON{
+		Peers: []apiv1.BGPPeerJSON{
 			{Address: "192.0.2.254", AS: 65000, State: "established", EstablishedAt: "2026-01-02T03:04:05Z", UptimeSeconds: 42, RoutesSent: 1},
 			{Address: "2001:db8::fe", AS: 65000, State: "active", LastError: "hold timer expired"},
 		},
-		Prefixes: []BGPPrefixJSON{
+		Prefixes: []apiv1.BGPPrefixJSON{
 			{Prefix: "192.0.2.1/32", Announced: true, VIPs: []string{"tcp-192.0.2.1-80", "udp-192.0.2.1-53"}, Since: "2026-01-02T03:04:06Z"},
 			{Prefix: "2001:db8::1/128", Reason: "no VIP at this address has a healthy active real", VIPs: []string{"tcp-2001:db8::1-443"}},
 		},
 	}}
 	h := newBGPHarness(t, b)
-	var st BGPStatusJSON
+	var st apiv1.BGPStatusJSON
 	h.expect(req{method: "GET", path: "/api/v1/bgp"}, http.StatusOK, &st)
 	if !st.Enabled || st.Drained || len(st.Peers) != 2 || st.Peers[0].RoutesSent != 1 || len(st.Prefixes) != 2 || !st.Prefixes[0].Announced {
 		t.Errorf("status %+v", st)

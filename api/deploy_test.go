@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/internal/privtest"
@@ -38,8 +39,8 @@ func scrapedMetrics(t *testing.T) map[string]bool {
 		dp.Global[i] = uint64(i + 1) // every datapath counter non-zero
 	}
 	ctl := control.New(dp, nopSaver{}, nil, nil)
-	bgp := &fakeBGP{st: BGPStatusJSON{Enabled: true, Peers: []BGPPeerJSON{{Address: "10.1.0.1", AS: 65000, State: "established"}},
-		Prefixes: []BGPPrefixJSON{{Prefix: "192.0.2.1/32", Announced: true}}}}
+	bgp := &fakeBGP{st: apiv1.BGPStatusJSON{Enabled: true, Peers: []apiv1.BGPPeerJSON{{Address: "10.1.0.1", AS: 65000, State: "established"}},
+		Prefixes: []apiv1.BGPPrefixJSON{{Prefix: "192.0.2.1/32", Announced: true}}}}
 	srv, err := New(Options{Controller: ctl, Token: testToken, Registry: prometheus.NewRegistry(), BGP: bgp, Tracer: &fakeTracer{},
 		Datapath: func() map[string]any {
 			return map[string]any{"limits": map[string]uint32{"max_vips": 512, "max_reals": 4096, "max_flows": 1 << 20}}

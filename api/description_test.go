@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
@@ -30,7 +31,7 @@ func TestVIPDescription(t *testing.T) {
 	const path = "/api/v1/vips/tcp-192.0.2.1-80"
 	desc := `shop front <img src=x onerror="alert(1)"> & café`
 
-	var vip VIPJSON
+	var vip apiv1.VIPJSON
 	h.expect(req{method: "POST", path: "/api/v1/vips", body: map[string]any{
 		"protocol": "tcp", "address": "192.0.2.1", "port": 80, "ring_size": 1021, "description": desc,
 		"reals": []map[string]any{{"address": "10.0.0.1"}},
@@ -42,7 +43,7 @@ func TestVIPDescription(t *testing.T) {
 	if vip.Description != desc {
 		t.Errorf("get: description %q", vip.Description)
 	}
-	var list VIPListJSON
+	var list apiv1.VIPListJSON
 	h.expect(req{method: "GET", path: "/api/v1/vips"}, http.StatusOK, &list)
 	if len(list.VIPs) != 1 || list.VIPs[0].Description != desc {
 		t.Errorf("list: %+v", list.VIPs)
@@ -52,13 +53,13 @@ func TestVIPDescription(t *testing.T) {
 	// untouched (a ring write would fail here)
 	h.dp.Fail = func(string) error { return fakedp.ErrInjected }
 	desc = "shop front, <b>v2</b>"
-	h.expect(req{method: "PATCH", path: path, body: VIPPatchJSON{Description: &desc}}, http.StatusOK, &vip)
+	h.expect(req{method: "PATCH", path: path, body: apiv1.VIPPatchJSON{Description: &desc}}, http.StatusOK, &vip)
 	h.dp.Fail = nil
 	if vip.Description != desc || vip.RingSize != 1021 || len(vip.Reals) != 1 {
 		t.Errorf("patch description: %+v", vip)
 	}
 	// PATCH of something else keeps it
-	h.expect(req{method: "PATCH", path: path, body: VIPPatchJSON{SetFlags: lb.VIPSticky}}, http.StatusOK, &vip)
+	h.expect(req{method: "PATCH", path: path, body: apiv1.VIPPatchJSON{SetFlags: lb.VIPSticky}}, http.StatusOK, &vip)
 	if vip.Description != desc || !vip.Flags.Has(lb.VIPSticky) {
 		t.Errorf("patch sticky: %+v", vip)
 	}
@@ -83,15 +84,15 @@ func TestVIPDescription(t *testing.T) {
 	}
 
 	// PUT replaces the whole VIP: with a description, and without (gone)
-	h.expect(req{method: "PUT", path: path, body: VIPSettingsJSON{RingSize: 1021, Description: "put"}}, http.StatusOK, &vip)
+	h.expect(req{method: "PUT", path: path, body: apiv1.VIPSettingsJSON{RingSize: 1021, Description: "put"}}, http.StatusOK, &vip)
 	if vip.Description != "put" {
 		t.Errorf("put: description %q", vip.Description)
 	}
-	h.expect(req{method: "PUT", path: path, body: VIPSettingsJSON{RingSize: 1021}}, http.StatusOK, &vip)
+	h.expect(req{method: "PUT", path: path, body: apiv1.VIPSettingsJSON{RingSize: 1021}}, http.StatusOK, &vip)
 	if vip.Description != "" {
 		t.Errorf("put without a description kept %q", vip.Description)
 	}
-	h.expect(req{method: "PATCH", path: path, body: VIPPatchJSON{Description: &desc}}, http.StatusOK, &vip)
+	h.expect(req{method: "PATCH", path: path, body: apiv1.VIPPatchJSON{Description: &desc}}, http.StatusOK, &vip)
 
 	long := strings.Repeat("x", control.MaxDescriptionLen+1)
 	for _, tc := range []struct {
@@ -106,7 +107,7 @@ func TestVIPDescription(t *testing.T) {
 		{"put tab", "PUT", path, `{"description":"a\tb"}`},
 	} {
 		code, body := h.do(req{method: tc.method, path: tc.path, body: tc.body, invalid: true})
-		var p ProblemJSON
+		var p apiv1.ProblemJSON
 		_ = json.Unmarshal(body, &p)
 		if code != http.StatusUnprocessableEntity || p.Field != "description" || !strings.Contains(p.Detail, "description") {
 			t.Errorf("%s: %d %s, want 422 on field description", tc.name, code, body)

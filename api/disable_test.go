@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/lb"
 )
 
@@ -18,7 +19,7 @@ import (
 func TestDisableVIP(t *testing.T) {
 	h := newHarness(t)
 	const path = "/api/v1/vips/tcp-192.0.2.1-80"
-	var vip VIPJSON
+	var vip apiv1.VIPJSON
 	h.expect(req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"192.0.2.1","port":80,"ring_size":1021,"reals":[{"address":"10.0.0.1"},{"address":"10.0.0.2","weight":2}]}`}, http.StatusCreated, &vip)
 	if vip.Disabled {
 		t.Fatalf("created disabled: %+v", vip)
@@ -28,26 +29,26 @@ func TestDisableVIP(t *testing.T) {
 	num := h.dp.VIPMap[key].Num
 
 	on := true
-	h.expect(req{method: "PATCH", path: path, body: VIPPatchJSON{Disabled: &on}}, http.StatusOK, &vip)
+	h.expect(req{method: "PATCH", path: path, body: apiv1.VIPPatchJSON{Disabled: &on}}, http.StatusOK, &vip)
 	if !vip.Disabled || len(vip.Reals) != 2 || vip.RingSize != 1021 {
 		t.Errorf("patch disabled: %+v", vip)
 	}
 	if !slices.Equal(h.dp.Rings[key], []uint32{0}) || h.dp.VIPMap[key].Num != num {
 		t.Errorf("disabled: ring of %d slots, VIP number %d (was %d)", len(h.dp.Rings[key]), h.dp.VIPMap[key].Num, num)
 	}
-	var ring RingJSON
+	var ring apiv1.RingJSON
 	h.expect(req{method: "GET", path: path + "/ring"}, http.StatusOK, &ring)
 	if ring.EmptySlots != ring.Size {
 		t.Errorf("ring of a disabled VIP: %+v", ring)
 	}
 	h.expect(req{method: "GET", path: path}, http.StatusOK, &vip)
-	var list VIPListJSON
+	var list apiv1.VIPListJSON
 	h.expect(req{method: "GET", path: "/api/v1/vips"}, http.StatusOK, &list)
 	if !vip.Disabled || len(list.VIPs) != 1 || !list.VIPs[0].Disabled {
 		t.Errorf("get: %+v, list %+v", vip, list.VIPs)
 	}
 	// another PATCH keeps it
-	h.expect(req{method: "PATCH", path: path, body: VIPPatchJSON{SetFlags: lb.VIPSticky}}, http.StatusOK, &vip)
+	h.expect(req{method: "PATCH", path: path, body: apiv1.VIPPatchJSON{SetFlags: lb.VIPSticky}}, http.StatusOK, &vip)
 	if !vip.Disabled || !vip.Flags.Has(lb.VIPSticky) {
 		t.Errorf("patch sticky: %+v", vip)
 	}
@@ -77,7 +78,7 @@ func TestDisableVIP(t *testing.T) {
 		{`{"disabled":1}`, `field "disabled" must be a boolean (true or false), not a number`},
 	} {
 		code, body := h.do(req{method: "PATCH", path: path, body: tc.body, invalid: true})
-		var p ProblemJSON
+		var p apiv1.ProblemJSON
 		if err := json.Unmarshal(body, &p); err != nil {
 			t.Fatalf("%s: answer is not a problem: %s", tc.body, body)
 		}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control/fleet"
 )
 
@@ -22,32 +23,8 @@ type Fleet interface {
 	Stale() bool
 }
 
-// FleetStatusJSON answers GET /api/v1/fleet.
-type FleetStatusJSON struct {
-	Enabled  bool            `json:"enabled"`
-	Fleet    string          `json:"fleet,omitempty"`
-	Node     string          `json:"node,omitempty"`
-	Revision int64           `json:"revision"`
-	Agree    bool            `json:"agree"`
-	Disagree []string        `json:"disagree"`
-	Cached   bool            `json:"cached"`
-	Stale    bool            `json:"stale"`
-	Nodes    []FleetNodeJSON `json:"nodes"`
-}
-
-// FleetNodeJSON is one node's report.
-type FleetNodeJSON struct {
-	Node        string   `json:"node"`
-	Revision    int64    `json:"revision"`
-	Fingerprint string   `json:"fingerprint"`
-	BGP         string   `json:"bgp"`
-	Stale       bool     `json:"stale"`
-	Down        []string `json:"down"`
-	Updated     string   `json:"updated"`
-}
-
 func (s *Server) getFleet(c echo.Context) error {
-	out := FleetStatusJSON{Disagree: []string{}, Nodes: []FleetNodeJSON{}}
+	out := apiv1.FleetStatusJSON{Disagree: []string{}, Nodes: []apiv1.FleetNodeJSON{}}
 	if s.opts.Fleet == nil {
 		return reply(c, http.StatusOK, out)
 	}
@@ -59,7 +36,7 @@ func (s *Server) getFleet(c echo.Context) error {
 	out.Stale = s.opts.Fleet.Stale()
 	out.Disagree = append(out.Disagree, st.Disagree...)
 	for _, r := range st.Nodes {
-		out.Nodes = append(out.Nodes, FleetNodeJSON{Node: r.Node, Revision: r.Revision, Fingerprint: r.Fingerprint, BGP: r.BGP,
+		out.Nodes = append(out.Nodes, apiv1.FleetNodeJSON{Node: r.Node, Revision: r.Revision, Fingerprint: r.Fingerprint, BGP: r.BGP,
 			Stale: r.Stale, Down: append([]string{}, r.Down...), Updated: r.Updated.UTC().Format(time.RFC3339Nano)})
 	}
 	return reply(c, http.StatusOK, out)

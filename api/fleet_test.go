@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control/fleet"
 )
 
@@ -24,7 +25,7 @@ func (f *fakeFleet) Node() string                                       { return
 // (TestEveryOperation's).
 func exerciseFleetDisabled(t *testing.T, h *harness) {
 	t.Helper()
-	var st FleetStatusJSON
+	var st apiv1.FleetStatusJSON
 	h.expect(req{method: "GET", path: "/api/v1/fleet"}, http.StatusOK, &st)
 	if st.Enabled || st.Nodes == nil || st.Disagree == nil || len(st.Nodes) != 0 {
 		t.Errorf("fleet off: %+v", st)
@@ -44,11 +45,11 @@ func TestFleetStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got FleetStatusJSON
+	var got apiv1.FleetStatusJSON
 	h.expect(req{method: "GET", path: "/api/v1/fleet"}, http.StatusOK, &got)
-	want := FleetStatusJSON{Enabled: true, Fleet: "edge", Node: "n1", Revision: 7, Agree: false,
+	want := apiv1.FleetStatusJSON{Enabled: true, Fleet: "edge", Node: "n1", Revision: 7, Agree: false,
 		Disagree: []string{"n2: applied revision 6, fleet at 7"},
-		Nodes: []FleetNodeJSON{
+		Nodes: []apiv1.FleetNodeJSON{
 			{Node: "n1", Revision: 7, Fingerprint: "aa", BGP: "announced", Down: []string{"tcp-192.0.2.1-80/10.0.0.1"}, Updated: "2026-01-02T03:04:05Z"},
 			{Node: "n2", Revision: 6, Fingerprint: "bb", BGP: "withdrawn", Stale: true, Down: []string{}, Updated: "2026-01-02T03:04:05Z"},
 		}}

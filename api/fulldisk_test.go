@@ -21,11 +21,13 @@ import (
 	"github.com/google/gopacket/layers"
 	"golang.org/x/sys/unix"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // fullTmpfs mounts a small tmpfs of its own and returns a directory on it.
@@ -77,7 +79,7 @@ func datapathDump(t *testing.T, b *xdp.Balancer) string {
 	}
 	var sb strings.Builder
 	vips := b.VIPs()
-	slices.SortFunc(vips, func(x, y xdp.VIP) int { return strings.Compare(x.Key.String(), y.Key.String()) })
+	slices.SortFunc(vips, func(x, y datapath.VIP) int { return strings.Compare(x.Key.String(), y.Key.String()) })
 	fmt.Fprintf(&sb, "vips %v\nvip_info %v\nvip_addrs %v\nreals %v\nconfig %+v\n", ms.VIPs, ms.VIPInfo, ms.VIPAddrs, ms.Reals, ms.Config)
 	fmt.Fprintf(&sb, "filter %x\n", ms.Filter)
 	for _, v := range vips {
@@ -209,7 +211,7 @@ func TestFullDiskRefusesEveryWrite(t *testing.T) {
 		if st != http.StatusInsufficientStorage || ct != "application/problem+json" || !strings.Contains(body, "free space") {
 			t.Errorf("%s %s with the state disk full: %d %s %s, want 507 problem+json saying to free space", w.method, w.path, st, ct, body)
 		}
-		var p ProblemJSON
+		var p apiv1.ProblemJSON
 		if err := json.Unmarshal([]byte(body), &p); err != nil || p.RolledBack == nil || !*p.RolledBack {
 			t.Errorf("%s %s: problem %s does not say rolled_back", w.method, w.path, body)
 		}

@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"testing"
+
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // FuzzRequestBodies throws arbitrary bodies at every operation that takes
@@ -46,7 +48,7 @@ func FuzzRequestBodies(f *testing.F) {
 		case w.Code >= 500:
 			t.Fatalf("%s %s %q: %d %s", target.method, target.path, body, w.Code, w.Body)
 		case w.Code >= 400:
-			var p ProblemJSON
+			var p apiv1.ProblemJSON
 			if err := json.Unmarshal(w.Body.Bytes(), &p); err != nil || p.Status != w.Code || p.Detail == "" {
 				t.Fatalf("refusal without a problem document: %d %s", w.Code, w.Body)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -48,12 +49,12 @@ func decode(c echo.Context, v any) error {
 	}
 	if err := checkJSON(body, bodySchema(r.Method, c.Path())); err != nil {
 		fe := err.(*fieldError)
-		return &apiError{ProblemJSON{Title: http.StatusText(http.StatusBadRequest), Status: http.StatusBadRequest, Detail: "body is not valid: " + fe.Msg, Field: fe.Field}}
+		return &apiError{apiv1.ProblemJSON{Title: http.StatusText(http.StatusBadRequest), Status: http.StatusBadRequest, Detail: "body is not valid: " + fe.Msg, Field: fe.Field}}
 	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		p := ProblemJSON{Title: http.StatusText(http.StatusBadRequest), Status: http.StatusBadRequest, Detail: "body is not valid: " + jsonErrorDetail(err)}
+		p := apiv1.ProblemJSON{Title: http.StatusText(http.StatusBadRequest), Status: http.StatusBadRequest, Detail: "body is not valid: " + jsonErrorDetail(err)}
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			p.Field = te.Field
@@ -110,16 +111,16 @@ func vipAndAddr(c echo.Context) (lb.VIPKey, netip.Addr, error) {
 }
 
 func (s *Server) healthz(c echo.Context) error {
-	return reply(c, http.StatusOK, HealthJSON{Status: "ok"})
+	return reply(c, http.StatusOK, apiv1.HealthJSON{Status: "ok"})
 }
 
 func (s *Server) readyz(c echo.Context) error {
 	if s.opts.Ready != nil {
 		if err := s.opts.Ready(); err != nil {
-			return reply(c, http.StatusServiceUnavailable, HealthJSON{Status: "unavailable", Reason: err.Error()})
+			return reply(c, http.StatusServiceUnavailable, apiv1.HealthJSON{Status: "unavailable", Reason: err.Error()})
 		}
 	}
-	return reply(c, http.StatusOK, HealthJSON{Status: "ok"})
+	return reply(c, http.StatusOK, apiv1.HealthJSON{Status: "ok"})
 }
 
 func (s *Server) openapi(c echo.Context) error {
@@ -132,8 +133,8 @@ func (s *Server) status(c echo.Context) error {
 	if s.opts.Datapath != nil {
 		dp = s.opts.Datapath()
 	}
-	return reply(c, http.StatusOK, StatusJSON{Version: s.opts.Build.Version, Commit: s.opts.Build.Commit, BuildDate: s.opts.Build.Date, VIPs: len(s.ctl.VIPs()), StateFile: s.opts.StateFile, Datapath: dp,
-		ReconcileDrifts: s.ctl.Drifts(), Fingerprint: fp, FingerprintShort: control.ShortFingerprint(fp)})
+	return reply(c, http.StatusOK, apiv1.StatusJSON{Version: s.opts.Build.Version, Commit: s.opts.Build.Commit, BuildDate: s.opts.Build.Date, VIPs: len(s.ctl.VIPs()), StateFile: s.opts.StateFile, Datapath: dp,
+		ReconcileDrifts: s.ctl.Drifts(), Fingerprint: fp, FingerprintShort: apiv1.ShortFingerprint(fp)})
 }
 
 func (s *Server) reconcile(c echo.Context) error {
@@ -141,15 +142,15 @@ func (s *Server) reconcile(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := DriftsJSON{Drifts: make([]DriftJSON, 0, len(drifts))}
+	out := apiv1.DriftsJSON{Drifts: make([]apiv1.DriftJSON, 0, len(drifts))}
 	for _, d := range drifts {
-		out.Drifts = append(out.Drifts, DriftJSON(d))
+		out.Drifts = append(out.Drifts, apiv1.DriftJSON(d))
 	}
 	return reply(c, http.StatusOK, out)
 }
 
 func (s *Server) listVIPs(c echo.Context) error {
-	out := VIPListJSON{VIPs: []VIPJSON{}}
+	out := apiv1.VIPListJSON{VIPs: []apiv1.VIPJSON{}}
 	vips := s.ctl.VIPs()
 	for _, v := range vips {
 		out.VIPs = append(out.VIPs, s.vipJSON(v))
@@ -159,11 +160,11 @@ func (s *Server) listVIPs(c echo.Context) error {
 }
 
 func (s *Server) createVIP(c echo.Context) error {
-	var in VIPCreateJSON
+	var in apiv1.VIPCreateJSON
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	v, err := in.toVIP()
+	v, err := createdVIP(in)
 	if err != nil {
 		return err
 	}
@@ -196,11 +197,11 @@ func (s *Server) putVIP(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in VIPSettingsJSON
+	var in apiv1.VIPSettingsJSON
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	v, err := in.toVIP(key)
+	v, err := settingsVIP(in, key)
 	if err != nil {
 		return err
 	}
@@ -224,7 +225,7 @@ func (s *Server) patchVIP(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in VIPPatchJSON
+	var in apiv1.VIPPatchJSON
 	if err := decode(c, &in); err != nil {
 		return err
 	}
@@ -234,7 +235,7 @@ func (s *Server) patchVIP(c echo.Context) error {
 		u.Encap = &e
 	}
 	if in.HealthCheck != nil {
-		spec, err := in.HealthCheck.toSpec()
+		spec, err := healthSpec(in.HealthCheck)
 		if err != nil {
 			return err
 		}
@@ -295,13 +296,13 @@ func (s *Server) ring(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := RingJSON{Size: size, EmptySlots: empty, Reals: []RingShareJSON{}}
+	out := apiv1.RingJSON{Size: size, EmptySlots: empty, Reals: []apiv1.RingShareJSON{}}
 	for _, sh := range shares {
 		share := 0.0
 		if size > 0 {
 			share = float64(sh.Slots) / float64(size)
 		}
-		out.Reals = append(out.Reals, RingShareJSON{Address: sh.Real.String(), Slots: sh.Slots, Share: share})
+		out.Reals = append(out.Reals, apiv1.RingShareJSON{Address: sh.Real.String(), Slots: sh.Slots, Share: share})
 	}
 	return reply(c, http.StatusOK, out)
 }
@@ -316,7 +317,7 @@ func (s *Server) listReals(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(headerETag, etag(v.Version()))
-	return reply(c, http.StatusOK, RealListJSON{Reals: s.vipJSON(v).Reals})
+	return reply(c, http.StatusOK, apiv1.RealListJSON{Reals: s.vipJSON(v).Reals})
 }
 
 func (s *Server) replaceReals(c echo.Context) error {
@@ -324,7 +325,7 @@ func (s *Server) replaceReals(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in RealListJSON
+	var in apiv1.RealListJSON
 	if err := decode(c, &in); err != nil {
 		return err
 	}
@@ -344,7 +345,7 @@ func (s *Server) replaceReals(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(headerETag, etag(v.Version()))
-	return reply(c, http.StatusOK, RealListJSON{Reals: s.vipJSON(v).Reals})
+	return reply(c, http.StatusOK, apiv1.RealListJSON{Reals: s.vipJSON(v).Reals})
 }
 
 func (s *Server) getReal(c echo.Context) error {
@@ -367,11 +368,11 @@ func (s *Server) putReal(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	var in RealSettingsJSON
+	var in apiv1.RealSettingsJSON
 	if err := decode(c, &in); err != nil {
 		return err
 	}
-	r, err := toReal(RealJSON{Address: addr.String(), Weight: in.Weight, State: in.State})
+	r, err := toReal(apiv1.RealJSON{Address: addr.String(), Weight: in.Weight, State: in.State})
 	if err != nil {
 		return err
 	}
@@ -416,10 +417,10 @@ func (s *Server) realStats(c echo.Context) error {
 	return reply(c, http.StatusOK, trafficJSON(st.Traffic))
 }
 
-func vipStatsJSON(name string, st control.VIPStats) VIPStatsJSON {
-	out := VIPStatsJSON{VIP: name, TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses, Reals: []RealStatsJSON{}}
+func vipStatsJSON(name string, st control.VIPStats) apiv1.VIPStatsJSON {
+	out := apiv1.VIPStatsJSON{VIP: name, TrafficJSON: trafficJSON(st.Traffic), LRUHits: st.LRUHits, LRUMisses: st.LRUMisses, Reals: []apiv1.RealStatsJSON{}}
 	for _, r := range st.Reals {
-		out.Reals = append(out.Reals, RealStatsJSON{Address: r.Addr.String(), TrafficJSON: trafficJSON(r.Traffic), Removed: r.Removed})
+		out.Reals = append(out.Reals, apiv1.RealStatsJSON{Address: r.Addr.String(), TrafficJSON: trafficJSON(r.Traffic), Removed: r.Removed})
 	}
 	return out
 }
@@ -446,8 +447,8 @@ func (s *Server) flowTables(c echo.Context) error {
 	return reply(c, http.StatusOK, flowTablesJSON(u))
 }
 
-func flowTablesJSON(u control.TableUsage) FlowTablesJSON {
-	out := FlowTablesJSON{Entries: u.Entries, Capacity: u.Capacity, CPUs: u.CPUs, ReadAt: u.ReadAt}
+func flowTablesJSON(u control.TableUsage) apiv1.FlowTablesJSON {
+	out := apiv1.FlowTablesJSON{Entries: u.Entries, Capacity: u.Capacity, CPUs: u.CPUs, ReadAt: u.ReadAt}
 	if u.CPUs > 0 {
 		out.PerCPUCapacity = u.Capacity / u.CPUs
 	}
@@ -459,7 +460,7 @@ func (s *Server) stats(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := StatsJSON{Global: GlobalStatsJSON{Counters: all.Global.Counters, Rates: all.Global.Rates}, VIPs: []VIPStatsJSON{}, Reals: []RealStatsJSON{}}
+	out := apiv1.StatsJSON{Global: apiv1.GlobalStatsJSON{Counters: all.Global.Counters, Rates: all.Global.Rates}, VIPs: []apiv1.VIPStatsJSON{}, Reals: []apiv1.RealStatsJSON{}}
 	for _, v := range s.ctl.VIPs() {
 		st, ok := all.VIPs[v.Key]
 		if !ok {
@@ -473,7 +474,7 @@ func (s *Server) stats(c echo.Context) error {
 	}
 	sortAddrs(addrs)
 	for _, a := range addrs {
-		out.Reals = append(out.Reals, RealStatsJSON{Address: a.String(), TrafficJSON: trafficJSON(all.Reals[a].Traffic), Removed: all.Reals[a].Removed})
+		out.Reals = append(out.Reals, apiv1.RealStatsJSON{Address: a.String(), TrafficJSON: trafficJSON(all.Reals[a].Traffic), Removed: all.Reals[a].Removed})
 	}
 	return reply(c, http.StatusOK, out)
 }
@@ -512,13 +513,13 @@ func (s *Server) flows(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	out := FlowPageJSON{Flows: []FlowJSON{}, NextCursor: page.Next, Scanned: page.Scanned}
+	out := apiv1.FlowPageJSON{Flows: []apiv1.FlowJSON{}, NextCursor: page.Next, Scanned: page.Scanned}
 	for _, f := range page.Flows {
 		real := ""
 		if f.Real.IsValid() {
 			real = f.Real.String()
 		}
-		out.Flows = append(out.Flows, FlowJSON{
+		out.Flows = append(out.Flows, apiv1.FlowJSON{
 			VIP: f.VIP, Protocol: f.Proto.String(), Client: f.Client.String(), Destination: f.Dest.String(), Real: real,
 			Packets: f.Packets, Bytes: f.Bytes, FirstSeen: f.FirstSeen.UTC(), LastSeen: f.LastSeen.UTC(),
 		})
@@ -535,8 +536,8 @@ func parsePrefix(s string) (netip.Prefix, error) {
 }
 
 // vipJSON renders a VIP with its reals' health.
-func (s *Server) vipJSON(v *control.VIP) VIPJSON {
-	return vipJSON(v, func(a netip.Addr) *RealHealthJSON {
+func (s *Server) vipJSON(v *control.VIP) apiv1.VIPJSON {
+	return vipJSON(v, func(a netip.Addr) *apiv1.RealHealthJSON {
 		st, ok := s.ctl.RealHealth(v.Key, a)
 		if !ok {
 			return nil
@@ -560,13 +561,13 @@ func (s *Server) replyReal(c echo.Context, status int, v *control.VIP, addr neti
 }
 
 // realOf renders one real of a VIP, with its health.
-func (s *Server) realOf(v *control.VIP, addr netip.Addr) RealJSON {
+func (s *Server) realOf(v *control.VIP, addr netip.Addr) apiv1.RealJSON {
 	for _, r := range s.vipJSON(v).Reals {
 		if r.Address == addr.String() {
 			return r
 		}
 	}
-	return RealJSON{Address: addr.String()}
+	return apiv1.RealJSON{Address: addr.String()}
 }
 
 func sortAddrs(a []netip.Addr) { slices.SortFunc(a, netip.Addr.Compare) }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control/health"
 )
 
@@ -27,19 +28,19 @@ func TestHealthChecksInTheAPI(t *testing.T) {
 	defer cancel()
 	h.ctl.StartHealth(ctx, downProber{down: netip.MustParseAddr("10.0.0.2")}, 4, nil)
 
-	var vip VIPJSON
+	var vip apiv1.VIPJSON
 	h.expect(req{method: "POST", path: "/api/v1/vips", body: map[string]any{
 		"protocol": "tcp", "address": "192.0.2.1", "port": 80, "ring_size": 1021,
 		"health_check": map[string]any{"type": "tcp", "interval": "100ms", "fall": 1},
 		"down_flows":   "reset",
 		"reals":        []map[string]any{{"address": "10.0.0.1"}, {"address": "10.0.0.2"}},
 	}}, http.StatusCreated, &vip)
-	want := HealthCheckJSON{Type: "tcp", Interval: "100ms", Timeout: "100ms", Rise: 2, Fall: 1}
+	want := apiv1.HealthCheckJSON{Type: "tcp", Interval: "100ms", Timeout: "100ms", Rise: 2, Fall: 1}
 	if vip.HealthCheck != want || vip.DownFlows != "reset" || vip.AllDown != "serve-all" {
 		t.Errorf("defaults: %+v %s %s", vip.HealthCheck, vip.DownFlows, vip.AllDown)
 	}
 
-	var real RealJSON
+	var real apiv1.RealJSON
 	deadline := time.Now().Add(3 * time.Second)
 	for {
 		h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/reals/10.0.0.2"}, http.StatusOK, &real)
@@ -54,7 +55,7 @@ func TestHealthChecksInTheAPI(t *testing.T) {
 	if real.Health.LastResult == nil || real.Health.LastResult.OK || real.Health.Reason != "1 failures in a row: connect: connection refused" {
 		t.Errorf("health %+v", real.Health)
 	}
-	var ring RingJSON
+	var ring apiv1.RingJSON
 	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/ring"}, http.StatusOK, &ring)
 	for _, r := range ring.Reals {
 		if r.Address == "10.0.0.2" && r.Slots != 0 || r.Address == "10.0.0.1" && r.Slots != 1021 {
@@ -68,9 +69,9 @@ func TestHealthChecksInTheAPI(t *testing.T) {
 		}
 	}
 
-	var off VIPJSON
+	var off apiv1.VIPJSON
 	h.expect(req{method: "PATCH", path: "/api/v1/vips/tcp-192.0.2.1-80", body: map[string]any{"health_check": map[string]any{"type": "none"}}}, http.StatusOK, &off)
-	if off.HealthCheck != (HealthCheckJSON{Type: "none"}) || off.Reals[1].Health != nil {
+	if off.HealthCheck != (apiv1.HealthCheckJSON{Type: "none"}) || off.Reals[1].Health != nil {
 		t.Errorf("checks off: %+v %+v", off.HealthCheck, off.Reals[1].Health)
 	}
 	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/ring"}, http.StatusOK, &ring)

@@ -23,6 +23,7 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 )
@@ -268,13 +269,13 @@ func (s *Server) observe(next echo.HandlerFunc) echo.HandlerFunc {
 
 // apiError is an answer that is already an HTTP problem.
 type apiError struct {
-	p ProblemJSON
+	p apiv1.ProblemJSON
 }
 
 func (e *apiError) Error() string { return e.p.Detail }
 
 func problem(status int, detail string) error {
-	return &apiError{ProblemJSON{Title: http.StatusText(status), Status: status, Detail: detail}}
+	return &apiError{apiv1.ProblemJSON{Title: http.StatusText(status), Status: status, Detail: detail}}
 }
 
 // handleError maps errors to problem answers: control's errors to their
@@ -289,36 +290,36 @@ func (s *Server) handleError(err error, c echo.Context) {
 		app *control.ApplyError
 		he  *echo.HTTPError
 		mbe *http.MaxBytesError
-		p   ProblemJSON
+		p   apiv1.ProblemJSON
 	)
 	switch {
 	case errors.As(err, &ae):
 		p = ae.p
 	case errors.As(err, &inv):
-		p = ProblemJSON{Status: http.StatusUnprocessableEntity, Detail: inv.Msg, Field: inv.Field}
+		p = apiv1.ProblemJSON{Status: http.StatusUnprocessableEntity, Detail: inv.Msg, Field: inv.Field}
 	case errors.Is(err, control.ErrNotFound):
-		p = ProblemJSON{Status: http.StatusNotFound, Detail: err.Error()}
+		p = apiv1.ProblemJSON{Status: http.StatusNotFound, Detail: err.Error()}
 	case errors.Is(err, control.ErrStale):
-		p = ProblemJSON{Status: http.StatusPreconditionFailed, Detail: err.Error()}
+		p = apiv1.ProblemJSON{Status: http.StatusPreconditionFailed, Detail: err.Error()}
 	case errors.Is(err, control.ErrConflict):
-		p = ProblemJSON{Status: http.StatusConflict, Detail: err.Error()}
+		p = apiv1.ProblemJSON{Status: http.StatusConflict, Detail: err.Error()}
 	case errors.As(err, &app):
 		status := http.StatusInternalServerError
 		if errors.Is(err, control.ErrLimit) || errors.Is(err, control.ErrNoSpace) {
 			status = http.StatusInsufficientStorage
 		}
 		rb := app.RolledBack
-		p = ProblemJSON{Status: status, Detail: err.Error(), RolledBack: &rb}
+		p = apiv1.ProblemJSON{Status: status, Detail: err.Error(), RolledBack: &rb}
 	case errors.As(err, &mbe):
-		p = ProblemJSON{Status: http.StatusRequestEntityTooLarge, Detail: fmt.Sprintf("request body is larger than the limit of %d bytes", mbe.Limit)}
+		p = apiv1.ProblemJSON{Status: http.StatusRequestEntityTooLarge, Detail: fmt.Sprintf("request body is larger than the limit of %d bytes", mbe.Limit)}
 	case errors.As(err, &he):
-		p = ProblemJSON{Status: he.Code, Detail: fmt.Sprint(he.Message)}
+		p = apiv1.ProblemJSON{Status: he.Code, Detail: fmt.Sprint(he.Message)}
 		if he.Code == http.StatusNotFound {
 			p.Detail = "no such path: see /api/v1/openapi.json for the API"
 		}
 	default:
 		s.log.Error("internal error", "path", c.Request().URL.Path, "err", err)
-		p = ProblemJSON{Status: http.StatusInternalServerError, Detail: err.Error()}
+		p = apiv1.ProblemJSON{Status: http.StatusInternalServerError, Detail: err.Error()}
 	}
 	if p.Title == "" {
 		p.Title = http.StatusText(p.Status)

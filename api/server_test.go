@@ -18,11 +18,12 @@ import (
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 const testToken = "s3cret-token"
@@ -166,7 +167,7 @@ func u32(v uint32) *uint32 { return &v }
 // of the document, each request and answer validated against it.
 func TestEveryOperation(t *testing.T) {
 	h := newHarness(t)
-	var vip VIPJSON
+	var vip apiv1.VIPJSON
 	h.expect(req{method: "POST", path: "/api/v1/vips", body: map[string]any{
 		"protocol": "tcp", "address": "192.0.2.1", "port": 80, "ring_size": 1021,
 		"reals": []map[string]any{{"address": "10.0.0.1"}, {"address": "10.0.0.2", "weight": 3}},
@@ -174,20 +175,20 @@ func TestEveryOperation(t *testing.T) {
 	if vip.Name != "tcp-192.0.2.1-80" || len(vip.Reals) != 2 || *vip.Reals[1].Weight != 3 || vip.Reals[0].State != "active" || vip.Encap != "ipip" {
 		t.Fatalf("created %+v", vip)
 	}
-	h.expect(req{method: "PUT", path: "/api/v1/vips/udp-2001:db8::1-53", body: VIPSettingsJSON{Flags: lb.VIPNoLRU, RingSize: 4099, Reals: []RealJSON{{Address: "2001:db8:1::1"}}}}, http.StatusCreated, &vip)
-	h.expect(req{method: "PUT", path: "/api/v1/vips/udp-2001:db8::1-53", body: VIPSettingsJSON{Flags: lb.VIPSticky, RingSize: 4099}}, http.StatusOK, &vip)
+	h.expect(req{method: "PUT", path: "/api/v1/vips/udp-2001:db8::1-53", body: apiv1.VIPSettingsJSON{Flags: lb.VIPNoLRU, RingSize: 4099, Reals: []apiv1.RealJSON{{Address: "2001:db8:1::1"}}}}, http.StatusCreated, &vip)
+	h.expect(req{method: "PUT", path: "/api/v1/vips/udp-2001:db8::1-53", body: apiv1.VIPSettingsJSON{Flags: lb.VIPSticky, RingSize: 4099}}, http.StatusOK, &vip)
 	if !vip.Flags.Has(lb.VIPSticky) || vip.Flags.Has(lb.VIPNoLRU) || len(vip.Reals) != 0 {
 		t.Errorf("PUT did not replace the whole VIP: %+v", vip)
 	}
 
-	var list VIPListJSON
+	var list apiv1.VIPListJSON
 	h.expect(req{method: "GET", path: "/api/v1/vips"}, http.StatusOK, &list)
 	if len(list.VIPs) != 2 || list.VIPs[0].Name != "tcp-192.0.2.1-80" {
 		t.Errorf("list %+v", list)
 	}
 	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80"}, http.StatusOK, &vip)
 	gue := "gue"
-	h.expect(req{method: "PATCH", path: "/api/v1/vips/tcp-192.0.2.1-80", body: VIPPatchJSON{Encap: &gue}}, http.StatusOK, &vip)
+	h.expect(req{method: "PATCH", path: "/api/v1/vips/tcp-192.0.2.1-80", body: apiv1.VIPPatchJSON{Encap: &gue}}, http.StatusOK, &vip)
 	if vip.Encap != "gue" || len(vip.Reals) != 2 {
 		t.Errorf("patch %+v", vip)
 	}
@@ -195,21 +196,21 @@ func TestEveryOperation(t *testing.T) {
 		t.Error("patch did not reach the datapath")
 	}
 
-	var reals RealListJSON
-	h.expect(req{method: "PUT", path: "/api/v1/vips/tcp-192.0.2.1-80/reals", body: RealListJSON{Reals: []RealJSON{{Address: "10.0.0.3", Weight: u32(2)}, {Address: "10.0.0.1"}}}}, http.StatusOK, &reals)
+	var reals apiv1.RealListJSON
+	h.expect(req{method: "PUT", path: "/api/v1/vips/tcp-192.0.2.1-80/reals", body: apiv1.RealListJSON{Reals: []apiv1.RealJSON{{Address: "10.0.0.3", Weight: u32(2)}, {Address: "10.0.0.1"}}}}, http.StatusOK, &reals)
 	if len(reals.Reals) != 2 || reals.Reals[0].Address != "10.0.0.1" {
 		t.Errorf("replace reals %+v", reals)
 	}
 	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/reals"}, http.StatusOK, &reals)
-	var real RealJSON
-	h.expect(req{method: "PUT", path: "/api/v1/vips/tcp-192.0.2.1-80/reals/10.0.0.4", body: RealSettingsJSON{Weight: u32(1)}}, http.StatusCreated, &real)
-	h.expect(req{method: "PUT", path: "/api/v1/vips/tcp-192.0.2.1-80/reals/10.0.0.4", body: RealSettingsJSON{State: "draining"}}, http.StatusOK, &real)
+	var real apiv1.RealJSON
+	h.expect(req{method: "PUT", path: "/api/v1/vips/tcp-192.0.2.1-80/reals/10.0.0.4", body: apiv1.RealSettingsJSON{Weight: u32(1)}}, http.StatusCreated, &real)
+	h.expect(req{method: "PUT", path: "/api/v1/vips/tcp-192.0.2.1-80/reals/10.0.0.4", body: apiv1.RealSettingsJSON{State: "draining"}}, http.StatusOK, &real)
 	if real.State != "draining" || *real.Weight != 1 {
 		t.Errorf("drain %+v", real)
 	}
 	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/reals/10.0.0.4"}, http.StatusOK, &real)
 
-	var ring RingJSON
+	var ring apiv1.RingJSON
 	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/ring"}, http.StatusOK, &ring)
 	if ring.Size != 1021 || len(ring.Reals) != 3 || ring.EmptySlots != 0 {
 		t.Fatalf("ring %+v", ring)
@@ -222,20 +223,20 @@ func TestEveryOperation(t *testing.T) {
 	}
 
 	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
-	h.dp.VIPCounters[key] = xdp.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1}
-	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = xdp.RealStats{Packets: 4, Bytes: 600}
-	h.dp.Global[xdp.StatTX] = 10
-	var vs VIPStatsJSON
+	h.dp.VIPCounters[key] = datapath.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1}
+	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = datapath.RealStats{Packets: 4, Bytes: 600}
+	h.dp.Global[datapath.StatTX] = 10
+	var vs apiv1.VIPStatsJSON
 	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/stats"}, http.StatusOK, &vs)
 	if vs.Packets != 10 || vs.LRUHits != 9 {
 		t.Errorf("VIP stats %+v", vs)
 	}
-	var rs TrafficJSON
+	var rs apiv1.TrafficJSON
 	h.expect(req{method: "GET", path: "/api/v1/vips/tcp-192.0.2.1-80/reals/10.0.0.1/stats"}, http.StatusOK, &rs)
 	if rs.Packets != 4 || rs.Bytes != 600 {
 		t.Errorf("real stats %+v", rs)
 	}
-	var st StatsJSON
+	var st apiv1.StatsJSON
 	h.expect(req{method: "GET", path: "/api/v1/stats"}, http.StatusOK, &st)
 	// 10.0.0.2 and 2001:db8:1::1 were removed above: listed as removed
 	if st.Global.Counters["tx"] != 10 || len(st.VIPs) != 2 || len(st.Reals) != 5 || !st.Reals[1].Removed || st.Reals[0].Removed {
@@ -250,32 +251,32 @@ func TestEveryOperation(t *testing.T) {
 		t.Errorf("VIP stats after reset %+v", vs)
 	}
 	h.expect(req{method: "POST", path: "/api/v1/vips/tcp-192.0.2.9-80/stats/reset"}, http.StatusNotFound, nil)
-	h.dp.VIPCounters[key] = xdp.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1} // for the metrics below
-	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = xdp.RealStats{Packets: 4, Bytes: 600}
-	h.dp.Usage = xdp.TableUsage{Entries: 7, Capacity: 200, CPUs: 2}
-	var ft FlowTablesJSON
+	h.dp.VIPCounters[key] = datapath.VIPStats{Packets: 10, Bytes: 1500, LRUHits: 9, LRUMisses: 1} // for the metrics below
+	h.dp.RealCounters[h.dp.RealMap[netip.MustParseAddr("10.0.0.1")]] = datapath.RealStats{Packets: 4, Bytes: 600}
+	h.dp.Usage = datapath.TableUsage{Entries: 7, Capacity: 200, CPUs: 2}
+	var ft apiv1.FlowTablesJSON
 	h.expect(req{method: "GET", path: "/api/v1/flow-tables"}, http.StatusOK, &ft)
 	if ft.Entries != 7 || ft.Capacity != 200 || ft.CPUs != 2 || ft.PerCPUCapacity != 100 {
 		t.Errorf("flow tables %+v", ft)
 	}
 
 	now := time.Now()
-	h.dp.FlowList = append(h.dp.FlowList, xdp.Flow{
-		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.MustParseAddrPort("192.0.2.1:80"), Proto: lb.TCP},
+	h.dp.FlowList = append(h.dp.FlowList, datapath.Flow{
+		Key:  datapath.FlowKey{Client: netip.MustParseAddrPort("198.51.100.7:40000"), Dest: netip.MustParseAddrPort("192.0.2.1:80"), Proto: lb.TCP},
 		Real: h.dp.RealMap[netip.MustParseAddr("10.0.0.3")], VIPNum: h.dp.VIPMap[key].Num, VIPGen: h.dp.VIPMap[key].Gen, Packets: 3, Bytes: 180, FirstSeen: now, LastSeen: now,
 	})
-	var fp FlowPageJSON
+	var fp apiv1.FlowPageJSON
 	h.expect(req{method: "GET", path: "/api/v1/flows?vip=tcp-192.0.2.1-80&client=198.51.100.0/24&sort=last_seen&limit=10"}, http.StatusOK, &fp)
 	if len(fp.Flows) != 1 || fp.Flows[0].Real != "10.0.0.3" || fp.Flows[0].VIP != "tcp-192.0.2.1-80" || fp.NextCursor != "" {
 		t.Errorf("flows %+v", fp)
 	}
 
-	var status StatusJSON
+	var status apiv1.StatusJSON
 	h.expect(req{method: "GET", path: "/api/v1/status"}, http.StatusOK, &status)
 	if status.VIPs != 2 || status.Datapath["mode"] != "native" || status.Version != "test" || status.Commit != "c0ffee" {
 		t.Errorf("status %+v", status)
 	}
-	var drifts DriftsJSON
+	var drifts apiv1.DriftsJSON
 	h.expect(req{method: "POST", path: "/api/v1/reconcile"}, http.StatusOK, &drifts)
 	if len(drifts.Drifts) != 0 {
 		t.Errorf("in sync, yet drifts %+v", drifts)
@@ -285,7 +286,7 @@ func TestEveryOperation(t *testing.T) {
 	if doc["openapi"] != "3.0.3" {
 		t.Errorf("served document %v", doc["openapi"])
 	}
-	var health HealthJSON
+	var health apiv1.HealthJSON
 	h.expect(req{method: "GET", path: "/healthz", token: "-"}, http.StatusOK, &health)
 	h.expect(req{method: "GET", path: "/readyz", token: "-"}, http.StatusOK, &health)
 	h.ready = errors.New("XDP program not attached")
@@ -342,7 +343,7 @@ func TestAuthentication(t *testing.T) {
 	} {
 		r.invalid = true
 		code, body := h.do(r)
-		var p ProblemJSON
+		var p apiv1.ProblemJSON
 		_ = json.Unmarshal(body, &p)
 		if code != http.StatusUnauthorized || p.Status != 401 || !strings.Contains(p.Detail, "bearer token") {
 			t.Errorf("%s %s token %q: %d %s", r.method, r.path, r.token, code, body)
@@ -355,7 +356,7 @@ func TestAuthentication(t *testing.T) {
 
 func TestBadInputIsRefusedWithAReason(t *testing.T) {
 	h := newHarness(t)
-	h.expect(req{method: "POST", path: "/api/v1/vips", body: VIPCreateJSON{Protocol: "tcp", Address: "192.0.2.1", Port: new(int)}}, http.StatusCreated, nil)
+	h.expect(req{method: "POST", path: "/api/v1/vips", body: apiv1.VIPCreateJSON{Protocol: "tcp", Address: "192.0.2.1", Port: new(int)}}, http.StatusCreated, nil)
 	cases := []struct {
 		name   string
 		r      req
@@ -390,7 +391,7 @@ func TestBadInputIsRefusedWithAReason(t *testing.T) {
 			tc.r.invalid = true
 			h.t = t
 			code, body := h.doUnrouted(tc.r)
-			var p ProblemJSON
+			var p apiv1.ProblemJSON
 			if err := json.Unmarshal(body, &p); err != nil {
 				t.Fatalf("answer is not a problem: %s", body)
 			}
@@ -435,7 +436,7 @@ func TestFailedChangeSaysWhetherRolledBack(t *testing.T) {
 		return nil
 	}
 	code, body := h.do(req{method: "POST", path: "/api/v1/vips", body: `{"protocol":"tcp","address":"192.0.2.1","port":80,"reals":[{"address":"10.0.0.1"}]}`})
-	var p ProblemJSON
+	var p apiv1.ProblemJSON
 	_ = json.Unmarshal(body, &p)
 	if code != 500 || p.RolledBack == nil || !*p.RolledBack || !strings.Contains(p.Detail, "nothing was changed") {
 		t.Fatalf("%d %s", code, body)

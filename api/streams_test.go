@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 )
@@ -81,7 +82,7 @@ func TestEventStreamsCapped(t *testing.T) {
 		}
 	}
 	resp, stop := openStream(t, ts.URL)
-	var p ProblemJSON
+	var p apiv1.ProblemJSON
 	err := json.NewDecoder(resp.Body).Decode(&p)
 	stop()
 	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") != "10" ||

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // TestStrictJSON: bodies are read as strictly as openapi.yaml describes
@@ -49,7 +51,7 @@ func TestStrictJSON(t *testing.T) {
 				r.body = tc.body
 			}
 			code, body := h.do(r)
-			var p ProblemJSON
+			var p apiv1.ProblemJSON
 			if err := json.Unmarshal(body, &p); err != nil {
 				t.Fatalf("answer is not a problem: %s", body)
 			}
@@ -64,7 +66,7 @@ func TestStrictJSON(t *testing.T) {
 		})
 	}
 	h.t = t
-	var v VIPJSON
+	var v apiv1.VIPJSON
 	h.expect(req{method: "GET", path: vip}, http.StatusOK, &v)
 	if v.Flags != 0 || len(v.Reals) != 0 || v.HealthCheck.Type != "none" || len(h.ctl.VIPs()) != 1 {
 		t.Errorf("refused bodies changed the VIP: %+v", v)

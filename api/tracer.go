@@ -14,6 +14,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -23,9 +24,9 @@ import (
 // cmd/lbd adapts it. Options.Tracer nil means the daemon runs without a
 // tracer: the tracer endpoints answer 503.
 type TracerSource interface {
-	Status() TracerStatusJSON
+	Status() apiv1.TracerStatusJSON
 	// Connections lists the connections f selects, largest first.
-	Connections(f ConnectionFilter) ([]ConnectionJSON, error)
+	Connections(f ConnectionFilter) ([]apiv1.ConnectionJSON, error)
 	Subscribe(ctx context.Context, buffer int) (TracerSubscription, error)
 }
 
@@ -33,7 +34,7 @@ type TracerSource interface {
 // when the tracer stops; Dropped counts the events this subscriber
 // missed because it fell behind.
 type TracerSubscription interface {
-	Events() <-chan EventJSON
+	Events() <-chan apiv1.EventJSON
 	Dropped() uint64
 }
 
@@ -56,98 +57,6 @@ const (
 	ConnOpen   = "open"
 	ConnClosed = "closed"
 )
-
-// TracerStatusJSON answers GET /api/v1/tracer: what the tracer runs and
-// its counters.
-type TracerStatusJSON struct {
-	Running       bool              `json:"running"`
-	Kernel        string            `json:"kernel"`
-	Mode          string            `json:"mode"`          // kprobe or tracepoint
-	BTF           bool              `json:"btf"`           // the kernel has BTF
-	OffsetSource  string            `json:"offset_source"` // co-re or guessed
-	Offsets       TracerOffsetsJSON `json:"offsets"`
-	Guess         *TracerGuessJSON  `json:"guess,omitempty"`         // set when the offsets were guessed
-	Buffer        string            `json:"buffer"`                  // "ringbuf" or "perf"
-	FdInstall     bool              `json:"fd_install"`              // the fd_install watcher works
-	SRTT          bool              `json:"srtt"`                    // smoothed RTT reported (needs BTF)
-	AcceptBy      string            `json:"accept_by"`               // kretprobe, syscall or first-use
-	Attached      []string          `json:"attached"`                // every hook, e.g. "kprobe tcp_v4_connect"
-	Events        map[string]uint64 `json:"events"`                  // events output by the kernel, by type
-	Lost          map[string]uint64 `json:"lost"`                    // events lost (buffer full), by type
-	LostPerf      uint64            `json:"lost_perf"`               // samples the perf buffer dropped
-	StatsMapFull  uint64            `json:"stats_map_full"`          // connections not tracked for lack of room
-	SocksMapFull  uint64            `json:"socks_map_full"`          // sockets not tracked for lack of room
-	Expired       uint64            `json:"expired"`                 // idle entries removed
-	CloseInferred uint64            `json:"close_inferred"`          // TCP closes inferred from a reused address
-	KprobeMissed  *uint64           `json:"kprobe_missed,omitempty"` // probe hits that did not run (6.7+, kprobe mode)
-	HookMisses    uint64            `json:"hook_misses"`             // program runs skipped (another BPF program ran)
-	Connections   int               `json:"connections"`
-}
-
-// TracerOffsetsJSON are the socket field offsets the tracer reads.
-type TracerOffsetsJSON struct {
-	Saddr     uint16 `json:"saddr"`
-	Daddr     uint16 `json:"daddr"`
-	Sport     uint16 `json:"sport"`
-	Dport     uint16 `json:"dport"`
-	Family    uint16 `json:"family"`
-	Netns     uint16 `json:"netns"`
-	Ino       uint16 `json:"ino"`
-	DaddrIPv6 uint16 `json:"daddr_ipv6"`
-	SaddrIPv6 uint16 `json:"saddr_ipv6"`
-}
-
-// TracerGuessJSON reports the guessing of the offsets.
-type TracerGuessJSON struct {
-	Connections int           `json:"connections"` // connections made
-	Captures    int           `json:"captures"`    // successful captures
-	Duration    time.Duration `json:"duration_ns"`
-	IPv6        bool          `json:"ipv6"` // IPv6 offsets guessed
-}
-
-// ConnectionJSON is one traced connection.
-type ConnectionJSON struct {
-	Protocol    string    `json:"protocol"`
-	Source      string    `json:"source"`      // address:port
-	Destination string    `json:"destination"` // address:port
-	Netns       uint32    `json:"netns"`
-	PID         uint32    `json:"pid"`
-	Comm        string    `json:"comm"`
-	Direction   string    `json:"direction"`
-	State       string    `json:"state"`
-	BytesSent   uint64    `json:"bytes_sent"`
-	BytesRecv   uint64    `json:"bytes_received"`
-	Retransmits uint32    `json:"retransmits"`
-	SRTTMicros  int64     `json:"srtt_us"`
-	FirstSeen   time.Time `json:"first_seen,omitzero"`
-	LastSeen    time.Time `json:"last_seen,omitzero"`
-}
-
-// ConnectionListJSON answers GET /api/v1/connections.
-type ConnectionListJSON struct {
-	Connections []ConnectionJSON `json:"connections"`
-	Total       int              `json:"total"` // matching connections before the limit
-}
-
-// EventJSON is one event of GET /api/v1/events.
-type EventJSON struct {
-	Type        string    `json:"type"`
-	Time        time.Time `json:"time"`
-	Monotonic   uint64    `json:"monotonic_ns"`
-	CPU         uint32    `json:"cpu"`
-	PID         uint32    `json:"pid"`
-	TID         uint32    `json:"tid"`
-	Comm        string    `json:"comm"`
-	Protocol    string    `json:"protocol,omitempty"`
-	Source      string    `json:"source,omitempty"`
-	Destination string    `json:"destination,omitempty"`
-	Netns       uint32    `json:"netns"`
-	BytesSent   uint64    `json:"bytes_sent"`
-	BytesRecv   uint64    `json:"bytes_received"`
-	Retransmits uint32    `json:"retransmits"`
-	SRTTMicros  int64     `json:"srtt_us"`
-	FD          uint32    `json:"fd,omitempty"`
-}
 
 // registerTracer adds the tracer's routes.
 func (s *Server) registerTracer(v1 *echo.Group) {
@@ -244,7 +153,7 @@ func (s *Server) connections(c echo.Context) error {
 	if err != nil {
 		return tracerError(err)
 	}
-	out := ConnectionListJSON{Connections: []ConnectionJSON{}, Total: len(conns)}
+	out := apiv1.ConnectionListJSON{Connections: []apiv1.ConnectionJSON{}, Total: len(conns)}
 	for i, conn := range conns {
 		if i == limit {
 			break
@@ -294,7 +203,7 @@ const (
 // events streams events as Server-Sent Events: "event: <type>" and
 // "data: <JSON>". lbd's own events (real_health, vip_changed, bgp_*: a
 // control.Event) and the tracer's (connect, accept, close, ...: an
-// EventJSON), or only one source with ?source=lbd|tracer. A client that
+// apiv1.EventJSON), or only one source with ?source=lbd|tracer. A client that
 // falls behind on the tracer's events gets a "dropped" event with the
 // count; when the tracer stops, "end". Without a tracer, ?source=tracer
 // answers 503 and the default stream carries lbd's events only.
@@ -326,7 +235,7 @@ func (s *Server) events(c echo.Context) error {
 	defer s.streams.Add(-1)
 	ctx := c.Request().Context()
 	var sub TracerSubscription
-	var tracerEvents <-chan EventJSON
+	var tracerEvents <-chan apiv1.EventJSON
 	if wantTracer {
 		tr, err := s.tracer()
 		switch {
@@ -344,7 +253,7 @@ func (s *Server) events(c echo.Context) error {
 	}
 	var lbdEvents <-chan control.Event
 	var replay []control.Event
-	var resumed *ResumeJSON
+	var resumed *apiv1.ResumeJSON
 	if wantLBD {
 		var ch <-chan control.Event
 		var stop func()
@@ -411,20 +320,11 @@ func (s *Server) events(c echo.Context) error {
 	}
 }
 
-// ResumeJSON is the data of the "resumed" event that opens a stream
-// asked for with Last-Event-ID: how many events are replayed, and
-// whether some are missing (Complete false, Reason why).
-type ResumeJSON struct {
-	Replayed int    `json:"replayed"`
-	Complete bool   `json:"complete"`
-	Reason   string `json:"reason,omitempty"`
-}
-
 // subscribeLBD subscribes to lbd's events. With lastID, the SSE id of the
 // last event a client saw, it also returns the kept events after it and
 // the "resumed" notice; an id of an earlier run of the daemon (it
 // restarted) replays all that this run kept.
-func (s *Server) subscribeLBD(lastID string) ([]control.Event, *ResumeJSON, <-chan control.Event, func()) {
+func (s *Server) subscribeLBD(lastID string) ([]control.Event, *apiv1.ResumeJSON, <-chan control.Event, func()) {
 	const buf = eventsLBDBuffer
 	lastID = strings.TrimSpace(lastID)
 	if lastID == "" {
@@ -443,7 +343,7 @@ func (s *Server) subscribeLBD(lastID string) ([]control.Event, *ResumeJSON, <-ch
 		seq = 0
 	}
 	replay, complete, ch, stop := s.ctl.SubscribeAfter(buf, seq)
-	r := &ResumeJSON{Replayed: len(replay), Complete: complete && reason == ""}
+	r := &apiv1.ResumeJSON{Replayed: len(replay), Complete: complete && reason == ""}
 	switch {
 	case reason != "":
 		r.Reason = reason
@@ -455,7 +355,7 @@ func (s *Server) subscribeLBD(lastID string) ([]control.Event, *ResumeJSON, <-ch
 
 // writeLBDEvent writes one of lbd's events with its SSE id.
 func (s *Server) writeLBDEvent(w io.Writer, ev control.Event) error {
-	b, err := json.Marshal(LBDEventJSON(ev))
+	b, err := json.Marshal(apiv1.LBDEventJSON(ev))
 	if err != nil {
 		return err
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3filter"
 
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/lb"
 )
 
@@ -24,24 +25,24 @@ func init() {
 // fakeTracer serves fixed connections and a fixed list of events (the
 // stream ends after them, as when the tracer stops).
 type fakeTracer struct {
-	conns   []ConnectionJSON
-	events  []EventJSON
+	conns   []apiv1.ConnectionJSON
+	events  []apiv1.EventJSON
 	filters []ConnectionFilter
 }
 
-func (f *fakeTracer) Status() TracerStatusJSON {
-	return TracerStatusJSON{
+func (f *fakeTracer) Status() apiv1.TracerStatusJSON {
+	return apiv1.TracerStatusJSON{
 		Running: true, Kernel: "6.18.0", Mode: "tracepoint", BTF: true, OffsetSource: "guessed",
-		Offsets: TracerOffsetsJSON{Saddr: 4, Sport: 14, Dport: 12, Family: 16, Netns: 48, Ino: 176, DaddrIPv6: 56, SaddrIPv6: 72},
-		Guess:   &TracerGuessJSON{Connections: 23, Captures: 21, Duration: 5 * time.Millisecond, IPv6: true},
+		Offsets: apiv1.TracerOffsetsJSON{Saddr: 4, Sport: 14, Dport: 12, Family: 16, Netns: 48, Ino: 176, DaddrIPv6: 56, SaddrIPv6: 72},
+		Guess:   &apiv1.TracerGuessJSON{Connections: 23, Captures: 21, Duration: 5 * time.Millisecond, IPv6: true},
 		Buffer:  "ringbuf", SRTT: true, AcceptBy: "first-use", Attached: []string{"tracepoint sock:inet_sock_set_state"},
 		Events: map[string]uint64{"connect": 3}, Lost: map[string]uint64{"connect": 1}, Connections: len(f.conns),
 	}
 }
 
-func (f *fakeTracer) Connections(fl ConnectionFilter) ([]ConnectionJSON, error) {
+func (f *fakeTracer) Connections(fl ConnectionFilter) ([]apiv1.ConnectionJSON, error) {
 	f.filters = append(f.filters, fl)
-	var out []ConnectionJSON
+	var out []apiv1.ConnectionJSON
 	for _, c := range f.conns {
 		if fl.PID != 0 && c.PID != fl.PID {
 			continue
@@ -52,10 +53,10 @@ func (f *fakeTracer) Connections(fl ConnectionFilter) ([]ConnectionJSON, error) 
 }
 
 // chanSub is a subscription of a channel.
-type chanSub chan EventJSON
+type chanSub chan apiv1.EventJSON
 
-func (c chanSub) Events() <-chan EventJSON { return c }
-func (c chanSub) Dropped() uint64          { return 0 }
+func (c chanSub) Events() <-chan apiv1.EventJSON { return c }
+func (c chanSub) Dropped() uint64                { return 0 }
 
 func (f *fakeTracer) Subscribe(ctx context.Context, buffer int) (TracerSubscription, error) {
 	ch := make(chanSub, len(f.events))
@@ -66,17 +67,17 @@ func (f *fakeTracer) Subscribe(ctx context.Context, buffer int) (TracerSubscript
 	return ch, nil
 }
 
-func testConn(pid uint32, sent uint64) ConnectionJSON {
-	return ConnectionJSON{
+func testConn(pid uint32, sent uint64) apiv1.ConnectionJSON {
+	return apiv1.ConnectionJSON{
 		Protocol: "tcp", Source: "127.0.0.1:40000", Destination: "[::1]:80", Netns: 4026531840, PID: pid,
 		Comm: "curl", Direction: "outgoing", State: ConnOpen, BytesSent: sent, BytesRecv: 7,
 		SRTTMicros: 33, FirstSeen: time.Unix(1700000000, 0).UTC(), LastSeen: time.Unix(1700000001, 0).UTC(),
 	}
 }
 
-func testEvent(typ string, pid uint32, comm string) EventJSON {
+func testEvent(typ string, pid uint32, comm string) apiv1.EventJSON {
 	c := testConn(pid, 0)
-	return EventJSON{Type: typ, PID: pid, TID: pid, Comm: comm, Protocol: c.Protocol, Source: c.Source, Destination: c.Destination, Netns: c.Netns}
+	return apiv1.EventJSON{Type: typ, PID: pid, TID: pid, Comm: comm, Protocol: c.Protocol, Source: c.Source, Destination: c.Destination, Netns: c.Netns}
 }
 
 // exerciseTracer sends the tracer operations to a harness whose server
@@ -85,7 +86,7 @@ func testEvent(typ string, pid uint32, comm string) EventJSON {
 func exerciseTracer(h *harness) {
 	h.t.Helper()
 	for _, path := range []string{"/api/v1/connections?pid=1&state=open", "/api/v1/tracer", "/api/v1/events?source=tracer"} {
-		var p ProblemJSON
+		var p apiv1.ProblemJSON
 		h.expect(req{method: "GET", path: path}, http.StatusServiceUnavailable, &p)
 		if !strings.Contains(p.Detail, "tracer not running") {
 			h.t.Errorf("GET %s without tracer: %q", path, p.Detail)
@@ -105,12 +106,12 @@ func withTracer(t *testing.T, tr TracerSource) *harness {
 
 func TestTracerEndpoints(t *testing.T) {
 	ft := &fakeTracer{
-		conns:  []ConnectionJSON{testConn(42, 1000), testConn(43, 10)},
-		events: []EventJSON{testEvent("connect", 42, "curl"), testEvent("close", 42, "curl"), testEvent("connect", 43, "other")},
+		conns:  []apiv1.ConnectionJSON{testConn(42, 1000), testConn(43, 10)},
+		events: []apiv1.EventJSON{testEvent("connect", 42, "curl"), testEvent("close", 42, "curl"), testEvent("connect", 43, "other")},
 	}
 	h := withTracer(t, ft)
 
-	var list ConnectionListJSON
+	var list apiv1.ConnectionListJSON
 	h.expect(req{method: "GET", path: "/api/v1/connections"}, http.StatusOK, &list)
 	if list.Total != 2 || len(list.Connections) != 2 || list.Connections[0].BytesSent != 1000 || list.Connections[0].Source != "127.0.0.1:40000" || list.Connections[0].Destination != "[::1]:80" || list.Connections[0].SRTTMicros != 33 {
 		t.Errorf("list %+v", list)
@@ -123,13 +124,13 @@ func TestTracerEndpoints(t *testing.T) {
 	if got.PID != 43 || got.Port != 80 || got.Addr != netip.MustParseAddr("::1") || got.Netns != 4026531840 || got.State != "open" || got.Proto != lb.TCP {
 		t.Errorf("filter passed to the tracer: %+v", got)
 	}
-	var p ProblemJSON
+	var p apiv1.ProblemJSON
 	h.expect(req{method: "GET", path: "/api/v1/connections?address=nope"}, http.StatusUnprocessableEntity, &p)
 	if p.Field != "address" {
 		t.Errorf("bad address: %+v", p)
 	}
 
-	var st TracerStatusJSON
+	var st apiv1.TracerStatusJSON
 	h.expect(req{method: "GET", path: "/api/v1/tracer"}, http.StatusOK, &st)
 	if st.Mode != "tracepoint" || st.OffsetSource != "guessed" || st.Offsets.Ino != 176 || st.Lost["connect"] != 1 || st.Guess == nil {
 		t.Errorf("status %+v", st)
@@ -148,7 +149,7 @@ func TestTracerEndpoints(t *testing.T) {
 		case strings.HasPrefix(line, "event: "):
 			event = strings.TrimPrefix(line, "event: ")
 		case strings.HasPrefix(line, "data: ") && event != "end":
-			var ev EventJSON
+			var ev apiv1.EventJSON
 			if err := json.Unmarshal([]byte(strings.TrimPrefix(line, "data: ")), &ev); err != nil {
 				t.Fatalf("event data %q: %v", line, err)
 			}

@@ -9,9 +9,9 @@ import (
 	"slices"
 	"strconv"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // Diff is what applying a desired set changes: VIPs added, removed and
@@ -234,21 +234,12 @@ func (c *Controller) Fingerprint() string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// ShortFingerprint is the first 12 hex digits of a fingerprint, for
-// tables.
-func ShortFingerprint(fp string) string {
-	if len(fp) < 12 {
-		return fp
-	}
-	return fp[:12]
-}
-
 // undo is what a rollback needs to put one VIP back: its desired state
 // before the change (nil: absent) and the datapath's view of it then.
 type undo struct {
 	key    lb.VIPKey
 	prev   *VIP
-	before xdp.VIP
+	before datapath.VIP
 	had    bool
 }
 
@@ -260,7 +251,7 @@ func (c *Controller) rollbackMany(op string, undos []undo, cause error) error {
 	var rbErr error
 	for _, u := range slices.Backward(undos) {
 		var err error
-		if _, lerr := c.dp.LookupVIP(u.key); u.had && errors.Is(lerr, xdp.ErrNotFound) {
+		if _, lerr := c.dp.LookupVIP(u.key); u.had && errors.Is(lerr, datapath.ErrNotFound) {
 			err = c.dp.RestoreVIP(u.before)
 		}
 		if err == nil {

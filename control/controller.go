@@ -14,10 +14,10 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/control/maglev"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // Saver persists the desired state; *Store is the real one.
@@ -54,7 +54,7 @@ type Controller struct {
 	checkGUE bool
 	// dpConfig is the datapath configuration Reconcile keeps in the
 	// config map (nil: not checked).
-	dpConfig *xdp.Config
+	dpConfig *datapath.Config
 	vips     map[lb.VIPKey]*VIP
 	builder  maglev.Builder
 	// ringSums: see ringSum.
@@ -62,12 +62,12 @@ type Controller struct {
 	ringSeed maphash.Seed
 	// slots is the datapath's real index of each (VIP, real) pair: each
 	// pair has its own, so that the datapath counts per pair.
-	slots map[RealKey]xdp.RealID
+	slots map[RealKey]datapath.RealID
 	// removed holds the final counters of pairs that left their VIP (summed
 	// if a pair left more than once), until the VIP's counters are reset
 	// or the VIP is deleted: with them a VIP's total stays the sum of its
 	// reals.
-	removed map[RealKey]xdp.RealStats
+	removed map[RealKey]datapath.RealStats
 	// adopt: until the first Reconcile ends, a pair without an index may
 	// take a defined index of its address that no pair owns (the pinned
 	// datapath of an earlier run). Later such an index is a leftover
@@ -102,7 +102,7 @@ func New(dp Datapath, store Saver, desired map[lb.VIPKey]*VIP, log *slog.Logger)
 	return &Controller{dp: dp, store: store, log: log, vips: vips, rates: newRateTracker(),
 		events:   eventBus{subs: map[chan Event]struct{}{}},
 		ringSums: map[lb.VIPKey]ringSum{}, ringSeed: maphash.MakeSeed(),
-		slots: map[RealKey]xdp.RealID{}, removed: map[RealKey]xdp.RealStats{}, adopt: true}
+		slots: map[RealKey]datapath.RealID{}, removed: map[RealKey]datapath.RealStats{}, adopt: true}
 }
 
 // SetGUESources tells the controller for which real address families the
@@ -407,7 +407,7 @@ func onlyDescriptionChanged(cur, next *VIP) bool {
 }
 
 // rollback is rollbackMany for one VIP.
-func (c *Controller) rollback(op string, key lb.VIPKey, prev *VIP, before xdp.VIP, had bool, cause error) error {
+func (c *Controller) rollback(op string, key lb.VIPKey, prev *VIP, before datapath.VIP, had bool, cause error) error {
 	return c.rollbackMany(op, []undo{{key: key, prev: prev, before: before, had: had}}, cause)
 }
 
@@ -429,7 +429,7 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 	var changes []string
 	have, err := c.dp.LookupVIP(key)
 	exists := err == nil
-	if err != nil && !errors.Is(err, xdp.ErrNotFound) {
+	if err != nil && !errors.Is(err, datapath.ErrNotFound) {
 		return nil, err
 	}
 	if want == nil {
@@ -458,7 +458,7 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 	}
 
 	live := c.dp.RealSlots()
-	ids := make(map[netip.Addr]xdp.RealID, len(want.Reals))
+	ids := make(map[netip.Addr]datapath.RealID, len(want.Reals))
 	var adopt *adopter // built once per change, only if an index is to be adopted
 	unreadable := false
 	for _, r := range want.Reals {
@@ -502,7 +502,7 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 		// another size than vip_info says) is replaced like one that
 		// differs.
 		current, err := c.dp.Ring(key)
-		if errors.Is(err, xdp.ErrRingUnreadable) {
+		if errors.Is(err, datapath.ErrRingUnreadable) {
 			// A recovered ring lbd may not open (no CAP_SYS_ADMIN):
 			// unknown, not a drift. The built ring is written into
 			// the idle buffer and flipped to, as a change does; being
@@ -555,7 +555,7 @@ type ringPlan struct {
 }
 
 // ring is the plan with the reals' IDs.
-func (p *ringPlan) ring(ids map[netip.Addr]xdp.RealID) []uint32 {
+func (p *ringPlan) ring(ids map[netip.Addr]datapath.RealID) []uint32 {
 	byIndex := make([]uint32, len(p.reals)+1)
 	for i, a := range p.reals {
 		byIndex[i+1] = uint32(ids[a])
@@ -620,7 +620,7 @@ func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
 // same signature are the same. A disabled VIP's (empty) ring has a
 // signature of its own, so that disabling or enabling a VIP never finds
 // the ring sum of the other state.
-func ringSig(v *VIP, reals []netip.Addr, backends []maglev.Backend, ids map[netip.Addr]xdp.RealID) string {
+func ringSig(v *VIP, reals []netip.Addr, backends []maglev.Backend, ids map[netip.Addr]datapath.RealID) string {
 	if v.Disabled {
 		return "disabled"
 	}
@@ -676,19 +676,19 @@ func (c *Controller) sumRing(ring []uint32) uint64 {
 // 65537-slot ring scanned per real made replacing 100 reals take
 // tens of milliseconds).
 type adopter struct {
-	live   map[xdp.RealID]netip.Addr
-	owned  map[xdp.RealID]bool
-	inRing []xdp.RealID // the ring's distinct indices, in the order of first occurrence
+	live   map[datapath.RealID]netip.Addr
+	owned  map[datapath.RealID]bool
+	inRing []datapath.RealID // the ring's distinct indices, in the order of first occurrence
 }
 
-func (c *Controller) newAdopter(live map[xdp.RealID]netip.Addr, ring []uint32) *adopter {
-	a := &adopter{live: live, owned: make(map[xdp.RealID]bool, len(c.slots))}
+func (c *Controller) newAdopter(live map[datapath.RealID]netip.Addr, ring []uint32) *adopter {
+	a := &adopter{live: live, owned: make(map[datapath.RealID]bool, len(c.slots))}
 	for _, id := range c.slots {
 		a.owned[id] = true
 	}
-	seen := map[xdp.RealID]bool{}
+	seen := map[datapath.RealID]bool{}
 	for _, slot := range ring {
-		if id := xdp.RealID(slot); id != 0 && !seen[id] {
+		if id := datapath.RealID(slot); id != 0 && !seen[id] {
 			seen[id] = true
 			a.inRing = append(a.inRing, id)
 		}
@@ -698,8 +698,8 @@ func (c *Controller) newAdopter(live map[xdp.RealID]netip.Addr, ring []uint32) *
 
 // take returns an unowned index of addr, the ring's first if it has one,
 // else the lowest, and marks it owned.
-func (a *adopter) take(addr netip.Addr) (xdp.RealID, bool) {
-	var best xdp.RealID
+func (a *adopter) take(addr netip.Addr) (datapath.RealID, bool) {
+	var best datapath.RealID
 	for _, id := range a.inRing {
 		if a.live[id] == addr && !a.owned[id] {
 			best = id
@@ -725,7 +725,7 @@ func (a *adopter) take(addr netip.Addr) (xdp.RealID, bool) {
 // index costs one slot) and left to the next reconcile.
 func (c *Controller) collectReals(all map[lb.VIPKey]*VIP, keep bool) []string {
 	live := c.dp.RealSlots()
-	owner := make(map[xdp.RealID]RealKey, len(c.slots))
+	owner := make(map[datapath.RealID]RealKey, len(c.slots))
 	for pk, id := range c.slots {
 		if live[id] != pk.Addr {
 			delete(c.slots, pk)
@@ -733,7 +733,7 @@ func (c *Controller) collectReals(all map[lb.VIPKey]*VIP, keep bool) []string {
 		}
 		owner[id] = pk
 	}
-	var gone []xdp.RealID
+	var gone []datapath.RealID
 	for id := range live {
 		if pk, ok := owner[id]; ok {
 			if v := all[pk.VIP]; v != nil {
@@ -830,14 +830,14 @@ func (c *Controller) Reconcile() ([]Drift, error) {
 		}
 		if err != nil {
 			if len(byMap) == 0 {
-				byMap = append(byMap, Drift{VIP: lb.VIPName(k), Map: xdp.MapVIPs})
+				byMap = append(byMap, Drift{VIP: lb.VIPName(k), Map: datapath.MapVIPs})
 			}
 			byMap[len(byMap)-1].Error = err.Error()
 		}
 		drifts = append(drifts, byMap...)
 	}
 	if changes := c.collectReals(c.vips, true); len(changes) > 0 {
-		drifts = append(drifts, Drift{VIP: "", Map: xdp.MapReals, Changes: changes})
+		drifts = append(drifts, Drift{VIP: "", Map: datapath.MapReals, Changes: changes})
 	}
 	c.adopt = false
 	c.saveCounters()
@@ -870,12 +870,12 @@ func (c *Controller) Ring(key lb.VIPKey) (size int, shares []RingShare, empty in
 	if err != nil {
 		return 0, nil, 0, fmt.Errorf("read ring of VIP %s: %w", lb.VIPName(key), err)
 	}
-	counts := make(map[xdp.RealID]int)
+	counts := make(map[datapath.RealID]int)
 	for _, id := range ring {
-		counts[xdp.RealID(id)]++
+		counts[datapath.RealID(id)]++
 	}
 	c.mu.Lock()
-	reals := make(map[netip.Addr]xdp.RealID, len(v.Reals))
+	reals := make(map[netip.Addr]datapath.RealID, len(v.Reals))
 	for _, r := range v.Reals {
 		reals[r.Addr] = c.slots[RealKey{key, r.Addr}]
 	}

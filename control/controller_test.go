@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/maglev"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 var (
@@ -182,7 +182,7 @@ func TestDrainingAndZeroWeightKeepRealDefinedButOutOfRing(t *testing.T) {
 		t.Errorf("draining real was redefined (id %d → %d): its flows would be lost", id2, dp.RealMap[r2])
 	}
 	for _, id := range dp.Rings[vipA] {
-		if xdp.RealID(id) != dp.RealMap[r1] {
+		if datapath.RealID(id) != dp.RealMap[r1] {
 			t.Fatalf("ring holds real %d; only %s (id %d) is eligible", id, r1, dp.RealMap[r1])
 		}
 	}
@@ -229,13 +229,13 @@ func mustCreate(t *testing.T, c *Controller, v VIP) {
 
 // snapshot copies the fake's observable state.
 type snapshot struct {
-	vips  map[lb.VIPKey]xdp.VIP
+	vips  map[lb.VIPKey]datapath.VIP
 	rings map[lb.VIPKey][]uint32
-	reals map[netip.Addr]xdp.RealID
+	reals map[netip.Addr]datapath.RealID
 }
 
 func snap(dp *fakedp.Datapath) snapshot {
-	s := snapshot{map[lb.VIPKey]xdp.VIP{}, map[lb.VIPKey][]uint32{}, map[netip.Addr]xdp.RealID{}}
+	s := snapshot{map[lb.VIPKey]datapath.VIP{}, map[lb.VIPKey][]uint32{}, map[netip.Addr]datapath.RealID{}}
 	for k, v := range dp.VIPMap {
 		s.vips[k] = v
 	}
@@ -350,7 +350,7 @@ func TestLimitIsReported(t *testing.T) {
 	mustCreate(t, c, VIP{Key: vipA})
 	_, err := c.CreateVIP(VIP{Key: vipB})
 	var ae *ApplyError
-	if !errors.As(err, &ae) || !ae.RolledBack || !errors.Is(err, xdp.ErrLimit) {
+	if !errors.As(err, &ae) || !ae.RolledBack || !errors.Is(err, datapath.ErrLimit) {
 		t.Fatalf("got %v, want rolled-back ApplyError wrapping ErrLimit", err)
 	}
 	if len(c.VIPs()) != 1 {
@@ -416,11 +416,11 @@ func TestRemovedSharedRealLosesOnlyThisVIPsFlows(t *testing.T) {
 	c, dp, _ := newTestController(t)
 	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1)}})
 	mustCreate(t, c, VIP{Key: vipB, RingSize: 1021, Reals: []Real{active(r1, 1)}})
-	flow := func(key lb.VIPKey, port uint16, real netip.Addr) xdp.Flow {
-		return xdp.Flow{Key: xdp.FlowKey{Client: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.1"), port)},
+	flow := func(key lb.VIPKey, port uint16, real netip.Addr) datapath.Flow {
+		return datapath.Flow{Key: datapath.FlowKey{Client: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.1"), port)},
 			VIPNum: dp.VIPMap[key].Num, Real: c.slots[RealKey{key, real}]}
 	}
-	dp.FlowList = []xdp.Flow{flow(vipA, 1, r1), flow(vipA, 2, r2), flow(vipB, 3, r1)}
+	dp.FlowList = []datapath.Flow{flow(vipA, 1, r1), flow(vipA, 2, r2), flow(vipB, 3, r1)}
 	if _, err := c.DeleteReal(vipA, r1); err != nil {
 		t.Fatal(err)
 	}

@@ -9,10 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // A disabled VIP keeps its datapath entry (number, flags, counters, reals'
@@ -23,10 +23,10 @@ func TestDisabledVIPEmptiesItsRingAndKeepsTheRest(t *testing.T) {
 	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 3)}})
 	before := slices.Clone(dp.Rings[vipA])
 	entry := dp.VIPMap[vipA]
-	ids := map[xdp.RealID]bool{dp.RealMap[r1]: true, dp.RealMap[r2]: true}
-	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 100, Bytes: 10000}
-	flow := xdp.Flow{Key: xdp.FlowKey{Proto: lb.TCP}, Real: dp.RealMap[r1], VIPNum: entry.Num, Packets: 3}
-	dp.FlowList = []xdp.Flow{flow}
+	ids := map[datapath.RealID]bool{dp.RealMap[r1]: true, dp.RealMap[r2]: true}
+	dp.VIPCounters[vipA] = datapath.VIPStats{Packets: 100, Bytes: 10000}
+	flow := datapath.Flow{Key: datapath.FlowKey{Proto: lb.TCP}, Real: dp.RealMap[r1], VIPNum: entry.Num, Packets: 3}
+	dp.FlowList = []datapath.Flow{flow}
 	ev, stop := c.Subscribe(16)
 	defer stop()
 

@@ -8,15 +8,15 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // SetDatapathConfig gives the controller the datapath configuration it
 // should hold (the one the daemon installed at start): Reconcile then
 // repairs the config map too. Without a call the config map is not
 // checked.
-func (c *Controller) SetDatapathConfig(cfg xdp.Config) {
+func (c *Controller) SetDatapathConfig(cfg datapath.Config) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.dpConfig = &cfg
@@ -62,7 +62,7 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 		return nil, fmt.Errorf("read the datapath's maps: %w", err)
 	}
 	var d mapDrift
-	installed := map[lb.VIPKey]xdp.VIP{}
+	installed := map[lb.VIPKey]datapath.VIP{}
 	for _, v := range c.dp.VIPs() {
 		installed[v.Key] = v
 	}
@@ -78,43 +78,43 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 		name := lb.VIPName(k)
 		switch num, ok := ms.VIPs[k]; {
 		case !ok:
-			d.add(xdp.MapVIPs, name, "entry missing: rewrote it (number %d)", v.Num)
+			d.add(datapath.MapVIPs, name, "entry missing: rewrote it (number %d)", v.Num)
 			repair[k] = true
 		case num != v.Num:
-			d.add(xdp.MapVIPs, name, "entry points to number %d: rewrote it (number %d)", num, v.Num)
+			d.add(datapath.MapVIPs, name, "entry points to number %d: rewrote it (number %d)", num, v.Num)
 			repair[k] = true
 		}
-		want := xdp.VIPInfo{Flags: v.Flags, RingSize: v.RingSize, Buf: v.Buf, Gen: v.Gen}
+		want := datapath.VIPInfo{Flags: v.Flags, RingSize: v.RingSize, Buf: v.Buf, Gen: v.Gen}
 		if have, ok := ms.VIPInfo[v.Num]; !ok {
-			d.add(xdp.MapVIPInfo, name, "entry %d cleared: rewrote it (generation %d, flags %#x, ring %d)", v.Num, v.Gen, uint32(v.Flags), v.RingSize)
+			d.add(datapath.MapVIPInfo, name, "entry %d cleared: rewrote it (generation %d, flags %#x, ring %d)", v.Num, v.Gen, uint32(v.Flags), v.RingSize)
 			repair[k] = true
 		} else if have != want {
-			d.add(xdp.MapVIPInfo, name, "entry %d held %+v: rewrote it to %+v", v.Num, have, want)
+			d.add(datapath.MapVIPInfo, name, "entry %d held %+v: rewrote it to %+v", v.Num, have, want)
 			repair[k] = true
 		}
 	}
 	for _, k := range keys {
 		if repair[k] {
-			d.fail(xdp.MapVIPs, lb.VIPName(k), c.dp.RepairVIP(k))
+			d.fail(datapath.MapVIPs, lb.VIPName(k), c.dp.RepairVIP(k))
 		}
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(ms.VIPs), lb.VIPKey.Compare) {
 		if _, ok := installed[k]; ok {
 			continue
 		}
-		d.add(xdp.MapVIPs, lb.VIPName(k), "stray entry (number %d) that lbd did not make: deleted it", ms.VIPs[k])
-		d.fail(xdp.MapVIPs, lb.VIPName(k), c.dp.ClearVIPEntry(k))
+		d.add(datapath.MapVIPs, lb.VIPName(k), "stray entry (number %d) that lbd did not make: deleted it", ms.VIPs[k])
+		d.fail(datapath.MapVIPs, lb.VIPName(k), c.dp.ClearVIPEntry(k))
 	}
 	if len(ms.BadVIPs) > 0 {
-		d.add(xdp.MapVIPs, "", "%d entries with an unknown address family: deleted them", len(ms.BadVIPs))
-		d.fail(xdp.MapVIPs, "", c.dp.ClearVIPEntry(lb.VIPKey{}))
+		d.add(datapath.MapVIPs, "", "%d entries with an unknown address family: deleted them", len(ms.BadVIPs))
+		d.fail(datapath.MapVIPs, "", c.dp.ClearVIPEntry(lb.VIPKey{}))
 	}
 	for _, n := range slices.Sorted(maps.Keys(ms.VIPInfo)) {
 		if nums[n] {
 			continue
 		}
-		d.add(xdp.MapVIPInfo, "", "entry %d of no VIP held %+v: freed it", n, ms.VIPInfo[n])
-		d.fail(xdp.MapVIPInfo, "", c.dp.ClearVIPInfo(n))
+		d.add(datapath.MapVIPInfo, "", "entry %d of no VIP held %+v: freed it", n, ms.VIPInfo[n])
+		d.fail(datapath.MapVIPInfo, "", c.dp.ClearVIPInfo(n))
 	}
 
 	// vip_addrs and vip_filter: what the VIP keys need.
@@ -124,19 +124,19 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 	}
 	syncAddrs := false
 	for _, a := range slices.SortedFunc(maps.Keys(addrs), netip.Addr.Compare) {
-		want := xdp.AddrFlagsOf(a, keys)
+		want := datapath.AddrFlagsOf(a, keys)
 		switch have, ok := ms.VIPAddrs[a]; {
 		case !ok:
-			d.add(xdp.MapVIPAddrs, "", "entry of %s missing: rewrote it", a)
+			d.add(datapath.MapVIPAddrs, "", "entry of %s missing: rewrote it", a)
 			syncAddrs = true
 		case have != want:
-			d.add(xdp.MapVIPAddrs, "", "entry of %s held flags %#x, want %#x: rewrote it", a, uint32(have), uint32(want))
+			d.add(datapath.MapVIPAddrs, "", "entry of %s held flags %#x, want %#x: rewrote it", a, uint32(have), uint32(want))
 			syncAddrs = true
 		}
 	}
 	for _, a := range slices.SortedFunc(maps.Keys(ms.VIPAddrs), netip.Addr.Compare) {
 		if !addrs[a] {
-			d.add(xdp.MapVIPAddrs, "", "stray entry of %s, which no VIP has: deleted it", a)
+			d.add(datapath.MapVIPAddrs, "", "stray entry of %s, which no VIP has: deleted it", a)
 			syncAddrs = true
 		}
 	}
@@ -155,12 +155,12 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 				n++
 			}
 		}
-		d.add(xdp.MapVIPFilter, "", "%d words differ from the VIP addresses' bits: rewrote the bitmap", n)
+		d.add(datapath.MapVIPFilter, "", "%d words differ from the VIP addresses' bits: rewrote the bitmap", n)
 		syncAddrs = true
 	}
 	if syncAddrs {
 		err := c.dp.SyncAddrs()
-		d.fail(xdp.MapVIPAddrs, "", err)
+		d.fail(datapath.MapVIPAddrs, "", err)
 	}
 
 	// reals: every defined index holds its address, nothing else is
@@ -174,7 +174,7 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 	// here but kept right until it is collected; only an index the
 	// datapath never defined is stray.
 	defined := c.dp.RealSlots()
-	owner := make(map[xdp.RealID]RealKey, len(c.slots))
+	owner := make(map[datapath.RealID]RealKey, len(c.slots))
 	for pk, id := range c.slots {
 		owner[id] = pk
 	}
@@ -186,13 +186,13 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 		}
 		switch have, ok := ms.Reals[id]; {
 		case !ok:
-			d.add(xdp.MapReals, "", "entry %d of real %s%s cleared: rewrote it", id, a, of)
+			d.add(datapath.MapReals, "", "entry %d of real %s%s cleared: rewrote it", id, a, of)
 		case have != a:
-			d.add(xdp.MapReals, "", "entry %d held %s instead of real %s%s: rewrote it", id, have, a, of)
+			d.add(datapath.MapReals, "", "entry %d held %s instead of real %s%s: rewrote it", id, have, a, of)
 		default:
 			continue
 		}
-		d.fail(xdp.MapReals, "", c.dp.RepairRealSlot(id))
+		d.fail(datapath.MapReals, "", c.dp.RepairRealSlot(id))
 	}
 	stray := slices.Collect(maps.Keys(ms.Reals))
 	stray = append(stray, ms.BadReals...)
@@ -202,28 +202,28 @@ func (c *Controller) repairMaps() ([]Drift, error) {
 			continue
 		}
 		if a, ok := ms.Reals[id]; ok {
-			d.add(xdp.MapReals, "", "stray entry %d (%s) that lbd did not define: cleared it", id, a)
+			d.add(datapath.MapReals, "", "stray entry %d (%s) that lbd did not define: cleared it", id, a)
 		} else {
-			d.add(xdp.MapReals, "", "entry %d holds no valid address: cleared it", id)
+			d.add(datapath.MapReals, "", "entry %d holds no valid address: cleared it", id)
 		}
-		d.fail(xdp.MapReals, "", c.dp.ClearReal(id))
+		d.fail(datapath.MapReals, "", c.dp.ClearReal(id))
 	}
 
 	// config: the configuration the daemon installed.
 	if want := c.dpConfig; want != nil && (ms.ConfigErr != nil || !sameConfig(*want, ms.Config)) {
 		if ms.ConfigErr != nil {
-			d.add(xdp.MapConfig, "", "holds no valid configuration (%v): rewrote it", ms.ConfigErr)
+			d.add(datapath.MapConfig, "", "holds no valid configuration (%v): rewrote it", ms.ConfigErr)
 		} else {
-			d.add(xdp.MapConfig, "", "held %s: rewrote it to %s", configString(ms.Config), configString(*want))
+			d.add(datapath.MapConfig, "", "held %s: rewrote it to %s", configString(ms.Config), configString(*want))
 		}
-		d.fail(xdp.MapConfig, "", c.dp.SetConfig(*want))
+		d.fail(datapath.MapConfig, "", c.dp.SetConfig(*want))
 	}
 	return d.drifts, nil
 }
 
 // sameConfig compares configurations as the config map holds them (UDP
 // timeouts in whole seconds).
-func sameConfig(a, b xdp.Config) bool {
+func sameConfig(a, b datapath.Config) bool {
 	return configString(a) == configString(b)
 }
 
@@ -231,16 +231,16 @@ func sameConfig(a, b xdp.Config) bool {
 func changeMap(change string) string {
 	switch {
 	case strings.HasPrefix(change, "replaced ring"):
-		return xdp.MapRings
+		return datapath.MapRings
 	case strings.HasPrefix(change, "defined real"):
-		return xdp.MapReals
+		return datapath.MapReals
 	case strings.HasPrefix(change, "set flags"):
-		return xdp.MapVIPInfo
+		return datapath.MapVIPInfo
 	}
-	return xdp.MapVIPs
+	return datapath.MapVIPs
 }
 
-func configString(c xdp.Config) string {
+func configString(c datapath.Config) string {
 	return fmt.Sprintf("{gateway_mac:%s mtu:%d fragments:%s unbalanceable:%s encap_v4:%s encap_v6:%s gue_v4:%s gue_v6:%s gue_port:%d udp_timeout:%s search_rate:%d}",
 		c.GatewayMAC, c.MTU, c.FragmentPolicy, c.UnbalanceablePolicy, c.EncapSourceV4, c.EncapSourceV6, c.GUESourceV4, c.GUESourceV6, c.GUEPort,
 		(c.UDPFlowTimeout+time.Second-1)/time.Second*time.Second, c.FlowSearchRate)

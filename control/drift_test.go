@@ -24,6 +24,7 @@ import (
 	"github.com/lbd-dev/lbd/internal/packettest"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // driftLab is a pinned balancer with two VIPs at one address (one of them
@@ -192,118 +193,118 @@ func TestReconcileRepairsKernelMaps(t *testing.T) {
 		tamper func(t *testing.T, l *driftLab)
 		broken xdp.Action // what a new flow gets before the repair (0: not checked)
 	}{
-		{"vips: every entry deleted", xdp.MapVIPs, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapVIPs)
+		{"vips: every entry deleted", datapath.MapVIPs, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapVIPs)
 			keys, _ := entries(t, m)
 			for _, k := range keys {
 				must(t, m.Delete(k))
 			}
 		}, xdp.ActionPass},
-		{"vips: stray entry added", xdp.MapVIPs, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapVIPs)
+		{"vips: stray entry added", datapath.MapVIPs, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapVIPs)
 			k, v := vipKeyBytes(t, m, l.vipA)
 			k = slices.Clone(k)
 			binary.BigEndian.PutUint16(k[16:], 8080)
 			must(t, m.Update(k, v, ebpf.UpdateNoExist))
 		}, 0},
-		{"vips: entry points to another number", xdp.MapVIPs, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapVIPs)
+		{"vips: entry points to another number", datapath.MapVIPs, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapVIPs)
 			k, _ := vipKeyBytes(t, m, l.vipA)
 			_, other := vipKeyBytes(t, m, l.portles)
 			must(t, m.Update(k, other, ebpf.UpdateExist))
 		}, 0},
-		{"vip_info: generation altered", xdp.MapVIPInfo, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapVIPInfo)
+		{"vip_info: generation altered", datapath.MapVIPInfo, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapVIPInfo)
 			v, _ := l.b.LookupVIP(l.vipA)
 			var val []byte
 			must(t, m.Lookup(v.Num, &val))
 			binary.NativeEndian.PutUint32(val[8:], v.Gen+1000)
 			must(t, m.Update(v.Num, val, ebpf.UpdateExist))
 		}, 0},
-		{"vip_info: entry cleared", xdp.MapVIPInfo, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapVIPInfo)
+		{"vip_info: entry cleared", datapath.MapVIPInfo, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapVIPInfo)
 			v, _ := l.b.LookupVIP(l.vipA)
 			must(t, m.Update(v.Num, make([]byte, 16), ebpf.UpdateExist))
 		}, xdp.ActionPass},
-		{"vip_info: entry of a free number set", xdp.MapVIPInfo, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapVIPInfo)
+		{"vip_info: entry of a free number set", datapath.MapVIPInfo, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapVIPInfo)
 			v, _ := l.b.LookupVIP(l.vipA)
 			var val []byte
 			must(t, m.Lookup(v.Num, &val))
 			must(t, m.Update(uint32(7), val, ebpf.UpdateExist))
 		}, 0},
-		{"vip_addrs: entry deleted", xdp.MapVIPAddrs, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapVIPAddrs)
+		{"vip_addrs: entry deleted", datapath.MapVIPAddrs, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapVIPAddrs)
 			keys, _ := entries(t, m)
 			must(t, m.Delete(keys[0]))
 		}, 0},
-		{"vip_addrs: flags altered", xdp.MapVIPAddrs, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapVIPAddrs)
+		{"vip_addrs: flags altered", datapath.MapVIPAddrs, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapVIPAddrs)
 			keys, _ := entries(t, m)
 			must(t, m.Update(keys[0], u32(0), ebpf.UpdateExist))
 		}, 0},
-		{"vip_addrs: stray entry added", xdp.MapVIPAddrs, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapVIPAddrs)
+		{"vip_addrs: stray entry added", datapath.MapVIPAddrs, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapVIPAddrs)
 			keys, vals := entries(t, m)
 			k := slices.Clone(keys[0])
 			k[0] ^= 0xff
 			must(t, m.Update(k, vals[0], ebpf.UpdateNoExist))
 		}, 0},
-		{"vip_filter: bits cleared", xdp.MapVIPFilter, func(t *testing.T, l *driftLab) {
-			m := l.progMap(t, xdp.MapVIPFilter)
+		{"vip_filter: bits cleared", datapath.MapVIPFilter, func(t *testing.T, l *driftLab) {
+			m := l.progMap(t, datapath.MapVIPFilter)
 			for i := range m.MaxEntries() {
 				must(t, m.Update(i, uint64(0), ebpf.UpdateExist))
 			}
 		}, xdp.ActionPass},
-		{"vip_filter: bit set", xdp.MapVIPFilter, func(t *testing.T, l *driftLab) {
-			m := l.progMap(t, xdp.MapVIPFilter)
+		{"vip_filter: bit set", datapath.MapVIPFilter, func(t *testing.T, l *driftLab) {
+			m := l.progMap(t, datapath.MapVIPFilter)
 			var w uint64
 			must(t, m.Lookup(uint32(3), &w))
 			must(t, m.Update(uint32(3), w^1, ebpf.UpdateExist))
 		}, 0},
-		{"reals: entry altered", xdp.MapReals, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapReals)
+		{"reals: entry altered", datapath.MapReals, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapReals)
 			var other []byte
 			must(t, m.Lookup(l.pair(l.vipA, l.otherReal()), &other))
 			must(t, m.Update(l.pair(l.vipA, l.real), other, ebpf.UpdateExist))
 		}, 0},
-		{"reals: entry cleared", xdp.MapReals, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapReals)
+		{"reals: entry cleared", datapath.MapReals, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapReals)
 			must(t, m.Update(l.pair(l.vipA, l.real), make([]byte, 20), ebpf.UpdateExist))
 		}, 0},
-		{"reals: the other VIP's entry of a shared real cleared", xdp.MapReals, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapReals)
+		{"reals: the other VIP's entry of a shared real cleared", datapath.MapReals, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapReals)
 			if l.pair(l.portles, driftR2) == l.pair(l.vipA, driftR2) {
 				t.Fatal("the real of two VIPs has one index")
 			}
 			must(t, m.Update(l.pair(l.portles, driftR2), make([]byte, 20), ebpf.UpdateExist))
 		}, 0},
-		{"reals: stray entry added", xdp.MapReals, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapReals)
+		{"reals: stray entry added", datapath.MapReals, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapReals)
 			var def []byte
 			must(t, m.Lookup(l.pair(l.vipA, l.real), &def))
 			def = slices.Clone(def)
 			def[3] ^= 0x40
 			must(t, m.Update(uint32(12), def, ebpf.UpdateExist))
 		}, 0},
-		{"rings: live ring overwritten", xdp.MapRings, func(t *testing.T, l *driftLab) {
+		{"rings: live ring overwritten", datapath.MapRings, func(t *testing.T, l *driftLab) {
 			inner := l.liveRing(t)
 			for i := range inner.MaxEntries() {
 				must(t, inner.Update(i, uint32(0), ebpf.UpdateExist))
 			}
 		}, xdp.ActionDrop},
-		{"rings: live ring buffer removed", xdp.MapRings, func(t *testing.T, l *driftLab) {
+		{"rings: live ring buffer removed", datapath.MapRings, func(t *testing.T, l *driftLab) {
 			v, _ := l.b.LookupVIP(l.vipA)
-			must(t, l.pinned(t, xdp.MapRings).Delete(2*v.Num+v.Buf))
+			must(t, l.pinned(t, datapath.MapRings).Delete(2*v.Num+v.Buf))
 		}, xdp.ActionDrop},
-		{"config: zeroed", xdp.MapConfig, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapConfig)
+		{"config: zeroed", datapath.MapConfig, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapConfig)
 			var val []byte
 			must(t, m.Lookup(uint32(0), &val))
 			must(t, m.Update(uint32(0), make([]byte, len(val)), ebpf.UpdateExist))
 		}, 0},
-		{"config: MTU altered", xdp.MapConfig, func(t *testing.T, l *driftLab) {
-			m := l.pinned(t, xdp.MapConfig)
+		{"config: MTU altered", datapath.MapConfig, func(t *testing.T, l *driftLab) {
+			m := l.pinned(t, datapath.MapConfig)
 			var val []byte
 			must(t, m.Lookup(uint32(0), &val))
 			val = slices.Clone(val)
@@ -410,7 +411,7 @@ func (l *driftLab) liveRing(t *testing.T) *ebpf.Map {
 	t.Helper()
 	v, _ := l.b.LookupVIP(l.vipA)
 	var id ebpf.MapID
-	must(t, l.pinned(t, xdp.MapRings).Lookup(2*v.Num+v.Buf, &id))
+	must(t, l.pinned(t, datapath.MapRings).Lookup(2*v.Num+v.Buf, &id))
 	m, err := ebpf.NewMapFromID(id)
 	if err != nil {
 		t.Fatal(err)
@@ -438,14 +439,14 @@ func TestRemovedSharedRealFlowsFollowTheRing(t *testing.T) {
 	if _, err := l.c.DeleteReal(l.vipA, driftR2); err != nil {
 		t.Fatal(err)
 	}
-	key := xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(l.vipA.Addr, l.vipA.Port), Proto: lb.TCP}
-	if f, err := l.b.LookupFlow(key); !errors.Is(err, xdp.ErrNotFound) {
+	key := datapath.FlowKey{Client: client, Dest: netip.AddrPortFrom(l.vipA.Addr, l.vipA.Port), Proto: lb.TCP}
+	if f, err := l.b.LookupFlow(key); !errors.Is(err, datapath.ErrNotFound) {
 		t.Errorf("A's entry to the removed real is still there: %+v %v", f, err)
 	}
 	if act, real := l.send(t, client, false); act != xdp.ActionTX || real != driftR1 {
 		t.Errorf("A's flow to the removed real: %v to %s, want TX to %s (the ring's choice)", act, real, driftR1)
 	}
-	if a, ok := l.b.RealSlots()[xdp.RealID(bIndex)]; !ok || a != driftR2 {
+	if a, ok := l.b.RealSlots()[datapath.RealID(bIndex)]; !ok || a != driftR2 {
 		t.Errorf("B's index %d of %s: %s %v", bIndex, driftR2, a, ok)
 	}
 	if d, err := l.c.Reconcile(); err != nil || len(d) != 0 {
@@ -464,7 +465,7 @@ type unreadableRings struct {
 
 func (u *unreadableRings) Ring(key lb.VIPKey) ([]uint32, error) {
 	if !u.written[key] {
-		return nil, fmt.Errorf("VIP %s: open ring buffer 0: %w: %w", key, xdp.ErrRingUnreadable, syscall.EPERM)
+		return nil, fmt.Errorf("VIP %s: open ring buffer 0: %w: %w", key, datapath.ErrRingUnreadable, syscall.EPERM)
 	}
 	return u.Datapath.Ring(key)
 }

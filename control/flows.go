@@ -10,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // FlowSort is the order of a flow listing: largest first.
@@ -121,7 +121,7 @@ func (c *Controller) Flows(q FlowQuery) (FlowPage, error) {
 		return FlowPage{}, nil // desired but not installed: no flows
 	}
 	realAddrs := c.dp.RealSlots()
-	wantReal := map[xdp.RealID]bool{} // the real's indices (one per VIP that has it)
+	wantReal := map[datapath.RealID]bool{} // the real's indices (one per VIP that has it)
 	for id, a := range realAddrs {
 		if a == q.Real {
 			wantReal[id] = true
@@ -189,7 +189,7 @@ type flowPos struct {
 // start; later is false on the first page. A last_seen value is the
 // flow's tick relative to start, which, unlike its wall time (converted
 // anew on each read), is the same on every page.
-func posOf(f xdp.Flow, s FlowSort, start uint32, later bool) flowPos {
+func posOf(f datapath.Flow, s FlowSort, start uint32, later bool) flowPos {
 	since := int32(f.LastTick - start) // >= 0: a packet at or after start
 	if later && since >= 0 {
 		return flowPos{changed: 1, key: f.Key.String()}
@@ -231,7 +231,7 @@ func parseCursor(s string) (flowPos, uint32, error) {
 }
 
 type flowItem struct {
-	flow xdp.Flow
+	flow datapath.Flow
 	pos  flowPos
 }
 

@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 func flowsFixture(t *testing.T) (*Controller, *fakedp.Datapath) {
@@ -26,8 +26,8 @@ func flowsFixture(t *testing.T) (*Controller, *fakedp.Datapath) {
 			real = dp.RealMap[r2]
 		}
 		client := netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 51, 100, byte(i % 3)}), uint16(10000+i))
-		dp.FlowList = append(dp.FlowList, xdp.Flow{
-			Key:  xdp.FlowKey{Client: client, Dest: netip.AddrPortFrom(key.Addr, key.Port), Proto: key.Proto},
+		dp.FlowList = append(dp.FlowList, datapath.Flow{
+			Key:  datapath.FlowKey{Client: client, Dest: netip.AddrPortFrom(key.Addr, key.Port), Proto: key.Proto},
 			Real: real, VIPNum: dp.VIPMap[key].Num, VIPGen: dp.VIPMap[key].Gen,
 			Packets: uint64(i), Bytes: uint64(1000 * (i % 7)), // ties on purpose
 			FirstSeen: base, LastSeen: base.Add(time.Duration(i) * time.Second),
@@ -126,13 +126,13 @@ func TestFlowFilters(t *testing.T) {
 func TestRates(t *testing.T) {
 	c, dp := flowsFixture(t)
 	t0 := time.Unix(100, 0)
-	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 100, Bytes: 10000}
-	dp.Global[xdp.StatTX] = 100
+	dp.VIPCounters[vipA] = datapath.VIPStats{Packets: 100, Bytes: 10000}
+	dp.Global[datapath.StatTX] = 100
 	if err := c.SampleRates(t0); err != nil {
 		t.Fatal(err)
 	}
-	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 300, Bytes: 50000, LRUHits: 7}
-	dp.Global[xdp.StatTX] = 400
+	dp.VIPCounters[vipA] = datapath.VIPStats{Packets: 300, Bytes: 50000, LRUHits: 7}
+	dp.Global[datapath.StatTX] = 400
 	if err := c.SampleRates(t0.Add(2 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestRates(t *testing.T) {
 		t.Errorf("VIP stats %+v", s)
 	}
 	g, _ := c.GlobalStats()
-	if r := g.Rates[xdp.StatTX.String()]; r != 150 {
+	if r := g.Rates[datapath.StatTX.String()]; r != 150 {
 		t.Errorf("global tx rate %v, want 150 (%v)", r, fmt.Sprint(g.Rates))
 	}
 	all, err := c.AllStats()
@@ -160,7 +160,7 @@ func TestRates(t *testing.T) {
 func TestFlowsOfAGoneVIPAreNotListed(t *testing.T) {
 	c, dp := flowsFixture(t)
 	old := dp.VIPMap[vipB]
-	var left []xdp.Flow
+	var left []datapath.Flow
 	for _, f := range dp.FlowList {
 		if f.VIPNum == old.Num && f.VIPGen == old.Gen {
 			left = append(left, f)
@@ -258,8 +258,8 @@ func TestFlowPagesMissNothingWhileCountersChange(t *testing.T) {
 				}
 			}
 			// And a new flow comes.
-			dp.FlowList = append(dp.FlowList, xdp.Flow{
-				Key:  xdp.FlowKey{Client: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.99"), uint16(page+1)), Dest: netip.AddrPortFrom(vipA.Addr, vipA.Port), Proto: vipA.Proto},
+			dp.FlowList = append(dp.FlowList, datapath.Flow{
+				Key:  datapath.FlowKey{Client: netip.AddrPortFrom(netip.MustParseAddr("198.51.100.99"), uint16(page+1)), Dest: netip.AddrPortFrom(vipA.Addr, vipA.Port), Proto: vipA.Proto},
 				Real: dp.RealMap[r1], VIPNum: dp.VIPMap[vipA].Num, VIPGen: dp.VIPMap[vipA].Gen,
 				Packets: 1, Bytes: 2_000_000, FirstSeen: start.Add(time.Second), LastSeen: start.Add(time.Duration(page+1) * time.Second),
 			})
@@ -291,9 +291,9 @@ func TestRatesAfterZeroSample(t *testing.T) {
 	if err := c.SampleRates(t0); err != nil { // everything zero
 		t.Fatal(err)
 	}
-	dp.Global[xdp.StatTX] = 44733
-	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 400, Bytes: 4000}
-	dp.RealCounters[dp.RealMap[r1]] = xdp.RealStats{Packets: 400, Bytes: 4000}
+	dp.Global[datapath.StatTX] = 44733
+	dp.VIPCounters[vipA] = datapath.VIPStats{Packets: 400, Bytes: 4000}
+	dp.RealCounters[dp.RealMap[r1]] = datapath.RealStats{Packets: 400, Bytes: 4000}
 	if err := c.SampleRates(t0.Add(2 * time.Second)); err != nil {
 		t.Fatal(err)
 	}
@@ -301,7 +301,7 @@ func TestRatesAfterZeroSample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r := g.Rates[xdp.StatTX.String()]; r != 44733.0/2 {
+	if r := g.Rates[datapath.StatTX.String()]; r != 44733.0/2 {
 		t.Errorf("global tx rate %v after a zero sample, want %v", r, 44733.0/2)
 	}
 	s, err := c.RealStats(vipA, r1)
@@ -341,10 +341,10 @@ func TestCountersSurviveRestart(t *testing.T) {
 	if idA == idB || idA == 0 || idB == 0 {
 		t.Fatalf("shared real has indices %d (A) and %d (B), want two", idA, idB)
 	}
-	dp.RealCounters[idA] = xdp.RealStats{Packets: 10, Bytes: 1000}
-	dp.RealCounters[idB] = xdp.RealStats{Packets: 1, Bytes: 100}
-	dp.RealCounters[c.slots[RealKey{vipA, r3}]] = xdp.RealStats{Packets: 5, Bytes: 500}
-	dp.VIPCounters[vipA] = xdp.VIPStats{Packets: 15, Bytes: 1500}
+	dp.RealCounters[idA] = datapath.RealStats{Packets: 10, Bytes: 1000}
+	dp.RealCounters[idB] = datapath.RealStats{Packets: 1, Bytes: 100}
+	dp.RealCounters[c.slots[RealKey{vipA, r3}]] = datapath.RealStats{Packets: 5, Bytes: 500}
+	dp.VIPCounters[vipA] = datapath.VIPStats{Packets: 15, Bytes: 1500}
 	if _, err := c.DeleteReal(vipA, r3); err != nil {
 		t.Fatal(err)
 	}

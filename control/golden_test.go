@@ -13,6 +13,7 @@ import (
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -25,7 +26,7 @@ func dumpMaps(t *testing.T, b *xdp.Balancer) string {
 	t.Helper()
 	var sb strings.Builder
 	vips := b.VIPs()
-	slices.SortFunc(vips, func(x, y xdp.VIP) int { return x.Key.Compare(y.Key) })
+	slices.SortFunc(vips, func(x, y datapath.VIP) int { return x.Key.Compare(y.Key) })
 	byID := b.RealSlots() // one index per (VIP, real)
 	sb.WriteString("vips:\n")
 	for _, v := range vips {
@@ -49,7 +50,7 @@ func dumpMaps(t *testing.T, b *xdp.Balancer) string {
 		for _, id := range ring {
 			name := "empty"
 			if id != 0 {
-				a, ok := byID[xdp.RealID(id)]
+				a, ok := byID[datapath.RealID(id)]
 				if !ok {
 					t.Fatalf("ring of %s holds undefined real %d", lb.VIPName(v.Key), id)
 				}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"net/netip"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // TunnelProbes is the health-check encapsulation on the LB node (bpf/tc
@@ -217,7 +217,7 @@ func (c *Controller) resetFlows(key lb.VIPKey, addrs ...netip.Addr) int {
 	if err != nil {
 		return 0
 	}
-	ids := map[xdp.RealID]bool{}
+	ids := map[datapath.RealID]bool{}
 	for _, a := range addrs {
 		if id, ok := c.slots[RealKey{key, a}]; ok {
 			ids[id] = true
@@ -226,7 +226,7 @@ func (c *Controller) resetFlows(key lb.VIPKey, addrs ...netip.Addr) int {
 	if len(ids) == 0 {
 		return 0
 	}
-	n, err := c.dp.DeleteFlows(func(f xdp.Flow) bool { return f.VIPNum == vip.Num && ids[f.Real] })
+	n, err := c.dp.DeleteFlows(func(f datapath.Flow) bool { return f.VIPNum == vip.Num && ids[f.Real] })
 	if err != nil {
 		c.log.Error("reset flows", "vip", lb.VIPName(key), "reals", addrs, "err", err)
 	}

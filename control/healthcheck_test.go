@@ -8,10 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // switchProber answers probes from a per-real switch (true = healthy).
@@ -69,10 +69,10 @@ func waitEvent(t *testing.T, ev <-chan Event, real netip.Addr, state health.Stat
 	}
 }
 
-func ringHolds(dp *fakedp.Datapath, key lb.VIPKey) map[xdp.RealID]int {
-	n := map[xdp.RealID]int{}
+func ringHolds(dp *fakedp.Datapath, key lb.VIPKey) map[datapath.RealID]int {
+	n := map[datapath.RealID]int{}
 	for _, id := range dp.Rings[key] {
-		n[xdp.RealID(id)]++
+		n[datapath.RealID(id)]++
 	}
 	return n
 }
@@ -83,9 +83,9 @@ func TestHealthTakesRealsOutOfTheRingAndBack(t *testing.T) {
 	mustCreate(t, c, VIP{Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1), active(r2, 1), active(r3, 1)},
 		Health: health.Spec{Type: health.TCP, Interval: 100 * time.Millisecond, Rise: 2, Fall: 2}, DownFlows: ResetFlows})
 	before := slices.Clone(dp.Rings[vipA])
-	dp.FlowList = []xdp.Flow{
-		{Key: xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1000")}, Real: dp.RealMap[r2], VIPNum: dp.VIPMap[vipA].Num},
-		{Key: xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1001")}, Real: dp.RealMap[r1], VIPNum: dp.VIPMap[vipA].Num},
+	dp.FlowList = []datapath.Flow{
+		{Key: datapath.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1000")}, Real: dp.RealMap[r2], VIPNum: dp.VIPMap[vipA].Num},
+		{Key: datapath.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1001")}, Real: dp.RealMap[r1], VIPNum: dp.VIPMap[vipA].Num},
 	}
 	saves := st.saves
 

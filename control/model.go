@@ -22,10 +22,10 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/control/maglev"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // Encap is how packets reach a VIP's reals.
@@ -397,7 +397,7 @@ var (
 	// ErrLimit: a datapath table is full (VIPs, reals, ring slots); the
 	// change was refused. It is the datapath's own error (errors.Is
 	// matches either name).
-	ErrLimit = xdp.ErrLimit
+	ErrLimit = datapath.ErrLimit
 )
 
 // InvalidError is input that cannot be accepted, with the field at fault

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // Traffic is a packet and byte count with its recent rate.
@@ -49,7 +49,7 @@ type VIPRealStats struct {
 }
 
 // GlobalStats are the datapath's outcome and table counters by name
-// (xdp.Stat names), with per-second rates.
+// (datapath.Stat names), with per-second rates.
 type GlobalStats struct {
 	Counters map[string]uint64
 	Rates    map[string]float64
@@ -117,8 +117,8 @@ func (c *Controller) pairCounters(key lb.VIPKey) ([]VIPRealStats, error) {
 	c.mu.Lock()
 	v := c.vips[key]
 	type pair struct {
-		id      xdp.RealID
-		removed xdp.RealStats
+		id      datapath.RealID
+		removed datapath.RealStats
 		gone    bool
 	}
 	pairs := map[netip.Addr]pair{}
@@ -227,7 +227,7 @@ func (c *Controller) SampleRates(now time.Time) error {
 		return err
 	}
 	values := make(map[string]uint64)
-	for s := xdp.StatTX; s < xdp.NumStats; s++ { // zeros too: a rate needs its baseline
+	for s := datapath.StatTX; s < datapath.NumStats; s++ { // zeros too: a rate needs its baseline
 		values["global/"+s.String()] = g[s]
 	}
 	for _, v := range c.VIPs() {
@@ -306,7 +306,7 @@ func (r *rateTracker) rate(key string) float64 {
 // TableUsage is the fill of the connection table (one table shared by
 // all CPUs), as counted at ReadAt.
 type TableUsage struct {
-	xdp.TableUsage
+	datapath.TableUsage
 	ReadAt time.Time
 }
 
@@ -382,10 +382,10 @@ func (c *Controller) RestoreCounters(saved Counters) {
 	live := c.dp.RealSlots()
 	for _, p := range saved.Pairs {
 		key, err := lb.ParseVIPName(p.VIP)
-		if err != nil || live[xdp.RealID(p.Index)] != p.Real {
+		if err != nil || live[datapath.RealID(p.Index)] != p.Real {
 			continue
 		}
-		c.slots[RealKey{key, p.Real}] = xdp.RealID(p.Index)
+		c.slots[RealKey{key, p.Real}] = datapath.RealID(p.Index)
 	}
 	for _, r := range saved.Removed {
 		key, err := lb.ParseVIPName(r.VIP)
@@ -395,6 +395,6 @@ func (c *Controller) RestoreCounters(saved Counters) {
 		if _, ok := c.vips[key]; !ok {
 			continue
 		}
-		c.removed[RealKey{key, r.Real}] = xdp.RealStats{Packets: r.Packets, Bytes: r.Bytes}
+		c.removed[RealKey{key, r.Real}] = datapath.RealStats{Packets: r.Packets, Bytes: r.Bytes}
 	}
 }

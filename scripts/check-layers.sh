@@ -1,43 +1,57 @@
 #!/usr/bin/env bash
-# check-layers.sh: fail when an import runs against lbd's layers
+# check-layers.sh: fail when a dependency runs against lbd's layers
 # (api -> control -> bpf -> kernel, and lb/, the vocabulary, under all).
-# Run by `make lint`.
+# Run by `make lint`. Each rule reads `go list -deps` (the packages a
+# package links, tests aside), not only its own imports:
 #
-#   - lb imports nothing of the module (it is the leaf every layer uses);
-#   - control does not depend on api (no HTTP in control);
-#   - api reaches bpf/ only through control: no bpf/ package among api's
-#     dependencies that control does not bring;
-#   - api/client (the REST client the CLI links) imports neither control
-#     nor a bpf/ package, and reaches them only through api.
+#   - lb/... imports nothing of the module outside lb/ (lb is the leaf
+#     every layer uses; lb/datapath, the words control and bpf/xdp
+#     share, uses lb only), and api/apiv1, the API's JSON bodies, lb only;
+#   - control/... lists no api package (no HTTP in control) and no bpf/
+#     package (control speaks to the datapath through its Datapath
+#     interface, in lb/datapath's words; cmd/lbd loads the balancer);
+#   - api and api/client list no bpf/ package;
+#   - api/client (the REST client the CLI links) lists no control
+#     package: it speaks the API's JSON (api/apiv1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mod=$(go list -m)
 fail=0
 bad() { echo "check-layers: $*" >&2; fail=1; }
 
-deps() { go list -deps "$@" | grep "^$mod/" || true; }
-imports() { go list -f '{{join .Imports "\n"}}' "$1" | grep "^$mod/" || true; }
+# deps PKGS: the module's packages PKGS depend on (themselves included),
+# one a line, without the module prefix; the script stops if go list fails.
+deps() {
+	local l
+	l=$(go list -deps "$1") || { echo "check-layers: go list -deps $1 failed" >&2; exit 2; }
+	sed -n "s#^$mod/##p" <<<"$l" | sort -u
+}
 
-if out=$(deps ./lb | grep -vx "$mod/lb"); [ -n "$out" ]; then
-	bad "lb must import nothing of the module, it depends on: $out"
-fi
-if deps ./control/... | grep -qx "$mod/api"; then
-	bad "control depends on api (data flows api -> control): $(go list -f '{{.ImportPath}}: {{join .Imports " "}}' ./control/... | grep "$mod/api" | cut -d: -f1 | tr '\n' ' ')"
-fi
-# Dependencies of $1 that $2 does not bring.
-beyond() { comm -23 <(deps "$1" | sort) <(deps "$2" | sort); }
-if out=$(beyond ./api ./control | grep "^$mod/bpf/"); [ -n "$out" ]; then
-	bad "api depends on bpf/ other than through control: $out"
-fi
-for p in ./api ./api/client; do
-	if out=$(imports "$p" | grep "^$mod/bpf/"); [ -n "$out" ]; then
-		bad "$p imports $out"
+# only PKGS ALLOWED: fail when PKGS depend on a module package that does
+# not match the regular expression ALLOWED.
+only() {
+	local d out
+	d=$(deps "$1") || exit 2
+	if out=$(grep -Ev "$2" <<<"$d"); then
+		bad "$1 must depend on nothing of the module but $2; it depends on: $(echo $out)"
 	fi
-done
-if out=$(imports ./api/client | grep -x "$mod/control"); [ -n "$out" ]; then
-	bad "api/client imports control: use api's JSON types"
-fi
-if out=$(beyond ./api/client ./api | grep -E "^$mod/(bpf/|control$)"); [ -n "$out" ]; then
-	bad "api/client depends on $out other than through api"
-fi
+}
+
+# never PKGS FORBIDDEN WHY: fail when PKGS depend on a module package that
+# matches the regular expression FORBIDDEN.
+never() {
+	local d out
+	d=$(deps "$1") || exit 2
+	if out=$(grep -E "$2" <<<"$d"); then
+		bad "$1 depends on $(echo $out): $3"
+	fi
+}
+
+only ./lb/... '^lb(/|$)'
+only ./api/apiv1 '^(lb|api/apiv1)$'
+never ./control/... '^api(/|$)' 'data flows api -> control, no HTTP in control'
+never ./control/... '^bpf/' 'control speaks to the datapath through its Datapath interface (lb/datapath); cmd/lbd loads bpf/'
+never ./api '^bpf/' 'api reaches the datapath only through control'
+never ./api/client '^bpf/' 'the client speaks the API JSON (api/apiv1)'
+never ./api/client '^control(/|$)' 'the client speaks the API JSON (api/apiv1), not control'
 exit $fail

@@ -24,7 +24,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // DefaultTimeout bounds each request when Options.Timeout is zero.
@@ -264,7 +264,7 @@ func decodeProblem(resp *http.Response, data []byte) error {
 	e := &Error{Status: resp.StatusCode, Title: http.StatusText(resp.StatusCode)}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	if mt == "application/problem+json" || mt == "application/json" {
-		var p api.ProblemJSON
+		var p apiv1.ProblemJSON
 		if json.Unmarshal(data, &p) == nil {
 			if p.Title != "" {
 				e.Title = p.Title
@@ -272,7 +272,7 @@ func decodeProblem(resp *http.Response, data []byte) error {
 			e.Detail, e.Field, e.RolledBack = p.Detail, p.Field, p.RolledBack
 		} else {
 			// /readyz's 503 answers with a Health body, not a problem.
-			var h api.HealthJSON
+			var h apiv1.HealthJSON
 			if json.Unmarshal(data, &h) == nil && h.Reason != "" {
 				e.Detail = h.Reason
 			}
@@ -296,35 +296,35 @@ func vipPath(vip string) string { return "/api/v1/vips/" + url.PathEscape(vip) }
 func realPath(vip, addr string) string { return vipPath(vip) + "/reals/" + url.PathEscape(addr) }
 
 // ListVIPs returns every VIP, ordered by address, protocol and port.
-func (c *Client) ListVIPs(ctx context.Context) ([]api.VIPJSON, error) {
-	var out api.VIPListJSON
+func (c *Client) ListVIPs(ctx context.Context) ([]apiv1.VIPJSON, error) {
+	var out apiv1.VIPListJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/vips", nil, nil, &out)
 	return out.VIPs, err
 }
 
 // CreateVIP creates a VIP; it fails (409) if the VIP exists.
-func (c *Client) CreateVIP(ctx context.Context, v api.VIPCreateJSON) (api.VIPJSON, error) {
-	var out api.VIPJSON
+func (c *Client) CreateVIP(ctx context.Context, v apiv1.VIPCreateJSON) (apiv1.VIPJSON, error) {
+	var out apiv1.VIPJSON
 	_, err := c.do(ctx, http.MethodPost, "/api/v1/vips", nil, v, &out)
 	return out, err
 }
 
 // GetVIP returns the VIP named vip (e.g. "tcp-192.0.2.1-80").
-func (c *Client) GetVIP(ctx context.Context, vip string) (api.VIPJSON, error) {
-	var out api.VIPJSON
+func (c *Client) GetVIP(ctx context.Context, vip string) (apiv1.VIPJSON, error) {
+	var out apiv1.VIPJSON
 	_, err := c.do(ctx, http.MethodGet, vipPath(vip), nil, nil, &out)
 	return out, err
 }
 
 // PutVIP creates or replaces a VIP as a whole; created says which.
-func (c *Client) PutVIP(ctx context.Context, vip string, s api.VIPSettingsJSON) (out api.VIPJSON, created bool, err error) {
+func (c *Client) PutVIP(ctx context.Context, vip string, s apiv1.VIPSettingsJSON) (out apiv1.VIPJSON, created bool, err error) {
 	status, err := c.do(ctx, http.MethodPut, vipPath(vip), nil, s, &out)
 	return out, status == http.StatusCreated, err
 }
 
 // PatchVIP changes the settings p names; the VIP's reals stay.
-func (c *Client) PatchVIP(ctx context.Context, vip string, p api.VIPPatchJSON) (api.VIPJSON, error) {
-	var out api.VIPJSON
+func (c *Client) PatchVIP(ctx context.Context, vip string, p apiv1.VIPPatchJSON) (apiv1.VIPJSON, error) {
+	var out apiv1.VIPJSON
 	_, err := c.do(ctx, http.MethodPatch, vipPath(vip), nil, p, &out)
 	return out, err
 }
@@ -336,33 +336,33 @@ func (c *Client) DeleteVIP(ctx context.Context, vip string) error {
 }
 
 // ListReals returns a VIP's reals.
-func (c *Client) ListReals(ctx context.Context, vip string) ([]api.RealJSON, error) {
-	var out api.RealListJSON
+func (c *Client) ListReals(ctx context.Context, vip string) ([]apiv1.RealJSON, error) {
+	var out apiv1.RealListJSON
 	_, err := c.do(ctx, http.MethodGet, vipPath(vip)+"/reals", nil, nil, &out)
 	return out.Reals, err
 }
 
 // ReplaceReals sets a VIP's whole set of reals (empty: none) and returns
 // the new set.
-func (c *Client) ReplaceReals(ctx context.Context, vip string, reals []api.RealJSON) ([]api.RealJSON, error) {
+func (c *Client) ReplaceReals(ctx context.Context, vip string, reals []apiv1.RealJSON) ([]apiv1.RealJSON, error) {
 	if reals == nil {
-		reals = []api.RealJSON{} // the server wants the field present
+		reals = []apiv1.RealJSON{} // the server wants the field present
 	}
-	var out api.RealListJSON
-	_, err := c.do(ctx, http.MethodPut, vipPath(vip)+"/reals", nil, api.RealListJSON{Reals: reals}, &out)
+	var out apiv1.RealListJSON
+	_, err := c.do(ctx, http.MethodPut, vipPath(vip)+"/reals", nil, apiv1.RealListJSON{Reals: reals}, &out)
 	return out.Reals, err
 }
 
 // GetReal returns one real of a VIP.
-func (c *Client) GetReal(ctx context.Context, vip, addr string) (api.RealJSON, error) {
-	var out api.RealJSON
+func (c *Client) GetReal(ctx context.Context, vip, addr string) (apiv1.RealJSON, error) {
+	var out apiv1.RealJSON
 	_, err := c.do(ctx, http.MethodGet, realPath(vip, addr), nil, nil, &out)
 	return out, err
 }
 
 // PutReal adds a real or sets its weight and state. Fields s leaves out
 // take the defaults (weight 1, active), not the real's current values.
-func (c *Client) PutReal(ctx context.Context, vip, addr string, s api.RealSettingsJSON) (out api.RealJSON, created bool, err error) {
+func (c *Client) PutReal(ctx context.Context, vip, addr string, s apiv1.RealSettingsJSON) (out apiv1.RealJSON, created bool, err error) {
 	status, err := c.do(ctx, http.MethodPut, realPath(vip, addr), nil, s, &out)
 	return out, status == http.StatusCreated, err
 }
@@ -374,8 +374,8 @@ func (c *Client) DeleteReal(ctx context.Context, vip, addr string) error {
 }
 
 // VIPStats returns a VIP's counters.
-func (c *Client) VIPStats(ctx context.Context, vip string) (api.VIPStatsJSON, error) {
-	var out api.VIPStatsJSON
+func (c *Client) VIPStats(ctx context.Context, vip string) (apiv1.VIPStatsJSON, error) {
+	var out apiv1.VIPStatsJSON
 	_, err := c.do(ctx, http.MethodGet, vipPath(vip)+"/stats", nil, nil, &out)
 	return out, err
 }
@@ -389,30 +389,30 @@ func (c *Client) ResetVIPStats(ctx context.Context, vip string) error {
 
 // FlowTables returns the entries in the connection table and its
 // capacity.
-func (c *Client) FlowTables(ctx context.Context) (api.FlowTablesJSON, error) {
-	var out api.FlowTablesJSON
+func (c *Client) FlowTables(ctx context.Context) (apiv1.FlowTablesJSON, error) {
+	var out apiv1.FlowTablesJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/flow-tables", nil, nil, &out)
 	return out, err
 }
 
 // RealStats returns a real's counters for a VIP (also of a real the VIP
 // no longer has, until the VIP's counters are reset).
-func (c *Client) RealStats(ctx context.Context, vip, addr string) (api.TrafficJSON, error) {
-	var out api.TrafficJSON
+func (c *Client) RealStats(ctx context.Context, vip, addr string) (apiv1.TrafficJSON, error) {
+	var out apiv1.TrafficJSON
 	_, err := c.do(ctx, http.MethodGet, realPath(vip, addr)+"/stats", nil, nil, &out)
 	return out, err
 }
 
 // Ring summarises a VIP's Maglev ring as the datapath has it.
-func (c *Client) Ring(ctx context.Context, vip string) (api.RingJSON, error) {
-	var out api.RingJSON
+func (c *Client) Ring(ctx context.Context, vip string) (apiv1.RingJSON, error) {
+	var out apiv1.RingJSON
 	_, err := c.do(ctx, http.MethodGet, vipPath(vip)+"/ring", nil, nil, &out)
 	return out, err
 }
 
 // Stats returns global, per-VIP and per-real counters with rates.
-func (c *Client) Stats(ctx context.Context) (api.StatsJSON, error) {
-	var out api.StatsJSON
+func (c *Client) Stats(ctx context.Context) (apiv1.StatsJSON, error) {
+	var out apiv1.StatsJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/stats", nil, nil, &out)
 	return out, err
 }
@@ -447,30 +447,30 @@ func (q FlowQuery) values() url.Values {
 
 // Flows returns one page of connection table entries; NextCursor is empty
 // on the last page.
-func (c *Client) Flows(ctx context.Context, q FlowQuery) (api.FlowPageJSON, error) {
-	var out api.FlowPageJSON
+func (c *Client) Flows(ctx context.Context, q FlowQuery) (apiv1.FlowPageJSON, error) {
+	var out apiv1.FlowPageJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/flows", q.values(), nil, &out)
 	return out, err
 }
 
 // Status says what the daemon runs and how.
-func (c *Client) Status(ctx context.Context) (api.StatusJSON, error) {
-	var out api.StatusJSON
+func (c *Client) Status(ctx context.Context) (apiv1.StatusJSON, error) {
+	var out apiv1.StatusJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/status", nil, nil, &out)
 	return out, err
 }
 
 // Reconcile makes the daemon repair any difference between the datapath
 // and the desired state now; it returns what differed.
-func (c *Client) Reconcile(ctx context.Context) ([]api.DriftJSON, error) {
-	var out api.DriftsJSON
+func (c *Client) Reconcile(ctx context.Context) ([]apiv1.DriftJSON, error) {
+	var out apiv1.DriftsJSON
 	_, err := c.do(ctx, http.MethodPost, "/api/v1/reconcile", nil, nil, &out)
 	return out.Drifts, err
 }
 
 // Health asks whether the process is alive (no token needed).
-func (c *Client) Health(ctx context.Context) (api.HealthJSON, error) {
-	var out api.HealthJSON
+func (c *Client) Health(ctx context.Context) (apiv1.HealthJSON, error) {
+	var out apiv1.HealthJSON
 	_, err := c.do(ctx, http.MethodGet, "/healthz", nil, nil, &out)
 	return out, err
 }
@@ -478,27 +478,27 @@ func (c *Client) Health(ctx context.Context) (api.HealthJSON, error) {
 // Ready asks whether the daemon serves traffic (no token needed). A
 // daemon that is not ready answers 503: the error is then an *Error with
 // Status 503 whose Detail is the reason.
-func (c *Client) Ready(ctx context.Context) (api.HealthJSON, error) {
-	var out api.HealthJSON
+func (c *Client) Ready(ctx context.Context) (apiv1.HealthJSON, error) {
+	var out apiv1.HealthJSON
 	_, err := c.do(ctx, http.MethodGet, "/readyz", nil, nil, &out)
 	var e *Error
 	if errors.As(err, &e) && e.Status == http.StatusServiceUnavailable {
-		out = api.HealthJSON{Status: "unavailable", Reason: e.Detail}
+		out = apiv1.HealthJSON{Status: "unavailable", Reason: e.Detail}
 	}
 	return out, err
 }
 
 // BGP returns the BGP sessions, the VIP addresses (announced or why not)
 // and the drain state.
-func (c *Client) BGP(ctx context.Context) (api.BGPStatusJSON, error) {
-	var out api.BGPStatusJSON
+func (c *Client) BGP(ctx context.Context) (apiv1.BGPStatusJSON, error) {
+	var out apiv1.BGPStatusJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/bgp", nil, nil, &out)
 	return out, err
 }
 
 // Fleet is the fleet this node belongs to and every node's report.
-func (c *Client) Fleet(ctx context.Context) (api.FleetStatusJSON, error) {
-	var out api.FleetStatusJSON
+func (c *Client) Fleet(ctx context.Context) (apiv1.FleetStatusJSON, error) {
+	var out apiv1.FleetStatusJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/fleet", nil, nil, &out)
 	return out, err
 }
@@ -506,15 +506,15 @@ func (c *Client) Fleet(ctx context.Context) (api.FleetStatusJSON, error) {
 // Drain withdraws every VIP of the node from its routers (the datapath
 // keeps forwarding); Undrain announces them again. Both return the BGP
 // state after the change. A daemon without BGP answers 409.
-func (c *Client) Drain(ctx context.Context) (api.BGPStatusJSON, error) {
-	var out api.BGPStatusJSON
+func (c *Client) Drain(ctx context.Context) (apiv1.BGPStatusJSON, error) {
+	var out apiv1.BGPStatusJSON
 	_, err := c.do(ctx, http.MethodPost, "/api/v1/drain", nil, nil, &out)
 	return out, err
 }
 
 // Undrain undoes Drain.
-func (c *Client) Undrain(ctx context.Context) (api.BGPStatusJSON, error) {
-	var out api.BGPStatusJSON
+func (c *Client) Undrain(ctx context.Context) (apiv1.BGPStatusJSON, error) {
+	var out apiv1.BGPStatusJSON
 	_, err := c.do(ctx, http.MethodDelete, "/api/v1/drain", nil, nil, &out)
 	return out, err
 }
@@ -529,8 +529,8 @@ func ifMatch(etag string) http.Header {
 
 // ListVIPsTagged is ListVIPs with the set's entity tag, for ApplyVIPs'
 // If-Match.
-func (c *Client) ListVIPsTagged(ctx context.Context) ([]api.VIPJSON, string, error) {
-	var out api.VIPListJSON
+func (c *Client) ListVIPsTagged(ctx context.Context) ([]apiv1.VIPJSON, string, error) {
+	var out apiv1.VIPListJSON
 	_, h, err := c.doHeader(ctx, http.MethodGet, "/api/v1/vips", nil, nil, nil, &out)
 	return out.VIPs, h.Get("ETag"), err
 }
@@ -539,29 +539,29 @@ func (c *Client) ListVIPsTagged(ctx context.Context) ([]api.VIPJSON, string, err
 // the diff (with dryRun, only the diff). ifMatch, if not "", is the
 // entity tag of the set it is based on: the change is refused (IsStale)
 // if the set changed since.
-func (c *Client) ApplyVIPs(ctx context.Context, set api.ApplyJSON, dryRun bool, ifMatchTag string) (api.DiffJSON, error) {
+func (c *Client) ApplyVIPs(ctx context.Context, set apiv1.ApplyJSON, dryRun bool, ifMatchTag string) (apiv1.DiffJSON, error) {
 	if set.VIPs == nil {
-		set.VIPs = []api.VIPCreateJSON{} // the server wants the field present
+		set.VIPs = []apiv1.VIPCreateJSON{} // the server wants the field present
 	}
 	var q url.Values
 	if dryRun {
 		q = url.Values{"dry_run": {"true"}}
 	}
-	var out api.DiffJSON
+	var out apiv1.DiffJSON
 	_, _, err := c.doHeader(ctx, http.MethodPut, "/api/v1/vips", q, ifMatch(ifMatchTag), set, &out)
 	return out, err
 }
 
 // GetRealTagged is GetReal with the real's entity tag.
-func (c *Client) GetRealTagged(ctx context.Context, vip, addr string) (api.RealJSON, string, error) {
-	var out api.RealJSON
+func (c *Client) GetRealTagged(ctx context.Context, vip, addr string) (apiv1.RealJSON, string, error) {
+	var out apiv1.RealJSON
 	_, h, err := c.doHeader(ctx, http.MethodGet, realPath(vip, addr), nil, nil, nil, &out)
 	return out, h.Get("ETag"), err
 }
 
 // PutRealIfMatch is PutReal made only if the real still has the entity
 // tag (IsStale otherwise).
-func (c *Client) PutRealIfMatch(ctx context.Context, vip, addr string, s api.RealSettingsJSON, etag string) (out api.RealJSON, err error) {
+func (c *Client) PutRealIfMatch(ctx context.Context, vip, addr string, s apiv1.RealSettingsJSON, etag string) (out apiv1.RealJSON, err error) {
 	_, _, err = c.doHeader(ctx, http.MethodPut, realPath(vip, addr), nil, ifMatch(etag), s, &out)
 	return out, err
 }

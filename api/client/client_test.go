@@ -14,12 +14,13 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 
 	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/buildinfo"
 	"github.com/lbd-dev/lbd/internal/fakedp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 const token = "client-test-token"
@@ -99,47 +100,47 @@ func TestEveryOperation(t *testing.T) {
 	const name = "tcp-192.0.2.1-80"
 	key := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Proto: lb.TCP}
 
-	if h := must[api.HealthJSON](t)(c.Health(ctx)); h.Status != "ok" {
+	if h := must[apiv1.HealthJSON](t)(c.Health(ctx)); h.Status != "ok" {
 		t.Errorf("health: %+v", h)
 	}
-	if h := must[api.HealthJSON](t)(c.Ready(ctx)); h.Status != "ok" {
+	if h := must[apiv1.HealthJSON](t)(c.Ready(ctx)); h.Status != "ok" {
 		t.Errorf("ready: %+v", h)
 	}
 
-	v := must[api.VIPJSON](t)(c.CreateVIP(ctx, api.VIPCreateJSON{Protocol: "tcp", Address: "192.0.2.1", Port: ptr(80),
-		VIPSettingsJSON: api.VIPSettingsJSON{RingSize: 1021, Reals: []api.RealJSON{{Address: "10.0.0.1"}}}}))
+	v := must[apiv1.VIPJSON](t)(c.CreateVIP(ctx, apiv1.VIPCreateJSON{Protocol: "tcp", Address: "192.0.2.1", Port: ptr(80),
+		VIPSettingsJSON: apiv1.VIPSettingsJSON{RingSize: 1021, Reals: []apiv1.RealJSON{{Address: "10.0.0.1"}}}}))
 	if v.Name != name || len(v.Reals) != 1 || f.dp.VIPMap[key].RingSize != 1021 {
 		t.Errorf("create: %+v; datapath %+v", v, f.dp.VIPMap[key])
 	}
-	if vs := must[[]api.VIPJSON](t)(c.ListVIPs(ctx)); len(vs) != 1 || vs[0].Name != name {
+	if vs := must[[]apiv1.VIPJSON](t)(c.ListVIPs(ctx)); len(vs) != 1 || vs[0].Name != name {
 		t.Errorf("list: %+v", vs)
 	}
-	if g := must[api.VIPJSON](t)(c.GetVIP(ctx, name)); g.RingSize != 1021 {
+	if g := must[apiv1.VIPJSON](t)(c.GetVIP(ctx, name)); g.RingSize != 1021 {
 		t.Errorf("get: %+v", g)
 	}
-	p := must[api.VIPJSON](t)(c.PatchVIP(ctx, name, api.VIPPatchJSON{SetFlags: lb.VIPSticky}))
+	p := must[apiv1.VIPJSON](t)(c.PatchVIP(ctx, name, apiv1.VIPPatchJSON{SetFlags: lb.VIPSticky}))
 	if !p.Flags.Has(lb.VIPSticky) || f.dp.VIPMap[key].Flags != lb.VIPSticky {
 		t.Errorf("patch: %+v", p)
 	}
-	put, created, err := c.PutVIP(ctx, "udp-2001:db8::1-53", api.VIPSettingsJSON{Encap: "gue", RingSize: 4099})
+	put, created, err := c.PutVIP(ctx, "udp-2001:db8::1-53", apiv1.VIPSettingsJSON{Encap: "gue", RingSize: 4099})
 	if err != nil || !created || put.Encap != "gue" {
 		t.Errorf("put new VIP: %+v created=%v err=%v", put, created, err)
 	}
-	if _, created, err = c.PutVIP(ctx, "udp-2001:db8::1-53", api.VIPSettingsJSON{RingSize: 4099}); err != nil || created {
+	if _, created, err = c.PutVIP(ctx, "udp-2001:db8::1-53", apiv1.VIPSettingsJSON{RingSize: 4099}); err != nil || created {
 		t.Errorf("put existing VIP: created=%v err=%v", created, err)
 	}
 
-	r, created, err := c.PutReal(ctx, name, "10.0.0.2", api.RealSettingsJSON{Weight: ptr(uint32(3))})
+	r, created, err := c.PutReal(ctx, name, "10.0.0.2", apiv1.RealSettingsJSON{Weight: ptr(uint32(3))})
 	if err != nil || !created || *r.Weight != 3 || r.State != "active" {
 		t.Errorf("put real: %+v created=%v err=%v", r, created, err)
 	}
-	if g := must[api.RealJSON](t)(c.GetReal(ctx, name, "10.0.0.2")); *g.Weight != 3 {
+	if g := must[apiv1.RealJSON](t)(c.GetReal(ctx, name, "10.0.0.2")); *g.Weight != 3 {
 		t.Errorf("get real: %+v", g)
 	}
-	if rs := must[[]api.RealJSON](t)(c.ListReals(ctx, name)); len(rs) != 2 {
+	if rs := must[[]apiv1.RealJSON](t)(c.ListReals(ctx, name)); len(rs) != 2 {
 		t.Errorf("list reals: %+v", rs)
 	}
-	rs := must[[]api.RealJSON](t)(c.ReplaceReals(ctx, name, []api.RealJSON{{Address: "10.0.0.3"}, {Address: "2001:db8::10", Weight: ptr(uint32(2))}}))
+	rs := must[[]apiv1.RealJSON](t)(c.ReplaceReals(ctx, name, []apiv1.RealJSON{{Address: "10.0.0.3"}, {Address: "2001:db8::10", Weight: ptr(uint32(2))}}))
 	if len(rs) != 2 || rs[0].Address != "10.0.0.3" {
 		t.Errorf("replace reals: %+v", rs)
 	}
@@ -150,48 +151,48 @@ func TestEveryOperation(t *testing.T) {
 		t.Error("deleted real still defined in the datapath")
 	}
 
-	f.dp.VIPCounters[key] = xdp.VIPStats{Packets: 10, Bytes: 600, LRUHits: 9, LRUMisses: 1}
-	f.dp.RealCounters[f.dp.RealMap[netip.MustParseAddr("2001:db8::10")]] = xdp.RealStats{Packets: 10, Bytes: 600}
-	f.dp.Global[xdp.StatTX] = 10
-	if s := must[api.VIPStatsJSON](t)(c.VIPStats(ctx, name)); s.Packets != 10 || s.LRUHits != 9 {
+	f.dp.VIPCounters[key] = datapath.VIPStats{Packets: 10, Bytes: 600, LRUHits: 9, LRUMisses: 1}
+	f.dp.RealCounters[f.dp.RealMap[netip.MustParseAddr("2001:db8::10")]] = datapath.RealStats{Packets: 10, Bytes: 600}
+	f.dp.Global[datapath.StatTX] = 10
+	if s := must[apiv1.VIPStatsJSON](t)(c.VIPStats(ctx, name)); s.Packets != 10 || s.LRUHits != 9 {
 		t.Errorf("VIP stats: %+v", s)
 	}
-	if s := must[api.TrafficJSON](t)(c.RealStats(ctx, name, "2001:db8::10")); s.Bytes != 600 {
+	if s := must[apiv1.TrafficJSON](t)(c.RealStats(ctx, name, "2001:db8::10")); s.Bytes != 600 {
 		t.Errorf("real stats: %+v", s)
 	}
-	if s := must[api.StatsJSON](t)(c.Stats(ctx)); s.Global.Counters["tx"] != 10 || len(s.VIPs) != 2 {
+	if s := must[apiv1.StatsJSON](t)(c.Stats(ctx)); s.Global.Counters["tx"] != 10 || len(s.VIPs) != 2 {
 		t.Errorf("stats: %+v", s)
 	}
 	// 10.0.0.1, .2 and .3 left the VIP above: still listed, as removed
-	if s := must[api.VIPStatsJSON](t)(c.VIPStats(ctx, name)); len(s.Reals) != 4 || s.Reals[2].Address != "10.0.0.3" || !s.Reals[2].Removed || s.Reals[3].Removed {
+	if s := must[apiv1.VIPStatsJSON](t)(c.VIPStats(ctx, name)); len(s.Reals) != 4 || s.Reals[2].Address != "10.0.0.3" || !s.Reals[2].Removed || s.Reals[3].Removed {
 		t.Errorf("VIP stats reals: %+v", s.Reals)
 	}
 	if err := c.ResetVIPStats(ctx, name); err != nil {
 		t.Fatal(err)
 	}
-	if s := must[api.VIPStatsJSON](t)(c.VIPStats(ctx, name)); s.Packets != 0 || len(s.Reals) != 1 || s.Reals[0].Packets != 0 {
+	if s := must[apiv1.VIPStatsJSON](t)(c.VIPStats(ctx, name)); s.Packets != 0 || len(s.Reals) != 1 || s.Reals[0].Packets != 0 {
 		t.Errorf("VIP stats after reset: %+v", s)
 	}
-	f.dp.Usage = xdp.TableUsage{Entries: 5, Capacity: 10, CPUs: 1}
-	if ft := must[api.FlowTablesJSON](t)(c.FlowTables(ctx)); ft.Entries != 5 || ft.Capacity != 10 || ft.CPUs != 1 || ft.PerCPUCapacity != 10 {
+	f.dp.Usage = datapath.TableUsage{Entries: 5, Capacity: 10, CPUs: 1}
+	if ft := must[apiv1.FlowTablesJSON](t)(c.FlowTables(ctx)); ft.Entries != 5 || ft.Capacity != 10 || ft.CPUs != 1 || ft.PerCPUCapacity != 10 {
 		t.Errorf("flow tables: %+v", ft)
 	}
-	if ring := must[api.RingJSON](t)(c.Ring(ctx, name)); ring.Size != 1021 || len(ring.Reals) != 1 || ring.Reals[0].Slots != 1021 {
+	if ring := must[apiv1.RingJSON](t)(c.Ring(ctx, name)); ring.Size != 1021 || len(ring.Reals) != 1 || ring.Reals[0].Slots != 1021 {
 		t.Errorf("ring: %+v", ring)
 	}
-	f.dp.FlowList = append(f.dp.FlowList, xdp.Flow{
-		Key:  xdp.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1234"), Dest: netip.AddrPortFrom(key.Addr, 80), Proto: lb.TCP},
+	f.dp.FlowList = append(f.dp.FlowList, datapath.Flow{
+		Key:  datapath.FlowKey{Client: netip.MustParseAddrPort("198.51.100.1:1234"), Dest: netip.AddrPortFrom(key.Addr, 80), Proto: lb.TCP},
 		Real: f.dp.RealMap[netip.MustParseAddr("2001:db8::10")], VIPNum: f.dp.VIPMap[key].Num, VIPGen: f.dp.VIPMap[key].Gen, Packets: 1, Bytes: 60,
 	})
-	page := must[api.FlowPageJSON](t)(c.Flows(ctx, client.FlowQuery{VIP: name, Client: "198.51.100.0/24", Sort: "last_seen", Limit: 5}))
+	page := must[apiv1.FlowPageJSON](t)(c.Flows(ctx, client.FlowQuery{VIP: name, Client: "198.51.100.0/24", Sort: "last_seen", Limit: 5}))
 	if len(page.Flows) != 1 || page.Flows[0].Client != "198.51.100.1:1234" || page.NextCursor != "" {
 		t.Errorf("flows: %+v", page)
 	}
-	if st := must[api.StatusJSON](t)(c.Status(ctx)); st.Version != "test" || st.VIPs != 2 {
+	if st := must[apiv1.StatusJSON](t)(c.Status(ctx)); st.Version != "test" || st.VIPs != 2 {
 		t.Errorf("status: %+v", st)
 	}
 	delete(f.dp.VIPMap, key) // drift
-	if d := must[[]api.DriftJSON](t)(c.Reconcile(ctx)); len(d) == 0 || d[0].VIP != name {
+	if d := must[[]apiv1.DriftJSON](t)(c.Reconcile(ctx)); len(d) == 0 || d[0].VIP != name {
 		t.Errorf("reconcile: %+v", d)
 	}
 	if err := c.DeleteVIP(ctx, name); err != nil {
@@ -223,7 +224,7 @@ func TestErrors(t *testing.T) {
 	c := newClient(t, f.url)
 	ctx := context.Background()
 
-	_, err := c.CreateVIP(ctx, api.VIPCreateJSON{Protocol: "tcp", Address: "192.0.2.1", Port: ptr(80), VIPSettingsJSON: api.VIPSettingsJSON{RingSize: 1000}})
+	_, err := c.CreateVIP(ctx, apiv1.VIPCreateJSON{Protocol: "tcp", Address: "192.0.2.1", Port: ptr(80), VIPSettingsJSON: apiv1.VIPSettingsJSON{RingSize: 1000}})
 	var e *client.Error
 	if !errors.As(err, &e) || e.Status != 422 || e.Field != "ring_size" || !strings.Contains(err.Error(), "one of the primes") || e.RolledBack != nil {
 		t.Errorf("bad ring size: %#v", err)
@@ -238,7 +239,7 @@ func TestErrors(t *testing.T) {
 		}
 		return nil
 	}
-	_, err = c.CreateVIP(ctx, api.VIPCreateJSON{Protocol: "tcp", Address: "192.0.2.1", Port: ptr(80)})
+	_, err = c.CreateVIP(ctx, apiv1.VIPCreateJSON{Protocol: "tcp", Address: "192.0.2.1", Port: ptr(80)})
 	if !errors.As(err, &e) || e.Status != 500 || e.RolledBack == nil || !*e.RolledBack || !strings.Contains(e.Detail, "nothing was changed") {
 		t.Errorf("failed apply: %#v", err)
 	}
@@ -321,7 +322,7 @@ func exerciseApplyClient(t *testing.T, ctx context.Context, c *client.Client) {
 	if err != nil || tag == "" {
 		t.Fatalf("list tagged: %v, tag %q", err, tag)
 	}
-	set := api.ApplyJSON{VIPs: []api.VIPCreateJSON{{Protocol: "tcp", Address: "192.0.2.50", Port: ptr(80), VIPSettingsJSON: api.VIPSettingsJSON{Reals: []api.RealJSON{{Address: "10.0.0.50"}}}}}}
+	set := apiv1.ApplyJSON{VIPs: []apiv1.VIPCreateJSON{{Protocol: "tcp", Address: "192.0.2.50", Port: ptr(80), VIPSettingsJSON: apiv1.VIPSettingsJSON{Reals: []apiv1.RealJSON{{Address: "10.0.0.50"}}}}}}
 	d, err := c.ApplyVIPs(ctx, set, true, tag)
 	if err != nil || !d.DryRun || len(d.Added) != 1 || len(d.Removed) != len(vips) {
 		t.Fatalf("dry run: %+v, %v", d, err)
@@ -329,17 +330,17 @@ func exerciseApplyClient(t *testing.T, ctx context.Context, c *client.Client) {
 	if d, err = c.ApplyVIPs(ctx, set, false, tag); err != nil || d.DryRun || len(d.Added) != 1 || d.Fingerprint == "" {
 		t.Fatalf("apply: %+v, %v", d, err)
 	}
-	if _, err := c.ApplyVIPs(ctx, api.ApplyJSON{}, false, tag); !client.IsStale(err) {
+	if _, err := c.ApplyVIPs(ctx, apiv1.ApplyJSON{}, false, tag); !client.IsStale(err) {
 		t.Fatalf("apply on a stale tag: %v, want 412", err)
 	}
 	r, rtag, err := c.GetRealTagged(ctx, "tcp-192.0.2.50-80", "10.0.0.50")
 	if err != nil || rtag == "" || r.Address != "10.0.0.50" {
 		t.Fatalf("get real tagged: %+v %q %v", r, rtag, err)
 	}
-	if _, err := c.PutRealIfMatch(ctx, "tcp-192.0.2.50-80", "10.0.0.50", api.RealSettingsJSON{Weight: ptr(uint32(4))}, rtag); err != nil {
+	if _, err := c.PutRealIfMatch(ctx, "tcp-192.0.2.50-80", "10.0.0.50", apiv1.RealSettingsJSON{Weight: ptr(uint32(4))}, rtag); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.PutRealIfMatch(ctx, "tcp-192.0.2.50-80", "10.0.0.50", api.RealSettingsJSON{Weight: ptr(uint32(5))}, rtag); !client.IsStale(err) {
+	if _, err := c.PutRealIfMatch(ctx, "tcp-192.0.2.50-80", "10.0.0.50", apiv1.RealSettingsJSON{Weight: ptr(uint32(5))}, rtag); !client.IsStale(err) {
 		t.Fatalf("put real on a stale tag: %v, want 412", err)
 	}
 }

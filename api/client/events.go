@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"strings"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // Message is one message of the event stream /api/v1/events: exactly one
@@ -18,9 +18,9 @@ import (
 // behind on the tracer's events and missed that many) is set.
 type Message struct {
 	ID      string
-	LBD     *api.LBDEventJSON
-	Tracer  *api.EventJSON
-	Resumed *api.ResumeJSON
+	LBD     *apiv1.LBDEventJSON
+	Tracer  *apiv1.EventJSON
+	Resumed *apiv1.ResumeJSON
 	Dropped uint64
 }
 
@@ -85,7 +85,7 @@ func parseMessage(id, event string, data []byte) (m Message, end bool, err error
 	case "end":
 		return m, true, nil
 	case "resumed":
-		m.Resumed = &api.ResumeJSON{}
+		m.Resumed = &apiv1.ResumeJSON{}
 		err = json.Unmarshal(data, m.Resumed)
 	case "dropped":
 		var d struct{ Dropped uint64 }
@@ -93,10 +93,10 @@ func parseMessage(id, event string, data []byte) (m Message, end bool, err error
 		m.Dropped = d.Dropped
 	default:
 		if id != "" { // lbd's events have ids, the tracer's none
-			m.ID, m.LBD = id, &api.LBDEventJSON{}
+			m.ID, m.LBD = id, &apiv1.LBDEventJSON{}
 			err = json.Unmarshal(data, m.LBD)
 		} else {
-			m.Tracer = &api.EventJSON{}
+			m.Tracer = &apiv1.EventJSON{}
 			err = json.Unmarshal(data, m.Tracer)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // ConnectionQuery selects traced connections; zero fields are left out.
@@ -52,15 +52,15 @@ func (q ConnectionQuery) values() url.Values {
 }
 
 // Connections lists the traced connections, most bytes first.
-func (c *Client) Connections(ctx context.Context, q ConnectionQuery) (api.ConnectionListJSON, error) {
-	var out api.ConnectionListJSON
+func (c *Client) Connections(ctx context.Context, q ConnectionQuery) (apiv1.ConnectionListJSON, error) {
+	var out apiv1.ConnectionListJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/connections", q.values(), nil, &out)
 	return out, err
 }
 
 // Tracer returns the tracer's status.
-func (c *Client) Tracer(ctx context.Context) (api.TracerStatusJSON, error) {
-	var out api.TracerStatusJSON
+func (c *Client) Tracer(ctx context.Context) (apiv1.TracerStatusJSON, error) {
+	var out apiv1.TracerStatusJSON
 	_, err := c.do(ctx, http.MethodGet, "/api/v1/tracer", nil, nil, &out)
 	return out, err
 }
@@ -68,7 +68,7 @@ func (c *Client) Tracer(ctx context.Context) (api.TracerStatusJSON, error) {
 // StreamEvent is one message of the event stream: an event, or a notice
 // that this client missed Dropped events (it fell behind).
 type StreamEvent struct {
-	Event   *api.EventJSON
+	Event   *apiv1.EventJSON
 	Dropped uint64
 }
 
@@ -109,7 +109,7 @@ func (c *Client) Events(ctx context.Context, pid uint32, fn func(StreamEvent) er
 					return err
 				}
 			default:
-				var ev api.EventJSON
+				var ev apiv1.EventJSON
 				if err := json.Unmarshal(data, &ev); err != nil {
 					return fmt.Errorf("event stream: event %q: %w", data, err)
 				}

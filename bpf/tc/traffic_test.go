@@ -62,6 +62,27 @@ func newRealLab(t *testing.T) *realLab {
 		}
 		return addRoute("", "fd99::1")
 	})
+	// IPv6 installs an address's local route from addrconf's work queue,
+	// after the address is added and even on lo: a packet that comes
+	// first finds no route (drop reason IP_INNOROUTES), which made the
+	// first IPv6 case fail now and then on a busy host. Wait for the
+	// VIPs' local routes, bounded.
+	l.real.must(t, func() error {
+		deadline := time.Now().Add(5 * time.Second)
+		for _, a := range []netip.Addr{labVIP4, labVIP6} {
+			for {
+				rs, err := netlink.RouteGet(a.AsSlice())
+				if err == nil && len(rs) > 0 && rs[0].Type == unix.RTN_LOCAL {
+					break
+				}
+				if time.Now().After(deadline) {
+					return fmt.Errorf("no local route to %s 5 s after adding it (%v, %v)", a, rs, err)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		return nil
+	})
 	// The inner source is a client elsewhere: no reverse-path filtering.
 	// (/proc/sys/net belongs to the namespace of the thread that opens it.)
 	err := l.real.do(func() error {

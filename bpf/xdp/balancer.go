@@ -37,13 +37,6 @@ import (
 	"github.com/lbd-dev/lbd/lb"
 )
 
-// Errors callers may test for with errors.Is.
-var (
-	ErrLimit    = errors.New("limit reached")
-	ErrExists   = errors.New("already exists")
-	ErrNotFound = errors.New("not found")
-)
-
 // Limits are the map sizes, fixed when the program is loaded.
 type Limits struct {
 	MaxVIPs  uint32 // VIPs (each with its own ring and counters)

@@ -10,59 +10,6 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Policy says what happens to packets the balancer cannot balance.
-type Policy int
-
-// The policies.
-const (
-	// PolicyDrop drops the packet (and counts it).
-	PolicyDrop Policy = iota
-	// PolicyPass hands the packet to the kernel stack (and counts it).
-	PolicyPass
-)
-
-func (p Policy) String() string {
-	if p == PolicyPass {
-		return "pass"
-	}
-	return "drop"
-}
-
-// Config is the run-time behaviour of the datapath; it can change at any
-// time without reloading.
-type Config struct {
-	// GatewayMAC is the destination MAC of encapsulated packets. Empty:
-	// send them back to the MAC they came from.
-	GatewayMAC net.HardwareAddr
-	// MTU is the largest outer IP packet to send; bigger ones are dropped
-	// and counted (drop_too_big). 0 turns the check off.
-	MTU uint16
-	// FragmentPolicy applies to IPv4 and IPv6 fragments sent to a VIP
-	// address: they carry no ports (or not in every fragment), so no flow
-	// can be chosen for them.
-	FragmentPolicy Policy
-	// UnbalanceablePolicy applies to other packets to a VIP address that
-	// cannot be balanced: protocols other than TCP, UDP and ICMP, and ICMP
-	// other than echo requests and too-big errors quoting a VIP flow.
-	UnbalanceablePolicy Policy
-	// EncapSourceV4/V6: the outer source of IP-in-IP packets is an address
-	// of this prefix chosen by the flow hash, so each flow has its own.
-	EncapSourceV4 netip.Prefix
-	EncapSourceV6 netip.Prefix
-	// GUESourceV4/V6 are the outer sources of GUE packets (this node's
-	// addresses); GUEPort is their UDP destination port.
-	GUESourceV4 netip.Addr
-	GUESourceV6 netip.Addr
-	GUEPort     uint16
-	// UDPFlowTimeout: a UDP flow idle for longer chooses its real again
-	// from the current ring (UDP has no SYN to mark a new flow). 0: never.
-	UDPFlowTimeout time.Duration
-	// FlowSearchRate is kept so that old configurations load; it changes
-	// nothing. It bounded searches of the other CPUs' connection tables,
-	// and the table is shared by all CPUs now.
-	FlowSearchRate uint32
-}
-
 // DefaultConfig returns the configuration a freshly loaded balancer has.
 func DefaultConfig() Config {
 	return Config{
@@ -75,7 +22,8 @@ func DefaultConfig() Config {
 	}
 }
 
-func (c Config) raw() (balancerLbdConfig, error) {
+// rawConfig is a configuration as the config map holds it.
+func rawConfig(c Config) (balancerLbdConfig, error) {
 	var r balancerLbdConfig
 	switch len(c.GatewayMAC) {
 	case 0:
@@ -150,7 +98,7 @@ func prefixWords(p netip.Prefix) (base, mask [4]uint32) {
 
 // SetConfig validates and installs a configuration.
 func (b *Balancer) SetConfig(c Config) error {
-	r, err := c.raw()
+	r, err := rawConfig(c)
 	if err != nil {
 		return err
 	}
@@ -191,7 +139,7 @@ func (b *Balancer) upgradeConfig() error {
 	return nil
 }
 
-// configFromRaw is the inverse of Config.raw.
+// configFromRaw is the inverse of rawConfig.
 func configFromRaw(r balancerLbdConfig) (Config, error) {
 	var c Config
 	if r.GwMac != [6]uint8{} {

@@ -7,7 +7,6 @@ import (
 	"iter"
 	"net/netip"
 	"sync"
-	"time"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -15,18 +14,8 @@ import (
 	"github.com/lbd-dev/lbd/lb"
 )
 
-// FlowKey is a client's 5-tuple as it reaches the balancer.
-type FlowKey struct {
-	Client netip.AddrPort
-	Dest   netip.AddrPort // the VIP address and the port the client used
-	Proto  lb.Proto
-}
-
-func (k FlowKey) String() string {
-	return fmt.Sprintf("%s %s -> %s", k.Proto, k.Client, k.Dest)
-}
-
-func (k FlowKey) raw() (balancerFlowKey, error) {
+// rawFlowKey is a flow key as the connection table holds it.
+func rawFlowKey(k FlowKey) (balancerFlowKey, error) {
 	src, sf := addrWords(k.Client.Addr())
 	dst, df := addrWords(k.Dest.Addr())
 	if sf != df {
@@ -55,24 +44,6 @@ func flowKeyFromRaw(r balancerFlowKey) (FlowKey, error) {
 	}, nil
 }
 
-// Flow is one connection table entry.
-type Flow struct {
-	Key       FlowKey
-	Real      RealID
-	VIPNum    uint32
-	VIPGen    uint32 // the generation of the VIP that made the entry (see VIP.Gen)
-	Packets   uint64
-	Bytes     uint64 // IP bytes as the client sent them
-	FirstSeen time.Time
-	LastSeen  time.Time
-	// LastTick is LastSeen as the datapath's clock has it (jiffies, 32
-	// bits): unlike LastSeen, which is converted to wall time on every
-	// read and may differ by a tick from one read to the next, it is the
-	// same in every read until the flow's next packet. Compare it with
-	// Tick's by subtraction (it wraps).
-	LastTick uint32
-}
-
 func (c tickClock) flow(k balancerFlowKey, v balancerFlowState) (Flow, error) {
 	key, err := flowKeyFromRaw(k)
 	if err != nil {
@@ -87,7 +58,7 @@ func (c tickClock) flow(k balancerFlowKey, v balancerFlowState) (Flow, error) {
 
 // LookupFlow returns the connection table entry of a flow.
 func (b *Balancer) LookupFlow(key FlowKey) (Flow, error) {
-	raw, err := key.raw()
+	raw, err := rawFlowKey(key)
 	if err != nil {
 		return Flow{}, err
 	}

@@ -121,18 +121,6 @@ func readLegacyTables(outer *ebpf.Map) (map[balancerFlowKey]balancerFlowState, e
 	return newest, nil
 }
 
-// TableUsage is the fill of the connection table.
-type TableUsage struct {
-	Entries  int // flows in the table
-	Capacity int // the table's max_entries
-	// CPUs share the table; each CPU's LRU lists have Capacity/CPUs
-	// entries (BPF_F_NO_COMMON_LRU): a CPU that has made that many
-	// entries evicts its least recently used one for a new flow even
-	// while other CPUs' shares have room. Which CPU made an entry cannot
-	// be read back, so there is no count per CPU.
-	CPUs int
-}
-
 // FlowTableUsage counts the entries of the connection table. The kernel
 // keeps no count an LRU hash can be asked for, so this reads every key,
 // with batch lookups as Flows does (a few syscalls per 4096 entries): it

@@ -5,6 +5,3 @@ import "log/slog"
 // LogValue logs a mode by name ("native"), in JSON logs too, where slog
 // would otherwise write the integer.
 func (m AttachMode) LogValue() slog.Value { return slog.StringValue(m.String()) }
-
-// LogValue logs a policy by name ("drop", "pass").
-func (p Policy) LogValue() slog.Value { return slog.StringValue(p.String()) }

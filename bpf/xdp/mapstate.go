@@ -10,51 +10,6 @@ import (
 	"github.com/lbd-dev/lbd/lb"
 )
 
-// The names of the maps drift is reported by: the kernel maps themselves.
-const (
-	MapVIPs      = balancerMapVips
-	MapVIPInfo   = balancerMapVipInfo
-	MapVIPAddrs  = balancerMapVipAddrs
-	MapVIPFilter = balancerMapVipFilter
-	MapReals     = balancerMapReals
-	MapRings     = balancerMapRings
-	MapConfig    = balancerMapConfig
-)
-
-// VIPInfo is a vip_info entry as the kernel holds it.
-type VIPInfo struct {
-	Flags    lb.VIPFlags
-	RingSize uint32 // slots of the live ring
-	Buf      uint32 // the live ring buffer, 0 or 1
-	Gen      uint32 // 0: the number is free
-}
-
-// AddrFlags are a vip_addrs entry: which port-less VIPs the address has.
-type AddrFlags uint32
-
-// The address flags.
-const (
-	AddrPortlessTCP AddrFlags = AddrFlags(balancerLbdAddrFlagLBD_ADDR_F_PORTLESS_TCP)
-	AddrPortlessUDP AddrFlags = AddrFlags(balancerLbdAddrFlagLBD_ADDR_F_PORTLESS_UDP)
-)
-
-// AddrFlagsOf is what vip_addrs must hold for an address used by the VIPs
-// keys (those of other addresses are ignored).
-func AddrFlagsOf(addr netip.Addr, keys []lb.VIPKey) AddrFlags {
-	var f AddrFlags
-	for _, k := range keys {
-		if k.Addr != addr || k.Port != 0 {
-			continue
-		}
-		if k.Proto == lb.TCP {
-			f |= AddrPortlessTCP
-		} else {
-			f |= AddrPortlessUDP
-		}
-	}
-	return f
-}
-
 // FilterOf is what vip_filter must hold for VIPs at these addresses.
 func (b *Balancer) FilterOf(addrs []netip.Addr) []uint64 {
 	words := make([]uint64, len(b.filter))
@@ -65,25 +20,6 @@ func (b *Balancer) FilterOf(addrs []netip.Addr) []uint64 {
 		}
 	}
 	return words
-}
-
-// MapState is what the kernel maps hold, read back entry by entry (not
-// the balancer's bookkeeping of what it wrote): drift repair compares it
-// with what they should hold.
-type MapState struct {
-	VIPs     map[lb.VIPKey]uint32     // vips: key → number
-	VIPInfo  map[uint32]VIPInfo       // vip_info entries with a generation or flags (in use, or left by someone)
-	VIPAddrs map[netip.Addr]AddrFlags // vip_addrs
-	Filter   []uint64                 // vip_filter, word by word
-	Reals    map[RealID]netip.Addr    // reals: the defined entries
-	// BadEntries are entries no lbd writes (an unknown address family,
-	// an index out of range), by map name, for the caller to report and
-	// clear with ClearVIPEntry / ClearReal.
-	BadVIPs  []lb.VIPKey
-	BadReals []RealID
-	Config   Config
-	// ConfigErr says why the config map holds no valid configuration.
-	ConfigErr error
 }
 
 // ReadMaps reads vips, vip_info, vip_addrs, vip_filter, reals and config

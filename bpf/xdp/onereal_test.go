@@ -235,8 +235,8 @@ func TestMigrateLegacyFlows(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer outer.Close()
-	reused := FlowKey{netip.MustParseAddrPort("198.51.100.130:44000"), netip.MustParseAddrPort("10.10.0.1:80"), lb.TCP}
-	single := FlowKey{netip.MustParseAddrPort("198.51.100.131:44001"), netip.MustParseAddrPort("10.10.0.1:53"), lb.UDP}
+	reused := FlowKey{Client: netip.MustParseAddrPort("198.51.100.130:44000"), Dest: netip.MustParseAddrPort("10.10.0.1:80"), Proto: lb.TCP}
+	single := FlowKey{Client: netip.MustParseAddrPort("198.51.100.131:44001"), Dest: netip.MustParseAddrPort("10.10.0.1:53"), Proto: lb.UDP}
 	put := func(cpu uint32, k FlowKey, v balancerFlowState) {
 		t.Helper()
 		var m *ebpf.Map
@@ -244,7 +244,7 @@ func TestMigrateLegacyFlows(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer m.Close()
-		raw, err := k.raw()
+		raw, err := rawFlowKey(k)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,10 +9,6 @@ import (
 	"github.com/lbd-dev/lbd/lb"
 )
 
-// RealID is a real's index in the datapath: what ring slots hold. 0 is
-// never a real.
-type RealID uint32
-
 // AddReal defines a real address and returns its ID; adding an address
 // that is already defined returns the same ID. Reals are shared by all
 // VIPs that use them. It fails with ErrLimit when MaxReals-1 reals exist.

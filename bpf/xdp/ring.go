@@ -29,14 +29,6 @@ const (
 	maxRingSize  = 1 << 24
 )
 
-// ErrRingUnreadable is returned (wrapped, with the kernel's error) by Ring
-// for a live ring buffer this process did not create and may not open:
-// an inner map of the pinned rings array is reachable only by its ID, and
-// BPF_MAP_GET_FD_BY_ID needs CAP_SYS_ADMIN. Its contents are unknown, not
-// wrong: the caller rewrites the ring it wants (SetRing creates the idle
-// buffer anew, so the result is readable).
-var ErrRingUnreadable = errors.New("ring buffer not readable without CAP_SYS_ADMIN")
-
 // ringSlot is the outer map index of a VIP's ring buffer.
 func ringSlot(num, buf uint32) uint32 { return 2*num + buf }
 

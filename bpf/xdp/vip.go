@@ -25,19 +25,6 @@ type vipEntry struct {
 	gen      uint32
 }
 
-// VIP is an installed VIP as the datapath has it.
-type VIP struct {
-	Key      lb.VIPKey
-	Num      uint32 // index of its ring and counters
-	Flags    lb.VIPFlags
-	RingSize uint32 // 0 until SetRing
-	Buf      uint32 // the live ring buffer, 0 or 1
-	// Gen is the generation the number was given with: it tells this VIP
-	// from earlier ones that had its number, as a connection table entry
-	// is the VIP's only if its VIPGen is Gen (see RestoreVIP).
-	Gen uint32
-}
-
 // AddVIP installs a VIP with no ring: until SetRing gives it one, its
 // packets are dropped (counted as no-real). It fails with ErrExists, or
 // with ErrLimit when all MaxVIPs numbers are taken.

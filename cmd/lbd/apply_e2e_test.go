@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // cli runs an lbd client command against the lab's daemon.
@@ -54,7 +54,7 @@ func TestApplyExportAgainstServe(t *testing.T) {
 	if !strings.Contains(out, "+ vip tcp-192.0.2.1-80 (2 reals)") || !strings.Contains(out, "dry run, nothing changed: 3 added") {
 		t.Errorf("dry run:\n%s", out)
 	}
-	var st api.StatusJSON
+	var st apiv1.StatusJSON
 	l.call("GET", "/api/v1/status", nil, 200, &st)
 	if st.VIPs != 0 {
 		t.Fatalf("a dry run created %d VIPs", st.VIPs)
@@ -98,7 +98,7 @@ func TestApplyExportAgainstServe(t *testing.T) {
 	if resp.StatusCode != http.StatusPreconditionFailed || resp.Header.Get("Content-Type") != "application/problem+json" {
 		t.Errorf("PUT /vips on a stale tag: %d %s", resp.StatusCode, body)
 	}
-	if fp := resp.Header.Get(api.HeaderFingerprint); fp == "" {
+	if fp := resp.Header.Get(apiv1.HeaderFingerprint); fp == "" {
 		t.Error("a refused change has no Lbd-Fingerprint")
 	}
 	resp, body = l.request("PUT", "/api/v1/vips/tcp-192.0.2.1-80/reals/10.0.0.1", `{"weight":7}`, http.Header{"If-Match": {realTag}})
@@ -106,8 +106,8 @@ func TestApplyExportAgainstServe(t *testing.T) {
 		t.Errorf("PUT of 10.0.0.1 on its own, still current tag: %d %s", resp.StatusCode, body)
 	}
 	l.call("GET", "/api/v1/status", nil, 200, &st)
-	if st.VIPs != 3 || resp.Header.Get(api.HeaderFingerprint) != st.Fingerprint {
-		t.Errorf("after the stale set and the real change: %d VIPs, header fingerprint %q, status %q", st.VIPs, resp.Header.Get(api.HeaderFingerprint), st.Fingerprint)
+	if st.VIPs != 3 || resp.Header.Get(apiv1.HeaderFingerprint) != st.Fingerprint {
+		t.Errorf("after the stale set and the real change: %d VIPs, header fingerprint %q, status %q", st.VIPs, resp.Header.Get(apiv1.HeaderFingerprint), st.Fingerprint)
 	}
 	// Back to the file: the diff names exactly the two weights.
 	out = l.cliOK("apply", "-f", expFile)

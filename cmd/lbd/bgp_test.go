@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/bgp"
 	"github.com/lbd-dev/lbd/internal/fakedp"
@@ -143,7 +144,7 @@ func TestBGPCommands(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, "drained")); err != nil {
 		t.Errorf("drain state not saved: %v", err)
 	}
-	var st api.BGPStatusJSON
+	var st apiv1.BGPStatusJSON
 	d.okJSON(&st, "drain", "--undo")
 	if st.Drained || len(st.Prefixes) != 1 || !st.Prefixes[0].Announced || len(st.Peers) != 1 || st.Peers[0].State == "established" {
 		t.Errorf("undrained: %+v", st)

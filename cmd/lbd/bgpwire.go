@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control/bgp"
 )
 
@@ -22,15 +23,15 @@ func apiBGP(n *bgp.Node) api.BGP {
 }
 
 // Status implements api.BGP.
-func (b bgpAPI) Status(ctx context.Context) (api.BGPStatusJSON, error) {
+func (b bgpAPI) Status(ctx context.Context) (apiv1.BGPStatusJSON, error) {
 	s, err := b.n.Status(ctx)
-	st := api.BGPStatusJSON{Enabled: true, Drained: s.Drained, LocalAS: s.LocalAS, RouterID: s.RouterID.String(),
-		Peers: []api.BGPPeerJSON{}, Prefixes: []api.BGPPrefixJSON{}}
+	st := apiv1.BGPStatusJSON{Enabled: true, Drained: s.Drained, LocalAS: s.LocalAS, RouterID: s.RouterID.String(),
+		Peers: []apiv1.BGPPeerJSON{}, Prefixes: []apiv1.BGPPrefixJSON{}}
 	if err != nil {
 		return st, err
 	}
 	for _, p := range s.Peers {
-		j := api.BGPPeerJSON{Address: p.Address.String(), AS: p.ASN, State: p.State, RoutesSent: p.RoutesSent, RoutesReceived: p.RoutesReceived, LastError: p.LastError}
+		j := apiv1.BGPPeerJSON{Address: p.Address.String(), AS: p.ASN, State: p.State, RoutesSent: p.RoutesSent, RoutesReceived: p.RoutesReceived, LastError: p.LastError}
 		if !p.Since.IsZero() {
 			j.EstablishedAt = p.Since.UTC().Format(time.RFC3339)
 			j.UptimeSeconds = int64(time.Since(p.Since) / time.Second)
@@ -38,7 +39,7 @@ func (b bgpAPI) Status(ctx context.Context) (api.BGPStatusJSON, error) {
 		st.Peers = append(st.Peers, j)
 	}
 	for _, p := range s.Prefixes {
-		j := api.BGPPrefixJSON{Prefix: p.Prefix.String(), Announced: p.Announced, Reason: p.Reason, VIPs: p.VIPs}
+		j := apiv1.BGPPrefixJSON{Prefix: p.Prefix.String(), Announced: p.Announced, Reason: p.Reason, VIPs: p.VIPs}
 		if !p.Since.IsZero() {
 			j.Since = p.Since.UTC().Format(time.RFC3339Nano)
 		}

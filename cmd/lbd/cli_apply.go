@@ -14,15 +14,14 @@ import (
 	"github.com/spf13/cobra"
 	"gopkg.in/yaml.v3"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
-	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/lb"
 )
 
 // The VIP set file of lbd apply and lbd export: YAML with the API's
-// names (api.ApplyJSON), e.g.
+// names (apiv1.ApplyJSON), e.g.
 //
 //	vips:
 //	  - protocol: tcp
@@ -79,8 +78,8 @@ func newApplyCommand(cfg *clientConfig) *cobra.Command {
 
 // parseVIPSet reads a VIP set file strictly: known names only, each
 // once, values of the right types. Errors say file:line and what to fix.
-func parseVIPSet(name string, data []byte) (api.ApplyJSON, *yaml.Node, error) {
-	var set api.ApplyJSON
+func parseVIPSet(name string, data []byte) (apiv1.ApplyJSON, *yaml.Node, error) {
+	var set apiv1.ApplyJSON
 	var file setYAML
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -95,7 +94,7 @@ func parseVIPSet(name string, data []byte) (api.ApplyJSON, *yaml.Node, error) {
 		return set, nil, yamlError(name, err)
 	}
 	if file.VIPs != nil {
-		set.VIPs = make([]api.VIPCreateJSON, 0, len(file.VIPs))
+		set.VIPs = make([]apiv1.VIPCreateJSON, 0, len(file.VIPs))
 	}
 	for _, v := range file.VIPs {
 		flags, err := v.flags(name)
@@ -120,7 +119,7 @@ func parseVIPSet(name string, data []byte) (api.ApplyJSON, *yaml.Node, error) {
 	return set, &doc, nil
 }
 
-// setYAML is a VIP set file: api.ApplyJSON with the VIP flags as keys of
+// setYAML is a VIP set file: apiv1.ApplyJSON with the VIP flags as keys of
 // their own ("sticky: true"), as in the API's JSON.
 type setYAML struct {
 	VIPs []vipYAML `yaml:"vips"`
@@ -130,8 +129,8 @@ type setYAML struct {
 // names in Other; the flags of lb.VIPFlagTable are read from there, and
 // any other key is an unknown setting.
 type vipYAML struct {
-	api.VIPCreateJSON `yaml:",inline"`
-	Other             map[string]yaml.Node `yaml:",inline"`
+	apiv1.VIPCreateJSON `yaml:",inline"`
+	Other               map[string]yaml.Node `yaml:",inline"`
 }
 
 // flags reads the VIP's flag keys (true or false).
@@ -160,7 +159,7 @@ func (v vipYAML) flags(file string) (lb.VIPFlags, error) {
 }
 
 // yamlSet is the file form of a VIP set.
-func yamlSet(set api.ApplyJSON) setYAML {
+func yamlSet(set apiv1.ApplyJSON) setYAML {
 	out := setYAML{VIPs: make([]vipYAML, 0, len(set.VIPs))}
 	for _, v := range set.VIPs {
 		y := vipYAML{VIPCreateJSON: v}
@@ -293,7 +292,7 @@ func mappingValue(n *yaml.Node, key string) *yaml.Node {
 }
 
 // printDiff writes the diff as lines: + added, - removed, ~ changed.
-func printDiff(w io.Writer, d api.DiffJSON) {
+func printDiff(w io.Writer, d apiv1.DiffJSON) {
 	for _, v := range d.Added {
 		fmt.Fprintf(w, "+ vip %s (%d reals)\n", v.Name, len(v.Reals))
 	}
@@ -323,7 +322,7 @@ func printDiff(w io.Writer, d api.DiffJSON) {
 	case d.DryRun:
 		verb = "dry run, nothing changed"
 	}
-	fmt.Fprintf(w, "%s: %d added, %d removed, %d changed; fingerprint %s\n", verb, len(d.Added), len(d.Removed), len(d.Changed), control.ShortFingerprint(d.Fingerprint))
+	fmt.Fprintf(w, "%s: %d added, %d removed, %d changed; fingerprint %s\n", verb, len(d.Added), len(d.Removed), len(d.Changed), apiv1.ShortFingerprint(d.Fingerprint))
 }
 
 func newExportCommand(cfg *clientConfig) *cobra.Command {
@@ -357,11 +356,11 @@ func newExportCommand(cfg *clientConfig) *cobra.Command {
 // setting explicit (defaults included, so that a file does not change
 // meaning if a default does), the health check left out when there is
 // none.
-func exportSet(vips []api.VIPJSON) api.ApplyJSON {
-	set := api.ApplyJSON{VIPs: []api.VIPCreateJSON{}}
+func exportSet(vips []apiv1.VIPJSON) apiv1.ApplyJSON {
+	set := apiv1.ApplyJSON{VIPs: []apiv1.VIPCreateJSON{}}
 	for _, v := range vips {
 		port := int(v.Port)
-		out := api.VIPCreateJSON{Protocol: v.Protocol, Address: v.Address, Port: &port, VIPSettingsJSON: api.VIPSettingsJSON{
+		out := apiv1.VIPCreateJSON{Protocol: v.Protocol, Address: v.Address, Port: &port, VIPSettingsJSON: apiv1.VIPSettingsJSON{
 			Flags: v.Flags & lb.SettingVIPFlags, Encap: v.Encap, RingSize: v.RingSize,
 			DownFlows: v.DownFlows, AllDown: v.AllDown, Disabled: v.Disabled, Description: v.Description,
 		}}

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -58,7 +58,7 @@ func TestApplyAndExport(t *testing.T) {
 		t.Fatalf("a dry run changed the daemon: %v", vips)
 	}
 	out = d.ok("apply", "-f", file)
-	if !strings.Contains(out, "applied: 2 added, 1 removed, 0 changed; fingerprint "+control.ShortFingerprint(d.ctl.Fingerprint())) {
+	if !strings.Contains(out, "applied: 2 added, 1 removed, 0 changed; fingerprint "+apiv1.ShortFingerprint(d.ctl.Fingerprint())) {
 		t.Errorf("apply printed:\n%s", out)
 	}
 	if got := ringCounts(t, d.dp, vip4); got[r1]+got[r2] != 1021 || got[r2] < 2*got[r1] {
@@ -67,7 +67,7 @@ func TestApplyAndExport(t *testing.T) {
 	if v, err := d.ctl.VIP(vip6); err != nil || v.Flags != lb.VIPSticky {
 		t.Errorf("the file's sticky: true: VIP %v, %v", v, err)
 	}
-	wantRow(t, d.ok("status"), "FINGERPRINT", control.ShortFingerprint(d.ctl.Fingerprint()))
+	wantRow(t, d.ok("status"), "FINGERPRINT", apiv1.ShortFingerprint(d.ctl.Fingerprint()))
 
 	// Idempotent: the same file, then the export, change nothing.
 	if out := d.ok("apply", "-f", file); !strings.Contains(out, "no change: 0 added, 0 removed, 0 changed") {
@@ -78,7 +78,7 @@ func TestApplyAndExport(t *testing.T) {
 	if out := d.ok("apply", "-f", back); !strings.Contains(out, "no change:") {
 		t.Errorf("apply of the export:\n%s\nexport:\n%s", out, exported)
 	}
-	var set api.ApplyJSON
+	var set apiv1.ApplyJSON
 	d.okJSON(&set, "export")
 	if len(set.VIPs) != 2 || set.VIPs[1].HealthCheck == nil || set.VIPs[1].HealthCheck.Interval != "2s" || set.VIPs[1].Description != "resolver" {
 		t.Errorf("export -o json: %+v", set)
@@ -104,7 +104,7 @@ func TestApplyAndExport(t *testing.T) {
 			t.Errorf("apply of the change lacks %q:\n%s", want, out)
 		}
 	}
-	var diff api.DiffJSON
+	var diff apiv1.DiffJSON
 	d.okJSON(&diff, "apply", "-f", file, "--dry-run")
 	if len(diff.Changed) != 1 || !diff.DryRun || diff.Changed[0].Name != "tcp-192.0.2.1-80" {
 		t.Errorf("dry run -o json: %+v", diff)

@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // newBGPCommand is `lbd bgp`: the BGP sessions and the VIP addresses.
@@ -62,7 +62,7 @@ docs/edge.md.`,
 }
 
 // bgpTables prints the sessions, then the prefixes.
-func bgpTables(w io.Writer, st api.BGPStatusJSON) {
+func bgpTables(w io.Writer, st apiv1.BGPStatusJSON) {
 	if !st.Enabled {
 		row(w, "BGP is not configured on this node: no VIP is announced")
 		return

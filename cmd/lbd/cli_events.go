@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
 )
 
@@ -97,7 +97,7 @@ func (s *session) printMessage(m client.Message) error {
 	if s.json {
 		return s.emit(struct {
 			ID string `json:"id"`
-			api.LBDEventJSON
+			apiv1.LBDEventJSON
 		}{m.ID, *e}, nil)
 	}
 	line := fmt.Sprintf("%s %-12s %s", e.Time.Local().Format("15:04:05.000"), e.Type, e.VIP)

@@ -7,8 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lbd-dev/lbd/api"
-	"github.com/lbd-dev/lbd/control"
+	"github.com/lbd-dev/lbd/api/apiv1"
 )
 
 // newFleetCommand is `lbd fleet status`.
@@ -43,7 +42,7 @@ and all fingerprints are equal. Exits non-zero when they do not.`,
 	return cmd
 }
 
-func fleetTable(w io.Writer, st api.FleetStatusJSON) {
+func fleetTable(w io.Writer, st apiv1.FleetStatusJSON) {
 	if !st.Enabled {
 		row(w, "this node is not in a fleet: its desired state is its state file (lbd serve --store etcd makes a fleet)")
 		return
@@ -74,7 +73,7 @@ func fleetTable(w io.Writer, st api.FleetStatusJSON) {
 		if down == "" {
 			down = "-"
 		}
-		row(w, name, n.Revision, control.ShortFingerprint(n.Fingerprint), n.BGP, stale, down, n.Updated)
+		row(w, name, n.Revision, apiv1.ShortFingerprint(n.Fingerprint), n.BGP, stale, down, n.Updated)
 	}
 	for _, d := range st.Disagree {
 		row(w, "disagrees: "+d)

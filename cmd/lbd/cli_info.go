@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
 )
 
@@ -224,7 +224,7 @@ func newFlowsCommand(cfg *clientConfig) *cobra.Command {
 // while the pages were read can come again on a later page (see
 // control.Controller.Flows): it is listed once, where it came first, with
 // the newer counters.
-func (s *session) flows(q client.FlowQuery, all bool) (api.FlowPageJSON, error) {
+func (s *session) flows(q client.FlowQuery, all bool) (apiv1.FlowPageJSON, error) {
 	page, err := s.api.Flows(s.ctx, q)
 	if err != nil || !all {
 		return page, err
@@ -317,16 +317,16 @@ func newReconcileCommand(cfg *clientConfig) *cobra.Command {
 				return err
 			}
 			if drifts == nil {
-				drifts = []api.DriftJSON{}
+				drifts = []apiv1.DriftJSON{}
 			}
 			if len(drifts) == 0 {
 				if s.json {
-					return s.emit(api.DriftsJSON{Drifts: drifts}, nil)
+					return s.emit(apiv1.DriftsJSON{Drifts: drifts}, nil)
 				}
 				s.note("in sync: the datapath matched the desired state")
 				return nil
 			}
-			return s.emit(api.DriftsJSON{Drifts: drifts}, func(w io.Writer) {
+			return s.emit(apiv1.DriftsJSON{Drifts: drifts}, func(w io.Writer) {
 				row(w, "VIP", "MAP", "REPAIRED", "ERROR")
 				for _, d := range drifts {
 					vip := keyDisplay(d.VIP)

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
@@ -34,7 +34,7 @@ func newRealCommand(cfg *clientConfig) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return s.emit(api.RealListJSON{Reals: reals}, func(w io.Writer) { realsTable(w, reals) })
+				return s.emit(apiv1.RealListJSON{Reals: reals}, func(w io.Writer) { realsTable(w, reals) })
 			}),
 		},
 		newRealAddCommand(cfg),
@@ -94,14 +94,14 @@ func newRealAddCommand(cfg *clientConfig) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		r, created, err := s.api.PutReal(s.ctx, name, addr.String(), api.RealSettingsJSON{Weight: &weight, State: string(control.RealActive)})
+		r, created, err := s.api.PutReal(s.ctx, name, addr.String(), apiv1.RealSettingsJSON{Weight: &weight, State: string(control.RealActive)})
 		if err != nil {
 			return err
 		}
 		if !created {
 			s.note("real %s was already in VIP %s: it is now active with weight %d", addr, args[0], weight)
 		}
-		return s.emit(r, func(w io.Writer) { realsTable(w, []api.RealJSON{r}) })
+		return s.emit(r, func(w io.Writer) { realsTable(w, []apiv1.RealJSON{r}) })
 	})
 	return cmd
 }
@@ -154,7 +154,7 @@ func (s *session) changeReal(vipArg, addrArg string, weight *uint32, state *stri
 		if err != nil {
 			return err
 		}
-		in := api.RealSettingsJSON{Weight: cur.Weight, State: cur.State}
+		in := apiv1.RealSettingsJSON{Weight: cur.Weight, State: cur.State}
 		if weight != nil {
 			in.Weight = weight
 		}
@@ -171,7 +171,7 @@ func (s *session) changeReal(vipArg, addrArg string, weight *uint32, state *stri
 		if err != nil {
 			return err
 		}
-		return s.emit(r, func(w io.Writer) { realsTable(w, []api.RealJSON{r}) })
+		return s.emit(r, func(w io.Writer) { realsTable(w, []apiv1.RealJSON{r}) })
 	}
 }
 
@@ -200,7 +200,7 @@ func newRealReplaceCommand(cfg *clientConfig) *cobra.Command {
 		case !none && len(args) == 1:
 			return fmt.Errorf("give the new reals as ADDR[:WEIGHT]... (or --none to remove every real)")
 		}
-		reals := []api.RealJSON{}
+		reals := []apiv1.RealJSON{}
 		for _, a := range args[1:] {
 			r, err := parseRealSpec(a)
 			if err != nil {
@@ -212,7 +212,7 @@ func newRealReplaceCommand(cfg *clientConfig) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		return s.emit(api.RealListJSON{Reals: got}, func(w io.Writer) { realsTable(w, got) })
+		return s.emit(apiv1.RealListJSON{Reals: got}, func(w io.Writer) { realsTable(w, got) })
 	})
 	return cmd
 }

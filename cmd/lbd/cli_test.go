@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/control"
@@ -232,7 +233,7 @@ func TestVIPCommands(t *testing.T) {
 	wantRow(t, out, "tcp/192.0.2.1:80", "tcp-192.0.2.1-80", "ipip", "1021", "-", "2 (2 active)")
 	wantRow(t, out, "udp/[2001:db8::1]:53", "udp-2001:db8::1-53", "gue", "4099", "sticky,no-flow-search", "1 (1 active)")
 
-	var list api.VIPListJSON
+	var list apiv1.VIPListJSON
 	d.okJSON(&list, "vip", "list")
 	if len(list.VIPs) != 2 || list.VIPs[0].Name != "tcp-192.0.2.1-80" || len(list.VIPs[0].Reals) != 2 {
 		t.Errorf("vip list -o json: %+v", list)
@@ -244,7 +245,7 @@ func TestVIPCommands(t *testing.T) {
 	if f := d.dp.VIPMap[vip4].Flags; f != lb.VIPNoLRU {
 		t.Errorf("after set --no-lru: flags %v, want no-lru only", f)
 	}
-	var got api.VIPJSON
+	var got apiv1.VIPJSON
 	d.okJSON(&got, "vip", "set", "tcp/192.0.2.1:80", "--no-lru=false", "--sticky")
 	if got.Flags != lb.VIPSticky || got.RingSize != 1021 || got.Encap != "ipip" || len(got.Reals) != 2 {
 		t.Errorf("after set --no-lru=false --sticky: %+v", got)
@@ -350,7 +351,7 @@ func TestRealCommands(t *testing.T) {
 	wantRow(t, out, "10.0.0.1", "1", "active")
 	wantRow(t, out, "10.0.0.2", "5", "draining")
 
-	var r api.RealJSON
+	var r apiv1.RealJSON
 	d.okJSON(&r, "real", "set", "tcp/192.0.2.1:80", "10.0.0.2", "--state", "active")
 	if r.Address != "10.0.0.2" || r.Weight == nil || *r.Weight != 5 || r.State != "active" {
 		t.Errorf("after set --state active: %+v, want weight 5 active", r)
@@ -372,7 +373,7 @@ func TestRealCommands(t *testing.T) {
 		t.Error("a real no VIP uses must be undefined in the datapath")
 	}
 
-	var list api.RealListJSON
+	var list apiv1.RealListJSON
 	d.okJSON(&list, "real", "replace", "tcp/192.0.2.1:80", "10.0.0.1:2", "10.0.0.3", "[2001:db8::10]:4")
 	if len(list.Reals) != 3 {
 		t.Fatalf("replace -o json: %+v", list)
@@ -398,7 +399,7 @@ func TestRingAndStats(t *testing.T) {
 	d.ok("vip", "add", "tcp/192.0.2.1:80", "--ring-size", "1021", "--real", "10.0.0.1", "--real", "10.0.0.2:3")
 	counts := ringCounts(t, d.dp, vip4)
 
-	var ring api.RingJSON
+	var ring apiv1.RingJSON
 	d.okJSON(&ring, "ring", "tcp/192.0.2.1:80")
 	if ring.Size != 1021 || ring.EmptySlots != 0 || len(ring.Reals) != 2 {
 		t.Fatalf("ring -o json: %+v", ring)
@@ -428,7 +429,7 @@ func TestRingAndStats(t *testing.T) {
 	wantRow(t, out, "tcp/192.0.2.1:80", "1500", "90000", "0.0", "0.0", "1400", "100")
 	wantRow(t, out, "10.0.0.1", "400", "24000", "0.0", "0.0")
 	wantRow(t, out, "10.0.0.2", "1100", "66000", "0.0", "0.0")
-	var st api.StatsJSON
+	var st apiv1.StatsJSON
 	d.okJSON(&st, "stats")
 	if st.Global.Counters["tx"] != 1500 || len(st.VIPs) != 1 || st.VIPs[0].LRUHits != 1400 || len(st.Reals) != 2 {
 		t.Errorf("stats -o json: %+v", st)
@@ -438,7 +439,7 @@ func TestRingAndStats(t *testing.T) {
 	wantRow(t, out, "tcp/192.0.2.1:80", "1500", "90000", "0.0", "0.0", "1400", "100")
 	wantRow(t, out, "10.0.0.2", "1100", "66000", "0.0", "0.0", "current")
 	wantRow(t, out, "TOTAL", "1500", "90000")
-	var vs api.VIPStatsJSON
+	var vs apiv1.VIPStatsJSON
 	d.okJSON(&vs, "stats", "tcp-192.0.2.1-80")
 	if vs.VIP != "tcp-192.0.2.1-80" || vs.Packets != 1500 || len(vs.Reals) != 2 || vs.Reals[0].Packets != 400 {
 		t.Errorf("stats VIP -o json: %+v", vs)
@@ -500,19 +501,19 @@ func TestFlows(t *testing.T) {
 	if !strings.Contains(errOut, "more flows: pass --all, or --cursor ") {
 		t.Errorf("no hint about the next page on stderr: %q", errOut)
 	}
-	var page api.FlowPageJSON
+	var page apiv1.FlowPageJSON
 	d.okJSON(&page, "flows", "--limit", "10")
 	if len(page.Flows) != 10 || page.NextCursor == "" || page.Flows[0].Bytes != 2400 {
 		t.Fatalf("first page: %d flows, cursor %q", len(page.Flows), page.NextCursor)
 	}
-	var next api.FlowPageJSON
+	var next apiv1.FlowPageJSON
 	d.okJSON(&next, "flows", "--limit", "10", "--cursor", page.NextCursor)
 	if len(next.Flows) != 10 || next.Flows[0].Bytes != 1400 {
 		t.Errorf("--cursor page starts with %+v, want the 11th largest (1400 bytes)", next.Flows[0])
 	}
 
 	// --all follows the cursors: every flow exactly once, in order.
-	var all api.FlowPageJSON
+	var all apiv1.FlowPageJSON
 	d.okJSON(&all, "flows", "--limit", "7", "--all")
 	if len(all.Flows) != 25 || all.NextCursor != "" {
 		t.Fatalf("--all: %d flows, cursor %q; want 25 and none", len(all.Flows), all.NextCursor)
@@ -544,7 +545,7 @@ func TestFlows(t *testing.T) {
 			}
 		}
 	}
-	var moving api.FlowPageJSON
+	var moving apiv1.FlowPageJSON
 	d.okJSON(&moving, "flows", "--limit", "7", "--all")
 	d.dp.BeforeFlows = nil
 	got := map[string]int{}
@@ -564,7 +565,7 @@ func TestFlows(t *testing.T) {
 	}
 
 	// Filters are passed on.
-	var filtered api.FlowPageJSON
+	var filtered apiv1.FlowPageJSON
 	d.okJSON(&filtered, "flows", "--vip", "tcp/192.0.2.1:80", "--real", "10.0.0.2", "--client", "198.51.100.1/32", "--sort", "last_seen", "--all", "--limit", "2")
 	for _, f := range filtered.Flows {
 		if f.Real != "10.0.0.2" || !strings.HasPrefix(f.Client, "198.51.100.1:") {
@@ -673,7 +674,7 @@ func TestStatusAndReconcile(t *testing.T) {
 	d.ready = errors.New("XDP program not attached yet")
 	out = d.ok("status")
 	wantRow(t, out, "READY", "unavailable: XDP program not attached yet")
-	var st api.StatusJSON
+	var st apiv1.StatusJSON
 	d.okJSON(&st, "status")
 	if st.Version != "test" || st.VIPs != 1 || st.Datapath["mode"] != "native" {
 		t.Errorf("status -o json: %+v", st)
@@ -700,7 +701,7 @@ func TestStatusAndReconcile(t *testing.T) {
 	if got := ringCounts(t, d.dp, vip4); got[r1] != 1021 {
 		t.Errorf("reconcile did not repair the ring: %v", got)
 	}
-	var drifts api.DriftsJSON
+	var drifts apiv1.DriftsJSON
 	d.okJSON(&drifts, "reconcile")
 	if drifts.Drifts == nil || len(drifts.Drifts) != 0 {
 		t.Errorf("reconcile -o json when in sync: %+v, want an empty list", drifts)
@@ -749,15 +750,15 @@ func TestParseRealSpec(t *testing.T) {
 	w := func(n uint32) *uint32 { return &n }
 	for _, c := range []struct {
 		in   string
-		want api.RealJSON
+		want apiv1.RealJSON
 	}{
-		{"10.0.0.1", api.RealJSON{Address: "10.0.0.1"}},
-		{"10.0.0.1:3", api.RealJSON{Address: "10.0.0.1", Weight: w(3)}},
-		{"10.0.0.1:0", api.RealJSON{Address: "10.0.0.1", Weight: w(0)}},
-		{"2001:db8::10", api.RealJSON{Address: "2001:db8::10"}},
-		{"2001:db8::10:3", api.RealJSON{Address: "2001:db8::10:3"}}, // an address: brackets give a weight
-		{"[2001:db8::10]", api.RealJSON{Address: "2001:db8::10"}},
-		{"[2001:db8::10]:3", api.RealJSON{Address: "2001:db8::10", Weight: w(3)}},
+		{"10.0.0.1", apiv1.RealJSON{Address: "10.0.0.1"}},
+		{"10.0.0.1:3", apiv1.RealJSON{Address: "10.0.0.1", Weight: w(3)}},
+		{"10.0.0.1:0", apiv1.RealJSON{Address: "10.0.0.1", Weight: w(0)}},
+		{"2001:db8::10", apiv1.RealJSON{Address: "2001:db8::10"}},
+		{"2001:db8::10:3", apiv1.RealJSON{Address: "2001:db8::10:3"}}, // an address: brackets give a weight
+		{"[2001:db8::10]", apiv1.RealJSON{Address: "2001:db8::10"}},
+		{"[2001:db8::10]:3", apiv1.RealJSON{Address: "2001:db8::10", Weight: w(3)}},
 	} {
 		got, err := parseRealSpec(c.in)
 		if err != nil || got.Address != c.want.Address || (got.Weight == nil) != (c.want.Weight == nil) ||
@@ -802,14 +803,14 @@ func TestVIPHealthFlags(t *testing.T) {
 func TestRealsTableShowsProbes(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.Local)
 	w := uint32(1)
-	reals := []api.RealJSON{
-		{Address: "10.0.0.1", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "up", Reason: "not checked yet", LastChange: at}},
-		{Address: "10.0.0.2", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "up", Reason: "no change since the check started", LastChange: at,
-			SuccessesInARow: 3, LastResult: &api.ProbeResultJSON{OK: true, Reason: "connected", At: at.Add(time.Second)}}},
-		{Address: "10.0.0.3", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "up", Reason: "no change since the check started", LastChange: at,
-			FailuresInARow: 2, LastResult: &api.ProbeResultJSON{Reason: "connect: connection refused", At: at.Add(2 * time.Second)}}},
-		{Address: "10.0.0.4", Weight: &w, State: "active", Health: &api.RealHealthJSON{State: "down", Reason: "3 failures in a row: connect: connection refused", LastChange: at,
-			SuccessesInARow: 1, LastResult: &api.ProbeResultJSON{OK: true, Reason: "connected", At: at.Add(3 * time.Second)}}},
+	reals := []apiv1.RealJSON{
+		{Address: "10.0.0.1", Weight: &w, State: "active", Health: &apiv1.RealHealthJSON{State: "up", Reason: "not checked yet", LastChange: at}},
+		{Address: "10.0.0.2", Weight: &w, State: "active", Health: &apiv1.RealHealthJSON{State: "up", Reason: "no change since the check started", LastChange: at,
+			SuccessesInARow: 3, LastResult: &apiv1.ProbeResultJSON{OK: true, Reason: "connected", At: at.Add(time.Second)}}},
+		{Address: "10.0.0.3", Weight: &w, State: "active", Health: &apiv1.RealHealthJSON{State: "up", Reason: "no change since the check started", LastChange: at,
+			FailuresInARow: 2, LastResult: &apiv1.ProbeResultJSON{Reason: "connect: connection refused", At: at.Add(2 * time.Second)}}},
+		{Address: "10.0.0.4", Weight: &w, State: "active", Health: &apiv1.RealHealthJSON{State: "down", Reason: "3 failures in a row: connect: connection refused", LastChange: at,
+			SuccessesInARow: 1, LastResult: &apiv1.ProbeResultJSON{OK: true, Reason: "connected", At: at.Add(3 * time.Second)}}},
 	}
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0) // as the CLI's output

@@ -11,7 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
 )
 
@@ -98,14 +98,14 @@ func (s *session) followEvents(pid uint32) error {
 	return tracerAdvice(err)
 }
 
-func connKey(c api.ConnectionJSON) string {
+func connKey(c apiv1.ConnectionJSON) string {
 	return c.Protocol + " " + c.Source + " " + c.Destination + " " + fmt.Sprint(c.PID, " ", c.Netns)
 }
 
 // connTable prints connections as nettop does: "[TCP] pid comm src ⇄
 // dst" with bytes each way; with rates (top), the bytes per second since
 // the previous refresh.
-func connTable(w io.Writer, conns []api.ConnectionJSON, rates map[string][2]float64, limit int) {
+func connTable(w io.Writer, conns []apiv1.ConnectionJSON, rates map[string][2]float64, limit int) {
 	header := []any{"PROTO", "PID", "COMM", "SOURCE ⇄ DESTINATION", "STATE", "SENT", "RECEIVED", "RETRANS", "SRTT"}
 	if rates != nil {
 		header = append(header, "SENT/S", "RECV/S")
@@ -232,8 +232,8 @@ func newTopCommand(cfg *clientConfig) *cobra.Command {
 	return cmd
 }
 
-func sortConnections(conns []api.ConnectionJSON, by string, rates map[string][2]float64) {
-	key := func(c api.ConnectionJSON) float64 {
+func sortConnections(conns []apiv1.ConnectionJSON, by string, rates map[string][2]float64) {
+	key := func(c apiv1.ConnectionJSON) float64 {
 		switch by {
 		case "sent":
 			return float64(c.BytesSent)
@@ -249,7 +249,7 @@ func sortConnections(conns []api.ConnectionJSON, by string, rates map[string][2]
 		}
 		return float64(c.BytesSent + c.BytesRecv)
 	}
-	slices.SortStableFunc(conns, func(a, b api.ConnectionJSON) int {
+	slices.SortStableFunc(conns, func(a, b apiv1.ConnectionJSON) int {
 		ka, kb := key(a), key(b)
 		switch {
 		case ka > kb:

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/bpf/kprobe"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/internal/fakedp"
@@ -93,7 +94,7 @@ func TestConnsAndTopShowTracedConnections(t *testing.T) {
 		t.Errorf("lbd conns does not show %s with 700B sent, 300B received:\n%s", want, out)
 	}
 
-	var list api.ConnectionListJSON
+	var list apiv1.ConnectionListJSON
 	if err := json.Unmarshal([]byte(d.ok("conns", "--pid", pid, "--port", port, "-o", "json")), &list); err != nil {
 		t.Fatal(err)
 	}

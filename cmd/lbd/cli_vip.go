@@ -9,7 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
@@ -32,7 +32,7 @@ func newVIPCommand(cfg *clientConfig) *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return s.emit(api.VIPListJSON{VIPs: vips}, func(w io.Writer) {
+				return s.emit(apiv1.VIPListJSON{VIPs: vips}, func(w io.Writer) {
 					row(w, "VIP", "NAME", "ENCAP", "RING", "FLAGS", "REALS")
 					for _, v := range vips {
 						row(w, vipDisplay(v), v.Name, v.Encap, v.RingSize, vipFlags(v), realsSummary(v.Reals))
@@ -88,7 +88,7 @@ type vipSettingFlags struct {
 	disabled    bool
 	encap       string
 	ringSize    uint32
-	health      api.HealthCheckJSON
+	health      apiv1.HealthCheckJSON
 	downFlows   string
 	allDown     string
 	description string
@@ -159,7 +159,7 @@ func newVIPAddCommand(cfg *clientConfig) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		in := api.VIPCreateJSON{Protocol: key.Proto.String(), Address: key.Addr.String(), Port: new(int(key.Port))}
+		in := apiv1.VIPCreateJSON{Protocol: key.Proto.String(), Address: key.Addr.String(), Port: new(int(key.Port))}
 		in.Flags, _ = f.given(cmd)
 		in.Encap, in.RingSize = f.encap, f.ringSize
 		in.DownFlows, in.AllDown, in.Disabled, in.Description = f.downFlows, f.allDown, f.disabled, f.description
@@ -207,7 +207,7 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		var p api.VIPPatchJSON
+		var p apiv1.VIPPatchJSON
 		changed := cmd.Flags().Changed
 		p.SetFlags, p.ClearFlags = f.given(cmd)
 		if changed("encap") {
@@ -234,8 +234,14 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 		if changed("description") {
 			p.Description = &f.description
 		}
-		if p == (api.VIPPatchJSON{}) {
-			return fmt.Errorf("nothing to change: pass --sticky, --no-lru, --no-flow-search, --encap, --ring-size, --health..., --down-flows, --all-down, --disabled or --description")
+		if p == (apiv1.VIPPatchJSON{}) {
+			var flags []string
+			for _, d := range lb.VIPFlagTable {
+				if d.Setting {
+					flags = append(flags, "--"+d.CLIName())
+				}
+			}
+			return fmt.Errorf("nothing to change: pass %s, --encap, --ring-size, --health..., --down-flows, --all-down, --disabled or --description", strings.Join(flags, ", "))
 		}
 		v, err := s.api.PatchVIP(s.ctx, name, p)
 		if err != nil {
@@ -247,7 +253,7 @@ func newVIPSetCommand(cfg *clientConfig) *cobra.Command {
 }
 
 // emitVIP prints one VIP: its settings, then its reals.
-func (s *session) emitVIP(v api.VIPJSON) error {
+func (s *session) emitVIP(v apiv1.VIPJSON) error {
 	return s.emit(v, func(w io.Writer) {
 		row(w, "VIP", vipDisplay(v))
 		row(w, "NAME", v.Name)
@@ -279,7 +285,7 @@ func (s *session) emitVIP(v api.VIPJSON) error {
 
 // realsTable lists reals; when the VIP checks its reals, with their
 // health and why.
-func realsTable(w io.Writer, reals []api.RealJSON) {
+func realsTable(w io.Writer, reals []apiv1.RealJSON) {
 	checked := false
 	for _, r := range reals {
 		checked = checked || r.Health != nil
@@ -303,7 +309,7 @@ func realsTable(w io.Writer, reals []api.RealJSON) {
 
 // healthState is a real's state, with the probes in a row that would
 // change it if there are any: "up (2 failed)", "down (1 ok)".
-func healthState(h *api.RealHealthJSON) string {
+func healthState(h *apiv1.RealHealthJSON) string {
 	switch {
 	case h.State == "up" && h.FailuresInARow > 0:
 		return fmt.Sprintf("%s (%d failed)", h.State, h.FailuresInARow)
@@ -315,7 +321,7 @@ func healthState(h *api.RealHealthJSON) string {
 
 // lastProbe is the time and outcome of the latest probe: "15:04:05 ok",
 // "15:04:05 failed: connect: connection refused", "none yet".
-func lastProbe(r *api.ProbeResultJSON) string {
+func lastProbe(r *apiv1.ProbeResultJSON) string {
 	if r == nil {
 		return "none yet"
 	}
@@ -326,7 +332,7 @@ func lastProbe(r *api.ProbeResultJSON) string {
 	return at + " failed: " + r.Reason
 }
 
-func weightOf(r api.RealJSON) string {
+func weightOf(r apiv1.RealJSON) string {
 	if r.Weight == nil {
 		return "1"
 	}
@@ -335,7 +341,7 @@ func weightOf(r api.RealJSON) string {
 
 // realsSummary is "3 (2 active)": how many reals, and how many take new
 // flows.
-func realsSummary(reals []api.RealJSON) string {
+func realsSummary(reals []apiv1.RealJSON) string {
 	active := 0
 	for _, r := range reals {
 		if (r.State == "" || r.State == string(control.RealActive)) && (r.Weight == nil || *r.Weight > 0) {
@@ -345,7 +351,7 @@ func realsSummary(reals []api.RealJSON) string {
 	return fmt.Sprintf("%d (%d active)", len(reals), active)
 }
 
-func vipFlags(v api.VIPJSON) string {
+func vipFlags(v apiv1.VIPJSON) string {
 	var f []string
 	if v.Disabled {
 		f = append(f, "disabled")

@@ -13,7 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/internal/browsertest"
 	"github.com/lbd-dev/lbd/lab"
@@ -119,8 +119,8 @@ func TestConsoleLab(t *testing.T) {
 	// a second VIP whose description carries markup
 	one := uint32(1)
 	xssVIP := fmt.Sprintf("tcp-%s-8080", lab.VIP4)
-	if _, _, err := e.api.PutVIP(e.ctx, xssVIP, api.VIPSettingsJSON{Reals: []api.RealJSON{{Address: e.realAddr("r4", lab.VIP4), Weight: &one}},
-		HealthCheck: &api.HealthCheckJSON{Type: "http", Port: lab.HTTPPort, Path: "/", Interval: "1s"}, Description: consoleXSS}); err != nil {
+	if _, _, err := e.api.PutVIP(e.ctx, xssVIP, apiv1.VIPSettingsJSON{Reals: []apiv1.RealJSON{{Address: e.realAddr("r4", lab.VIP4), Weight: &one}},
+		HealthCheck: &apiv1.HealthCheckJSON{Type: "http", Port: lab.HTTPPort, Path: "/", Interval: "1s"}, Description: consoleXSS}); err != nil {
 		t.Fatalf("VIP with the markup: %v", err)
 	}
 	if _, err := e.lab.ShortTCP(lab.VIP4, 50); err != nil {

@@ -16,7 +16,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lab"
@@ -190,7 +190,7 @@ func (p *pingers) finish() {
 }
 
 // vipStats returns node i's counters of the TCP VIP.
-func (e *edgeLab) vipStats(t *testing.T, i int) api.VIPStatsJSON {
+func (e *edgeLab) vipStats(t *testing.T, i int) apiv1.VIPStatsJSON {
 	t.Helper()
 	s, err := e.api[i].VIPStats(e.ctx, vipAPIName("tcp", lab.VIP4))
 	if err != nil {
@@ -200,9 +200,9 @@ func (e *edgeLab) vipStats(t *testing.T, i int) api.VIPStatsJSON {
 }
 
 // snapshot is both nodes' counters of the VIP.
-func (e *edgeLab) snapshot(t *testing.T, nodes ...int) []api.VIPStatsJSON {
+func (e *edgeLab) snapshot(t *testing.T, nodes ...int) []apiv1.VIPStatsJSON {
 	t.Helper()
-	out := make([]api.VIPStatsJSON, len(e.lab.Nodes))
+	out := make([]apiv1.VIPStatsJSON, len(e.lab.Nodes))
 	for _, i := range nodes {
 		out[i] = e.vipStats(t, i)
 	}
@@ -354,13 +354,13 @@ func TestEdgeECMP(t *testing.T) {
 	l := e.lab
 	t.Logf("mode: reals by %s, decapsulation %s", l.RealLink, l.Decap)
 	const a, b = 0, 1 // node a goes away, node b stays
-	var reals []api.RealJSON
+	var reals []apiv1.RealJSON
 	for _, r := range l.Reals {
-		reals = append(reals, api.RealJSON{Address: r.Addr4.String()})
+		reals = append(reals, apiv1.RealJSON{Address: r.Addr4.String()})
 	}
 	start := time.Now()
 	for i := range l.Nodes {
-		if _, _, err := e.api[i].PutVIP(e.ctx, vipAPIName("tcp", lab.VIP4), api.VIPSettingsJSON{Reals: reals, RingSize: 65537}); err != nil {
+		if _, _, err := e.api[i].PutVIP(e.ctx, vipAPIName("tcp", lab.VIP4), apiv1.VIPSettingsJSON{Reals: reals, RingSize: 65537}); err != nil {
 			t.Fatalf("node %d: put VIP: %v", i, err)
 		}
 	}

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/internal/etcdtest"
 	"github.com/lbd-dev/lbd/lab"
 )
@@ -65,7 +65,7 @@ func (w *connWatch) finish() (ok int, broken map[int]string) {
 }
 
 // fleetStatus is node i's GET /api/v1/fleet.
-func (e *edgeLab) fleetStatus(t *testing.T, i int) api.FleetStatusJSON {
+func (e *edgeLab) fleetStatus(t *testing.T, i int) apiv1.FleetStatusJSON {
 	t.Helper()
 	st, err := e.api[i].Fleet(e.ctx)
 	if err != nil {
@@ -121,9 +121,9 @@ func TestEdgeFleet(t *testing.T) {
 		e.connect(i)
 	}
 	all := []int{0, 1, 2}
-	var reals []api.RealJSON
+	var reals []apiv1.RealJSON
 	for _, r := range l.Reals {
-		reals = append(reals, api.RealJSON{Address: r.Addr4.String()})
+		reals = append(reals, apiv1.RealJSON{Address: r.Addr4.String()})
 	}
 	for _, i := range all {
 		waitFleetSynced(t, e, i)
@@ -168,8 +168,8 @@ func TestEdgeFleet(t *testing.T) {
 
 	vip := vipAPIName("tcp", lab.VIP4)
 	start := time.Now()
-	if _, _, err := e.api[0].PutVIP(e.ctx, vip, api.VIPSettingsJSON{Reals: reals, RingSize: 65537,
-		HealthCheck: &api.HealthCheckJSON{Type: "tcp", Interval: "200ms", Timeout: "100ms", Rise: 1, Fall: 2}}); err != nil {
+	if _, _, err := e.api[0].PutVIP(e.ctx, vip, apiv1.VIPSettingsJSON{Reals: reals, RingSize: 65537,
+		HealthCheck: &apiv1.HealthCheckJSON{Type: "tcp", Interval: "200ms", Timeout: "100ms", Rise: 1, Fall: 2}}); err != nil {
 		t.Fatalf("put VIP through node 0: %v", err)
 	}
 	took := e.waitHops(t, 3, start, 30*time.Second)
@@ -229,7 +229,7 @@ func TestEdgeFleet(t *testing.T) {
 		t.Helper()
 		rs := slices.Clone(reals)
 		rs[0].Weight = &weight
-		if _, _, err := e.api[via].PutVIP(e.ctx, other, api.VIPSettingsJSON{Reals: rs}); err != nil {
+		if _, _, err := e.api[via].PutVIP(e.ctx, other, apiv1.VIPSettingsJSON{Reals: rs}); err != nil {
 			t.Fatalf("change through node %d: %v", via, err)
 		}
 		return e.fingerprints(t, via)[0]

@@ -17,7 +17,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/privtest"
@@ -140,16 +140,16 @@ func (e *e2e) realAddr(name string, vip netip.Addr) string {
 // setVIP creates (or replaces) a VIP with reals given as name:weight.
 func (e *e2e) setVIP(t *testing.T, proto string, vip netip.Addr, reals ...string) string {
 	t.Helper()
-	var rs []api.RealJSON
+	var rs []apiv1.RealJSON
 	for _, spec := range reals {
 		name, w, _ := strings.Cut(spec, ":")
 		weight := uint32(1)
 		if w != "" {
 			fmt.Sscan(w, &weight)
 		}
-		rs = append(rs, api.RealJSON{Address: e.realAddr(name, vip), Weight: &weight})
+		rs = append(rs, apiv1.RealJSON{Address: e.realAddr(name, vip), Weight: &weight})
 	}
-	v, _, err := e.api.PutVIP(e.ctx, vipAPIName(proto, vip), api.VIPSettingsJSON{Reals: rs, RingSize: 65537})
+	v, _, err := e.api.PutVIP(e.ctx, vipAPIName(proto, vip), apiv1.VIPSettingsJSON{Reals: rs, RingSize: 65537})
 	if err != nil {
 		t.Fatalf("put VIP: %v", err)
 	}
@@ -160,7 +160,7 @@ func vipAPIName(proto string, vip netip.Addr) string {
 	return fmt.Sprintf("%s-%s-%d", proto, vip, lab.WhoPort)
 }
 
-func (e *e2e) vipStats(t *testing.T, name string) api.VIPStatsJSON {
+func (e *e2e) vipStats(t *testing.T, name string) apiv1.VIPStatsJSON {
 	t.Helper()
 	s, err := e.api.VIPStats(e.ctx, name)
 	if err != nil {
@@ -440,7 +440,7 @@ func (e *e2e) testConsistency(t *testing.T) {
 	pingAll(t, "before changes", conns)
 
 	w := uint32(1)
-	if _, _, err := e.api.PutReal(e.ctx, vip, e.realAddr("r4", lab.VIP4), api.RealSettingsJSON{Weight: &w, State: "active"}); err != nil {
+	if _, _, err := e.api.PutReal(e.ctx, vip, e.realAddr("r4", lab.VIP4), apiv1.RealSettingsJSON{Weight: &w, State: "active"}); err != nil {
 		t.Fatal(err)
 	}
 	pingAll(t, "after adding r4", conns)
@@ -499,10 +499,10 @@ func (e *e2e) testDrainRemove(t *testing.T) {
 		}
 	}
 	one, zero := uint32(1), uint32(0)
-	if _, _, err := e.api.PutReal(e.ctx, vip, e.realAddr("r2", lab.VIP4), api.RealSettingsJSON{Weight: &one, State: "draining"}); err != nil {
+	if _, _, err := e.api.PutReal(e.ctx, vip, e.realAddr("r2", lab.VIP4), apiv1.RealSettingsJSON{Weight: &one, State: "draining"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := e.api.PutReal(e.ctx, vip, e.realAddr("r3", lab.VIP4), api.RealSettingsJSON{Weight: &zero, State: "active"}); err != nil {
+	if _, _, err := e.api.PutReal(e.ctx, vip, e.realAddr("r3", lab.VIP4), apiv1.RealSettingsJSON{Weight: &zero, State: "active"}); err != nil {
 		t.Fatal(err)
 	}
 	counts, err := e.lab.ShortTCP(lab.VIP4, 100)
@@ -580,12 +580,12 @@ func (e *e2e) realHealth(t *testing.T, vip, real, state string, within time.Dura
 func (e *e2e) testHealth(t *testing.T) {
 	const interval, rise, fall = 300 * time.Millisecond, 2, 2
 	started := time.Now()
-	var reals []api.RealJSON
+	var reals []apiv1.RealJSON
 	for _, n := range []string{"r1", "r2", "r3", "r4"} {
-		reals = append(reals, api.RealJSON{Address: e.realAddr(n, lab.VIP4)})
+		reals = append(reals, apiv1.RealJSON{Address: e.realAddr(n, lab.VIP4)})
 	}
-	v, _, err := e.api.PutVIP(e.ctx, vipAPIName("tcp", lab.VIP4), api.VIPSettingsJSON{Reals: reals, RingSize: 65537,
-		HealthCheck: &api.HealthCheckJSON{Type: "tcp", Interval: interval.String(), Timeout: "200ms", Rise: rise, Fall: fall}})
+	v, _, err := e.api.PutVIP(e.ctx, vipAPIName("tcp", lab.VIP4), apiv1.VIPSettingsJSON{Reals: reals, RingSize: 65537,
+		HealthCheck: &apiv1.HealthCheckJSON{Type: "tcp", Interval: interval.String(), Timeout: "200ms", Rise: rise, Fall: fall}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -720,7 +720,7 @@ func (e *e2e) testHealth(t *testing.T) {
 
 	// Leave the VIP without checks for whatever runs next.
 	none := "none"
-	if _, err := e.api.PatchVIP(e.ctx, vip, api.VIPPatchJSON{HealthCheck: &api.HealthCheckJSON{Type: none}}); err != nil {
+	if _, err := e.api.PatchVIP(e.ctx, vip, apiv1.VIPPatchJSON{HealthCheck: &apiv1.HealthCheckJSON{Type: none}}); err != nil {
 		t.Fatal(err)
 	}
 }

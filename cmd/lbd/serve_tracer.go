@@ -9,6 +9,7 @@ import (
 
 	"errors"
 	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/bpf/kprobe"
 )
 
@@ -69,14 +70,14 @@ func startTracer(ctx context.Context, c tracerConfig, log *slog.Logger) (api.Tra
 // the API does not import bpf/kprobe, this wiring converts.
 type tracerSource struct{ tr *kprobe.Tracer }
 
-func (s tracerSource) Status() api.TracerStatusJSON { return tracerStatusJSON(s.tr.Status()) }
+func (s tracerSource) Status() apiv1.TracerStatusJSON { return tracerStatusJSON(s.tr.Status()) }
 
-func (s tracerSource) Connections(f api.ConnectionFilter) ([]api.ConnectionJSON, error) {
+func (s tracerSource) Connections(f api.ConnectionFilter) ([]apiv1.ConnectionJSON, error) {
 	conns, err := s.tr.Connections(kprobe.Filter(f))
 	if errors.Is(err, kprobe.ErrNotRunning) {
 		return nil, fmt.Errorf("%w: %w", api.ErrTracerNotRunning, err)
 	}
-	out := make([]api.ConnectionJSON, len(conns))
+	out := make([]apiv1.ConnectionJSON, len(conns))
 	for i, c := range conns {
 		out[i] = connectionJSON(c)
 	}
@@ -99,11 +100,11 @@ func (s tracerSource) Subscribe(ctx context.Context, buffer int) (api.TracerSubs
 // and is counted in Dropped, as without the conversion.
 type eventSub struct {
 	sub *kprobe.Subscription
-	c   chan api.EventJSON
+	c   chan apiv1.EventJSON
 }
 
 func newEventSub(ctx context.Context, sub *kprobe.Subscription) *eventSub {
-	s := &eventSub{sub: sub, c: make(chan api.EventJSON)}
+	s := &eventSub{sub: sub, c: make(chan apiv1.EventJSON)}
 	go func() {
 		defer close(s.c)
 		for {
@@ -125,11 +126,11 @@ func newEventSub(ctx context.Context, sub *kprobe.Subscription) *eventSub {
 	return s
 }
 
-func (s *eventSub) Events() <-chan api.EventJSON { return s.c }
-func (s *eventSub) Dropped() uint64              { return s.sub.Dropped() }
+func (s *eventSub) Events() <-chan apiv1.EventJSON { return s.c }
+func (s *eventSub) Dropped() uint64                { return s.sub.Dropped() }
 
-func connectionJSON(c kprobe.Connection) api.ConnectionJSON {
-	return api.ConnectionJSON{
+func connectionJSON(c kprobe.Connection) apiv1.ConnectionJSON {
+	return apiv1.ConnectionJSON{
 		Protocol: c.Proto.String(), Source: c.Src.String(), Destination: c.Dst.String(),
 		Netns: c.Netns, PID: c.PID, Comm: c.Comm, Direction: c.Direction, State: c.State,
 		BytesSent: c.BytesSent, BytesRecv: c.BytesRecv, Retransmits: c.Retransmits,
@@ -138,8 +139,8 @@ func connectionJSON(c kprobe.Connection) api.ConnectionJSON {
 }
 
 // eventJSON converts a tracer event.
-func eventJSON(ev kprobe.Event) api.EventJSON {
-	e := api.EventJSON{
+func eventJSON(ev kprobe.Event) apiv1.EventJSON {
+	e := apiv1.EventJSON{
 		Type: ev.Type.String(), Time: ev.Time, Monotonic: ev.Monotonic, CPU: ev.CPU, PID: ev.PID, TID: ev.TID,
 		Comm: ev.Comm, Netns: ev.Netns, BytesSent: ev.BytesSent, BytesRecv: ev.BytesRecv,
 		Retransmits: ev.Retransmits, SRTTMicros: ev.SRTT.Microseconds(), FD: ev.FD,
@@ -150,16 +151,16 @@ func eventJSON(ev kprobe.Event) api.EventJSON {
 	return e
 }
 
-func tracerStatusJSON(st kprobe.Status) api.TracerStatusJSON {
-	out := api.TracerStatusJSON{
+func tracerStatusJSON(st kprobe.Status) apiv1.TracerStatusJSON {
+	out := apiv1.TracerStatusJSON{
 		Running: st.Running, Kernel: st.Kernel, Mode: string(st.Mode), BTF: st.BTF, OffsetSource: string(st.OffsetSource),
-		Offsets: api.TracerOffsetsJSON(st.Offsets), Buffer: st.Buffer, FdInstall: st.FdInstall, SRTT: st.SRTT,
+		Offsets: apiv1.TracerOffsetsJSON(st.Offsets), Buffer: st.Buffer, FdInstall: st.FdInstall, SRTT: st.SRTT,
 		AcceptBy: st.AcceptBy, Attached: st.Attached, Events: st.Events, Lost: st.Lost, LostPerf: st.LostPerf,
 		StatsMapFull: st.StatsMapFull, SocksMapFull: st.SocksMapFull, Expired: st.Expired, CloseInferred: st.CloseInferred,
 		KprobeMissed: st.KprobeMissed, HookMisses: st.HookMisses, Connections: st.Connections,
 	}
 	if st.Guess != nil {
-		g := api.TracerGuessJSON(*st.Guess)
+		g := apiv1.TracerGuessJSON(*st.Guess)
 		out.Guess = &g
 	}
 	return out

@@ -13,7 +13,7 @@ import (
 
 // The API's tracer status is the tracer's, byte for byte: every field
 // set, the JSON of both must be equal (a field added to kprobe.Status
-// and not to api.TracerStatusJSON fails here).
+// and not to apiv1.TracerStatusJSON fails here).
 func TestTracerStatusJSONIsTheTracers(t *testing.T) {
 	missed := uint64(9)
 	st := kprobe.Status{

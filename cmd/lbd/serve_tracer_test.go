@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lbd-dev/lbd/api"
+	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/bpf/kprobe"
 )
@@ -60,7 +60,7 @@ func TestDaemonServesTracer(t *testing.T) {
 	path := fmt.Sprintf("/api/v1/connections?pid=%d&port=%d&state=open", os.Getpid(), port)
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		var list api.ConnectionListJSON
+		var list apiv1.ConnectionListJSON
 		l.call("GET", path, nil, 200, &list)
 		ok := false
 		for _, cj := range list.Connections {

@@ -1,6 +1,6 @@
 // Package fakedp is an in-memory stand-in for the XDP balancer's map
 // operations (control.Datapath), for tests of control and api that need
-// no kernel. It keeps the balancer's contract (errors wrap xdp.ErrNotFound,
+// no kernel. It keeps the balancer's contract (errors wrap datapath.ErrNotFound,
 // ErrExists, ErrLimit) and can be made to fail on chosen operations.
 package fakedp
 
@@ -13,26 +13,26 @@ import (
 	"slices"
 	"time"
 
-	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/lb"
+	"github.com/lbd-dev/lbd/lb/datapath"
 )
 
 // Datapath is the fake. Its exported fields are its state, for tests to
 // inspect and tamper with.
 type Datapath struct {
-	VIPMap       map[lb.VIPKey]xdp.VIP
+	VIPMap       map[lb.VIPKey]datapath.VIP
 	Rings        map[lb.VIPKey][]uint32
-	RealMap      map[netip.Addr]xdp.RealID // the latest index of each address
-	Slots        map[xdp.RealID]netip.Addr // every defined index
-	Usage        xdp.TableUsage
+	RealMap      map[netip.Addr]datapath.RealID // the latest index of each address
+	Slots        map[datapath.RealID]netip.Addr // every defined index
+	Usage        datapath.TableUsage
 	nextNum      uint32
-	nextID       xdp.RealID
+	nextID       datapath.RealID
 	MaxVIPs      int
-	FlowList     []xdp.Flow
-	VIPCounters  map[lb.VIPKey]xdp.VIPStats
-	RealCounters map[xdp.RealID]xdp.RealStats
-	Global       xdp.GlobalStats
-	Config       xdp.Config
+	FlowList     []datapath.Flow
+	VIPCounters  map[lb.VIPKey]datapath.VIPStats
+	RealCounters map[datapath.RealID]datapath.RealStats
+	Global       datapath.GlobalStats
+	Config       datapath.Config
 	Calls        []string
 	// Fail, if set, is asked before every mutation; a non-nil result is
 	// returned instead of doing it.
@@ -47,9 +47,9 @@ type Datapath struct {
 // New returns an empty fake with room for 512 VIPs.
 func New() *Datapath {
 	return &Datapath{
-		VIPMap: map[lb.VIPKey]xdp.VIP{}, Rings: map[lb.VIPKey][]uint32{},
-		RealMap: map[netip.Addr]xdp.RealID{}, Slots: map[xdp.RealID]netip.Addr{}, nextID: 1, MaxVIPs: 512,
-		VIPCounters: map[lb.VIPKey]xdp.VIPStats{}, RealCounters: map[xdp.RealID]xdp.RealStats{},
+		VIPMap: map[lb.VIPKey]datapath.VIP{}, Rings: map[lb.VIPKey][]uint32{},
+		RealMap: map[netip.Addr]datapath.RealID{}, Slots: map[datapath.RealID]netip.Addr{}, nextID: 1, MaxVIPs: 512,
+		VIPCounters: map[lb.VIPKey]datapath.VIPStats{}, RealCounters: map[datapath.RealID]datapath.RealStats{},
 	}
 }
 
@@ -69,23 +69,23 @@ func (f *Datapath) AddVIP(key lb.VIPKey, flags lb.VIPFlags) error {
 		return err
 	}
 	if _, ok := f.VIPMap[key]; ok {
-		return fmt.Errorf("VIP %s: %w", key, xdp.ErrExists)
+		return fmt.Errorf("VIP %s: %w", key, datapath.ErrExists)
 	}
 	if len(f.VIPMap) >= f.MaxVIPs {
-		return fmt.Errorf("VIP %s: all VIP slots in use: %w", key, xdp.ErrLimit)
+		return fmt.Errorf("VIP %s: all VIP slots in use: %w", key, datapath.ErrLimit)
 	}
 	f.nextNum++
-	f.VIPMap[key] = xdp.VIP{Key: key, Num: f.nextNum, Flags: flags, Gen: f.nextNum}
+	f.VIPMap[key] = datapath.VIP{Key: key, Num: f.nextNum, Flags: flags, Gen: f.nextNum}
 	return nil
 }
 
 // RestoreVIP installs a removed VIP again with its number and generation.
-func (f *Datapath) RestoreVIP(v xdp.VIP) error {
+func (f *Datapath) RestoreVIP(v datapath.VIP) error {
 	if err := f.mutate("RestoreVIP " + v.Key.String()); err != nil {
 		return err
 	}
 	if _, ok := f.VIPMap[v.Key]; ok {
-		return fmt.Errorf("VIP %s: %w", v.Key, xdp.ErrExists)
+		return fmt.Errorf("VIP %s: %w", v.Key, datapath.ErrExists)
 	}
 	v.RingSize = 0
 	f.VIPMap[v.Key] = v
@@ -94,14 +94,14 @@ func (f *Datapath) RestoreVIP(v xdp.VIP) error {
 
 // ReadMaps returns the fake's state as the kernel maps would hold it: the
 // fake has no drift below its own bookkeeping.
-func (f *Datapath) ReadMaps() (*xdp.MapState, error) {
-	s := &xdp.MapState{VIPs: map[lb.VIPKey]uint32{}, VIPInfo: map[uint32]xdp.VIPInfo{},
-		VIPAddrs: map[netip.Addr]xdp.AddrFlags{}, Reals: map[xdp.RealID]netip.Addr{}, Config: f.Config}
+func (f *Datapath) ReadMaps() (*datapath.MapState, error) {
+	s := &datapath.MapState{VIPs: map[lb.VIPKey]uint32{}, VIPInfo: map[uint32]datapath.VIPInfo{},
+		VIPAddrs: map[netip.Addr]datapath.AddrFlags{}, Reals: map[datapath.RealID]netip.Addr{}, Config: f.Config}
 	keys := slices.Collect(maps.Keys(f.VIPMap))
 	for k, v := range f.VIPMap {
 		s.VIPs[k] = v.Num
-		s.VIPInfo[v.Num] = xdp.VIPInfo{Flags: v.Flags, RingSize: v.RingSize, Buf: v.Buf, Gen: v.Gen}
-		s.VIPAddrs[k.Addr] = xdp.AddrFlagsOf(k.Addr, keys)
+		s.VIPInfo[v.Num] = datapath.VIPInfo{Flags: v.Flags, RingSize: v.RingSize, Buf: v.Buf, Gen: v.Gen}
+		s.VIPAddrs[k.Addr] = datapath.AddrFlagsOf(k.Addr, keys)
 	}
 	for id, a := range f.Slots {
 		s.Reals[id] = a
@@ -118,11 +118,11 @@ func (f *Datapath) ClearVIPEntry(key lb.VIPKey) error {
 }
 func (f *Datapath) ClearVIPInfo(num uint32) error { return f.mutate(fmt.Sprint("ClearVIPInfo ", num)) }
 func (f *Datapath) SyncAddrs() error              { return f.mutate("SyncAddrs") }
-func (f *Datapath) RepairRealSlot(id xdp.RealID) error {
+func (f *Datapath) RepairRealSlot(id datapath.RealID) error {
 	return f.mutate(fmt.Sprint("RepairRealSlot ", id))
 }
-func (f *Datapath) ClearReal(id xdp.RealID) error { return f.mutate(fmt.Sprint("ClearReal ", id)) }
-func (f *Datapath) SetConfig(c xdp.Config) error {
+func (f *Datapath) ClearReal(id datapath.RealID) error { return f.mutate(fmt.Sprint("ClearReal ", id)) }
+func (f *Datapath) SetConfig(c datapath.Config) error {
 	if err := f.mutate("SetConfig"); err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func (f *Datapath) SetVIPFlags(key lb.VIPKey, flags lb.VIPFlags) error {
 	}
 	v, ok := f.VIPMap[key]
 	if !ok {
-		return fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+		return fmt.Errorf("VIP %s: %w", key, datapath.ErrNotFound)
 	}
 	v.Flags = flags
 	f.VIPMap[key] = v
@@ -148,19 +148,19 @@ func (f *Datapath) RemoveVIP(key lb.VIPKey) error {
 		return err
 	}
 	if _, ok := f.VIPMap[key]; !ok {
-		return fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+		return fmt.Errorf("VIP %s: %w", key, datapath.ErrNotFound)
 	}
 	delete(f.VIPMap, key)
 	delete(f.Rings, key)
 	return nil
 }
 
-func (f *Datapath) VIPs() []xdp.VIP { return slices.Collect(maps.Values(f.VIPMap)) }
+func (f *Datapath) VIPs() []datapath.VIP { return slices.Collect(maps.Values(f.VIPMap)) }
 
-func (f *Datapath) LookupVIP(key lb.VIPKey) (xdp.VIP, error) {
+func (f *Datapath) LookupVIP(key lb.VIPKey) (datapath.VIP, error) {
 	v, ok := f.VIPMap[key]
 	if !ok {
-		return xdp.VIP{}, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+		return datapath.VIP{}, fmt.Errorf("VIP %s: %w", key, datapath.ErrNotFound)
 	}
 	return v, nil
 }
@@ -171,10 +171,10 @@ func (f *Datapath) SetRing(key lb.VIPKey, ring []uint32) error {
 	}
 	v, ok := f.VIPMap[key]
 	if !ok {
-		return fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+		return fmt.Errorf("VIP %s: %w", key, datapath.ErrNotFound)
 	}
 	for _, id := range ring {
-		if _, ok := f.Slots[xdp.RealID(id)]; id != 0 && !ok {
+		if _, ok := f.Slots[datapath.RealID(id)]; id != 0 && !ok {
 			return fmt.Errorf("ring holds undefined real %d", id)
 		}
 	}
@@ -186,12 +186,12 @@ func (f *Datapath) SetRing(key lb.VIPKey, ring []uint32) error {
 
 func (f *Datapath) Ring(key lb.VIPKey) ([]uint32, error) {
 	if _, ok := f.VIPMap[key]; !ok {
-		return nil, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+		return nil, fmt.Errorf("VIP %s: %w", key, datapath.ErrNotFound)
 	}
 	return slices.Clone(f.Rings[key]), nil
 }
 
-func (f *Datapath) AddReal(addr netip.Addr) (xdp.RealID, error) {
+func (f *Datapath) AddReal(addr netip.Addr) (datapath.RealID, error) {
 	if id, ok := f.RealMap[addr]; ok {
 		return id, nil
 	}
@@ -205,7 +205,7 @@ func (f *Datapath) AddReal(addr netip.Addr) (xdp.RealID, error) {
 	return id, nil
 }
 
-func (f *Datapath) AddRealSlot(addr netip.Addr) (xdp.RealID, error) {
+func (f *Datapath) AddRealSlot(addr netip.Addr) (datapath.RealID, error) {
 	if err := f.mutate("AddRealSlot " + addr.String()); err != nil {
 		return 0, err
 	}
@@ -217,16 +217,16 @@ func (f *Datapath) AddRealSlot(addr netip.Addr) (xdp.RealID, error) {
 	return id, nil
 }
 
-func (f *Datapath) RemoveRealSlots(ids []xdp.RealID) (map[xdp.RealID]xdp.RealStats, error) {
+func (f *Datapath) RemoveRealSlots(ids []datapath.RealID) (map[datapath.RealID]datapath.RealStats, error) {
 	if err := f.mutate(fmt.Sprintf("RemoveRealSlots %v", ids)); err != nil {
 		return nil, err
 	}
 	for _, id := range ids {
 		if _, ok := f.Slots[id]; !ok {
-			return nil, fmt.Errorf("real index %d: %w", id, xdp.ErrNotFound)
+			return nil, fmt.Errorf("real index %d: %w", id, datapath.ErrNotFound)
 		}
 	}
-	final := map[xdp.RealID]xdp.RealStats{}
+	final := map[datapath.RealID]datapath.RealStats{}
 	for _, id := range ids {
 		addr := f.Slots[id]
 		delete(f.Slots, id)
@@ -239,12 +239,12 @@ func (f *Datapath) RemoveRealSlots(ids []xdp.RealID) (map[xdp.RealID]xdp.RealSta
 			}
 		}
 		final[id] = f.RealCounters[id]
-		f.FlowList = slices.DeleteFunc(f.FlowList, func(fl xdp.Flow) bool { return fl.Real == id })
+		f.FlowList = slices.DeleteFunc(f.FlowList, func(fl datapath.Flow) bool { return fl.Real == id })
 	}
 	return final, nil
 }
 
-func (f *Datapath) RealSlots() map[xdp.RealID]netip.Addr { return maps.Clone(f.Slots) }
+func (f *Datapath) RealSlots() map[datapath.RealID]netip.Addr { return maps.Clone(f.Slots) }
 
 func (f *Datapath) ResetVIPStats(key lb.VIPKey) error {
 	if err := f.mutate("ResetVIPStats " + key.String()); err != nil {
@@ -254,7 +254,7 @@ func (f *Datapath) ResetVIPStats(key lb.VIPKey) error {
 	return nil
 }
 
-func (f *Datapath) ResetRealStats(id xdp.RealID) error {
+func (f *Datapath) ResetRealStats(id datapath.RealID) error {
 	if err := f.mutate(fmt.Sprintf("ResetRealStats %d", id)); err != nil {
 		return err
 	}
@@ -262,37 +262,39 @@ func (f *Datapath) ResetRealStats(id xdp.RealID) error {
 	return nil
 }
 
-func (f *Datapath) FlowTableUsage() (xdp.TableUsage, error) { return f.Usage, nil }
+func (f *Datapath) FlowTableUsage() (datapath.TableUsage, error) { return f.Usage, nil }
 
 func (f *Datapath) RemoveReal(addr netip.Addr) error {
 	if err := f.mutate("RemoveReal " + addr.String()); err != nil {
 		return err
 	}
 	if _, ok := f.RealMap[addr]; !ok {
-		return fmt.Errorf("real %s: %w", addr, xdp.ErrNotFound)
+		return fmt.Errorf("real %s: %w", addr, datapath.ErrNotFound)
 	}
 	delete(f.Slots, f.RealMap[addr])
 	delete(f.RealMap, addr)
 	return nil
 }
 
-func (f *Datapath) Reals() map[netip.Addr]xdp.RealID { return maps.Clone(f.RealMap) }
+func (f *Datapath) Reals() map[netip.Addr]datapath.RealID { return maps.Clone(f.RealMap) }
 
-func (f *Datapath) GlobalStats() (xdp.GlobalStats, error) { return f.Global, nil }
+func (f *Datapath) GlobalStats() (datapath.GlobalStats, error) { return f.Global, nil }
 
-func (f *Datapath) VIPStats(key lb.VIPKey) (xdp.VIPStats, error) {
+func (f *Datapath) VIPStats(key lb.VIPKey) (datapath.VIPStats, error) {
 	if _, ok := f.VIPMap[key]; !ok {
-		return xdp.VIPStats{}, fmt.Errorf("VIP %s: %w", key, xdp.ErrNotFound)
+		return datapath.VIPStats{}, fmt.Errorf("VIP %s: %w", key, datapath.ErrNotFound)
 	}
 	return f.VIPCounters[key], nil
 }
 
-func (f *Datapath) RealStats(id xdp.RealID) (xdp.RealStats, error) { return f.RealCounters[id], nil }
+func (f *Datapath) RealStats(id datapath.RealID) (datapath.RealStats, error) {
+	return f.RealCounters[id], nil
+}
 
 // Flows yields FlowList. The fake's clock is wall time in milliseconds:
 // a flow's LastTick is its LastSeen's.
-func (f *Datapath) Flows() iter.Seq2[xdp.Flow, error] {
-	return func(yield func(xdp.Flow, error) bool) {
+func (f *Datapath) Flows() iter.Seq2[datapath.Flow, error] {
+	return func(yield func(datapath.Flow, error) bool) {
 		if f.BeforeFlows != nil {
 			f.BeforeFlows()
 		}
@@ -320,7 +322,7 @@ func (f *Datapath) Tick() (uint32, error) {
 	return uint32(now.UnixMilli()), nil
 }
 
-func (f *Datapath) DeleteFlows(match func(xdp.Flow) bool) (int, error) {
+func (f *Datapath) DeleteFlows(match func(datapath.Flow) bool) (int, error) {
 	n := len(f.FlowList)
 	f.FlowList = slices.DeleteFunc(f.FlowList, match)
 	return n - len(f.FlowList), nil

@@ -272,7 +272,8 @@ function renderVIPs() {
     const shares = new Map(rg ? rg.reals.map((r) => [r.address, r.share]) : []);
     const hc = v.health_check || {};
     const flags = [v.protocol.toUpperCase(), "encap " + v.encap, "ring " + v.ring_size,
-      v.sticky && "sticky", v.no_lru && "no LRU", v.no_flow_search && "no flow search",
+      // the flags: the VIP's boolean keys but "disabled" (lb.VIPFlagTable), so a new one shows here unchanged
+      ...Object.keys(v).filter((k) => v[k] === true && k !== "disabled").map((k) => k.replaceAll("_", " ")),
       hc.type && hc.type !== "none" ? "health " + hc.type + (hc.port ? " port " + hc.port : "") + (hc.path ? " " + hc.path : "") + (hc.interval ? " every " + hc.interval : "") : "no health check",
       "down flows " + v.down_flows, "all down: " + v.all_down].filter(Boolean);
     const chart = el("canvas", { class: "spark", width: 320, height: 56, title: "packets/s, last 5 minutes" });
