@@ -13,6 +13,10 @@ trap 'rm -rf "$xdp" "$maglev" "$ctl" "$tracer" "$ratios" "$live" "$livesec" "$re
 # once into a temporary directory, measured live next to lbd serve and in
 # test runs at equal table sizes; its ratios fill the XDP table's Katran
 # column and docs/katran-comparison.md is rewritten from this same run.
+commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no -- . ':!docs' 2>/dev/null)" ]; then commit="$commit (with uncommitted changes)"; fi
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+export LBD_BENCH_COMMIT=$commit
 unset KATRAN_OBJ LBD_KATRAN_DESC
 if [ -n "${KATRAN_SRC:-}" ]; then
   LBD_KATRAN_DESC=$(bash scripts/katran-build.sh "$kdir")
@@ -46,8 +50,12 @@ LBD_BIN=$PWD/bin/lbd LBD_LIVE_REPORT=$live go test -count=1 -tags 'lbdbench lbdk
   echo "pinned to CPU 0. Established: ACKs cycling over 256 flows opened by a SYN each; new flows: a SYN of"
   echo "a 5-tuple never sent before (the same tuples to lbd and Katran; fewer in all than a CPU's share of"
   echo "the table, so no insert evicts); non-VIP: ACKs to another address (XDP_PASS into the namespace's"
-  echo "stack, which drops them). lbd, Katran and the floor alternate sample by sample, the order flipped"
-  echo "each round; lbd / Katran is the median (and range) of the per-round ratios."
+  echo "stack, which drops them); full tables: after 524288 more new flows (CPU 0's share of each table),"
+  echo "new flows again, each insert evicting an entry (3 rounds). lbd, Katran and the floor alternate"
+  echo "sample by sample, the order flipped each round; lbd / Katran is the median (and range) of the"
+  echo "per-round ratios. Katran's own counters are checked at the end (XDP_TX and SYN LRU misses, one per"
+  echo "packet that says so; its flood guard reset before each new-flow sample, so every new flow is"
+  echo "inserted, as in lbd)."
   echo
   echo "ns/packet is the kernel's own run_time_ns / run_cnt of the attached program over the sample, with"
   echo "run-time stats on through BPF_ENABLE_STATS (what kernel.bpf_stats_enabled=1 turns on, held by a file"
@@ -78,7 +86,10 @@ go test -run '^$' -bench . -benchtime 5000x -count=1 ./bpf/kprobe/ | grep -E '^B
 {
   echo "# Benchmarks"
   echo
-  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) ($(uname -r), $(nproc) CPUs, $(go version | awk '{print $3}'))."
+  echo "Written by \`make bench\` on $(date -u +%Y-%m-%d) ($(uname -r), $(nproc) CPUs, $(go version | awk '{print $3}')), commit $commit."
+  echo "Command: \`flock /tmp/lbd-lab.lock env KATRAN_SRC=/path/to/katran make bench\` (as root). Load average of the"
+  echo "shared host at the start of the run: $load_start; at the end: $(cut -d' ' -f1-3 /proc/loadavg). Absolute numbers"
+  echo "move with the load (other jobs share the 2 CPUs): compare rows of one run, the ratios within it."
   echo
   echo "## XDP datapath: ns per packet"
   echo
@@ -126,9 +137,12 @@ go test -run '^$' -bench . -benchtime 5000x -count=1 ./bpf/kprobe/ | grep -E '^B
   echo
   echo "ReplaceReals100: PUT a new set of 100 reals (half of them new) for a VIP with a 65537-slot ring,"
   echo "over HTTP to the real API stack with real maps and a state file on disk (fsync'd), the controller"
-  echo "reconciled first as lbd serve does. The state is saved (fsync'd) before anything in the datapath"
-  echo "moves, the ring built meanwhile; live-p50/live-p99 are from the REST call to the new ring live in"
-  echo "the kernel, p50/p99 to the response (which comes after the counters file is saved too)."
+  echo "reconciled first as lbd serve does. The new state file is written, fsync'd and renamed into place"
+  echo "before anything in the datapath moves (a write or fsync error, a full disk, refuses the change), the"
+  echo "ring built meanwhile; the directory's fsync (the rename's durability) runs while the ring goes live"
+  echo "and the answer waits for it (control.Store.SaveStaged). live-p50/live-p99 are from the REST call to"
+  echo "the new ring live in the kernel, p50/p99 to the response (which comes after the counters file is"
+  echo "saved too)."
   echo "RingRebuildSwap: build a 65537-slot Maglev ring for 100 reals and swap it in."
   echo "A ring is written into the VIP's idle ring buffer (memory-mapped) and made live with one store to"
   echo "vip_info; no change waits for an RCU grace period (swapping inner maps of an array-of-maps did:"

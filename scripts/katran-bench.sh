@@ -43,7 +43,7 @@ out=${OUT:-docs/katran-comparison.md}
 {
   echo "# lbd and Katran, side by side"
   echo
-  echo "Written by \`scripts/katran-bench.sh\` on $(date -u +%Y-%m-%d). Katran is not part of lbd: the"
+  echo "Written by \`scripts/katran-bench.sh\` on $(date -u +%Y-%m-%d), lbd commit ${LBD_BENCH_COMMIT:-$(git rev-parse --short HEAD)} (load average $(cut -d' ' -f1-3 /proc/loadavg) when written). Katran is not part of lbd: the"
   echo "script builds Katran's balancer from a checkout you give it (KATRAN_SRC) and"
   echo "bpf/xdp/katran_bench_test.go provisions it through its own maps, as Katran's control plane"
   echo "would (gateway MAC, one VIP, three reals, a 65537-slot ring, per-CPU LRU maps of the size"

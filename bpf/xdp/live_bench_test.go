@@ -22,7 +22,8 @@ package xdp
 // CPU 1. The kinds of traffic: one established flow set (ACKs of flows
 // opened before), new flows (a SYN of a 5-tuple never sent before, to
 // each balancer the same tuples; fewer in all than a CPU's share of the
-// table, so every insert finds a free entry), and non-VIP. lbd and
+// table, so every insert finds a free entry), non-VIP, and new flows
+// again once the tables are full (every insert evicts). lbd and
 // Katran alternate sample by sample, the order flipped each round; the
 // ratio is per round (lbd over Katran), median and range over the rounds.
 //
@@ -661,13 +662,15 @@ func TestLiveBench(t *testing.T) {
 		}
 		return fs
 	})
-	// New flows: round r's tuples, the same for every port.
+	// New flows: tuple n is the same for every port.
+	newFlowFrame := func(p *livePort, n int) []byte {
+		src := netip.AddrFrom4([4]byte{198, 18 + byte(n>>24), byte(n >> 16), byte(n >> 8)})
+		return frameFor(p, src, uint16(1024+n&0xff), vip.Addr, "S")
+	}
 	newFlows := func(p *livePort, round int) [][]byte {
 		fs := make([][]byte, 0, perSample)
 		for i := range perSample {
-			n := round*perSample + i
-			src := netip.AddrFrom4([4]byte{198, 18 + byte(n>>24), byte(n >> 16), byte(n >> 8)})
-			fs = append(fs, frameFor(p, src, uint16(1024+n&0xff), vip.Addr, "S"))
+			fs = append(fs, newFlowFrame(p, round*perSample+i))
 		}
 		return fs
 	}
@@ -717,18 +720,67 @@ func TestLiveBench(t *testing.T) {
 			}
 		}
 	}
+	// Full tables: fill each balancer's table on the NAPI CPU (its share,
+	// 1048576 / CPUs, with tuples never sent before), then new flows
+	// again, each insert now evicting an entry.
+	fullRows := envInt(t, "LBD_LIVE_FULL_ROUNDS", 3)
+	var katranFill uint64
+	if fullRows > 0 {
+		full := &liveRow{kind: "new flow (SYN, new 5-tuple), full tables: every insert evicts", samples: map[string][]liveSample{}}
+		fill := (1 << 20) / runtime.NumCPU()
+		base := rounds * perSample
+		for _, p := range ports {
+			if p == floorPort {
+				continue
+			}
+			frames := make([][]byte, 0, fill)
+			for i := range fill {
+				frames = append(frames, newFlowFrame(p, base+i))
+			}
+			if k != nil && p == katranPort {
+				k.resetFloodGuard(t)
+			}
+			if st := p.send(t, frames); p == katranPort {
+				katranFill = st.runs
+			}
+		}
+		base += fill
+		for round := range fullRows {
+			order := slices.Clone(ports)
+			if round%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, p := range order {
+				frames := make([][]byte, 0, perSample)
+				for i := range perSample {
+					frames = append(frames, newFlowFrame(p, base+round*perSample+i))
+				}
+				if k != nil && p == katranPort {
+					k.resetFloodGuard(t)
+				}
+				full.samples[p.name] = append(full.samples[p.name], p.send(t, frames))
+			}
+		}
+		rows = append(rows, full)
+	}
 	elapsed := time.Since(start)
 	if k != nil { // Katran's own counters: it did what the rows say
 		tx := k.stat(t, katranStatXDPTX).V1 - kBefore[katranStatXDPTX].V1
 		miss := k.stat(t, katranStatLRUMiss).V1 - kBefore[katranStatLRUMiss].V1
-		var runs [3]uint64
+		var est, syn uint64 // ACKs of open flows; SYNs of new flows
 		for i, row := range rows {
 			for _, s := range row.samples["Katran"] {
-				runs[i] += s.runs
+				switch i {
+				case 0:
+					est += s.runs
+				case 1, 3:
+					syn += s.runs
+				}
 			}
 		}
-		if tx != runs[0]+runs[1] || miss != runs[1] {
-			t.Fatalf("Katran: XDP_TX grew by %d (want %d), SYN LRU misses by %d (want %d)", tx, runs[0]+runs[1], miss, runs[1])
+		syn += katranFill
+		if tx != est+syn || miss != syn {
+			t.Fatalf("Katran: XDP_TX grew by %d (want %d), SYN LRU misses by %d (want %d)", tx, est+syn, miss, syn)
 		}
 	}
 	lbdCounters := l.lbdCounters()
