@@ -55,6 +55,13 @@ out=${OUT:-docs/katran-comparison.md}
   echo
   echo "Command: \`KATRAN_SRC=/path/to/katran scripts/katran-bench.sh\` (as root), or \`KATRAN_SRC=/path/to/katran make bench\`,"
   echo "which also writes docs/benchmarks.md from the same run."
+  if [ -n "${LBD_LIVE_SECTION:-}" ]; then
+    echo
+    echo "Two methods, one run: the test runs below (BPF_PROG_TEST_RUN, one packet per call: each call starts"
+    echo "cold), and, at the end, live traffic through veth with \`lbd serve\` as users run it (the kernel's"
+    echo "run_time_ns / run_cnt of the attached programs). The test runs inflate lbd's lead on established"
+    echo "flows; read both."
+  fi
   echo
   cat "$report"
   if [ -n "${LBD_LIVE_SECTION:-}" ]; then
