@@ -182,6 +182,10 @@ func TestFullDiskRefusesEveryWrite(t *testing.T) {
 	if act != xdp.ActionTX {
 		t.Fatalf("SYN: %v, want TX", act)
 	}
+	// The handshake's ACK records the connection in the table (a SYN is not recorded).
+	if act, r := sendTo(t, bal, tcpFrame(t, client, vipAddr, false)); act != xdp.ActionTX || r != real {
+		t.Fatalf("ACK: %v to %s, want TX to the SYN's %s", act, r, real)
+	}
 	key := lb.VIPKey{Addr: vipAddr.Addr(), Port: 80, Proto: lb.TCP}
 	statsBefore, err := bal.VIPStats(key)
 	if err != nil {

@@ -109,8 +109,10 @@ go test -run '^$' -bench . -benchtime 5000x -count=1 ./bpf/kprobe/ | grep -E '^B
   echo "machine). The reference is Katran measured in the same run at equal table sizes (lbd's shared"
   echo "table of 1048576 entries, Katran's per-CPU LRUs of 524288 each on 2 CPUs): the last column is"
   echo "lbd / Katran, median of per-round ratios (min–max), from the one-packet rows of"
-  echo "docs/katran-comparison.md (the repeat loop for non-VIP). The two \"of which\" rows split a new"
-  echo "flow: lbd's own work (a VIP that skips the table) and the kernel's LRU insert alone."
+  echo "docs/katran-comparison.md (the repeat loop for non-VIP). A TCP SYN is not recorded in the table"
+  echo "(one lookup, no insert); the connection's first packet after it records it (the \"first ACK\" row;"
+  echo "docs/operations.md, \"Insert on the second packet\"). The two \"of which\" rows split a recording"
+  echo "packet: lbd's own work (a VIP that skips the table) and the kernel's LRU insert alone."
   echo
   echo "$katran_note"
   echo

@@ -53,6 +53,11 @@ out=${OUT:-docs/katran-comparison.md}
   echo "counters (Katran's too: its LRU-miss, TX and fallback counters, and that its flood guard"
   echo "never tripped, so every new flow was inserted)."
   echo
+  echo "lbd records a TCP connection at its first packet after the SYN, Katran at the SYN"
+  echo "(docs/operations.md, \"Insert on the second packet\"): \"new flow\" is a SYN of a new 5-tuple"
+  echo "(lbd: a table lookup, no insert; Katran: an LRU insert), \"handshake\" a SYN and then its ACK"
+  echo "back to back, new 5-tuples, which is where lbd's insert went: compare both."
+  echo
   echo "Command: \`KATRAN_SRC=/path/to/katran scripts/katran-bench.sh\` (as root), or \`KATRAN_SRC=/path/to/katran make bench\`,"
   echo "which also writes docs/benchmarks.md from the same run."
   if [ -n "${LBD_LIVE_SECTION:-}" ]; then

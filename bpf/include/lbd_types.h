@@ -179,8 +179,8 @@ enum lbd_stat {
 	LBD_STAT_DROP_TOO_BIG,       /* encapsulated packet would exceed the MTU */
 	LBD_STAT_DROP_ENCAP_FAIL,    /* could not grow the frame */
 	LBD_STAT_LRU_HIT,            /* connection table hit */
-	LBD_STAT_LRU_MISS,           /* connection table miss (new flow or SYN) */
-	LBD_STAT_LRU_MISS_NON_SYN,   /* miss for a TCP packet that is not a SYN: a moved flow */
+	LBD_STAT_LRU_MISS,           /* connection table miss: a SYN (never recorded), a new flow */
+	LBD_STAT_LRU_MISS_NON_SYN,   /* TCP miss, not a SYN: a handshake's first ACK (it records the flow), or a moved flow */
 	LBD_STAT_LRU_INSERT_FAIL,    /* connection table update failed */
 	LBD_STAT_ICMP_TOO_BIG,       /* frag-needed / packet-too-big forwarded to a flow's real */
 	LBD_STAT_LRU_REMOTE_HIT,     /* unused (0): was a flow found in another CPU's table */

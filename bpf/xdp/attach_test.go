@@ -465,7 +465,10 @@ func TestTrafficAcrossRestart(t *testing.T) {
 			t.Errorf("%s: frame back from the balancer\n got: %x\nwant: %x", when, got, want)
 		}
 	}
+	ack := syn
+	ack.flags = "A"
 	send(l, syn, "before the restart")
+	send(l, ack, "before the restart") // records the connection
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -484,8 +487,8 @@ func TestTrafficAcrossRestart(t *testing.T) {
 	l2.setRing(t, vipTCP, otherRing(t, l2, vipTCP, f.Real))
 	data.payload = []byte("after the restart")
 	send(l2, data, "after the restart, with a moved ring")
-	if s, err := l2.VIPStats(vipTCP); err != nil || s.Packets != 3 || s.LRUHits != 2 {
-		t.Errorf("VIP counters after three packets across the restart: %+v, %v", s, err)
+	if s, err := l2.VIPStats(vipTCP); err != nil || s.Packets != 4 || s.LRUHits != 2 || s.LRUMisses != 2 {
+		t.Errorf("VIP counters after four packets across the restart (SYN and ACK miss, data hits): %+v, %v", s, err)
 	}
 }
 
@@ -517,8 +520,13 @@ func TestKill9Restart(t *testing.T) {
 		if err := b.SetRing(vipTCP, ringOf(id, id, id)); err != nil {
 			t.Fatal(err)
 		}
-		if act, _, err := b.Simulate(syn.frame(t)); err != nil || act != ActionTX {
-			t.Fatal(act, err)
+		ack := syn
+		ack.flags = "A"
+		// The SYN goes by the ring; the ACK records the connection (1 packet).
+		for _, p := range []pkt{syn, ack} {
+			if act, _, err := b.Simulate(p.frame(t)); err != nil || act != ActionTX {
+				t.Fatal(act, err)
+			}
 		}
 		if _, err := ns.attach(t, b, "va", ModeNative); err != nil {
 			t.Fatal(err)

@@ -270,32 +270,58 @@ static __always_inline void lbd_adopt(struct packet *pkt, const struct flow_key 
 /*
  * lbd_choose_new picks a real from the ring for a flow the table does not
  * (or may not) answer for, and records it in the table unless told not to.
- * A SYN (a new connection, maybe on a reused 5-tuple) and a flow whose
- * entry may not be used replace the entry; any other packet only creates
- * one, so that two CPUs that miss the same new flow at once agree on the
- * real (the first entry wins, lbd_adopt).
+ *
+ * record is one of:
+ * - LBD_RECORD_NO: never (an ICMP error quoting a flow);
+ * - LBD_RECORD_CREATE: create the entry if there is none (a TCP packet
+ *   that is not a SYN, a UDP datagram), so that two CPUs that miss the
+ *   same new flow at once agree on the real: the first entry wins and the
+ *   other adopts it (lbd_adopt);
+ * - LBD_RECORD_REPLACE: replace the entry (a flow whose entry may not be
+ *   used; a SYN on a 5-tuple that still has an entry: a new connection on
+ *   a reused 5-tuple follows the current ring, as in Katran);
+ * - LBD_RECORD_SYN: a SYN: create nothing, but if its 5-tuple has an
+ *   entry, replace it (as LBD_RECORD_REPLACE).
  */
+enum lbd_record {
+	LBD_RECORD_NO = 0,
+	LBD_RECORD_CREATE,
+	LBD_RECORD_REPLACE,
+	LBD_RECORD_SYN,
+};
+
 static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_key *fk,
 					  struct choice *c, struct vip_counters *vs,
-					  struct global_counters *gs, int record)
+					  struct global_counters *gs, enum lbd_record record)
 {
 	__u32 vflags = c->vm->flags;
 	int tcp = fk->proto == IPPROTO_TCP;
-	__u64 how;
 	long err;
 
 	c->real_idx = lbd_ring_pick(c->vip_num, c->vm->ring_size, c->hash);
+	/*
+	 * A SYN looks for its 5-tuple's entry here, between reading the ring
+	 * slot and using it: both are reads of memory no earlier packet of
+	 * the flow warmed (a random slot, a random hash bucket), and this
+	 * order lets the CPU wait for the two at once.
+	 */
+	if (record == LBD_RECORD_SYN && !(vflags & LBD_VIP_F_NO_LRU) && bpf_map_lookup_elem(&conns, fk))
+		record = LBD_RECORD_REPLACE;
 	c->real = lbd_real(c->real_idx);
 	if (!c->real)
 		return LBD_STAT_DROP_NO_REAL;
-	if (!record || (vflags & LBD_VIP_F_NO_LRU))
+	if (record == LBD_RECORD_NO || (vflags & LBD_VIP_F_NO_LRU))
 		return 0;
 	gs->counters[LBD_STAT_LRU_MISS]++;
 	vs->lru_misses++;
 	if (tcp && !(pkt->tcp_flags & LBD_TCP_SYN))
 		gs->counters[LBD_STAT_LRU_MISS_NON_SYN]++;
-	/* A RST ends the flow: do not create an entry for it. */
-	if (tcp && (pkt->tcp_flags & LBD_TCP_RST))
+	/*
+	 * A SYN that found no entry creates none (see lbd_balance: the
+	 * connection is recorded by its first packet after the SYN). A RST
+	 * ends the flow: do not create an entry for it either.
+	 */
+	if (record == LBD_RECORD_SYN || (tcp && (pkt->tcp_flags & LBD_TCP_RST)))
 		return 0;
 
 	struct flow_state ns = {};
@@ -310,10 +336,8 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
 	ns.bytes = pkt->l3_len;
 	ns.first_tick = c->now;
 	ns.last_tick = c->now;
-	how = c->stale || (tcp && (pkt->tcp_flags & (LBD_TCP_SYN | LBD_TCP_ACK)) == LBD_TCP_SYN) ?
-		      BPF_ANY :
-		      BPF_NOEXIST;
-	err = bpf_map_update_elem(&conns, fk, &ns, how);
+	err = bpf_map_update_elem(&conns, fk, &ns,
+				  c->stale || record == LBD_RECORD_REPLACE ? BPF_ANY : BPF_NOEXIST);
 	if (err == -EEXIST)
 		lbd_adopt(pkt, fk, c);
 	else if (err)
@@ -326,6 +350,24 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
  * takes the ring's choice (a new connection follows the current ring, as
  * in Katran); other packets stay with the connection table's real while
  * the entry exists and is valid.
+ *
+ * Insert on the second packet: a SYN whose 5-tuple has no entry is sent by
+ * the ring and NOT recorded; the connection's first packet after it (the
+ * handshake's ACK, or data) misses the table and creates the entry, with
+ * the ring's choice again: the same real, unless the ring changed within
+ * the handshake (then the ACK goes to the new ring's real, which answers
+ * with a RST: the handshake is lost, as one whose SYN came a moment later
+ * would have been placed by the new ring; docs/benchmarks.md counts it).
+ * What it buys:
+ * - a SYN costs a table lookup, not an LRU insert (about 500 ns of a
+ *   new flow's 900 ns was the kernel's insert);
+ * - a flood of spoofed SYNs (no handshake ever completes) never touches
+ *   the table: it cannot evict the entries of live connections, which
+ *   then keep their real across ring changes.
+ * A SYN whose 5-tuple still has an entry (a new connection on a reused
+ * 5-tuple) replaces it with the ring's choice, as before. Packets after
+ * the SYN that race on two CPUs keep the old rule: the first entry wins
+ * (BPF_NOEXIST), the other CPU adopts it (lbd_adopt).
  */
 static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 				       const struct lbd_config *cfg, struct global_counters *gs)
@@ -335,6 +377,7 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	struct choice c = {};
 	struct flow_state *st;
 	struct vip_counters *vs;
+	enum lbd_record record = LBD_RECORD_CREATE;
 	int syn, err;
 
 	__builtin_memcpy(fk.src, pkt->src, 16);
@@ -346,7 +389,9 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	syn = pkt->proto == IPPROTO_TCP &&
 	      (pkt->tcp_flags & (LBD_TCP_SYN | LBD_TCP_ACK)) == LBD_TCP_SYN;
 
-	if (!syn) {
+	if (syn) {
+		record = LBD_RECORD_SYN; /* lbd_choose_new looks for a reused 5-tuple's entry */
+	} else {
 		st = lbd_table_lookup(&fk, cfg, &c);
 		if (st) {
 			vs = bpf_map_lookup_elem(&vip_stats, &c.vip_num);
@@ -377,7 +422,7 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	if (!vs)
 		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
 	c.hash = lbd_hash(&fk, c.vm->flags);
-	err = lbd_choose_new(pkt, &fk, &c, vs, gs, 1);
+	err = lbd_choose_new(pkt, &fk, &c, vs, gs, record);
 	if (err)
 		return lbd_count(gs, err, XDP_DROP);
 	return lbd_send(ctx, pkt, &fk, &c, vs, cfg, gs);
@@ -410,7 +455,7 @@ static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
 		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
 	c.hash = lbd_hash(fk, c.vm->flags);
 	if (!c.real) {
-		err = lbd_choose_new(pkt, fk, &c, vs, gs, 0);
+		err = lbd_choose_new(pkt, fk, &c, vs, gs, LBD_RECORD_NO);
 		if (err)
 			return lbd_count(gs, err, XDP_DROP);
 	}

@@ -178,6 +178,18 @@ func (l *testLB) runOn(t *testing.T, cpu int, in []byte, want Action, wantOut []
 		in, want, wantOut, wantStats)
 }
 
+// openOn opens the TCP connection of p on cpu as a client does: its SYN
+// (sent by the ring, not recorded), then its ACK (which records it).
+func (l *testLB) openOn(t testing.TB, cpu int, p pkt) {
+	t.Helper()
+	for _, flags := range []string{"S", "A"} {
+		p.flags, p.payload = flags, nil
+		if act, _, err := simulateOn(l.Balancer, cpu, p.frame(t)); err != nil || act != ActionTX {
+			t.Fatalf("open %s (%s): %v %v", p.flowKey(), flags, act, err)
+		}
+	}
+}
+
 var (
 	txNew    = map[Stat]uint64{StatTX: 1, StatLRUMiss: 1}
 	txHit    = map[Stat]uint64{StatTX: 1, StatLRUHit: 1}
@@ -195,7 +207,8 @@ func TestEncapFixtures(t *testing.T) {
 		stats map[Stat]uint64
 	}{
 		{"ipv4 tcp syn -> ipip", vipTCP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "S"}, txNew},
-		{"ipv4 tcp ack same flow -> table hit", vipTCP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "A", payload: []byte("GET / HTTP/1.1\r\n\r\n")}, txHit},
+		{"ipv4 tcp ack after the syn -> non-syn miss, records the flow", vipTCP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "A"}, txNonSYN},
+		{"ipv4 tcp data same flow -> table hit", vipTCP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 31337, dport: 80, proto: lb.TCP, flags: "A", payload: []byte("GET / HTTP/1.1\r\n\r\n")}, txHit},
 		{"ipv4 tcp ack unknown flow -> non-syn miss", vipTCP, pkt{src: "198.51.100.2", dst: "10.10.0.1", sport: 40000, dport: 80, proto: lb.TCP, flags: "A"}, txNonSYN},
 		{"ipv4 tcp with dscp", vipTCP, pkt{src: "198.51.100.3", dst: "10.10.0.1", sport: 40001, dport: 80, proto: lb.TCP, flags: "S", tos: 0xb8}, txNew},
 		{"ipv4 udp -> ipip", vipUDP, pkt{src: "198.51.100.1", dst: "10.10.0.1", sport: 5353, dport: 53, proto: lb.UDP, payload: []byte("query")}, txNew},
@@ -419,11 +432,9 @@ func TestICMP(t *testing.T) {
 		t.Run(fam.name, func(t *testing.T) {
 			// Open a flow, then move the ring: the ICMP error must follow
 			// the flow's real from the table, not the new ring.
-			flow := pkt{src: fam.client, dst: fam.vip.Addr.String(), sport: 50000, dport: 80, proto: lb.TCP, flags: "S"}
+			flow := pkt{src: fam.client, dst: fam.vip.Addr.String(), sport: 50000, dport: 80, proto: lb.TCP}
 			k := flow.flowKey()
-			if _, _, err := l.Simulate(flow.frame(t)); err != nil {
-				t.Fatal(err)
-			}
+			l.openOn(t, 0, flow)
 			f, err := l.LookupFlow(k)
 			if err != nil {
 				t.Fatal(err)

@@ -384,6 +384,43 @@ func TestKatranSideBySide(t *testing.T) {
 		}
 		return frames
 	}
+	// The packets that record new connections in lbd's table: each run
+	// the first ACK of a 5-tuple never seen (its SYN, not recorded, need
+	// not be sent: it leaves no trace).
+	ackN := 0
+	newACKs := func() [][]byte {
+		frames := make([][]byte, singles)
+		for i := range frames {
+			ackN++
+			src := netip.AddrFrom4([4]byte{198, 20, byte(ackN >> 8), byte(ackN)})
+			if ackN >= 1<<16 {
+				src = netip.AddrFrom4([4]byte{198, 21, byte(ackN >> 8), byte(ackN)})
+			}
+			p := pkt{src: src.String(), dst: "10.10.0.1", sport: uint16(1024 + (ackN*7919)%60000), dport: 80, proto: lb.TCP, flags: "A"}
+			frames[i] = p.frame(t)
+		}
+		return frames
+	}
+	// Handshakes: each pair of runs the SYN of a 5-tuple never seen, then
+	// its ACK, back to back (as if the round trip took no time: what the
+	// SYN warmed is still warm for both balancers). lbd records the
+	// connection at the ACK, Katran at the SYN.
+	hsN := 0
+	handshakes := func() [][]byte {
+		frames := make([][]byte, 0, singles)
+		for len(frames) < singles {
+			hsN++
+			src := netip.AddrFrom4([4]byte{198, 22, byte(hsN >> 8), byte(hsN)})
+			if hsN >= 1<<16 {
+				src = netip.AddrFrom4([4]byte{198, 23, byte(hsN >> 8), byte(hsN)})
+			}
+			p := pkt{src: src.String(), dst: "10.10.0.1", sport: uint16(1024 + (hsN*7919)%60000), dport: 80, proto: lb.TCP, flags: "S"}
+			frames = append(frames, p.frame(t))
+			p.flags = "A"
+			frames = append(frames, p.frame(t))
+		}
+		return frames
+	}
 	same := func(f []byte) func() [][]byte {
 		return func() [][]byte {
 			frames := make([][]byte, singles)
@@ -487,6 +524,47 @@ func TestKatranSideBySide(t *testing.T) {
 			}
 		})
 	}
+	// lbdHandshake: n runs are n/2 SYNs (a miss each, not recorded) and
+	// n/2 ACKs (a non-SYN miss each, which records the connection).
+	lbdHandshake := func(t *testing.T) func(t *testing.T, n int) {
+		before, err := l.GlobalStats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func(t *testing.T, n int) {
+			after, err := l.GlobalStats()
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := map[Stat]uint64{StatTX: uint64(n), StatLRUMiss: uint64(n), StatLRUMissNonSYN: uint64(n / 2)}
+			for s := StatTX; s < NumStats; s++ {
+				if d := after[s] - before[s]; d != want[s] && (want[s] != 0 || s.IsAction() || s == StatLRUHit || s == StatLRUInsertFail) {
+					t.Fatalf("lbd handshakes: counter %s grew by %d in %d runs, want %d", s, d, n, want[s])
+				}
+			}
+		}
+	}
+	// katranHandshake: n runs are n/2 SYNs (a miss and an insert each)
+	// and n/2 ACKs (a hit each).
+	katranHandshake := func(variant string) func(t *testing.T) func(t *testing.T, n int) {
+		exp := slices.Clone(katranTX)
+		for i := range exp {
+			exp[i].mult *= 2
+		}
+		exp = append(exp,
+			katranExpect{katranStatLRU, true, 1, "LRU_CNTRS.v2 (LRU misses)"},
+			katranExpect{katranStatLRUMiss, false, 1, "LRU_MISS.v1 (SYN misses)"},
+			katranExpect{katranStatLRUMiss, true, 0, "LRU_MISS.v2 (non-SYN misses)"})
+		inner := katranCheck(variant, exp, func(t *testing.T, n int) {
+			if r := k.stat(t, katranStatNewConnRate).V1; r > katranMaxConnRate {
+				t.Fatalf("Katran NEW_CONN_RATE %d > %d: under flood, LRU inserts skipped", r, katranMaxConnRate)
+			}
+		})
+		return func(t *testing.T) func(t *testing.T, n int) {
+			verify := inner(t)
+			return func(t *testing.T, n int) { verify(t, n/2) }
+		}
+	}
 	katranHit := func(variant string) func(t *testing.T) func(t *testing.T, n int) {
 		return katranCheck(variant, katranVIPRow(variant, 0), nil)
 	}
@@ -501,10 +579,8 @@ func TestKatranSideBySide(t *testing.T) {
 			}
 		}
 	}
-	lbdOpen := func(t *testing.T) {
-		if act, _, err := l.Simulate(synFrame); err != nil || act != ActionTX {
-			t.Fatalf("lbd: open flow: %v %v", act, err)
-		}
+	lbdOpen := func(t *testing.T) { // SYN, then the ACK that records the connection
+		l.openOn(t, cpu, established)
 	}
 
 	lbdName := fmt.Sprintf("lbd shared table %d", l.objs.Conns.MaxEntries())
@@ -522,6 +598,10 @@ func TestKatranSideBySide(t *testing.T) {
 			checked: "returns XDP_DROP"},
 		{name: lbdName + ": new flow (SYN)", prog: l.Program(), want: xdpTX, frames: newSYNs, check: lbdCheck(StatTX, StatLRUMiss),
 			checked: "TX, LRUMiss = runs; no insert fail", pair: "lbd new flow"},
+		{name: lbdName + ": first ACK of a new connection (records it)", prog: l.Program(), want: xdpTX, frames: newACKs,
+			check: lbdCheck(StatTX, StatLRUMiss, StatLRUMissNonSYN), checked: "TX, LRUMiss = LRUMissNonSYN = runs; no insert fail", pair: "lbd first ACK"},
+		{name: lbdName + ": handshake (SYN, then its ACK; per packet)", prog: l.Program(), want: xdpTX, frames: handshakes,
+			check: lbdHandshake, checked: "TX = LRUMiss = runs, LRUMissNonSYN = runs/2; no hit, no insert fail", pair: "lbd handshake (SYN, then its ACK; per packet)"},
 		{name: lbdName + ": LRU hit (ACK)", prog: l.Program(), want: xdpTX, frames: same(estFrame), setup: lbdOpen, check: lbdCheck(StatTX, StatLRUHit),
 			checked: "TX, LRUHit = runs; no miss", pair: "lbd established"},
 		{name: lbdName + ": non-VIP", prog: l.Program(), want: xdpPass, frames: same(nonVIPFrame), check: lbdCheck(StatPassNonVIP),
@@ -538,6 +618,9 @@ func TestKatranSideBySide(t *testing.T) {
 			setup: katranSetup("1M", false), checked: "XDP_PASS = runs; no VIP packet", check: katranPass, pair: "Katran non-VIP, repeat loop"},
 		{name: "Katran " + lruDesc(1<<20) + ": new flow (SYN)", prog: k.prog, want: xdpTX, frames: newSYNs,
 			setup: katranSetup("1M", false), check: katranNew("1M"), checked: "TX, LRU miss(SYN) = runs; flows in CPU's LRU", pair: "Katran new flow"},
+		{name: "Katran " + lruDesc(1<<20) + ": handshake (SYN, then its ACK; per packet)", prog: k.prog, want: xdpTX, frames: handshakes,
+			setup: katranSetup("1M", false), check: katranHandshake("1M"), checked: "TX = runs, LRU miss(SYN) = runs/2, 0 non-SYN misses",
+			pair: "Katran handshake (SYN, then its ACK; per packet)"},
 		{name: "Katran " + lruDesc(1<<20) + ": LRU hit (ACK)", prog: k.prog, want: xdpTX, frames: same(estFrame),
 			setup: katranSetup("1M", true), check: katranHit("1M"), checked: "TX = runs; 0 misses", pair: "Katran established"},
 		{name: "Katran no per-CPU LRU (fallback_cache 1000): new flow (SYN)", prog: k.prog, want: xdpTX, frames: newSYNs,

@@ -125,10 +125,10 @@ func TestReopen(t *testing.T) {
 	tcp4 := pkt{src: "198.51.100.60", dst: "10.10.0.1", sport: 40200, dport: 80, proto: lb.TCP, flags: "S"}
 	tcp6 := pkt{src: "2001:db8:1::60", dst: "2001:db8::10", sport: 40200, dport: 80, proto: lb.TCP, flags: "S"}
 	gone := pkt{src: "2001:db8:1::61", dst: "2001:db8::30", sport: 7000, dport: 443, proto: lb.UDP, payload: []byte("q")}
-	for _, p := range []pkt{tcp4, tcp6, gone} {
-		if act, _, err := l.Simulate(p.frame(t)); err != nil || act != ActionTX {
-			t.Fatalf("%v: %v %v", p.flowKey(), act, err)
-		}
+	l.openOn(t, 0, tcp4)
+	l.openOn(t, 0, tcp6)
+	if act, _, err := l.Simulate(gone.frame(t)); err != nil || act != ActionTX {
+		t.Fatalf("%v: %v %v", gone.flowKey(), act, err)
 	}
 	goneFlow, err := l.LookupFlow(gone.flowKey())
 	if err != nil {
