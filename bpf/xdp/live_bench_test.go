@@ -20,10 +20,11 @@ package xdp
 // Each pair's receiving end has threaded NAPI, its thread pinned to CPU 0;
 // the sender (AF_PACKET, PACKET_QDISC_BYPASS, one frame per send) runs on
 // CPU 1. The kinds of traffic: one established flow set (ACKs of flows
-// opened before), new flows (a SYN of a 5-tuple never sent before, to
-// each balancer the same tuples; fewer in all than a CPU's share of the
-// table, so every insert finds a free entry), non-VIP, and new flows
-// again once the tables are full (every insert evicts). lbd and
+// opened before), new flows (a SYN of a 5-tuple never sent before, and
+// handshakes: a SYN and its ACK; to each balancer the same tuples; fewer
+// in all than a CPU's share of the table, so every insert finds a free
+// entry), non-VIP, and handshakes again once the tables are full (every
+// insert evicts). lbd and
 // Katran alternate sample by sample, the order flipped each round; the
 // ratio is per round (lbd over Katran), median and range over the rounds.
 //
@@ -569,7 +570,7 @@ func TestLiveBench(t *testing.T) {
 	}
 	katranObj := os.Getenv("KATRAN_OBJ")
 	rounds := envInt(t, "LBD_LIVE_ROUNDS", 9)
-	perSample := envInt(t, "LBD_LIVE_PACKETS", 50000)
+	perSample := envInt(t, "LBD_LIVE_PACKETS", 36000)
 	const nEstablished = 256
 
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
@@ -662,39 +663,78 @@ func TestLiveBench(t *testing.T) {
 		}
 		return fs
 	})
-	// New flows: tuple n is the same for every port.
-	newFlowFrame := func(p *livePort, n int) []byte {
+	// New flows: tuple n is the same for every port. Tuples are never
+	// reused: the SYN rows take [0, rounds*perSample), the handshake rows
+	// the next rounds*perSample/2, then the fill, then the full-table rows.
+	tupleFrame := func(p *livePort, n int, flags string) []byte {
 		src := netip.AddrFrom4([4]byte{198, 18 + byte(n>>24), byte(n >> 16), byte(n >> 8)})
-		return frameFor(p, src, uint16(1024+n&0xff), vip.Addr, "S")
+		return frameFor(p, src, uint16(1024+n&0xff), vip.Addr, flags)
 	}
-	newFlows := func(p *livePort, round int) [][]byte {
-		fs := make([][]byte, 0, perSample)
-		for i := range perSample {
-			fs = append(fs, newFlowFrame(p, round*perSample+i))
+	synsOf := func(p *livePort, first, n int) [][]byte {
+		fs := make([][]byte, 0, n)
+		for i := range n {
+			fs = append(fs, tupleFrame(p, first+i, "S"))
 		}
 		return fs
 	}
-	if total := rounds * perSample; total*runtime.NumCPU() > 1<<20 {
-		t.Fatalf("%d rounds x %d new flows would fill a CPU's share of the tables: lower LBD_LIVE_ROUNDS or LBD_LIVE_PACKETS", rounds, perSample)
+	// handshakesOf: a SYN and then its ACK, n tuples (2n frames).
+	handshakesOf := func(p *livePort, first, n int) [][]byte {
+		fs := make([][]byte, 0, 2*n)
+		for i := range n {
+			fs = append(fs, tupleFrame(p, first+i, "S"), tupleFrame(p, first+i, "A"))
+		}
+		return fs
+	}
+	half := perSample / 2
+	if inserts := rounds * (perSample + half); inserts*runtime.NumCPU() > 1<<20 {
+		t.Fatalf("%d rounds x %d new flows would fill a CPU's share of the tables: lower LBD_LIVE_ROUNDS or LBD_LIVE_PACKETS", rounds, perSample+half)
 	}
 
-	// Warm up: open the established flows, and one short burst each.
+	// Warm up: open the established flows (a SYN, then ACKs: lbd records
+	// a connection at its first packet after the SYN), one burst each.
 	for _, p := range ports {
 		p.send(t, estSYNs[p.name])
 		p.send(t, estACKs[p.name][:perSample/10])
 	}
 
+	const (
+		rowEstablished = iota
+		rowSYN
+		rowHandshake
+		rowNonVIP
+		rowFull
+	)
 	rows := []*liveRow{
-		{kind: "established (ACK of one of 256 open flows)", samples: map[string][]liveSample{}},
-		{kind: "new flow (SYN, new 5-tuple, free table entries)", samples: map[string][]liveSample{}},
-		{kind: "non-VIP (XDP_PASS to the stack)", samples: map[string][]liveSample{}},
+		rowEstablished: {kind: "established (ACK of one of 256 open flows)", samples: map[string][]liveSample{}},
+		rowSYN:         {kind: "new flow: SYN of a new 5-tuple (lbd: lookup, no insert; Katran: insert), free table entries", samples: map[string][]liveSample{}},
+		rowHandshake:   {kind: "handshake: SYN then its ACK, new 5-tuples, per packet (one insert per tuple in both), free table entries", samples: map[string][]liveSample{}},
+		rowNonVIP:      {kind: "non-VIP (XDP_PASS to the stack)", samples: map[string][]liveSample{}},
 	}
 	var kBefore map[uint32]katranLBStats
 	if k != nil {
 		kBefore = map[uint32]katranLBStats{}
-		for _, idx := range []uint32{katranStatXDPTX, katranStatXDPPass, katranStatXDPDrop, katranStatLRUMiss, katranStatNewConnRate} {
+		for _, idx := range []uint32{katranStatXDPTX, katranStatLRUMiss} {
 			kBefore[idx] = k.stat(t, idx)
 		}
+	}
+	// What Katran must have counted: every VIP packet TX, every SYN of a
+	// new tuple a SYN miss, every ACK of a new tuple without a SYN (the
+	// fill) a non-SYN miss.
+	var wantTX, wantSYNMiss, wantOtherMiss uint64
+	katranSend := func(p *livePort, frames [][]byte, tx, synMiss, otherMiss int) liveSample {
+		if k != nil && p == katranPort {
+			k.resetFloodGuard(t) // every new flow inserted, as in lbd (Katran stops inserting above 125000/s)
+		}
+		st := p.send(t, frames)
+		if p == katranPort {
+			if st.runs != uint64(len(frames)) {
+				t.Fatalf("Katran: %d of %d frames reached the program: its counters cannot be checked", st.runs, len(frames))
+			}
+			wantTX += uint64(tx)
+			wantSYNMiss += uint64(synMiss)
+			wantOtherMiss += uint64(otherMiss)
+		}
+		return st
 	}
 	start := time.Now()
 	for round := range rounds {
@@ -704,44 +744,42 @@ func TestLiveBench(t *testing.T) {
 		}
 		for ri, row := range rows {
 			for _, p := range order {
-				var frames [][]byte
+				var st liveSample
 				switch ri {
-				case 0:
-					frames = estACKs[p.name]
-				case 1:
-					frames = newFlows(p, round)
-					if k != nil && p == katranPort {
-						k.resetFloodGuard(t) // every new flow inserted, as lbd does
-					}
-				case 2:
-					frames = nonVIP[p.name]
+				case rowEstablished:
+					st = katranSend(p, estACKs[p.name], perSample, 0, 0)
+				case rowSYN:
+					st = katranSend(p, synsOf(p, round*perSample, perSample), perSample, perSample, 0)
+				case rowHandshake:
+					st = katranSend(p, handshakesOf(p, rounds*perSample+round*half, half), 2*half, half, 0)
+				case rowNonVIP:
+					st = katranSend(p, nonVIP[p.name], 0, 0, 0)
 				}
-				row.samples[p.name] = append(row.samples[p.name], p.send(t, frames))
+				row.samples[p.name] = append(row.samples[p.name], st)
 			}
 		}
 	}
 	// Full tables: fill each balancer's table on the NAPI CPU (its share,
-	// 1048576 / CPUs, with tuples never sent before), then new flows
-	// again, each insert now evicting an entry.
+	// 1048576 / CPUs) with ACKs of tuples never sent before (a miss that
+	// records the flow in both, in chunks below Katran's flood guard),
+	// then handshakes of new tuples again, each insert now evicting.
 	fullRows := envInt(t, "LBD_LIVE_FULL_ROUNDS", 3)
-	var katranFill uint64
 	if fullRows > 0 {
-		full := &liveRow{kind: "new flow (SYN, new 5-tuple), full tables: every insert evicts", samples: map[string][]liveSample{}}
+		full := &liveRow{kind: "handshake as above, full tables: every insert evicts", samples: map[string][]liveSample{}}
 		fill := (1 << 20) / runtime.NumCPU()
-		base := rounds * perSample
+		base := rounds * (perSample + half)
+		const chunk = 100000
 		for _, p := range ports {
 			if p == floorPort {
 				continue
 			}
-			frames := make([][]byte, 0, fill)
-			for i := range fill {
-				frames = append(frames, newFlowFrame(p, base+i))
-			}
-			if k != nil && p == katranPort {
-				k.resetFloodGuard(t)
-			}
-			if st := p.send(t, frames); p == katranPort {
-				katranFill = st.runs
+			for off := 0; off < fill; off += chunk {
+				n := min(chunk, fill-off)
+				frames := make([][]byte, 0, n)
+				for i := range n {
+					frames = append(frames, tupleFrame(p, base+off+i, "A"))
+				}
+				katranSend(p, frames, n, 0, n)
 			}
 		}
 		base += fill
@@ -751,14 +789,8 @@ func TestLiveBench(t *testing.T) {
 				slices.Reverse(order)
 			}
 			for _, p := range order {
-				frames := make([][]byte, 0, perSample)
-				for i := range perSample {
-					frames = append(frames, newFlowFrame(p, base+round*perSample+i))
-				}
-				if k != nil && p == katranPort {
-					k.resetFloodGuard(t)
-				}
-				full.samples[p.name] = append(full.samples[p.name], p.send(t, frames))
+				st := katranSend(p, handshakesOf(p, base+round*half, half), 2*half, half, 0)
+				full.samples[p.name] = append(full.samples[p.name], st)
 			}
 		}
 		rows = append(rows, full)
@@ -766,21 +798,11 @@ func TestLiveBench(t *testing.T) {
 	elapsed := time.Since(start)
 	if k != nil { // Katran's own counters: it did what the rows say
 		tx := k.stat(t, katranStatXDPTX).V1 - kBefore[katranStatXDPTX].V1
-		miss := k.stat(t, katranStatLRUMiss).V1 - kBefore[katranStatLRUMiss].V1
-		var est, syn uint64 // ACKs of open flows; SYNs of new flows
-		for i, row := range rows {
-			for _, s := range row.samples["Katran"] {
-				switch i {
-				case 0:
-					est += s.runs
-				case 1, 3:
-					syn += s.runs
-				}
-			}
-		}
-		syn += katranFill
-		if tx != est+syn || miss != syn {
-			t.Fatalf("Katran: XDP_TX grew by %d (want %d), SYN LRU misses by %d (want %d)", tx, est+syn, miss, syn)
+		miss := k.stat(t, katranStatLRUMiss)
+		synMiss, otherMiss := miss.V1-kBefore[katranStatLRUMiss].V1, miss.V2-kBefore[katranStatLRUMiss].V2
+		if tx != wantTX || synMiss != wantSYNMiss || otherMiss != wantOtherMiss {
+			t.Fatalf("Katran: XDP_TX grew by %d (want %d), SYN LRU misses by %d (want %d), non-SYN misses by %d (want %d)",
+				tx, wantTX, synMiss, wantSYNMiss, otherMiss, wantOtherMiss)
 		}
 	}
 	lbdCounters := l.lbdCounters()
