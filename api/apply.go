@@ -51,7 +51,11 @@ func (s *Server) applyVIPs(c echo.Context) error {
 	out := s.diffJSON(d)
 	out.DryRun = dryRun
 	out.Fingerprint = s.ctl.Fingerprint()
-	if !dryRun {
+	if dryRun {
+		// The set the diff was computed against: If-Match with it applies
+		// exactly this diff, or nothing (412) if the set changed since.
+		c.Response().Header().Set(headerETag, etag(d.Base))
+	} else {
 		c.Response().Header().Set(headerETag, etag(s.ctl.SetVersion()))
 	}
 	return reply(c, http.StatusOK, out)

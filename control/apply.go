@@ -20,6 +20,10 @@ type Diff struct {
 	Added   []*VIP
 	Removed []*VIP
 	Changed []VIPChange
+	// Base is the version (SetVersion) of the set the diff was computed
+	// against: a dry run's Base, given back as IfSet(Base), applies
+	// exactly the diff shown or nothing.
+	Base string
 }
 
 // Empty reports whether the diff changes nothing.
@@ -109,6 +113,18 @@ func diffSets(cur, want map[lb.VIPKey]*VIP) Diff {
 // With dryRun it only says what it would change. conds are checked
 // first, under the same lock (a dry run checks them too).
 func (c *Controller) Apply(vips []VIP, dryRun bool, conds ...Precondition) (Diff, error) {
+	return c.apply(vips, dryRun, c.store.Save, conds)
+}
+
+// ApplyFrom is Apply of a desired state that comes from elsewhere (the
+// fleet's store): it is saved through save, not the controller's Saver,
+// and so is the old state again when the change fails and is rolled
+// back, so that neither is written back where the state came from.
+func (c *Controller) ApplyFrom(vips []VIP, save func(map[lb.VIPKey]*VIP) error) (Diff, error) {
+	return c.apply(vips, false, save, nil)
+}
+
+func (c *Controller) apply(vips []VIP, dryRun bool, save func(map[lb.VIPKey]*VIP) error, conds []Precondition) (Diff, error) {
 	want := make(map[lb.VIPKey]*VIP, len(vips))
 	for i := range vips {
 		v := vips[i].Clone()
@@ -132,11 +148,12 @@ func (c *Controller) Apply(vips []VIP, dryRun bool, conds ...Precondition) (Diff
 		}
 	}
 	d := diffSets(c.vips, want)
+	d.Base = SetVersion(sortedVIPs(c.vips))
 	if dryRun || d.Empty() {
 		return d, nil
 	}
 	op := fmt.Sprintf("apply %d VIPs (%d added, %d removed, %d changed)", len(want), len(d.Added), len(d.Removed), len(d.Changed))
-	if err := c.store.Save(want); err != nil {
+	if err := save(want); err != nil {
 		c.log.Warn("change refused: the state could not be saved; nothing was changed", "op", op, "err", err)
 		return Diff{}, &ApplyError{Op: op, Err: err, RolledBack: true}
 	}
@@ -159,7 +176,7 @@ func (c *Controller) Apply(vips []VIP, dryRun bool, conds ...Precondition) (Diff
 		before, lerr := c.dp.LookupVIP(k)
 		undos = append(undos, undo{key: k, prev: c.vips[k], before: before, had: lerr == nil})
 		if _, err := c.converge(k, want[k], false); err != nil {
-			return Diff{}, c.rollbackMany(op, undos, err)
+			return Diff{}, c.rollbackMany(op, undos, err, save)
 		}
 	}
 	c.vips = want
@@ -247,7 +264,7 @@ type undo struct {
 // before a change whose new state was saved but could not be applied:
 // each VIP (as before, had: the datapath's view then) under its old
 // number and generation, and the old state saved again.
-func (c *Controller) rollbackMany(op string, undos []undo, cause error) error {
+func (c *Controller) rollbackMany(op string, undos []undo, cause error, save func(map[lb.VIPKey]*VIP) error) error {
 	var rbErr error
 	for _, u := range slices.Backward(undos) {
 		var err error
@@ -266,7 +283,7 @@ func (c *Controller) rollbackMany(op string, undos []undo, cause error) error {
 	// their indices go, without keeping counters as removed reals.
 	c.collectReals(c.vips, false)
 	c.saveCounters()
-	if err := c.store.Save(c.vips); err != nil {
+	if err := save(c.vips); err != nil {
 		rbErr = errors.Join(rbErr, fmt.Errorf("the state file keeps the change the datapath does not have: %w", err))
 	}
 	if rbErr != nil {

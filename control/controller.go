@@ -408,7 +408,7 @@ func onlyDescriptionChanged(cur, next *VIP) bool {
 
 // rollback is rollbackMany for one VIP.
 func (c *Controller) rollback(op string, key lb.VIPKey, prev *VIP, before datapath.VIP, had bool, cause error) error {
-	return c.rollbackMany(op, []undo{{key: key, prev: prev, before: before, had: had}}, cause)
+	return c.rollbackMany(op, []undo{{key: key, prev: prev, before: before, had: had}}, cause, c.store.Save)
 }
 
 // converge makes the datapath's view of one VIP match want (nil: absent)

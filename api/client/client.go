@@ -540,6 +540,15 @@ func (c *Client) ListVIPsTagged(ctx context.Context) ([]apiv1.VIPJSON, string, e
 // entity tag of the set it is based on: the change is refused (IsStale)
 // if the set changed since.
 func (c *Client) ApplyVIPs(ctx context.Context, set apiv1.ApplyJSON, dryRun bool, ifMatchTag string) (apiv1.DiffJSON, error) {
+	d, _, err := c.ApplyVIPsTagged(ctx, set, dryRun, ifMatchTag)
+	return d, err
+}
+
+// ApplyVIPsTagged is ApplyVIPs with the answer's entity tag: after a dry
+// run, that of the set the diff was computed against (give it back as
+// ifMatchTag to apply exactly that diff, or nothing); after a change,
+// that of the new set.
+func (c *Client) ApplyVIPsTagged(ctx context.Context, set apiv1.ApplyJSON, dryRun bool, ifMatchTag string) (apiv1.DiffJSON, string, error) {
 	if set.VIPs == nil {
 		set.VIPs = []apiv1.VIPCreateJSON{} // the server wants the field present
 	}
@@ -548,8 +557,8 @@ func (c *Client) ApplyVIPs(ctx context.Context, set apiv1.ApplyJSON, dryRun bool
 		q = url.Values{"dry_run": {"true"}}
 	}
 	var out apiv1.DiffJSON
-	_, _, err := c.doHeader(ctx, http.MethodPut, "/api/v1/vips", q, ifMatch(ifMatchTag), set, &out)
-	return out, err
+	_, h, err := c.doHeader(ctx, http.MethodPut, "/api/v1/vips", q, ifMatch(ifMatchTag), set, &out)
+	return out, h.Get("ETag"), err
 }
 
 // GetRealTagged is GetReal with the real's entity tag.

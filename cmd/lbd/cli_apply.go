@@ -32,7 +32,7 @@ import (
 //	        weight: 2
 
 func newApplyCommand(cfg *clientConfig) *cobra.Command {
-	var file string
+	var file, ifMatchTag string
 	var dryRun bool
 	cmd := &cobra.Command{
 		Use:   "apply -f FILE",
@@ -41,14 +41,20 @@ func newApplyCommand(cfg *clientConfig) *cobra.Command {
 			"list are removed, the others created or changed to match it. It is all-or-nothing (nothing\n" +
 			"changes if any VIP is refused) and idempotent (applying the same file again changes nothing).\n" +
 			"The file is YAML with the API's names, as lbd export writes it (- for stdin). The difference is\n" +
-			"printed as lines: + added, - removed, ~ changed.",
+			"printed as lines: + added, - removed, ~ changed.\n\n" +
+			"apply never overwrites a change it has not seen: it computes the difference first (a dry run)\n" +
+			"and then applies it with If-Match: the version of the set that difference was computed\n" +
+			"against. If another change comes in between, the daemon refuses (412), nothing is applied,\n" +
+			"and apply says so: run it again to see the new difference. A dry run prints that version;\n" +
+			"--if-match VERSION applies exactly the difference the dry run showed, or nothing.",
 		Args: cobra.NoArgs,
 		Example: "  lbd export > vips.yaml\n" +
 			"  lbd apply -f vips.yaml --dry-run\n" +
-			"  lbd apply -f vips.yaml",
+			"  lbd apply -f vips.yaml --if-match 5d1c0a93e2b47f6a81c2",
 	}
 	cmd.Flags().StringVarP(&file, "file", "f", "", "the VIP set file (YAML; - for stdin)")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only print what would change")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "only print what would change, and the version of the set it was computed against")
+	cmd.Flags().StringVar(&ifMatchTag, "if-match", "", "apply only if the daemon's set is still at this version (the one a dry run printed); otherwise nothing changes")
 	cmd.RunE = cfg.run(func(s *session, _ []string) error {
 		if file == "" {
 			return errors.New("give the VIP set file with -f FILE (write one with lbd export)")
@@ -67,11 +73,37 @@ func newApplyCommand(cfg *clientConfig) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		d, err := s.api.ApplyVIPs(s.ctx, set, dryRun, "")
-		if err != nil {
+		if ifMatchTag != "" && (strings.Contains(ifMatchTag, `"`) || strings.TrimSpace(ifMatchTag) != ifMatchTag) {
+			return fmt.Errorf("--if-match %q: give the version as the dry run printed it (hex, no quotes)", ifMatchTag)
+		}
+		tag, shown := "", ifMatchTag != ""
+		if shown {
+			tag = `"` + ifMatchTag + `"`
+		}
+		if !dryRun && !shown {
+			// Read: the difference and the version of the set it is
+			// computed against.
+			pre, base, err := s.api.ApplyVIPsTagged(s.ctx, set, true, "")
+			if err != nil {
+				return locateError(file, doc, err)
+			}
+			if len(pre.Added)+len(pre.Removed)+len(pre.Changed) == 0 {
+				pre.DryRun = false
+				return s.emit(pre, func(w io.Writer) { printDiff(w, pre, "") })
+			}
+			tag = base
+		}
+		// Write, only onto the set the difference was computed against.
+		d, etag, err := s.api.ApplyVIPsTagged(s.ctx, set, dryRun, tag)
+		switch {
+		case client.IsStale(err) && shown:
+			return fmt.Errorf("the daemon's VIP set is no longer at version %s (another change came in since the dry run): nothing was applied; run lbd apply --dry-run again to see the new difference: %w", ifMatchTag, err)
+		case client.IsStale(err):
+			return fmt.Errorf("the daemon's VIP set changed between lbd apply's read and its write (another change came in): nothing was applied; run lbd apply again to see the new difference: %w", err)
+		case err != nil:
 			return locateError(file, doc, err)
 		}
-		return s.emit(d, func(w io.Writer) { printDiff(w, d) })
+		return s.emit(d, func(w io.Writer) { printDiff(w, d, strings.Trim(etag, `"`)) })
 	})
 	return cmd
 }
@@ -291,8 +323,9 @@ func mappingValue(n *yaml.Node, key string) *yaml.Node {
 	return nil
 }
 
-// printDiff writes the diff as lines: + added, - removed, ~ changed.
-func printDiff(w io.Writer, d apiv1.DiffJSON) {
+// printDiff writes the diff as lines: + added, - removed, ~ changed; a
+// dry run's also the version of the set it was computed against.
+func printDiff(w io.Writer, d apiv1.DiffJSON, version string) {
 	for _, v := range d.Added {
 		fmt.Fprintf(w, "+ vip %s (%d reals)\n", v.Name, len(v.Reals))
 	}
@@ -323,6 +356,9 @@ func printDiff(w io.Writer, d apiv1.DiffJSON) {
 		verb = "dry run, nothing changed"
 	}
 	fmt.Fprintf(w, "%s: %d added, %d removed, %d changed; fingerprint %s\n", verb, len(d.Added), len(d.Removed), len(d.Changed), apiv1.ShortFingerprint(d.Fingerprint))
+	if d.DryRun && n > 0 && version != "" {
+		fmt.Fprintf(w, "computed against set version %s: lbd apply --if-match %s applies exactly this, or nothing if the set changed since\n", version, version)
+	}
 }
 
 func newExportCommand(cfg *clientConfig) *cobra.Command {

@@ -2,12 +2,16 @@ package main
 
 import (
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/lbd-dev/lbd/api/apiv1"
+	"github.com/lbd-dev/lbd/api/client"
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
 )
@@ -179,4 +183,100 @@ func TestRealSetDoesNotOverwriteConcurrentChange(t *testing.T) {
 		}
 	}
 	wantErr(t, d.fail("real", "set", "tcp/192.0.2.1:80", "10.0.0.2", "--weight", "99"), "kept changing", "5 attempts")
+}
+
+// lbd apply computes the difference (a dry run), then applies it with
+// If-Match: the version of the set that difference was computed against.
+// A change that comes in between is not overwritten unseen: the write is
+// refused (412), nothing of the file is applied, and apply says so.
+func TestApplyRefusesConcurrentChange(t *testing.T) {
+	d := newDaemon(t)
+	d.ok("vip", "add", "tcp/192.0.2.9:80", "--real", "10.0.0.9")
+	file := writeFile(t, "vips.yaml", vipsYAML)
+	other := lb.VIPKey{Addr: netip.MustParseAddr("192.0.2.77"), Port: 443, Proto: lb.TCP}
+	concurrent := func() {
+		if _, err := d.ctl.CreateVIP(control.VIP{Key: other, Reals: []control.Real{{Addr: netip.MustParseAddr("10.0.0.77"), Weight: 1}}}); err != nil {
+			t.Error(err)
+		}
+	}
+	var reads, writes int
+	d.before = func(r *http.Request) {
+		if r.Method != http.MethodPut || r.URL.Path != "/api/v1/vips" {
+			return
+		}
+		if r.URL.Query().Get("dry_run") == "true" {
+			reads++
+			return
+		}
+		writes++
+		if r.Header.Get("If-Match") == "" {
+			t.Error("lbd apply wrote without If-Match")
+		}
+		if writes == 1 {
+			concurrent() // between apply's read and its write
+		}
+	}
+	err := d.fail("apply", "-f", file)
+	wantErr(t, err, "changed between lbd apply's read and its write", "nothing was applied", "run lbd apply again")
+	if !client.IsStale(err) {
+		t.Errorf("refused apply: %v, want the daemon's 412", err)
+	}
+	if reads != 1 || writes != 1 {
+		t.Fatalf("apply read %d times and wrote %d times, want 1 and 1", reads, writes)
+	}
+	// Nothing of the file: the old VIP and the concurrent one, as they were.
+	var keys []string
+	for _, v := range d.ctl.VIPs() {
+		keys = append(keys, lb.VIPName(v.Key))
+	}
+	if want := []string{"tcp-192.0.2.9-80", "tcp-192.0.2.77-443"}; !slices.Equal(slices.Sorted(slices.Values(keys)), slices.Sorted(slices.Values(want))) {
+		t.Fatalf("after a refused apply the daemon has %v, want %v", keys, want)
+	}
+	if _, ok := d.dp.VIPMap[vip4]; ok {
+		t.Fatal("a refused apply reached the datapath")
+	}
+
+	// Again: the new difference includes the concurrent VIP's removal.
+	out := d.ok("apply", "-f", file)
+	for _, want := range []string{"- vip tcp-192.0.2.77-443\n", "- vip tcp-192.0.2.9-80\n", "applied: 2 added, 2 removed, 0 changed"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("second apply lacks %q:\n%s", want, out)
+		}
+	}
+	if reads != 2 || writes != 2 {
+		t.Fatalf("apply read %d times and wrote %d times, want 2 and 2", reads, writes)
+	}
+	// The same file once more: the read finds nothing to do, no write.
+	if out := d.ok("apply", "-f", file); !strings.Contains(out, "no change: 0 added, 0 removed, 0 changed") || writes != 2 {
+		t.Errorf("idempotent apply wrote %d times:\n%s", writes-2, out)
+	}
+
+	// A dry run shows the difference and the version it was computed
+	// against; --if-match with that version applies exactly it...
+	d.ok("vip", "add", "tcp/192.0.2.9:80", "--real", "10.0.0.9")
+	dry := d.ok("apply", "-f", file, "--dry-run")
+	m := regexp.MustCompile(`computed against set version ([0-9a-f]+): lbd apply --if-match ([0-9a-f]+) `).FindStringSubmatch(dry)
+	if m == nil || m[1] != m[2] || m[1] != d.ctl.SetVersion() {
+		t.Fatalf("dry run does not name the set's version %s:\n%s", d.ctl.SetVersion(), dry)
+	}
+	version := m[1]
+	// ...or nothing, when the set changed after the dry run.
+	d.before = nil
+	concurrent()
+	fp := d.ctl.Fingerprint()
+	wantErr(t, d.fail("apply", "-f", file, "--if-match", version), "no longer at version "+version, "nothing was applied", "--dry-run again")
+	if d.ctl.Fingerprint() != fp {
+		t.Fatal("a refused --if-match apply changed the daemon")
+	}
+	if err := d.ctl.DeleteVIP(other); err != nil {
+		t.Fatal(err)
+	}
+	if d.ctl.SetVersion() != version {
+		t.Fatalf("set at %s after undoing the concurrent change, want %s", d.ctl.SetVersion(), version)
+	}
+	out = d.ok("apply", "-f", file, "--if-match", version)
+	if !strings.Contains(out, "applied: 0 added, 1 removed, 0 changed") || !strings.Contains(out, "- vip tcp-192.0.2.9-80\n") {
+		t.Errorf("apply --if-match of the dry run's version:\n%s\ndry run was:\n%s", out, dry)
+	}
+	wantErr(t, d.fail("apply", "-f", file, "--if-match", `"x"`), "--if-match", "no quotes")
 }

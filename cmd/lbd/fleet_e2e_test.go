@@ -3,15 +3,19 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/lbd-dev/lbd/api/apiv1"
+	"github.com/lbd-dev/lbd/bpf/xdp"
 	"github.com/lbd-dev/lbd/internal/etcdtest"
 	"github.com/lbd-dev/lbd/lab"
 )
@@ -112,10 +116,7 @@ func TestEdgeFleet(t *testing.T) {
 	for i := range l.Nodes {
 		p := c.Proxies(t)
 		proxies = append(proxies, p)
-		if err := l.StartNode(i, "--store", "etcd", "--etcd-endpoints", strings.Join(p.Endpoints(), ","), "--fleet", "lab",
-			"--fleet-node", fmt.Sprintf("n%d", i), "--etcd-dial-timeout", "1s", "--etcd-request-timeout", "1s",
-			"--fleet-report-interval", "200ms", "--fleet-stale-after", "1s", "--fleet-stale-withdraw", "3s",
-			"--max-vips", "128", "--max-reals", "512"); err != nil {
+		if err := l.StartNode(i, nodeArgs(i, p.Endpoints()...)...); err != nil {
 			t.Fatal(err)
 		}
 		e.connect(i)
@@ -242,10 +243,15 @@ func TestEdgeFleet(t *testing.T) {
 		}
 	}
 
-	t.Run("one etcd member dies", func(t *testing.T) {
-		c.Kill(1)
-		defer c.Restart(1)
-		e.waitSame(t, changeOther(t, 1, 7), time.Now(), all...)
+	t.Run("the etcd leader dies", func(t *testing.T) {
+		// The leader: the change waits out an election.
+		lead := c.Leader()
+		c.Kill(lead)
+		defer c.Restart(lead)
+		start := time.Now()
+		want := changeOther(t, 1, 7)
+		t.Logf("FLEET etcd leader m%d killed: a change through node 1 took %v, every node converged after %v", lead,
+			time.Since(start).Round(time.Millisecond), e.waitSame(t, want, start, all...).Round(time.Millisecond))
 	})
 
 	t.Run("partition and heal", func(t *testing.T) {
@@ -277,6 +283,96 @@ func TestEdgeFleet(t *testing.T) {
 		t.Logf("FLEET partition: stale after %v, withdrawn after %v; heal: caught up after %v, announced again after %v",
 			stale.Round(time.Millisecond), withdrawn.Round(time.Millisecond), caught.Round(time.Millisecond), back.Round(time.Millisecond))
 		newConns("healed")
+	})
+
+	// Node 2 restarts while the fleet moves on, with no way to etcd: it
+	// forwards with its state file, its BGP session comes up, and it
+	// announces nothing until it took the fleet's state. It restarts cold
+	// (pins removed) with room for exactly the fleet's VIPs, for the next
+	// step.
+	var fleetVIPs int
+	t.Run("a node restarts cut off: no route from it until it runs the fleet's state", func(t *testing.T) {
+		if err := l.StopNode(2, syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		e.waitHops(t, 2, time.Now(), 30*time.Second)
+		if err := xdp.Cleanup(l.Nodes[2].PinDir); err != nil {
+			t.Fatal(err)
+		}
+		want := changeOther(t, 0, 11)
+		e.waitSame(t, want, time.Now(), 0, 1)
+		st, err := e.api[0].Status(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fleetVIPs = st.VIPs
+		proxies[2].Cut()
+		if err := l.StartNode(2, append(nodeArgs(2, proxies[2].Endpoints()...), "--max-vips", strconv.Itoa(fleetVIPs))...); err != nil {
+			t.Fatal(err)
+		}
+		e.connect(2)
+		bgp := e.waitBGPUp(t, 2)
+		p := prefixOf(bgp, lab.VIP4)
+		if p == nil || p.Announced || !strings.Contains(p.Reason, "not applied yet") {
+			t.Fatalf("node 2, restarted cut off, BGP up: prefix %+v, want held: not applied yet", p)
+		}
+		if hops, _ := l.VIPNextHops(lab.VIP4); slices.Contains(hops, l.Nodes[2].Addr) {
+			t.Fatalf("the router routes %s through node 2 before it has the fleet's state: %v", lab.VIP4, hops)
+		}
+		if fp := e.fingerprints(t, 2)[0]; fp == want {
+			t.Fatal("node 2 already runs the fleet's new state while cut off")
+		}
+		healed := time.Now()
+		proxies[2].Heal()
+		back := e.waitHops(t, 3, healed, 30*time.Second)
+		if fp := e.fingerprints(t, 2)[0]; fp != want {
+			t.Fatalf("node 2 announces with fingerprint %s, the fleet's is %s", fp, want)
+		}
+		t.Logf("FLEET node restarted cut off: BGP up, no route; healed -> announced (with the fleet's fingerprint) after %v", back.Round(time.Millisecond))
+		newConns("node 2 restarted")
+	})
+
+	// One VIP more than node 2 has room for: nodes 0 and 1 run it, node
+	// 2 cannot, keeps forwarding what it ran, and withdraws after
+	// --fleet-stale-withdraw because its fingerprint is not the fleet's.
+	t.Run("a node that cannot run the fleet's state withdraws", func(t *testing.T) {
+		extra := fmt.Sprintf("tcp-%s-%d", lab.VIP4, 9998)
+		start := time.Now()
+		if _, _, err := e.api[0].PutVIP(e.ctx, extra, apiv1.VIPSettingsJSON{Reals: reals}); err != nil {
+			t.Fatal(err)
+		}
+		want := e.fingerprints(t, 0)[0]
+		e.waitSame(t, want, start, 0, 1)
+		withdrawn, err := e.hopsAfter(2, start, 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if withdrawn < 3*time.Second {
+			t.Errorf("node 2 withdrawn %v after the change, before --fleet-stale-withdraw (3s)", withdrawn)
+		}
+		bgp, err := e.api[2].BGP(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := prefixOf(bgp, lab.VIP4); p == nil || p.Announced || !strings.Contains(p.Reason, "differs from the fleet") {
+			t.Fatalf("node 2's prefix %+v, want withdrawn: its fingerprint differs from the fleet's", p)
+		}
+		if st, err := e.api[2].Status(e.ctx); err != nil || st.VIPs != fleetVIPs || st.Fingerprint == want {
+			t.Fatalf("node 2 runs %d VIPs (%v), want the %d it ran, its own fingerprint", st.VIPs, err, fleetVIPs)
+		}
+		if fs := e.fleetStatus(t, 0); fs.Agree || !slices.ContainsFunc(fs.Disagree, func(d string) bool { return strings.HasPrefix(d, "n2:") }) {
+			t.Fatalf("fleet status %+v, want n2 named as disagreeing", fs)
+		}
+		newConns("node 2 withdrawn")
+		back := time.Now()
+		if err := e.api[1].DeleteVIP(e.ctx, extra); err != nil {
+			t.Fatal(err)
+		}
+		announced := e.waitHops(t, 3, back, 30*time.Second)
+		e.waitSame(t, "", time.Now(), all...)
+		t.Logf("FLEET node that cannot apply the fleet's state: withdrawn %v after the change (--fleet-stale-withdraw 3s); announced again %v after the fleet came back to what it can run",
+			withdrawn.Round(time.Millisecond), announced.Round(time.Millisecond))
+		newConns("node 2 back")
 	})
 
 	t.Run("a real dies: quorum drops it everywhere", func(t *testing.T) {
@@ -313,16 +409,67 @@ func TestEdgeFleet(t *testing.T) {
 
 	ok, broken := busy.finish()
 	deadName := l.Reals[0].Name
+	toDead := 0
+	for _, cn := range conns {
+		if cn.Real == deadName {
+			toDead++
+		}
+	}
 	var wrong []string
 	for i, r := range broken {
 		if r != deadName {
 			wrong = append(wrong, fmt.Sprintf("conn %d to %s", i, r))
 		}
 	}
-	t.Logf("FLEET long-lived connections: %d pings answered, %d broke (%d to the dead real %s)", ok, len(broken), len(broken)-len(wrong), deadName)
+	t.Logf("FLEET long-lived connections: %d pings answered; %d of %d broke: %d of the %d to the dead real %s, %d to live reals",
+		ok, len(broken), len(conns), len(broken)-len(wrong), toDead, deadName, len(wrong))
+	// Exactly those to the real that died: none else, and every one of
+	// those (its server is gone: they cannot have survived unseen).
 	if len(wrong) > 0 {
 		t.Errorf("connections to live reals broke: %v", wrong)
 	}
+	if len(broken)-len(wrong) != toDead {
+		t.Errorf("%d of the %d connections to the dead real broke, want all", len(broken)-len(wrong), toDead)
+	}
+}
+
+// nodeArgs are node i's lbd serve flags in the fleet test.
+func nodeArgs(i int, endpoints ...string) []string {
+	return []string{"--store", "etcd", "--etcd-endpoints", strings.Join(endpoints, ","), "--fleet", "lab",
+		"--fleet-node", fmt.Sprintf("n%d", i), "--etcd-dial-timeout", "1s",
+		"--fleet-report-interval", "200ms", "--fleet-stale-after", "1s", "--fleet-stale-withdraw", "3s",
+		"--max-vips", "128", "--max-reals", "512"}
+}
+
+// waitBGPUp waits (bounded) until node i's BGP session is established,
+// and returns its BGP status then.
+func (e *edgeLab) waitBGPUp(t *testing.T, i int) apiv1.BGPStatusJSON {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := e.api[i].BGP(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Peers) > 0 && st.Peers[0].State == "established" {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %d's BGP session not established after 30s: %+v", i, st.Peers)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// prefixOf is the /32 (or /128) of addr in a node's BGP status, or nil.
+func prefixOf(st apiv1.BGPStatusJSON, addr netip.Addr) *apiv1.BGPPrefixJSON {
+	want := netip.PrefixFrom(addr, addr.BitLen()).String()
+	for i := range st.Prefixes {
+		if st.Prefixes[i].Prefix == want {
+			return &st.Prefixes[i]
+		}
+	}
+	return nil
 }
 
 // hundredVIPs is an apply file of the VIPs from..to-1 (10.201.x.y:80,

@@ -79,7 +79,7 @@ func (f *fleetWire) setBGP(n *bgp.Node) {
 	if f == nil {
 		return
 	}
-	f.loop.BGPState = func() string {
+	f.loop.SetBGP(func() string {
 		if n == nil {
 			return "off"
 		}
@@ -99,7 +99,7 @@ func (f *fleetWire) setBGP(n *bgp.Node) {
 			return "drained"
 		}
 		return fmt.Sprintf("announced %d/%d", ann, len(st.Prefixes))
-	}
+	}, n.Kick)
 }
 
 func (f *fleetWire) api() api.Fleet {

@@ -127,6 +127,14 @@ func (n *Node) Status(ctx context.Context) (NodeStatus, error) {
 	return st, nil
 }
 
+// Kick makes the announcer check now what it announces (e.g. after its
+// Ready changed); nil-safe.
+func (n *Node) Kick() {
+	if n != nil {
+		n.ann.Kick()
+	}
+}
+
 // SetDrained withdraws every VIP (true) or announces again what the node
 // can serve (false).
 func (n *Node) SetDrained(drained bool) error { return n.ann.SetDrained(drained) }

@@ -7,6 +7,7 @@
 package fleet
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -17,7 +18,12 @@ import (
 
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Config is how a node reaches its fleet (the serve flags).
@@ -36,6 +42,10 @@ type Config struct {
 	// ConflictRetry bounds how long a write retries when another writer
 	// changed the desired state between its read and its transaction.
 	ConflictRetry time.Duration
+	// RetryFor bounds how long a request is tried again after it failed
+	// on the way (default 3 × RequestTimeout): long enough to outlast
+	// an etcd leader election.
+	RetryFor time.Duration
 }
 
 // ErrConflict is a write that kept losing to concurrent writers for
@@ -79,9 +89,19 @@ func Open(cfg Config) (*Store, error) {
 	if cfg.ConflictRetry <= 0 {
 		cfg.ConflictRetry = 2 * time.Second
 	}
+	if cfg.RetryFor <= 0 {
+		cfg.RetryFor = 3 * cfg.RequestTimeout
+	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints: cfg.Endpoints, DialTimeout: cfg.DialTimeout,
 		DialKeepAliveTime: time.Second, DialKeepAliveTimeout: cfg.DialTimeout,
+		// gRPC waits up to 120 s between reconnects by default, so a node
+		// healed after a long partition would stay cut off (stale,
+		// withdrawn) for up to two minutes more. A second at most.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: cfg.DialTimeout,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd %s: %w", strings.Join(cfg.Endpoints, ","), err)
@@ -111,11 +131,61 @@ type Desired struct {
 	Revision int64
 }
 
-// Get reads the fleet's desired state.
-func (s *Store) Get(ctx context.Context) (Desired, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-	defer cancel()
-	resp, err := s.cli.Get(ctx, s.DesiredKey())
+// retry runs op, each attempt bounded by RequestTimeout, and again after
+// a failure, until RetryFor has passed since the start: a request that
+// meets an etcd leader election (the leader died: the others wait up to
+// two election timeouts before they elect one) or a member going away
+// outlasts one attempt but not the election. Errors that etcd answers
+// with (not a lost or timed-out request) are not retried. The last
+// error is returned.
+func (s *Store) retry(ctx context.Context, op func(ctx context.Context) error) error {
+	deadline := time.Now().Add(s.cfg.RetryFor)
+	for {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		err := op(actx)
+		cancel()
+		if err == nil || ctx.Err() != nil || !transient(err) || time.Now().After(deadline) {
+			return err
+		}
+		sleep(ctx, 50*time.Millisecond)
+	}
+}
+
+// transient tells whether an etcd request failed on the way (no member
+// reachable, no leader, timed out) rather than being refused.
+func transient(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
+		return true
+	}
+	return errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, rpctypes.ErrLeaderChanged) ||
+		errors.Is(err, rpctypes.ErrTimeout) || errors.Is(err, rpctypes.ErrTimeoutDueToLeaderFail) ||
+		errors.Is(err, rpctypes.ErrTimeoutDueToConnectionLost)
+}
+
+// Get reads the fleet's desired state, in one request (a status that
+// fails fast; the watch retries on its own).
+func (s *Store) Get(ctx context.Context) (Desired, error) { return s.get(ctx, false) }
+
+// get reads the desired state; with retry, through an election (a write
+// that must not fail while etcd elects a leader).
+func (s *Store) get(ctx context.Context, retry bool) (Desired, error) {
+	var resp *clientv3.GetResponse
+	read := func(ctx context.Context) (err error) {
+		resp, err = s.cli.Get(ctx, s.DesiredKey())
+		return err
+	}
+	var err error
+	if retry {
+		err = s.retry(ctx, read)
+	} else {
+		actx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
+		err = read(actx)
+		cancel()
+	}
 	if err != nil {
 		return Desired{}, fmt.Errorf("read %s from etcd: %w", s.DesiredKey(), err)
 	}
@@ -139,7 +209,7 @@ func (s *Store) Get(ctx context.Context) (Desired, error) {
 func (s *Store) Update(ctx context.Context, ifRevision int64, change func(cur map[lb.VIPKey]*control.VIP) (map[lb.VIPKey]*control.VIP, error)) (Desired, error) {
 	deadline := time.Now().Add(s.cfg.ConflictRetry)
 	for {
-		cur, err := s.Get(ctx)
+		cur, err := s.get(ctx, true)
 		if err != nil {
 			return Desired{}, err
 		}
@@ -154,17 +224,12 @@ func (s *Store) Update(ctx context.Context, ifRevision int64, change func(cur ma
 		if err != nil {
 			return Desired{}, err
 		}
-		tctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
-		resp, err := s.cli.Txn(tctx).
-			If(clientv3.Compare(clientv3.ModRevision(s.DesiredKey()), "=", cur.Revision)).
-			Then(clientv3.OpPut(s.DesiredKey(), string(data))).
-			Commit()
-		cancel()
+		ok, rev, err := s.put(ctx, cur.Revision, data)
 		if err != nil {
-			return Desired{}, fmt.Errorf("write %s to etcd: %w", s.DesiredKey(), err)
+			return Desired{}, err
 		}
-		if resp.Succeeded {
-			return Desired{VIPs: next, Revision: resp.Header.Revision}, nil
+		if ok {
+			return Desired{VIPs: next, Revision: rev}, nil
 		}
 		if ifRevision > 0 {
 			return Desired{}, fmt.Errorf("%w: read at revision %d", ErrStale, ifRevision)
@@ -192,6 +257,40 @@ func (s *Store) Watch(ctx context.Context, apply func(Desired), contact func(tim
 		apply(d)
 		s.follow(ctx, d.Revision, apply, contact)
 	}
+}
+
+// put writes data as the desired state if the key is still at revision
+// rev (0: absent): ok false when another write came first. An attempt
+// that fails on the way is retried (see retry); a retry that finds the
+// key holding data at a newer revision is the earlier attempt's
+// success (an attempt can time out at the client and still commit).
+func (s *Store) put(ctx context.Context, rev int64, data []byte) (ok bool, newRev int64, err error) {
+	key := s.DesiredKey()
+	failed := false
+	err = s.retry(ctx, func(ctx context.Context) error {
+		resp, err := s.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
+			Then(clientv3.OpPut(key, string(data))).
+			Else(clientv3.OpGet(key)).
+			Commit()
+		if err != nil {
+			failed = true
+			return err
+		}
+		switch {
+		case resp.Succeeded:
+			ok, newRev = true, resp.Header.Revision
+		case failed:
+			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && kvs[0].ModRevision > rev && bytes.Equal(kvs[0].Value, data) {
+				ok, newRev = true, kvs[0].ModRevision
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return false, 0, fmt.Errorf("write %s to etcd: %w", key, err)
+	}
+	return ok, newRev, nil
 }
 
 func (s *Store) follow(ctx context.Context, rev int64, apply func(Desired), contact func(time.Time)) {

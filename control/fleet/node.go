@@ -1,7 +1,6 @@
 package fleet
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"sync"
@@ -10,7 +9,6 @@ import (
 
 	"github.com/lbd-dev/lbd/control"
 	"github.com/lbd-dev/lbd/lb"
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // Node runs one lbd node in a fleet. It is the controller's Saver: a
@@ -18,20 +16,17 @@ import (
 // transaction guarded by the revision this node applied, and persisted
 // to the local state file only once etcd took it; a node behind the
 // fleet gets control.ErrConflict (409) and converges from the watch. The
-// watch applies every fleet change through Controller.Apply and
-// persists it locally, so a node cut off keeps its last applied state
-// across restarts.
+// watch applies every fleet change through Controller.ApplyFrom, which
+// persists it locally only (never back to etcd, also when the node
+// cannot apply it and rolls back), so a node cut off keeps its last
+// applied state across restarts.
 type Node struct {
 	s     *Store
 	local *control.Store
 	ctl   atomic.Pointer[control.Controller]
 
-	mu sync.Mutex
-	// pending is the canonical document the watch is applying (its Save
-	// is local only) and pendingRev its revision.
-	pending    []byte
-	pendingRev int64
-	applied    int64
+	mu      sync.Mutex
+	applied int64
 
 	lastContact atomic.Int64 // unix nanoseconds
 	synced      atomic.Bool
@@ -57,7 +52,7 @@ func (n *Node) SaveCounters(c control.Counters) error { return n.local.SaveCount
 func (n *Node) LoadCounters() (control.Counters, error) { return n.local.LoadCounters() }
 
 // Save is called by the controller, under its lock, with the whole new
-// desired state of a change.
+// desired state of a change made on this node.
 func (n *Node) Save(vips map[lb.VIPKey]*control.VIP) error {
 	data, err := control.EncodeState(vips)
 	if err != nil {
@@ -65,14 +60,6 @@ func (n *Node) Save(vips map[lb.VIPKey]*control.VIP) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.pending != nil && bytes.Equal(data, n.pending) {
-		// The watch applying the fleet's state: persist locally only.
-		if err := n.local.Save(vips); err != nil {
-			return err
-		}
-		n.applied, n.pending = n.pendingRev, nil
-		return nil
-	}
 	resp, err := n.txn(data)
 	if err != nil {
 		return fmt.Errorf("write the fleet's desired state to etcd: %w (not made on this node; etcd did not confirm it either way: see lbd fleet status)", err)
@@ -93,38 +80,11 @@ type txnResult struct {
 	rev int64
 }
 
-// txn writes data if the key is still at the applied revision. An
-// attempt that fails on the way (the member it went to died) is retried
-// on the others, three times at most: a retry that finds the key
-// already holding data at a newer revision is the earlier attempt's
-// success. n.mu is held.
+// txn writes data if the key is still at the applied revision (retried
+// through an election, see Store.put). n.mu is held.
 func (n *Node) txn(data []byte) (txnResult, error) {
-	key := n.s.DesiredKey()
-	var last error
-	for range 3 {
-		ctx, cancel := context.WithTimeout(context.Background(), n.s.cfg.RequestTimeout)
-		resp, err := n.s.cli.Txn(ctx).
-			If(clientv3.Compare(clientv3.ModRevision(key), "=", n.applied)).
-			Then(clientv3.OpPut(key, string(data))).
-			Else(clientv3.OpGet(key)).
-			Commit()
-		cancel()
-		if err != nil {
-			last = err
-			continue
-		}
-		if resp.Succeeded {
-			return txnResult{ok: true, rev: resp.Header.Revision}, nil
-		}
-		if last != nil {
-			// An earlier attempt may have written it.
-			if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 && bytes.Equal(kvs[0].Value, data) {
-				return txnResult{ok: true, rev: kvs[0].ModRevision}, nil
-			}
-		}
-		return txnResult{}, nil
-	}
-	return txnResult{}, last
+	ok, rev, err := n.s.put(context.Background(), n.applied, data)
+	return txnResult{ok: ok, rev: rev}, err
 }
 
 func (n *Node) contact(t time.Time) { n.lastContact.Store(t.UnixNano()) }
@@ -160,28 +120,41 @@ func (n *Node) apply(d Desired) {
 		n.mu.Unlock()
 		return
 	}
-	data, err := control.EncodeState(d.VIPs)
-	if err != nil {
-		n.mu.Unlock()
-		return
-	}
-	n.pending, n.pendingRev = data, d.Revision
+	prev := n.applied
 	n.mu.Unlock()
 	list := make([]control.VIP, 0, len(d.VIPs))
 	for _, v := range d.VIPs {
 		list = append(list, *v)
 	}
-	_, err = ctl.Apply(list, false)
-	n.mu.Lock()
-	if err == nil && n.pending != nil {
-		// Nothing to change: the node already ran it.
-		n.applied, n.pending = d.Revision, nil
+	// The controller calls save under its lock: once with the new state
+	// (it runs revision d from then on), and once more with the old one
+	// if the datapath refuses the change and it rolls back. No change of
+	// this node's API comes in between (the same lock).
+	saves := 0
+	save := func(vips map[lb.VIPKey]*control.VIP) error {
+		if err := n.local.Save(vips); err != nil {
+			return err
+		}
+		saves++
+		n.mu.Lock()
+		if saves == 1 {
+			n.applied = d.Revision
+		} else {
+			n.applied = prev
+		}
+		n.mu.Unlock()
+		return nil
 	}
-	n.pending = nil
-	n.mu.Unlock()
+	_, err := ctl.ApplyFrom(list, save)
 	if err != nil {
 		n.s.log("fleet state not applied; keeping the last applied state", "revision", d.Revision, "err", err)
 		return
+	}
+	if saves == 0 {
+		// Nothing to change: the node already ran it.
+		n.mu.Lock()
+		n.applied = max(n.applied, d.Revision)
+		n.mu.Unlock()
 	}
 	n.synced.Store(true)
 	select {

@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 type testNode struct {
 	n    *Node
 	ctl  *control.Controller
+	dp   *fakedp.Datapath
 	dir  string
 	p    *etcdtest.Proxies
 	stop func()
@@ -49,12 +52,13 @@ func startNodeWith(t *testing.T, c *etcdtest.Cluster, name, dir string, cut bool
 		t.Fatal(err)
 	}
 	n := NewNode(s, local)
-	ctl := control.New(fakedp.New(), n, last, nil)
+	dp := fakedp.New()
+	ctl := control.New(dp, n, last, nil)
 	if _, err := ctl.Reconcile(); err != nil {
 		t.Fatal(err)
 	}
 	n.Attach(ctl)
-	tn := &testNode{n: n, ctl: ctl, dir: dir, p: p}
+	tn := &testNode{n: n, ctl: ctl, dp: dp, dir: dir, p: p}
 	tn.run()
 	t.Cleanup(func() { tn.stop() })
 	return tn
@@ -208,7 +212,7 @@ func TestFleetNodes(t *testing.T) {
 		}
 		tn.p.Heal()
 		waitSynced(t, tn)
-		waitApplied(t, nodes[0].n.Applied(), tn)
+		waitApplied(t, nodes[0].n.Applied(), nodes[0], nodes[1], tn)
 		sameFingerprints(t, []*testNode{nodes[0], nodes[1], tn})
 	})
 }
@@ -222,4 +226,128 @@ func waitSynced(t *testing.T, tn *testNode) {
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// A node that cannot run the fleet's state (here: its datapath has room
+// for two VIPs, the fleet asks for three) keeps forwarding with what it
+// ran, does not write its old state back to etcd when it rolls back,
+// and, its fingerprint differing from the fleet's, holds its
+// announcement after the withdraw time; when the fleet comes back to a
+// state it can run, it applies it and announces again. The announcer is
+// told at once both times.
+func TestFleetNodeThatCannotApply(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	var nodes []*testNode
+	var loops []*Loop
+	// told records, per node, when the announcer was kicked and whether
+	// the node held then.
+	type tell struct {
+		at   time.Time
+		held bool
+	}
+	var mu sync.Mutex
+	told := make([][]tell, 3)
+	safety := Safety{StaleAfter: 3 * time.Second, WithdrawAfter: time.Second}
+	for i := range 3 {
+		tn := startNode(t, c, fmt.Sprintf("n%d", i), filepath.Join(t.TempDir(), "state"))
+		if i == 2 {
+			tn.dp.MaxVIPs = 2
+		}
+		l := &Loop{Node: tn.n, Every: 100 * time.Millisecond, Safety: safety, Health: HealthLocal}
+		l.SetBGP(func() string { return "test" }, func() {
+			held := l.Hold() != nil
+			mu.Lock()
+			told[i] = append(told[i], tell{time.Now(), held})
+			mu.Unlock()
+		})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { defer close(done); l.Run(ctx) }()
+		t.Cleanup(func() { cancel(); <-done })
+		nodes, loops = append(nodes, tn), append(loops, l)
+	}
+	for _, tn := range nodes {
+		waitSynced(t, tn)
+	}
+	// waitHold waits (bounded) until the announcer of node i was told,
+	// after since, that the node holds (or not); it returns when.
+	waitHold := func(i int, held bool, since time.Time) time.Time {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			mu.Lock()
+			for _, k := range told[i] {
+				if !k.at.Before(since) && k.held == held {
+					mu.Unlock()
+					return k.at
+				}
+			}
+			mu.Unlock()
+			if time.Now().After(deadline) {
+				mu.Lock()
+				defer mu.Unlock()
+				t.Fatalf("node %d: the announcer was not told held=%v since %v; hold now: %v; told: %v", i, held, since, loops[i].Hold(), told[i])
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	t0 := time.Now().Add(-time.Minute)
+	for i := range nodes {
+		waitHold(i, false, t0)
+	}
+	for _, k := range []int{1, 2} {
+		if _, err := nodes[0].ctl.CreateVIP(*vip(k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitApplied(t, nodes[0].n.Applied(), nodes...)
+	sameFingerprints(t, nodes)
+	ran := nodes[2].ctl.Fingerprint()
+	ranRev := nodes[2].n.Applied()
+
+	// The third VIP: nodes 0 and 1 run it, node 2 cannot.
+	changed := time.Now()
+	if _, err := nodes[0].ctl.CreateVIP(*vip(3)); err != nil {
+		t.Fatal(err)
+	}
+	rev := nodes[0].n.Applied()
+	waitApplied(t, rev, nodes[0], nodes[1])
+	held := waitHold(2, true, changed)
+	if got := held.Sub(changed); got < safety.WithdrawAfter {
+		t.Errorf("node 2 held after %v, before the withdraw time %v", got, safety.WithdrawAfter)
+	}
+	if err := loops[2].Hold(); !strings.Contains(err.Error(), "differs from the fleet") {
+		t.Errorf("node 2 holds because %v, want its fingerprint differing", err)
+	}
+	t.Logf("a node that cannot apply the fleet's state holds %v after the change (withdraw time %v)", held.Sub(changed).Round(time.Millisecond), safety.WithdrawAfter)
+	if nodes[2].ctl.Fingerprint() != ran || nodes[2].n.Applied() != ranRev {
+		t.Fatalf("node 2 runs revision %d, want the last it could (%d), unchanged", nodes[2].n.Applied(), ranRev)
+	}
+	if _, err := nodes[2].ctl.VIP(vip(2).Key); err != nil {
+		t.Fatalf("node 2 lost what it ran: %v", err)
+	}
+	// Its rollback stayed local: etcd still has the fleet's three VIPs.
+	d, err := nodes[1].n.s.Get(context.Background())
+	if err != nil || d.Revision != rev || len(d.VIPs) != 3 {
+		t.Fatalf("etcd at revision %d with %d VIPs (%v), want the fleet's %d with 3", d.Revision, len(d.VIPs), err, rev)
+	}
+	if loops[0].Hold() != nil || loops[1].Hold() != nil {
+		t.Fatalf("the nodes that run the fleet's state hold: %v, %v", loops[0].Hold(), loops[1].Hold())
+	}
+	local, err := control.NewStore(nodes[2].dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := local.Load(); err != nil || len(st) != 2 {
+		t.Fatalf("node 2's state file has %d VIPs (%v), want the 2 it runs", len(st), err)
+	}
+
+	// Back to a state node 2 can run: it applies it and announces again.
+	back := time.Now()
+	if err := nodes[1].ctl.DeleteVIP(vip(3).Key); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, nodes[1].n.Applied(), nodes...)
+	waitHold(2, false, back)
+	sameFingerprints(t, nodes)
 }

@@ -50,7 +50,7 @@ func startHealthFleet(t *testing.T, c *etcdtest.Cluster, fleetName string, mode 
 	var out []healthNode
 	for i := range 3 {
 		p := c.Proxies(t)
-		s, err := Open(Config{Endpoints: p.Endpoints(), Fleet: fleetName, Node: fmt.Sprintf("n%d", i), DialTimeout: time.Second, RequestTimeout: time.Second, ReportTTL: time.Second})
+		s, err := Open(Config{Endpoints: p.Endpoints(), Fleet: fleetName, Node: fmt.Sprintf("n%d", i), DialTimeout: time.Second, ReportTTL: time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -138,6 +138,18 @@ func Agreement(fleet string, rev int64, rs []Report) Status {
 	return st
 }
 
+// FleetRevision is the newest revision a live (not stale) node reports
+// it applied: the fleet's desired state as far as the reports tell.
+func FleetRevision(rs []Report) int64 {
+	var rev int64
+	for _, r := range rs {
+		if !r.Stale {
+			rev = max(rev, r.Revision)
+		}
+	}
+	return rev
+}
+
 // FleetFingerprint is the fingerprint most nodes at revision rev report
 // (ties: the smallest, so every node picks the same); "" if none is at
 // rev.

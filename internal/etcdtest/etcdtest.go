@@ -5,6 +5,7 @@
 package etcdtest
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -94,12 +95,26 @@ func Start(t testing.TB, n int) *Cluster {
 			"--listen-peer-urls", m.PeerURL, "--initial-advertise-peer-urls", m.PeerURL,
 			"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
 			"--initial-cluster-token", "lbd-test",
-			// Fast elections on loopback keep member-loss tests short.
-			"--heartbeat-interval", "50", "--election-timeout", "500",
+			// etcd's own heartbeat and election timeouts (100 ms, 1 s): a
+			// test host shared by many processes stalls a member for
+			// hundreds of milliseconds, and tighter timeouts turn those
+			// stalls into elections. Pre-vote (the default from etcd 3.5,
+			// off in Debian's 3.4): a member that restarts or was cut off
+			// does not depose a working leader when it comes back.
+			"--pre-vote",
 		}
 		c.start(m)
 	}
-	t.Cleanup(c.stopAll)
+	t.Cleanup(func() {
+		c.stopAll()
+		if t.Failed() {
+			// What etcd said (slow disk, elections...) explains most
+			// failures of a test that talks to it.
+			for _, m := range c.Members {
+				t.Logf("etcd %s log, last lines:\n%s", m.Name, tail(m.dir+".log"))
+			}
+		}
+	})
 	for _, m := range c.Members {
 		c.waitHealthy(m, 20*time.Second)
 	}
@@ -166,6 +181,47 @@ func (c *Cluster) Endpoints() []string {
 		e = append(e, m.ClientURL)
 	}
 	return e
+}
+
+// Leader is the index of the member that is the cluster's leader now
+// (bounded wait for one; fails the test if none is elected).
+func (c *Cluster) Leader() int {
+	c.t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		for i, m := range c.Members {
+			if m.cmd == nil {
+				continue
+			}
+			if id, lead, ok := status(m.ClientURL); ok && id == lead && lead != "" && lead != "0" {
+				return i
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatal("etcd: no leader after 20s")
+	return -1
+}
+
+// status asks a member its id and its leader's (the JSON gateway of the
+// Maintenance.Status call).
+func status(url string) (id, leader string, ok bool) {
+	cl := http.Client{Timeout: time.Second}
+	resp, err := cl.Post(url+"/v3/maintenance/status", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		return "", "", false
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Header struct {
+			MemberID string `json:"member_id"`
+		} `json:"header"`
+		Leader string `json:"leader"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&st) != nil {
+		return "", "", false
+	}
+	return st.Header.MemberID, st.Leader, true
 }
 
 // Kill stops member i (SIGKILL), as a crash would.
