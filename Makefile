@@ -63,8 +63,12 @@ test-kernels:
 kernels-doc:
 	$(GO) run ./internal/vmtest/matrix -doc docs/kernels.md $(VMTEST_FLAGS)
 
-## bench: datapath ns/packet, Maglev build times and lab throughput (iperf3
-## through the VIP vs direct), written to docs/benchmarks.md
+## bench: datapath ns/packet (test runs, and live traffic through veth with
+## lbd serve; next to Katran when KATRAN_SRC names a checkout), Maglev build
+## times, REST change latency and lab throughput (iperf3 through the VIP vs
+## direct), written to docs/benchmarks.md (and docs/katran-comparison.md).
+## It builds labs in namespaces: run it as
+## `flock /tmp/lbd-lab.lock env KATRAN_SRC=/path/to/katran make bench`
 bench: build
 	bash scripts/bench.sh
 

@@ -25,6 +25,12 @@ type Saver interface {
 	Save(vips map[lb.VIPKey]*VIP) error
 }
 
+// stagedSaver is a Saver that can report a failed write before the
+// change goes live and finish making it durable meanwhile (Store).
+type stagedSaver interface {
+	SaveStaged(vips map[lb.VIPKey]*VIP) (wait func() error, err error)
+}
+
 // Controller owns the desired state and keeps the datapath in step with
 // it. It is safe for concurrent use; changes are serialised.
 type Controller struct {
@@ -331,7 +337,9 @@ func (c *Controller) change(op string, key lb.VIPKey, conds []Precondition, fn f
 	// Save first: a change that cannot be made durable (a full disk)
 	// is refused before anything in the datapath moves. The new ring is
 	// built meanwhile (it needs no map), so the fsync and the build
-	// overlap.
+	// overlap. A staged save also overlaps the directory's fsync (the
+	// rename's durability) with the change going live, and the answer
+	// waits for it (Store.SaveStaged says why that is safe).
 	var plan *ringPlan
 	built := make(chan struct{})
 	if next != nil {
@@ -342,7 +350,12 @@ func (c *Controller) change(op string, key lb.VIPKey, conds []Precondition, fn f
 	} else {
 		close(built)
 	}
-	err = c.store.Save(all)
+	durable := func() error { return nil }
+	if ss, ok := c.store.(stagedSaver); ok {
+		durable, err = ss.SaveStaged(all)
+	} else {
+		err = c.store.Save(all)
+	}
 	<-built
 	if err != nil {
 		c.log.Warn("change refused: the state could not be saved; nothing was changed", "op", op, "err", err)
@@ -354,6 +367,12 @@ func (c *Controller) change(op string, key lb.VIPKey, conds []Precondition, fn f
 	before, lerr := c.dp.LookupVIP(key)
 	had := lerr == nil
 	if _, err := c.convergePlanned(key, next, false, plan); err != nil {
+		_ = durable()
+		return nil, c.rollback(op, key, cur, before, had, err)
+	}
+	if err := durable(); err != nil {
+		// The new file is in place but its rename may not be on disk:
+		// undone, the old state saved again, as for any failed change.
 		return nil, c.rollback(op, key, cur, before, had, err)
 	}
 	c.vips = all

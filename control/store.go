@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -156,11 +157,39 @@ func DecodeState(data []byte, source string) (map[lb.VIPKey]*VIP, error) {
 // Save replaces the state file: write a temporary file, fsync it, rename
 // it over the old one, fsync the directory.
 func (s *Store) Save(vips map[lb.VIPKey]*VIP) error {
-	data, err := EncodeState(vips)
+	wait, err := s.SaveStaged(vips)
 	if err != nil {
 		return err
 	}
-	err = writeFileAtomic(s.path, data)
+	return wait()
+}
+
+// SaveStaged is Save in two steps. Before it returns, the new state file
+// is written, fsync'd and renamed over the old one: a write or fsync
+// error (a full disk) is reported here, before the caller moves anything.
+// The fsync of the directory, which makes the rename durable, is started
+// and wait returns its result. The caller may make the change live
+// meanwhile, and answers only after wait: a process that dies in between
+// leaves the renamed file (the page cache has it), and only a machine
+// crash can lose the rename, which loses the datapath too (pinned maps do
+// not outlive a boot), rebuilt from the file at the next start before an
+// answer was given.
+func (s *Store) SaveStaged(vips map[lb.VIPKey]*VIP) (wait func() error, err error) {
+	data, err := EncodeState(vips)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := writeFileRenamed(s.path, data)
+	if err != nil {
+		return nil, s.noSpace(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.noSpace(syncDir(dir)) }()
+	return sync.OnceValue(func() error { return <-done }), nil
+}
+
+// noSpace names the remedy of a full file system (or quota).
+func (s *Store) noSpace(err error) error {
 	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
 		return fmt.Errorf("%w: %w: free space on the file system of %s (or raise its quota) and retry", ErrNoSpace, err, filepath.Dir(s.path))
 	}
@@ -194,26 +223,41 @@ func EncodeState(vips map[lb.VIPKey]*VIP) ([]byte, error) {
 }
 
 func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
+	dir, err := writeFileRenamed(path, data)
+	if err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+// writeFileRenamed writes data to a temporary file beside path, fsyncs
+// it and renames it over path; the directory is not fsync'd (syncDir).
+func writeFileRenamed(path string, data []byte) (dir string, err error) {
+	dir = filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
-		return fmt.Errorf("save state: %w", err)
+		return "", fmt.Errorf("save state: %w", err)
 	}
 	defer os.Remove(tmp.Name()) // a no-op once renamed
 	if _, err := tmp.Write(data); err != nil {
 		tmp.Close()
-		return fmt.Errorf("save state: write %s: %w", tmp.Name(), err)
+		return "", fmt.Errorf("save state: write %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
-		return fmt.Errorf("save state: fsync %s: %w", tmp.Name(), err)
+		return "", fmt.Errorf("save state: fsync %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("save state: %w", err)
+		return "", fmt.Errorf("save state: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("save state: %w", err)
+		return "", fmt.Errorf("save state: %w", err)
 	}
+	return dir, nil
+}
+
+// syncDir fsyncs a directory: a rename in it is durable afterwards.
+func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return fmt.Errorf("save state: open directory for fsync: %w", err)

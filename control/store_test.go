@@ -113,3 +113,41 @@ func TestStoreLoadsOldFlags(t *testing.T) {
 		t.Errorf("written back differently:\n%s\nwas\n%s", now, old)
 	}
 }
+
+// TestStoreSaveStaged: when SaveStaged returns, the new state is in place
+// (Load reads it) although the directory's fsync may still be running;
+// wait reports that fsync, and asking again gives the same answer.
+func TestStoreSaveStaged(t *testing.T) {
+	dir := t.TempDir()
+	s, err := NewStore(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vips := map[lb.VIPKey]*VIP{vipA: {Key: vipA, RingSize: 1021, Reals: []Real{active(r1, 1)}}}
+	vips[vipA].normalize()
+	wait, err := s.SaveStaged(vips)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Load()
+	if err != nil || !reflect.DeepEqual(got[vipA], vips[vipA]) || len(got) != 1 {
+		t.Fatalf("after SaveStaged, before wait: %+v %v", got[vipA], err)
+	}
+	if err := wait(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wait(); err != nil {
+		t.Fatalf("wait again: %v", err)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Errorf("temporary files left behind: %v", entries)
+	}
+	// A state directory that is gone: refused before anything moves.
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SaveStaged(vips); err == nil {
+		t.Fatal("SaveStaged into a removed directory succeeded")
+	}
+}
