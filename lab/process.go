@@ -202,16 +202,25 @@ func (l *Lab) StopNode(i int, sig syscall.Signal) error {
 	return fmt.Errorf("lbd serve (pid %d) still running 10 s after %v", pid, sig)
 }
 
+// isZombie: pid has exited, every thread of it, and only waits to be
+// reaped. The group leader shows state Z as soon as its own thread exits,
+// while the process's other threads may still be exiting and still hold
+// its open files, and so its locks: a restart right after kill -9 found
+// lbd's state lock held (seen in the kernel-matrix guests, where exiting
+// is slow). A thread is taken off the task list only after it has let go
+// of the files, so the list must be down to the leader too.
 func isZombie(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return true
 	}
 	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i > 0 && i+2 < len(s) {
-		return s[i+2] == 'Z'
+	i := strings.LastIndexByte(s, ')')
+	if i <= 0 || i+2 >= len(s) || s[i+2] != 'Z' {
+		return false
 	}
-	return false
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	return err != nil || len(tasks) <= 1
 }
 
 func tail(s string, n int) string {

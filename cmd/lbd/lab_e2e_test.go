@@ -19,7 +19,6 @@ import (
 
 	"github.com/lbd-dev/lbd/api/apiv1"
 	"github.com/lbd-dev/lbd/api/client"
-	"github.com/lbd-dev/lbd/bpf/features"
 	"github.com/lbd-dev/lbd/control/health"
 	"github.com/lbd-dev/lbd/internal/privtest"
 	"github.com/lbd-dev/lbd/lab"
@@ -461,15 +460,6 @@ func (e *e2e) testConsistency(t *testing.T) {
 	pingAll(t, "after removing r4", conns)
 
 	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
-		if sig == syscall.SIGKILL && privtest.InVMGuest() && strings.HasPrefix(features.KernelRelease(), "6.12.") {
-			// Open defect, seen only in the 6.12 kernel-matrix guest: the
-			// restart after kill -9 is refused ("another lbd (pid N) is
-			// running with state directory"): the killed holder is neither
-			// gone nor exiting when the new lbd looks. Kept visible here
-			// until it is understood; the host, 5.10, 6.1 and 7.x run it.
-			t.Logf("skipped on %s: restart after kill -9 (open defect, see the comment)", features.KernelRelease())
-			continue
-		}
 		if err := e.lab.StopLBD(sig); err != nil {
 			t.Fatal(err)
 		}
