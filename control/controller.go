@@ -57,6 +57,11 @@ type Controller struct {
 	dpConfig *datapath.Config
 	vips     map[lb.VIPKey]*VIP
 	builder  maglev.Builder
+	// planTable and ringBuf are reused by planRing and ringPlan.ring:
+	// one ring is built at a time (c.mu), and the datapath copies what
+	// it takes.
+	planTable []uint32
+	ringBuf   []uint32
 	// ringSums: see ringSum.
 	ringSums map[lb.VIPKey]ringSum
 	ringSeed maphash.Seed
@@ -459,7 +464,8 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 
 	live := c.dp.RealSlots()
 	ids := make(map[netip.Addr]datapath.RealID, len(want.Reals))
-	var adopt *adopter // built once per change, only if an index is to be adopted
+	var adopt *adopter    // built once per change, only if an index is to be adopted
+	var need []netip.Addr // the reals that get a new index
 	unreadable := false
 	for _, r := range want.Reals {
 		pk := RealKey{key, r.Addr}
@@ -482,17 +488,21 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 				continue
 			}
 		}
-		id, err := c.dp.AddRealSlot(r.Addr)
+		need = append(need, r.Addr)
+	}
+	if len(need) > 0 {
+		// The new indices in one go: a change of many reals is a few
+		// map updates, not a few per real.
+		defined, err := c.dp.AddRealSlots(need)
 		if err != nil {
 			return changes, err
 		}
-		live[id] = r.Addr
-		c.slots[pk] = id
-		if adopt != nil {
-			adopt.owned[id] = true
+		for k, addr := range need {
+			id := defined[k]
+			c.slots[RealKey{key, addr}] = id
+			changes = append(changes, "defined real "+addr.String())
+			ids[addr] = id
 		}
-		changes = append(changes, "defined real "+r.Addr.String())
-		ids[r.Addr] = id
 	}
 
 	reals, backends := c.ringInputs(want)
@@ -519,7 +529,7 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 					return changes, err
 				}
 			}
-			if slices.Equal(current, plan.ring(ids)) {
+			if slices.Equal(current, plan.ring(&c.ringBuf, ids)) {
 				c.ringSums[key] = ringSum{sig: sig, sum: sum}
 				return changes, nil
 			}
@@ -530,7 +540,7 @@ func (c *Controller) convergePlanned(key lb.VIPKey, want *VIP, verify bool, plan
 			return changes, err
 		}
 	}
-	ring := plan.ring(ids)
+	ring := plan.ring(&c.ringBuf, ids)
 	delete(c.ringSums, key)
 	if err := c.dp.SetRing(key, ring); err != nil {
 		return changes, err
@@ -554,13 +564,14 @@ type ringPlan struct {
 	table []uint32
 }
 
-// ring is the plan with the reals' IDs.
-func (p *ringPlan) ring(ids map[netip.Addr]datapath.RealID) []uint32 {
+// ring is the plan with the reals' IDs, in buf (grown as needed).
+func (p *ringPlan) ring(buf *[]uint32, ids map[netip.Addr]datapath.RealID) []uint32 {
 	byIndex := make([]uint32, len(p.reals)+1)
 	for i, a := range p.reals {
 		byIndex[i+1] = uint32(ids[a])
 	}
-	ring := make([]uint32, len(p.table))
+	ring := slices.Grow((*buf)[:0], len(p.table))[:len(p.table)]
+	*buf = ring
 	for i, x := range p.table {
 		ring[i] = byIndex[x]
 	}
@@ -608,7 +619,8 @@ func (c *Controller) planRing(v *VIP) (*ringPlan, error) {
 		p.table = []uint32{0}
 		return p, nil
 	}
-	p.table = make([]uint32, v.RingSize)
+	p.table = slices.Grow(c.planTable[:0], int(v.RingSize))[:v.RingSize]
+	c.planTable = p.table
 	if err := c.builder.BuildInto(p.table, backends); err != nil {
 		return nil, fmt.Errorf("build Maglev ring: %w", err)
 	}

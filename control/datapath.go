@@ -24,7 +24,9 @@ type Datapath interface {
 
 	// Each (VIP, real) pair has its own real index (slot), so that the
 	// datapath's per-index counters are per pair.
-	AddRealSlot(addr netip.Addr) (datapath.RealID, error)
+	// AddRealSlots defines a new index for each address (ids[i] for
+	// addrs[i]), all or none.
+	AddRealSlots(addrs []netip.Addr) ([]datapath.RealID, error)
 	RemoveRealSlots(ids []datapath.RealID) (map[datapath.RealID]datapath.RealStats, error)
 	RealSlots() map[datapath.RealID]netip.Addr
 

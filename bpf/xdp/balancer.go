@@ -86,6 +86,8 @@ type Balancer struct {
 	links    map[string]*attachment
 	// ringMaps are the open ring buffers by outer slot.
 	ringMaps map[uint32]*ebpf.Map
+	// ringScratch is writeRing's copy buffer (b.mu).
+	ringScratch []byte
 }
 
 // Options for Open.

@@ -112,7 +112,8 @@ func (b *Balancer) Flows() iter.Seq2[Flow, error] {
 		}
 		seed := maphash.MakeSeed()
 		seen := make(map[uint64]struct{})
-		var buf flowBatch
+		buf := flowBatches.Get().(*flowBatch)
+		defer flowBatches.Put(buf)
 		for k, v := range buf.entries(b.objs.Conns, &err) {
 			h := maphash.Comparable(seed, k)
 			if _, dup := seen[h]; dup {
@@ -137,6 +138,11 @@ type flowBatch struct {
 	vals []balancerFlowState
 }
 
+// flowBatches keeps flowBatch buffers between listings: a ring change
+// that removes reals lists the table once, and a few hundred KB of
+// garbage per change would make the collector run every few changes.
+var flowBatches = sync.Pool{New: func() any { return new(flowBatch) }}
+
 // flowBatchSize is the entries of one batch lookup: a few hundred KB.
 const flowBatchSize = 4096
 
@@ -145,8 +151,7 @@ const flowBatchSize = 4096
 // sets *errp if the reading fails.
 func (fb *flowBatch) entries(t *ebpf.Map, errp *error) iter.Seq2[balancerFlowKey, balancerFlowState] {
 	return func(yield func(balancerFlowKey, balancerFlowState) bool) {
-		if fb.keys == nil {
-			n := min(flowBatchSize, int(max(t.MaxEntries(), 1)))
+		if n := min(flowBatchSize, int(max(t.MaxEntries(), 1))); len(fb.keys) < n {
 			fb.keys, fb.vals = make([]balancerFlowKey, n), make([]balancerFlowState, n)
 		}
 		if !batchListingSafe() {
@@ -222,7 +227,8 @@ func (b *Balancer) DeleteFlows(match func(Flow) bool) (int, error) {
 		return 0, err
 	}
 	var victims []balancerFlowKey
-	var buf flowBatch
+	buf := flowBatches.Get().(*flowBatch)
+	defer flowBatches.Put(buf)
 	var ferr error
 	for k, v := range buf.entries(b.objs.Conns, &ferr) {
 		f, err := clock.flow(k, v)

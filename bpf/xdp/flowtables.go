@@ -132,7 +132,8 @@ func (b *Balancer) FlowTableUsage() (TableUsage, error) {
 		return TableUsage{}, fmt.Errorf("count possible CPUs: %w", err)
 	}
 	u := TableUsage{Capacity: int(b.objs.Conns.MaxEntries()), CPUs: ncpu}
-	var buf flowBatch
+	buf := flowBatches.Get().(*flowBatch)
+	defer flowBatches.Put(buf)
 	var ferr error
 	for range buf.entries(b.objs.Conns, &ferr) {
 		u.Entries++

@@ -1,6 +1,7 @@
 package xdp
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
@@ -75,39 +76,115 @@ func (b *Balancer) AddRealSlot(addr netip.Addr) (RealID, error) {
 	return b.defineIndex(addr, true)
 }
 
-// defineIndex takes a free real index (round-robin from b.nextReal if
-// roundRobin, else the lowest), zeroes its counters and writes addr into
-// it. b.mu is held.
+// AddRealSlots is AddRealSlot for many addresses at once, in two map
+// updates in all rather than two per real: ids[i] is addrs[i]'s new
+// index. On an error no index is taken.
+func (b *Balancer) AddRealSlots(addrs []netip.Addr) ([]RealID, error) {
+	for _, addr := range addrs {
+		if err := lb.CheckAddr("real", addr); err != nil {
+			return nil, err
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.defineIndices(addrs, true)
+}
+
+// defineIndex is defineIndices for one address.
 func (b *Balancer) defineIndex(addr netip.Addr, roundRobin bool) (RealID, error) {
-	var idx uint32
-	ok := false
-	if roundRobin {
-		idx, ok = takeFree(b.realIDs, int(b.nextReal))
-	}
-	if !ok {
-		idx, ok = takeFree(b.realIDs, 1)
-	}
-	if !ok {
-		return 0, fmt.Errorf("real %s: all %d real slots are in use (each real of each VIP takes one): raise --max-reals (max_reals; a new limit needs lbd cleanup of the old pins): %w", addr, b.limits.MaxReals-1, ErrLimit)
-	}
-	if roundRobin {
-		b.nextReal = idx + 1
-	}
-	if err := b.clearRealStats(idx); err != nil {
-		b.realIDs[idx] = false
+	ids, err := b.defineIndices([]netip.Addr{addr}, roundRobin)
+	if err != nil {
 		return 0, err
 	}
-	words, fam := addrWords(addr)
-	def := balancerRealDef{Addr: words, Family: uint32(fam)}
-	if err := b.objs.Reals.Update(idx, &def, ebpf.UpdateAny); err != nil {
-		b.realIDs[idx] = false
-		return 0, fmt.Errorf("real %s: write reals map: %w", addr, err)
+	return ids[0], nil
+}
+
+// defineIndices takes a free real index for each address (round-robin
+// from b.nextReal if roundRobin, else the lowest), zeroes their counters
+// and writes the addresses into them, each map in one batch. On an error
+// the indices are free again. b.mu is held.
+func (b *Balancer) defineIndices(addrs []netip.Addr, roundRobin bool) ([]RealID, error) {
+	idx := make([]uint32, 0, len(addrs))
+	release := func() {
+		for _, i := range idx {
+			b.realIDs[i] = false
+		}
 	}
-	b.slots[RealID(idx)] = addr
-	if _, ok := b.reals[addr]; !ok {
-		b.reals[addr] = RealID(idx)
+	next := b.nextReal
+	for _, addr := range addrs {
+		var i uint32
+		ok := false
+		if roundRobin {
+			i, ok = takeFree(b.realIDs, int(next))
+		}
+		if !ok {
+			i, ok = takeFree(b.realIDs, 1)
+		}
+		if !ok {
+			release()
+			return nil, fmt.Errorf("real %s: all %d real slots are in use (each real of each VIP takes one): raise --max-reals (max_reals; a new limit needs lbd cleanup of the old pins): %w", addr, b.limits.MaxReals-1, ErrLimit)
+		}
+		if roundRobin {
+			next = i + 1
+		}
+		idx = append(idx, i)
 	}
-	return RealID(idx), nil
+	if len(idx) == 0 {
+		return nil, nil
+	}
+	if err := b.clearRealStats(idx...); err != nil {
+		release()
+		return nil, err
+	}
+	defs := make([]balancerRealDef, len(idx))
+	for k, addr := range addrs {
+		words, fam := addrWords(addr)
+		defs[k] = balancerRealDef{Addr: words, Family: uint32(fam)}
+	}
+	if err := batchUpdate(b.objs.Reals, idx, defs, 1); err != nil {
+		// Some may be written: free indices hold no address.
+		_ = batchUpdate(b.objs.Reals, idx, make([]balancerRealDef, len(idx)), 1)
+		release()
+		return nil, fmt.Errorf("real %s: write reals map: %w", addrs[0], err)
+	}
+	b.nextReal = next
+	ids := make([]RealID, len(idx))
+	for k, addr := range addrs {
+		ids[k] = RealID(idx[k])
+		b.slots[ids[k]] = addr
+		if _, ok := b.reals[addr]; !ok {
+			b.reals[addr] = ids[k]
+		}
+	}
+	return ids, nil
+}
+
+// batchUpdate writes vals[k*per:(k+1)*per] at keys[k] of an array map
+// (per: the number of possible CPUs for a per-CPU map, else 1), in one
+// batch where the kernel has batch updates, else one key at a time.
+func batchUpdate[V any](m *ebpf.Map, keys []uint32, vals []V, per int) error {
+	if len(keys) == 1 {
+		if per == 1 {
+			return m.Update(keys[0], &vals[0], ebpf.UpdateAny)
+		}
+		return m.Update(keys[0], vals, ebpf.UpdateAny)
+	}
+	_, err := m.BatchUpdate(keys, vals, nil)
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	for k, key := range keys {
+		var err error
+		if per == 1 {
+			err = m.Update(key, &vals[k], ebpf.UpdateAny)
+		} else {
+			err = m.Update(key, vals[k*per:(k+1)*per], ebpf.UpdateAny)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // RemoveRealSlots undefines real indices and returns their final

@@ -71,7 +71,7 @@ func (b *Balancer) SetRing(key lb.VIPKey, ring []uint32) error {
 // ring's size, else in a new map put in its place in the outer map.
 func (b *Balancer) writeRing(slot uint32, ring []uint32) error {
 	if m, err := b.ringMap(slot); err == nil && m.MaxEntries() == uint32(len(ring)) {
-		if err := fillArray(m, ring); err != nil {
+		if err := fillArray(m, ring, &b.ringScratch); err != nil {
 			return fmt.Errorf("fill ring buffer %d: %w", slot, err)
 		}
 		return nil
@@ -83,7 +83,7 @@ func (b *Balancer) writeRing(slot uint32, ring []uint32) error {
 	if err != nil {
 		return fmt.Errorf("create ring map of %d slots: %w", len(ring), err)
 	}
-	if err := fillArray(inner, ring); err != nil {
+	if err := fillArray(inner, ring, &b.ringScratch); err != nil {
 		inner.Close()
 		return fmt.Errorf("fill ring: %w", err)
 	}
@@ -179,18 +179,32 @@ func (b *Balancer) dropRings(num uint32) error {
 // mapping: the kernel rounds array elements up to 8 bytes.
 const arrayStride = 8
 
+// ringChunk is how many slots fillArray copies at a time through its
+// scratch buffer.
+const ringChunk = 8192
+
 // fillArray writes ring[i] at key i of a ring map. Rings are
-// BPF_F_MMAPABLE so that this is one copy into shared memory (tens of
+// BPF_F_MMAPABLE so that this is a copy into shared memory (tens of
 // microseconds for 65537 slots) rather than a batch update through the
-// syscall (about 10 ms); maps without the flag take the slow path.
-func fillArray(m *ebpf.Map, ring []uint32) error {
+// syscall (about 10 ms); maps without the flag take the slow path. The
+// copy goes through scratch (grown to ringChunk slots and kept by the
+// caller), so that a change allocates nothing here.
+func fillArray(m *ebpf.Map, ring []uint32, scratch *[]byte) error {
 	if mem, err := m.Memory(); err == nil {
-		buf := make([]byte, arrayStride*len(ring))
-		for i, id := range ring {
-			binary.NativeEndian.PutUint32(buf[arrayStride*i:], id)
+		if len(*scratch) < arrayStride*ringChunk {
+			*scratch = make([]byte, arrayStride*ringChunk)
 		}
-		_, err := mem.WriteAt(buf, 0)
-		return err
+		for off := 0; off < len(ring); off += ringChunk {
+			part := ring[off:min(off+ringChunk, len(ring))]
+			buf := (*scratch)[:arrayStride*len(part)]
+			for i, id := range part {
+				binary.NativeEndian.PutUint32(buf[arrayStride*i:], id)
+			}
+			if _, err := mem.WriteAt(buf, int64(arrayStride*off)); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
 	keys := make([]uint32, len(ring))
 	for i := range keys {

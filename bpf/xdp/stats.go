@@ -68,10 +68,11 @@ func (b *Balancer) clearVIPStats(num uint32) error {
 	return nil
 }
 
-func (b *Balancer) clearRealStats(idx uint32) error {
-	zero := make([]balancerRealCounters, ebpf.MustPossibleCPU())
-	if err := b.objs.RealStats.Update(idx, zero, ebpf.UpdateAny); err != nil {
-		return fmt.Errorf("reset counters of real %d: %w", idx, err)
+func (b *Balancer) clearRealStats(idx ...uint32) error {
+	ncpu := ebpf.MustPossibleCPU()
+	zero := make([]balancerRealCounters, ncpu*len(idx))
+	if err := batchUpdate(b.objs.RealStats, idx, zero, ncpu); err != nil {
+		return fmt.Errorf("reset counters of real %d: %w", idx[0], err)
 	}
 	return nil
 }

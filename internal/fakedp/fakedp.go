@@ -205,16 +205,22 @@ func (f *Datapath) AddReal(addr netip.Addr) (datapath.RealID, error) {
 	return id, nil
 }
 
-func (f *Datapath) AddRealSlot(addr netip.Addr) (datapath.RealID, error) {
-	if err := f.mutate("AddRealSlot " + addr.String()); err != nil {
-		return 0, err
+func (f *Datapath) AddRealSlots(addrs []netip.Addr) ([]datapath.RealID, error) {
+	if err := f.mutate(fmt.Sprintf("AddRealSlots %v", addrs)); err != nil {
+		return nil, err
 	}
-	id := f.nextID
-	f.nextID++
-	f.RealMap[addr] = id
-	f.Slots[id] = addr
-	delete(f.RealCounters, id)
-	return id, nil
+	ids := make([]datapath.RealID, len(addrs))
+	for k, addr := range addrs {
+		id := f.nextID
+		f.nextID++
+		if _, ok := f.RealMap[addr]; !ok {
+			f.RealMap[addr] = id
+		}
+		f.Slots[id] = addr
+		delete(f.RealCounters, id)
+		ids[k] = id
+	}
+	return ids, nil
 }
 
 func (f *Datapath) RemoveRealSlots(ids []datapath.RealID) (map[datapath.RealID]datapath.RealStats, error) {
