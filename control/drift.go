@@ -241,7 +241,7 @@ func changeMap(change string) string {
 }
 
 func configString(c datapath.Config) string {
-	return fmt.Sprintf("{gateway_mac:%s mtu:%d fragments:%s unbalanceable:%s encap_v4:%s encap_v6:%s gue_v4:%s gue_v6:%s gue_port:%d udp_timeout:%s search_rate:%d}",
+	return fmt.Sprintf("{gateway_mac:%s mtu:%d fragments:%s unbalanceable:%s encap_v4:%s encap_v6:%s gue_v4:%s gue_v6:%s gue_port:%d udp_timeout:%s new_flow_rate:%d}",
 		c.GatewayMAC, c.MTU, c.FragmentPolicy, c.UnbalanceablePolicy, c.EncapSourceV4, c.EncapSourceV6, c.GUESourceV4, c.GUESourceV6, c.GUEPort,
-		(c.UDPFlowTimeout+time.Second-1)/time.Second*time.Second, c.FlowSearchRate)
+		(c.UDPFlowTimeout+time.Second-1)/time.Second*time.Second, c.NewFlowRate)
 }

@@ -121,6 +121,23 @@ struct {
 	__uint(max_entries, 1);
 } config SEC(".maps");
 
+/*
+ * Per CPU: the flows recorded in the current one-second window, for the
+ * new-flow rate cap (lbd_config.new_flow_rate). Not pinned: a restart
+ * starts a new window.
+ */
+struct new_flow_window {
+	__u32 start; /* jiffies at the window's start */
+	__u32 count; /* flows recorded since */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct new_flow_window);
+	__uint(max_entries, 1);
+} new_flows SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

@@ -50,6 +50,12 @@ enum lbd_config_flag {
 	LBD_CFG_F_UNBALANCEABLE_PASS = 1 << 1,
 	/* gw_mac is set (else encapsulated frames go back to the frame's source MAC). */
 	LBD_CFG_F_GW_MAC = 1 << 2,
+	/*
+	 * new_flow_rate is set: each CPU records at most that many new flows
+	 * per second (else there is no cap; a config written by an older lbd,
+	 * whose search_rate was in its place, has no cap).
+	 */
+	LBD_CFG_F_NEW_FLOW_RATE = 1 << 3,
 };
 
 /* A VIP: (address, port, protocol). Port 0 means "any port". */
@@ -139,10 +145,14 @@ struct lbd_config {
 	__u32 udp_timeout_s; /* UDP table entries idle longer re-follow the ring; 0: never */
 	__u32 hz;            /* clock ticks (jiffies) per second: the loader reads the kernel's tick */
 	/*
-	 * Was: searches of the other CPUs' connection tables per second. The
-	 * table is shared by all CPUs now; kept (unused) for the layout.
+	 * With LBD_CFG_F_NEW_FLOW_RATE: the most new flows a CPU records in
+	 * the connection table per second (as Katran's max_conn_rate). Above
+	 * it a new flow is forwarded by the ring and not recorded; its next
+	 * packet tries again. A flood of spoofed packets then cannot churn the
+	 * table faster than this. (Was search_rate, unused since the table is
+	 * shared: without the flag the field is ignored.)
 	 */
-	__u32 search_rate;
+	__u32 new_flow_rate;
 };
 
 struct vip_counters {
@@ -184,7 +194,7 @@ enum lbd_stat {
 	LBD_STAT_LRU_INSERT_FAIL,    /* connection table update failed */
 	LBD_STAT_ICMP_TOO_BIG,       /* frag-needed / packet-too-big forwarded to a flow's real */
 	LBD_STAT_LRU_REMOTE_HIT,     /* unused (0): was a flow found in another CPU's table */
-	LBD_STAT_LRU_SEARCH_SKIPPED, /* unused (0): was a search skipped for want of allowance */
+	LBD_STAT_LRU_INSERT_CAPPED,  /* new flow not recorded: its CPU recorded new_flow_rate flows this second */
 	LBD_STAT_MAX,
 };
 

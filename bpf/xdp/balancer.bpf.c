@@ -290,9 +290,37 @@ enum lbd_record {
 	LBD_RECORD_SYN,
 };
 
+/*
+ * lbd_new_flow_allowed says whether this CPU may record one more new flow
+ * under the rate cap, and counts it if so. The window is one second of
+ * jiffies; the count is per CPU, so no lock (a packet runs on one CPU).
+ */
+static __always_inline int lbd_new_flow_allowed(const struct lbd_config *cfg, struct choice *c)
+{
+	__u32 zero = 0;
+	struct new_flow_window *w;
+
+	if (!(cfg->flags & LBD_CFG_F_NEW_FLOW_RATE))
+		return 1;
+	w = bpf_map_lookup_elem(&new_flows, &zero);
+	if (!w)
+		return 1;
+	if (!c->now)
+		c->now = lbd_now();
+	if ((__u32)(c->now - w->start) >= cfg->hz) {
+		w->start = c->now;
+		w->count = 0;
+	}
+	if (w->count >= cfg->new_flow_rate)
+		return 0;
+	w->count++;
+	return 1;
+}
+
 static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_key *fk,
 					  struct choice *c, struct vip_counters *vs,
-					  struct global_counters *gs, enum lbd_record record)
+					  const struct lbd_config *cfg, struct global_counters *gs,
+					  enum lbd_record record)
 {
 	__u32 vflags = c->vm->flags;
 	int tcp = fk->proto == IPPROTO_TCP;
@@ -323,6 +351,14 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
 	 */
 	if (record == LBD_RECORD_SYN || (tcp && (pkt->tcp_flags & LBD_TCP_RST)))
 		return 0;
+	/*
+	 * The rate cap applies to new entries only: replacing a 5-tuple's
+	 * entry evicts nothing another flow needs.
+	 */
+	if (record == LBD_RECORD_CREATE && !c->stale && !lbd_new_flow_allowed(cfg, c)) {
+		gs->counters[LBD_STAT_LRU_INSERT_CAPPED]++;
+		return 0;
+	}
 
 	struct flow_state ns = {};
 
@@ -422,7 +458,7 @@ static __always_inline int lbd_balance(struct xdp_md *ctx, struct packet *pkt,
 	if (!vs)
 		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
 	c.hash = lbd_hash(&fk, c.vm->flags);
-	err = lbd_choose_new(pkt, &fk, &c, vs, gs, record);
+	err = lbd_choose_new(pkt, &fk, &c, vs, cfg, gs, record);
 	if (err)
 		return lbd_count(gs, err, XDP_DROP);
 	return lbd_send(ctx, pkt, &fk, &c, vs, cfg, gs);
@@ -455,7 +491,7 @@ static __always_inline int lbd_too_big(struct xdp_md *ctx, struct packet *pkt,
 		return lbd_count(gs, LBD_STAT_DROP_NO_REAL, XDP_DROP);
 	c.hash = lbd_hash(fk, c.vm->flags);
 	if (!c.real) {
-		err = lbd_choose_new(pkt, fk, &c, vs, gs, LBD_RECORD_NO);
+		err = lbd_choose_new(pkt, fk, &c, vs, cfg, gs, LBD_RECORD_NO);
 		if (err)
 			return lbd_count(gs, err, XDP_DROP);
 	}

@@ -69,7 +69,7 @@ type balancerLbdConfig struct {
 	Pad           uint16
 	UdpTimeoutS   uint32
 	Hz            uint32
-	SearchRate    uint32
+	NewFlowRate   uint32
 }
 
 type balancerLbdConfigFlag uint32
@@ -78,6 +78,7 @@ const (
 	balancerLbdConfigFlagLBD_CFG_F_FRAG_PASS          balancerLbdConfigFlag = 1
 	balancerLbdConfigFlagLBD_CFG_F_UNBALANCEABLE_PASS balancerLbdConfigFlag = 2
 	balancerLbdConfigFlagLBD_CFG_F_GW_MAC             balancerLbdConfigFlag = 4
+	balancerLbdConfigFlagLBD_CFG_F_NEW_FLOW_RATE      balancerLbdConfigFlag = 8
 )
 
 type balancerLbdVipFlag uint32
@@ -88,6 +89,12 @@ const (
 	balancerLbdVipFlagLBD_VIP_F_GUE            balancerLbdVipFlag = 4
 	balancerLbdVipFlagLBD_VIP_F_NO_FLOW_SEARCH balancerLbdVipFlag = 8
 )
+
+type balancerNewFlowWindow struct {
+	_     structs.HostLayout
+	Start uint32
+	Count uint32
+}
 
 type balancerRealCounters struct {
 	_       structs.HostLayout
@@ -131,6 +138,7 @@ type balancerVipMeta struct {
 const (
 	balancerMapConfig       = "config"
 	balancerMapConns        = "conns"
+	balancerMapNewFlows     = "new_flows"
 	balancerMapRealStats    = "real_stats"
 	balancerMapReals        = "reals"
 	balancerMapRings        = "rings"
@@ -196,6 +204,7 @@ type balancerProgramSpecs struct {
 type balancerMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Conns     *ebpf.MapSpec `ebpf:"conns"`
+	NewFlows  *ebpf.MapSpec `ebpf:"new_flows"`
 	RealStats *ebpf.MapSpec `ebpf:"real_stats"`
 	Reals     *ebpf.MapSpec `ebpf:"reals"`
 	Rings     *ebpf.MapSpec `ebpf:"rings"`
@@ -235,6 +244,7 @@ func (o *balancerObjects) Close() error {
 type balancerMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Conns     *ebpf.Map `ebpf:"conns"`
+	NewFlows  *ebpf.Map `ebpf:"new_flows"`
 	RealStats *ebpf.Map `ebpf:"real_stats"`
 	Reals     *ebpf.Map `ebpf:"reals"`
 	Rings     *ebpf.Map `ebpf:"rings"`
@@ -250,6 +260,7 @@ func (m *balancerMaps) Close() error {
 	return _BalancerClose(
 		m.Config,
 		m.Conns,
+		m.NewFlows,
 		m.RealStats,
 		m.Reals,
 		m.Rings,

@@ -69,7 +69,13 @@ type benchLbdConfig struct {
 	Pad           uint16
 	UdpTimeoutS   uint32
 	Hz            uint32
-	SearchRate    uint32
+	NewFlowRate   uint32
+}
+
+type benchNewFlowWindow struct {
+	_     structs.HostLayout
+	Start uint32
+	Count uint32
 }
 
 type benchRealCounters struct {
@@ -114,6 +120,7 @@ type benchVipMeta struct {
 const (
 	benchMapConfig             = "config"
 	benchMapConns              = "conns"
+	benchMapNewFlows           = "new_flows"
 	benchMapRealStats          = "real_stats"
 	benchMapReals              = "reals"
 	benchMapRings              = "rings"
@@ -187,6 +194,7 @@ type benchProgramSpecs struct {
 type benchMapSpecs struct {
 	Config    *ebpf.MapSpec `ebpf:"config"`
 	Conns     *ebpf.MapSpec `ebpf:"conns"`
+	NewFlows  *ebpf.MapSpec `ebpf:"new_flows"`
 	RealStats *ebpf.MapSpec `ebpf:"real_stats"`
 	Reals     *ebpf.MapSpec `ebpf:"reals"`
 	Rings     *ebpf.MapSpec `ebpf:"rings"`
@@ -226,6 +234,7 @@ func (o *benchObjects) Close() error {
 type benchMaps struct {
 	Config    *ebpf.Map `ebpf:"config"`
 	Conns     *ebpf.Map `ebpf:"conns"`
+	NewFlows  *ebpf.Map `ebpf:"new_flows"`
 	RealStats *ebpf.Map `ebpf:"real_stats"`
 	Reals     *ebpf.Map `ebpf:"reals"`
 	Rings     *ebpf.Map `ebpf:"rings"`
@@ -241,6 +250,7 @@ func (m *benchMaps) Close() error {
 	return _BenchClose(
 		m.Config,
 		m.Conns,
+		m.NewFlows,
 		m.RealStats,
 		m.Reals,
 		m.Rings,

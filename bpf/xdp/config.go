@@ -18,7 +18,6 @@ func DefaultConfig() Config {
 		EncapSourceV6:  netip.MustParsePrefix("100::/64"),
 		GUEPort:        6080,
 		UDPFlowTimeout: 30 * time.Second,
-		FlowSearchRate: 10000,
 	}
 }
 
@@ -36,7 +35,10 @@ func rawConfig(c Config) (balancerLbdConfig, error) {
 		r.Flags |= balancerLbdConfigFlagLBD_CFG_F_GW_MAC
 	}
 	r.Mtu = c.MTU
-	r.SearchRate = c.FlowSearchRate
+	if c.NewFlowRate > 0 {
+		r.NewFlowRate = c.NewFlowRate
+		r.Flags |= balancerLbdConfigFlagLBD_CFG_F_NEW_FLOW_RATE
+	}
 	if c.FragmentPolicy == PolicyPass {
 		r.Flags |= balancerLbdConfigFlagLBD_CFG_F_FRAG_PASS
 	}
@@ -146,7 +148,9 @@ func configFromRaw(r balancerLbdConfig) (Config, error) {
 		c.GatewayMAC = net.HardwareAddr(append([]byte(nil), r.GwMac[:]...))
 	}
 	c.MTU = r.Mtu
-	c.FlowSearchRate = r.SearchRate
+	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_NEW_FLOW_RATE != 0 {
+		c.NewFlowRate = r.NewFlowRate
+	}
 	if r.Flags&balancerLbdConfigFlagLBD_CFG_F_FRAG_PASS != 0 {
 		c.FragmentPolicy = PolicyPass
 	}

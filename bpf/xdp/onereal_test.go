@@ -26,19 +26,16 @@ import (
 type oneRealVariant struct {
 	name  string
 	flags lb.VIPFlags
-	rate  uint32 // FlowSearchRate; spent is true: used up before the packets that matter
-	spent bool
+	spent bool // other new flows first: what used up the old search allowance
 }
 
 var oneRealVariants = []oneRealVariant{
-	{name: "default", rate: DefaultConfig().FlowSearchRate},
-	{name: "no_flow_search", flags: lb.VIPNoFlowSearch, rate: DefaultConfig().FlowSearchRate},
-	{name: "allowance exhausted", rate: 1, spent: true},
-	{name: "search off", rate: 0},
+	{name: "default"},
+	{name: "no_flow_search", flags: lb.VIPNoFlowSearch},
+	{name: "allowance exhausted", spent: true},
 }
 
-// setupOneReal makes a test balancer for a variant: vip gets its flags and
-// the configuration its search rate.
+// setupOneReal makes a test balancer for a variant: vip gets its flags.
 func setupOneReal(t *testing.T, v oneRealVariant, vip lb.VIPKey) *testLB {
 	t.Helper()
 	if runtime.NumCPU() < 2 {
@@ -48,17 +45,11 @@ func setupOneReal(t *testing.T, v oneRealVariant, vip lb.VIPKey) *testLB {
 	if err := l.SetVIPFlags(vip, v.flags); err != nil {
 		t.Fatal(err)
 	}
-	cfg := l.cfg
-	cfg.FlowSearchRate = v.rate
-	if err := l.SetConfig(cfg); err != nil {
-		t.Fatal(err)
-	}
-	l.cfg = cfg
 	return l
 }
 
-// spendAllowance uses up what is left of the search allowance of cpu, if
-// the variant says so, with packets of flows no table has.
+// spendAllowance sends cpu packets of flows no table has, if the variant
+// says so (they used up the search allowance of the per-CPU tables).
 func spendAllowance(t *testing.T, l *testLB, v oneRealVariant, cpu int) {
 	t.Helper()
 	if !v.spent {

@@ -69,6 +69,6 @@ const (
 	StatLRUInsertFail     = datapath.StatLRUInsertFail
 	StatICMPTooBig        = datapath.StatICMPTooBig
 	StatLRURemoteHit      = datapath.StatLRURemoteHit
-	StatLRUSearchSkipped  = datapath.StatLRUSearchSkipped
+	StatLRUInsertCapped   = datapath.StatLRUInsertCapped
 	NumStats              = datapath.NumStats
 )

@@ -55,7 +55,11 @@ type serveConfig struct {
 	FragmentPolicy      string        `yaml:"fragment_policy"`      // drop | pass
 	UnbalanceablePolicy string        `yaml:"unbalanceable_policy"` // drop | pass
 	UDPFlowTimeout      time.Duration `yaml:"udp_flow_timeout"`
-	FlowSearchRate      uint32        `yaml:"flow_search_rate"`
+	NewFlowRate         uint32        `yaml:"new_flow_rate"`
+	// FlowSearchRate is accepted so that old configurations load; it
+	// changes nothing (it bounded searches of the other CPUs' connection
+	// tables, and the table is shared by all CPUs now).
+	FlowSearchRate uint32 `yaml:"flow_search_rate"`
 
 	ReconcileInterval time.Duration `yaml:"reconcile_interval"`
 	// HealthChecks runs the VIPs' health checks (each VIP says how).
@@ -89,7 +93,7 @@ func defaultServeConfig() serveConfig {
 		MaxVIPs: l.MaxVIPs, MaxReals: l.MaxReals, MaxFlows: l.MaxFlows,
 		MTU: c.MTU, EncapSourceV4: c.EncapSourceV4.String(), EncapSourceV6: c.EncapSourceV6.String(),
 		GUEPort: c.GUEPort, FragmentPolicy: c.FragmentPolicy.String(), UnbalanceablePolicy: c.UnbalanceablePolicy.String(),
-		UDPFlowTimeout: c.UDPFlowTimeout, FlowSearchRate: c.FlowSearchRate, ReconcileInterval: 30 * time.Second,
+		UDPFlowTimeout: c.UDPFlowTimeout, NewFlowRate: c.NewFlowRate, FlowSearchRate: 10000, ReconcileInterval: 30 * time.Second,
 		HealthChecks: true, HealthMaxConcurrent: 64,
 		LogLevel: "info", LogFormat: "text",
 		BGP:          bgp.DefaultSettings(),
@@ -123,6 +127,7 @@ func (c *serveConfig) bindFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&c.FragmentPolicy, "fragment-policy", c.FragmentPolicy, "IP fragments to a VIP: drop or pass")
 	fs.StringVar(&c.UnbalanceablePolicy, "unbalanceable-policy", c.UnbalanceablePolicy, "other traffic to a VIP address that cannot be balanced: drop or pass")
 	fs.DurationVar(&c.UDPFlowTimeout, "udp-flow-timeout", c.UDPFlowTimeout, "idle time after which a UDP flow follows the ring again")
+	fs.Uint32Var(&c.NewFlowRate, "new-flow-rate", c.NewFlowRate, "most new flows each CPU records in the connection table per second (0: no cap); above it new flows follow the ring unrecorded, so a flood of spoofed packets cannot churn the table faster")
 	fs.Uint32Var(&c.FlowSearchRate, "flow-search-rate", c.FlowSearchRate, "accepted, changes nothing (the connection table is shared by all CPUs)")
 	fs.DurationVar(&c.ReconcileInterval, "reconcile-interval", c.ReconcileInterval, "how often to check the datapath against the desired state (0: never)")
 	fs.BoolVar(&c.HealthChecks, "health-checks", c.HealthChecks, "run the VIPs' health checks (through the tunnel to each real when the health-check encapsulation can be attached)")
@@ -266,7 +271,7 @@ func (c serveConfig) datapathConfig(gw net.HardwareAddr) (xdp.Config, error) {
 	d.MTU = c.MTU
 	d.GUEPort = c.GUEPort
 	d.UDPFlowTimeout = c.UDPFlowTimeout
-	d.FlowSearchRate = c.FlowSearchRate
+	d.NewFlowRate = c.NewFlowRate
 	var err error
 	if d.EncapSourceV4, err = netip.ParsePrefix(c.EncapSourceV4); err != nil || !d.EncapSourceV4.Addr().Is4() {
 		return d, fmt.Errorf("encap source v4 %q: want an IPv4 prefix such as 172.16.0.0/16", c.EncapSourceV4)

@@ -107,3 +107,42 @@ func TestConfigPrecedence(t *testing.T) {
 		t.Errorf("bad environment value: %v", err)
 	}
 }
+
+// TestNewFlowRateConfig: --new-flow-rate (new_flow_rate in the file)
+// reaches the datapath's configuration; the default is no cap, and the
+// retired flow_search_rate is still accepted and changes nothing.
+func TestNewFlowRateConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "lbd.yaml")
+	if err := os.WriteFile(path, []byte("interface: eth1\nnew_flow_rate: 20000\nflow_search_rate: 5\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want uint32
+	}{
+		{nil, 20000},
+		{[]string{"--new-flow-rate", "7"}, 7},
+	} {
+		c := defaultServeConfig()
+		fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+		c.bindFlags(fs)
+		if err := fs.Parse(tc.args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := loadServeConfigEnv(path, fs, func(string) (string, bool) { return "", false })
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := cfg.datapathConfig(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.NewFlowRate != tc.want {
+			t.Errorf("%v: datapath new flow rate %d, want %d", tc.args, d.NewFlowRate, tc.want)
+		}
+	}
+	d, err := defaultServeConfig().datapathConfig(nil)
+	if err != nil || d.NewFlowRate != 0 {
+		t.Errorf("default: new flow rate %d (%v), want 0 (no cap)", d.NewFlowRate, err)
+	}
+}

@@ -54,10 +54,15 @@ type Config struct {
 	// UDPFlowTimeout: a UDP flow idle for longer chooses its real again
 	// from the current ring (UDP has no SYN to mark a new flow). 0: never.
 	UDPFlowTimeout time.Duration
-	// FlowSearchRate is kept so that old configurations load; it changes
-	// nothing. It bounded searches of the other CPUs' connection tables,
-	// and the table is shared by all CPUs now.
-	FlowSearchRate uint32
+	// NewFlowRate caps the new flows each CPU records in the connection
+	// table per second (as Katran's max_conn_rate); 0: no cap. Above it a
+	// new flow is forwarded by the ring, not recorded, and counted
+	// (lru_insert_capped); its next packet tries again. A flood of spoofed
+	// ACKs or UDP datagrams then churns the table no faster than this, so
+	// live flows keep their entries, and their real across ring changes.
+	// A SYN is never recorded (its connection's next packet records it)
+	// and is not counted against the cap.
+	NewFlowRate uint32
 }
 
 // LogValue logs a policy by name ("drop", "pass").

@@ -30,7 +30,7 @@ const (
 	StatLRUInsertFail
 	StatICMPTooBig
 	StatLRURemoteHit
-	StatLRUSearchSkipped
+	StatLRUInsertCapped
 	NumStats
 )
 
@@ -39,7 +39,7 @@ var statNames = [NumStats]string{
 	"pass_fragment", "drop_fragment", "pass_unbalanceable", "drop_unbalanceable",
 	"drop_malformed_l2", "drop_malformed_l3", "drop_malformed_l4", "drop_no_real",
 	"drop_too_big", "drop_encap_fail", "lru_hit", "lru_miss", "lru_miss_non_syn",
-	"lru_insert_fail", "icmp_too_big", "lru_remote_hit", "lru_search_skipped",
+	"lru_insert_fail", "icmp_too_big", "lru_remote_hit", "lru_insert_capped",
 }
 
 // String is the counter's name in APIs and metrics, e.g. "drop_malformed_l3".
