@@ -292,16 +292,16 @@ enum lbd_record {
 
 /*
  * lbd_new_flow_allowed says whether this CPU may record one more new flow
- * under the rate cap, and counts it if so. The window is one second of
- * jiffies; the count is per CPU, so no lock (a packet runs on one CPU).
+ * under the rate cap (the caller checked LBD_CFG_F_NEW_FLOW_RATE), and
+ * counts it if so. The window is one second of jiffies; the count is per
+ * CPU, so no lock (a packet runs on one CPU). Not inlined: the code of
+ * the paths that never get here (SYN, established) stays as it was.
  */
-static __always_inline int lbd_new_flow_allowed(const struct lbd_config *cfg, struct choice *c)
+static __noinline int lbd_new_flow_allowed(const struct lbd_config *cfg, struct choice *c)
 {
 	__u32 zero = 0;
 	struct new_flow_window *w;
 
-	if (!(cfg->flags & LBD_CFG_F_NEW_FLOW_RATE))
-		return 1;
 	w = bpf_map_lookup_elem(&new_flows, &zero);
 	if (!w)
 		return 1;
@@ -355,7 +355,8 @@ static __always_inline int lbd_choose_new(struct packet *pkt, const struct flow_
 	 * The rate cap applies to new entries only: replacing a 5-tuple's
 	 * entry evicts nothing another flow needs.
 	 */
-	if (record == LBD_RECORD_CREATE && !c->stale && !lbd_new_flow_allowed(cfg, c)) {
+	if (record == LBD_RECORD_CREATE && !c->stale && (cfg->flags & LBD_CFG_F_NEW_FLOW_RATE) &&
+	    !lbd_new_flow_allowed(cfg, c)) {
 		gs->counters[LBD_STAT_LRU_INSERT_CAPPED]++;
 		return 0;
 	}
