@@ -145,26 +145,35 @@ func TestConnsFollowPrintsEvents(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
+	// connectShown: the stream printed the connect event of the client
+	// end on port. A connection's accept and connect come from different
+	// tracepoints (and may come on different CPUs), so the accept can be
+	// printed first: wait for the connect itself.
+	connectShown := func(port string) bool {
+		return slices.ContainsFunc(strings.Split(out.String(), "\n"), func(l string) bool {
+			return strings.Contains(l, " connect ") && strings.Contains(l, "[TCP] 127.0.0.1:"+port+" ⇄ ")
+		})
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	var port string
-	for time.Now().Before(deadline) {
+	shown := false
+	for !shown && time.Now().Before(deadline) {
 		// connections until the stream (started asynchronously) shows one
 		c, _ := openConnection(t, 10, 10)
 		port = strconv.Itoa(c.LocalAddr().(*net.TCPAddr).Port)
-		time.Sleep(100 * time.Millisecond)
-		if strings.Contains(out.String(), "127.0.0.1:"+port) {
-			break
+		for range 10 { // up to 1 s for this connection's event
+			if shown = connectShown(port); shown {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	}
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatalf("lbd conns --follow: %v", err)
 	}
-	text := out.String()
-	if !slices.ContainsFunc(strings.Split(text, "\n"), func(l string) bool {
-		return strings.Contains(l, " connect ") && strings.Contains(l, "[TCP] 127.0.0.1:"+port+" ⇄ ")
-	}) {
-		t.Errorf("no connect event for port %s in:\n%s", port, text)
+	if !shown {
+		t.Errorf("no connect event for port %s within 10 s in:\n%s", port, out.String())
 	}
 }
 
