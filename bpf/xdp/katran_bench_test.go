@@ -375,11 +375,7 @@ func TestKatranSideBySide(t *testing.T) {
 		lastKeys = lastKeys[:0]
 		for i := range frames {
 			flowN++
-			src := netip.AddrFrom4([4]byte{198, 18, byte(flowN >> 8), byte(flowN)})
-			if flowN >= 1<<16 {
-				src = netip.AddrFrom4([4]byte{198, 19, byte(flowN >> 8), byte(flowN)})
-			}
-			p := pkt{src: src.String(), dst: "10.10.0.1", sport: uint16(1024 + (flowN*7919)%60000), dport: 80, proto: lb.TCP, flags: "S"}
+			p := freshTuple(18, flowN, "S")
 			frames[i] = p.frame(t)
 			lastKeys = append(lastKeys, katranFlowOf(p))
 		}
@@ -393,12 +389,7 @@ func TestKatranSideBySide(t *testing.T) {
 		frames := make([][]byte, singles)
 		for i := range frames {
 			ackN++
-			src := netip.AddrFrom4([4]byte{198, 20, byte(ackN >> 8), byte(ackN)})
-			if ackN >= 1<<16 {
-				src = netip.AddrFrom4([4]byte{198, 21, byte(ackN >> 8), byte(ackN)})
-			}
-			p := pkt{src: src.String(), dst: "10.10.0.1", sport: uint16(1024 + (ackN*7919)%60000), dport: 80, proto: lb.TCP, flags: "A"}
-			frames[i] = p.frame(t)
+			frames[i] = freshTuple(20, ackN, "A").frame(t)
 		}
 		return frames
 	}
@@ -411,11 +402,7 @@ func TestKatranSideBySide(t *testing.T) {
 		frames := make([][]byte, 0, singles)
 		for len(frames) < singles {
 			hsN++
-			src := netip.AddrFrom4([4]byte{198, 22, byte(hsN >> 8), byte(hsN)})
-			if hsN >= 1<<16 {
-				src = netip.AddrFrom4([4]byte{198, 23, byte(hsN >> 8), byte(hsN)})
-			}
-			p := pkt{src: src.String(), dst: "10.10.0.1", sport: uint16(1024 + (hsN*7919)%60000), dport: 80, proto: lb.TCP, flags: "S"}
+			p := freshTuple(22, hsN, "S")
 			frames = append(frames, p.frame(t))
 			p.flags = "A"
 			frames = append(frames, p.frame(t))
@@ -810,4 +797,17 @@ func perRound(l, k *sideRow) []float64 {
 		ratios[i] = l.means[i] / k.means[i]
 	}
 	return ratios
+}
+
+// freshTuple is the n-th (from 1) TCP 5-tuple to vipTCP of a source
+// range of its own: 198.base.x.y for n below 65536, then 198.base+1.x.y
+// (the ranges of base 18, 20 and 22 never meet), so no run reuses a
+// flow another run made.
+func freshTuple(base byte, n int, flags string) pkt {
+	hi := base
+	if n >= 1<<16 {
+		hi++
+	}
+	src := netip.AddrFrom4([4]byte{198, hi, byte(n >> 8), byte(n)})
+	return pkt{src: src.String(), dst: "10.10.0.1", sport: uint16(1024 + (n*7919)%60000), dport: 80, proto: lb.TCP, flags: flags}
 }
