@@ -170,6 +170,27 @@ func (l *testLB) run(t *testing.T, in []byte, want Action, wantOut []byte, wantS
 	l.runOn(t, 0, in, want, wantOut, wantStats)
 }
 
+// statsSince reads the global counters now and returns what gives their
+// growth since.
+func (l *testLB) statsSince(t testing.TB) (grown func(t testing.TB) GlobalStats) {
+	t.Helper()
+	before, err := l.GlobalStats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(t testing.TB) GlobalStats {
+		t.Helper()
+		after, err := l.GlobalStats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for s := range after {
+			after[s] -= before[s]
+		}
+		return after
+	}
+}
+
 // runOn is run on the given CPU.
 func (l *testLB) runOn(t *testing.T, cpu int, in []byte, want Action, wantOut []byte, wantStats map[Stat]uint64) {
 	t.Helper()

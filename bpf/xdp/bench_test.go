@@ -177,10 +177,7 @@ func (r *benchRow) selfCheck(t *testing.T, l *testLB) {
 // measure takes one sample and checks the counters it moved.
 func (r *benchRow) measure(t *testing.T, l *testLB, singles int) {
 	t.Helper()
-	before, err := l.GlobalStats()
-	if err != nil {
-		t.Fatal(err)
-	}
+	grown := l.statsSince(t)
 	var ns float64
 	var runs uint64
 	if r.repeat > 0 {
@@ -212,12 +209,9 @@ func (r *benchRow) measure(t *testing.T, l *testLB, singles int) {
 		ns = float64(total.Nanoseconds()) / float64(singles)
 		runs = uint64(singles)
 	}
-	after, err := l.GlobalStats()
-	if err != nil {
-		t.Fatal(err)
-	}
+	delta := grown(t)
 	for s := StatTX; s < NumStats; s++ {
-		d := after[s] - before[s]
+		d := delta[s]
 		want := slices.Contains(r.counters, s)
 		switch {
 		case want && d < runs:

@@ -54,7 +54,7 @@ type floodRun struct {
 	conns         []floodConn
 	flood, rounds int
 	capacity      int
-	delta         map[Stat]uint64 // counters' growth during the flood
+	delta         GlobalStats // counters' growth during the flood
 }
 
 func runFlood(t *testing.T, l *testLB, what string, spoof func(rng *rand.Rand) pkt, beforeFlood func()) *floodRun {
@@ -79,10 +79,7 @@ func runFlood(t *testing.T, l *testLB, what string, spoof func(rng *rand.Rand) p
 		r.conns[i] = c
 	}
 	beforeFlood()
-	before, err := l.GlobalStats()
-	if err != nil {
-		t.Fatal(err)
-	}
+	grown := l.statsSince(t)
 	rng := rand.New(rand.NewPCG(20, 3)) // deterministic: the same flood every run
 	sent := 0
 	for round := range r.rounds {
@@ -96,16 +93,9 @@ func runFlood(t *testing.T, l *testLB, what string, spoof func(rng *rand.Rand) p
 			}
 		}
 	}
-	after, err := l.GlobalStats()
-	if err != nil {
-		t.Fatal(err)
-	}
+	r.delta = grown(t)
 	if sent != r.flood {
 		t.Fatalf("sent %d spoofed %ss, want %d", sent, what, r.flood)
-	}
-	r.delta = map[Stat]uint64{}
-	for s := range NumStats {
-		r.delta[s] = after[s] - before[s]
 	}
 	t.Logf("%d spoofed %ss (10 x the table's %d entries) over %d CPUs, %d established connections sending %d packets each among them",
 		sent, what, r.capacity, ncpu, established, r.rounds)

@@ -421,17 +421,11 @@ func TestKatranSideBySide(t *testing.T) {
 
 	lbdCheck := func(counters ...Stat) func(t *testing.T) func(t *testing.T, n int) {
 		return func(t *testing.T) func(t *testing.T, n int) {
-			before, err := l.GlobalStats()
-			if err != nil {
-				t.Fatal(err)
-			}
+			grown := l.statsSince(t)
 			return func(t *testing.T, n int) {
-				after, err := l.GlobalStats()
-				if err != nil {
-					t.Fatal(err)
-				}
+				delta := grown(t)
 				for s := StatTX; s < NumStats; s++ {
-					d := after[s] - before[s]
+					d := delta[s]
 					want := slices.Contains(counters, s)
 					switch {
 					case want && d != uint64(n):
@@ -515,18 +509,12 @@ func TestKatranSideBySide(t *testing.T) {
 	// lbdHandshake: n runs are n/2 SYNs (a miss each, not recorded) and
 	// n/2 ACKs (a non-SYN miss each, which records the connection).
 	lbdHandshake := func(t *testing.T) func(t *testing.T, n int) {
-		before, err := l.GlobalStats()
-		if err != nil {
-			t.Fatal(err)
-		}
+		grown := l.statsSince(t)
 		return func(t *testing.T, n int) {
-			after, err := l.GlobalStats()
-			if err != nil {
-				t.Fatal(err)
-			}
+			delta := grown(t)
 			want := map[Stat]uint64{StatTX: uint64(n), StatLRUMiss: uint64(n), StatLRUMissNonSYN: uint64(n / 2)}
 			for s := StatTX; s < NumStats; s++ {
-				if d := after[s] - before[s]; d != want[s] && (want[s] != 0 || s.IsAction() || s == StatLRUHit || s == StatLRUInsertFail) {
+				if d := delta[s]; d != want[s] && (want[s] != 0 || s.IsAction() || s == StatLRUHit || s == StatLRUInsertFail) {
 					t.Fatalf("lbd handshakes: counter %s grew by %d in %d runs, want %d", s, d, n, want[s])
 				}
 			}
